@@ -1,0 +1,35 @@
+#!/bin/sh
+# `make test`: unit tests (cmocka, through meson) then system tests (pytest against the built binary).
+# Prints one closing line `N passed, N failed` over both.
+set -u
+build=${1:-build}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+log=$(mktemp -d)
+trap 'rm -rf "$log"' EXIT
+
+meson test -C "$build" --print-errorlogs --no-rebuild >"$log/unit" 2>&1
+unit_rc=$?
+cat "$log/unit"
+unit_ok=$(sed -n 's/^Ok: *\([0-9]*\).*/\1/p' "$log/unit" | tail -n1)
+unit_fail=$(sed -n 's/^Fail: *\([0-9]*\).*/\1/p' "$log/unit" | tail -n1)
+unit_ok=${unit_ok:-0}
+unit_fail=${unit_fail:-0}
+[ "$unit_rc" -ne 0 ] && [ "$unit_fail" -eq 0 ] && unit_fail=1
+
+LMS_BIN="$root/$build/lm-sandbox" LMS_PROBE="$root/$build/tests/probe/lms-probe" \
+	/usr/bin/python3 -m pytest tests/system -q -rs -p no:cacheprovider >"$log/system" 2>&1
+sys_rc=$?
+cat "$log/system"
+summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed|error|skipped)' "$log/system" | tail -n1)
+count() { echo "$summary" | grep -oE "[0-9]+ $1" | grep -oE '[0-9]+' || echo 0; }
+sys_ok=$(count passed)
+sys_fail=$(( $(count failed) + $(count error) ))
+sys_skip=$(count skipped)
+[ "$sys_rc" -ne 0 ] && [ "$sys_fail" -eq 0 ] && sys_fail=1
+
+passed=$((unit_ok + sys_ok))
+failed=$((unit_fail + sys_fail))
+echo "unit: $unit_ok passed, $unit_fail failed; system: $sys_ok passed, $sys_fail failed, $sys_skip skipped"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,66 @@
+#include "api/exec-json.h"
+
+#include <math.h>
+
+#include "core/alloc.h"
+#include "core/utf8.h"
+
+static json_t *
+encode_output(const char *data, size_t len, enum lms_encoding encoding)
+{
+	if (encoding == LMS_ENCODING_BASE64) {
+		static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+		size_t out_len = (len + 2) / 3 * 4;
+		_cleanup_free_ char *out = xmalloc(out_len + 1);
+		const unsigned char *in = (const unsigned char *)data;
+		size_t o = 0;
+		for (size_t i = 0; i < len; i += 3) {
+			uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < len ? (uint32_t)in[i + 1] << 8 : 0) |
+				     (i + 2 < len ? in[i + 2] : 0);
+			out[o++] = digits[v >> 18 & 63];
+			out[o++] = digits[v >> 12 & 63];
+			out[o++] = i + 1 < len ? digits[v >> 6 & 63] : '=';
+			out[o++] = i + 2 < len ? digits[v & 63] : '=';
+		}
+		return json_stringn(out, o);
+	}
+	size_t clean_len;
+	_cleanup_free_ char *clean = lms_utf8_sanitize(data ? data : "", len, &clean_len);
+	return json_stringn(clean, clean_len);
+}
+
+/* Milliseconds with microsecond resolution: enough, and short in JSON. */
+static json_t *
+milliseconds(double ms)
+{
+	return json_real(round(ms * 1000.0) / 1000.0);
+}
+
+json_t *
+lms_exec_result_json(const struct lms_sandbox_result *res, const char *out, size_t out_len, const char *err,
+		     size_t err_len, enum lms_encoding encoding)
+{
+	const char *sig = lms_signal_name(res->signal);
+	return json_pack("{s:o, s:o, s:i, s:o, s:b, s:b, s:b, s:b, s:o, s:o, s:I}",
+			 "stdout", encode_output(out, out_len, encoding),
+			 "stderr", encode_output(err, err_len, encoding),
+			 "exit_code", res->exit_code,
+			 "signal", sig ? json_string(sig) : json_null(),
+			 "timed_out", res->timed_out,
+			 "oom_killed", res->oom_killed,
+			 "stdout_truncated", res->stdout_truncated,
+			 "stderr_truncated", res->stderr_truncated,
+			 "duration_ms", milliseconds(res->duration_ms),
+			 "cpu_ms", milliseconds(res->cpu_ms),
+			 "max_rss_kb", (json_int_t)res->max_rss_kb);
+}
+
+json_t *
+lms_error_json(const struct lms_error *e)
+{
+	const char *type = e->kind == LMS_ERR_INVALID || e->kind == LMS_ERR_NOT_FOUND ? "invalid_request_error"
+			   : e->kind == LMS_ERR_FORBIDDEN                                 ? "permission_error"
+											  : "server_error";
+	return json_pack("{s:{s:s, s:s, s:s}}", "error", "message", e->message, "type", type, "code",
+			 lms_error_kind_name(e->kind));
+}

@@ -1,0 +1,257 @@
+/*
+ * `lm-sandbox run [OPTIONS] -- PROGRAM [ARG...]`: one command in a fresh one-shot sandbox.
+ * Exit status: the command's (128+N for signal N); 124 on timeout; 125 when the sandbox could not be
+ * set up; 126/127 not executable / not found; 2 for a usage error. With --json: 0 and the result.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/exec-json.h"
+#include "cli/commands.h"
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "sandbox/sandbox.h"
+
+#define EXIT_USAGE 2
+#define EXIT_TIMEOUT 124
+#define EXIT_SETUP 125
+#define MAX_STDIN (256u << 20)
+
+static const char help_text[] =
+	"usage: lm-sandbox run [OPTIONS] -- PROGRAM [ARG...]\n"
+	"\n"
+	"Runs PROGRAM in a fresh one-shot sandbox: new user (uid 0 inside, never root outside), PID, mount,\n"
+	"network (loopback only), IPC, UTS and cgroup namespaces; the host's /usr, /bin, /lib*, /sbin and /etc\n"
+	"read-only; a private writable /work (the default directory) and /tmp; seccomp; cgroup limits.\n"
+	"\n"
+	"options:\n"
+	"  --image NAME         root file system (default: host)\n"
+	"  --timeout-ms N       wall-clock limit; the whole tree is killed (default: 30000)\n"
+	"  --memory-mb N        memory of all processes together (default: 512)\n"
+	"  --pids N             processes and threads at once (default: 256)\n"
+	"  --cpu-ms N           CPU time of all processes together (default: none)\n"
+	"  --output-bytes N     per stream; the rest is discarded (default: 1048576)\n"
+	"  --disk-mb N          writable space of /work and /tmp together (default: 1024)\n"
+	"  --network            reach the network (not available yet)\n"
+	"  --gpu                pass NVIDIA GPUs through (not available yet)\n"
+	"  --env NAME=VALUE     add a variable (repeatable); the caller's environment is never passed\n"
+	"  --cwd DIR            working directory inside (default: /work; created if missing)\n"
+	"  -i, --stdin          feed this command's standard input to PROGRAM (default: empty)\n"
+	"  --json               capture the output and print the result as one JSON object\n"
+	"  -h, --help           show this help\n"
+	"\n"
+	"exit status: PROGRAM's (128+N if signal N ended it), 124 timeout, 125 sandbox setup failed,\n"
+	"126 not executable, 127 not found, 2 usage error; with --json, 0 once the sandbox ran.\n";
+
+enum {
+	OPT_IMAGE = 256,
+	OPT_TIMEOUT,
+	OPT_MEMORY,
+	OPT_PIDS,
+	OPT_CPU,
+	OPT_OUTPUT,
+	OPT_DISK,
+	OPT_NETWORK,
+	OPT_GPU,
+	OPT_ENV,
+	OPT_CWD,
+	OPT_JSON,
+};
+
+static const struct option options[] = {
+	{"image", required_argument, NULL, OPT_IMAGE},
+	{"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
+	{"memory-mb", required_argument, NULL, OPT_MEMORY},
+	{"pids", required_argument, NULL, OPT_PIDS},
+	{"cpu-ms", required_argument, NULL, OPT_CPU},
+	{"output-bytes", required_argument, NULL, OPT_OUTPUT},
+	{"disk-mb", required_argument, NULL, OPT_DISK},
+	{"network", no_argument, NULL, OPT_NETWORK},
+	{"gpu", no_argument, NULL, OPT_GPU},
+	{"env", required_argument, NULL, OPT_ENV},
+	{"cwd", required_argument, NULL, OPT_CWD},
+	{"stdin", no_argument, NULL, 'i'},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+struct capture {
+	bool json;
+	struct lms_buf out, err;
+};
+
+static int
+parse_u64(const char *flag, const char *text, uint64_t *value)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(text, &end, 10);
+	if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || text[0] == '+') {
+		fprintf(stderr, "lm-sandbox run: --%s needs a non-negative integer, not '%s'\n", flag, text);
+		return -1;
+	}
+	*value = v;
+	return 0;
+}
+
+static void
+write_all(int fd, const char *data, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, data, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return; /* the reader went away: keep draining the sandbox regardless */
+		data += n;
+		len -= (size_t)n;
+	}
+}
+
+static void
+on_output(void *userdata, enum lms_stream stream, const char *data, size_t len)
+{
+	struct capture *c = userdata;
+	if (c->json)
+		lms_buf_append(stream == LMS_STREAM_STDOUT ? &c->out : &c->err, data, len);
+	else
+		write_all(stream == LMS_STREAM_STDOUT ? STDOUT_FILENO : STDERR_FILENO, data, len);
+}
+
+static int
+read_stdin(struct lms_buf *in)
+{
+	char chunk[65536];
+	for (;;) {
+		ssize_t n = read(STDIN_FILENO, chunk, sizeof(chunk));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			fprintf(stderr, "lm-sandbox run: read standard input: %s\n", strerror(errno));
+			return -1;
+		}
+		if (n == 0)
+			break;
+		if (in->len + (size_t)n > MAX_STDIN) {
+			fprintf(stderr, "lm-sandbox run: standard input is larger than %u MiB\n", MAX_STDIN >> 20);
+			return -1;
+		}
+		lms_buf_append(in, chunk, (size_t)n);
+	}
+	if (in->data == NULL)
+		lms_buf_append(in, "", 0);
+	return 0;
+}
+
+/* Fills spec from the flags. Returns 0, or the exit status for --help (0) and usage errors (2) + 1000. */
+static int
+parse_args(int argc, char **argv, struct lms_sandbox_spec *spec, char ***env, bool *json, bool *feed_stdin)
+{
+	size_t n_env = 0;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+ih", options, NULL)) != -1) {
+		int r = 0;
+		switch (c) {
+		case OPT_IMAGE: spec->image = optarg; break;
+		case OPT_TIMEOUT: r = parse_u64("timeout-ms", optarg, &spec->limits.timeout_ms); break;
+		case OPT_MEMORY: r = parse_u64("memory-mb", optarg, &spec->limits.memory_mb); break;
+		case OPT_PIDS: r = parse_u64("pids", optarg, &spec->limits.pids); break;
+		case OPT_CPU: r = parse_u64("cpu-ms", optarg, &spec->limits.cpu_ms); break;
+		case OPT_OUTPUT: r = parse_u64("output-bytes", optarg, &spec->limits.output_bytes); break;
+		case OPT_DISK: r = parse_u64("disk-mb", optarg, &spec->limits.disk_mb); break;
+		case OPT_NETWORK: spec->network = true; break;
+		case OPT_GPU: spec->gpu = true; break;
+		case OPT_ENV:
+			*env = xrealloc(*env, (n_env + 2) * sizeof(char *));
+			(*env)[n_env++] = xstrdup(optarg);
+			(*env)[n_env] = NULL;
+			break;
+		case OPT_CWD: spec->cwd = optarg; break;
+		case 'i': *feed_stdin = true; break;
+		case OPT_JSON: *json = true; break;
+		case 'h': fputs(help_text, stdout); return 1000;
+		default: r = -1; break;
+		}
+		if (r < 0)
+			return 1000 + EXIT_USAGE;
+	}
+	if (optind >= argc) {
+		fputs("lm-sandbox run: no program given: lm-sandbox run [OPTIONS] -- PROGRAM [ARG...]\n", stderr);
+		return 1000 + EXIT_USAGE;
+	}
+	spec->argv = argv + optind;
+	spec->env = *env;
+	return 0;
+}
+
+static int
+report_error(const struct lms_error *e, bool json)
+{
+	fprintf(stderr, "lm-sandbox: %s\n", e->message);
+	if (json) {
+		json_t *obj = lms_error_json(e);
+		json_dumpf(obj, stdout, LMS_JSON_FLAGS);
+		fputc('\n', stdout);
+		json_decref(obj);
+	}
+	return e->kind == LMS_ERR_INVALID ? EXIT_USAGE : EXIT_SETUP;
+}
+
+int
+lms_cmd_run(int argc, char **argv)
+{
+	struct lms_sandbox_spec spec;
+	_cleanup_strv_ char **env = NULL;
+	bool json = false, feed_stdin = false;
+	lms_sandbox_spec_init(&spec);
+	int r = parse_args(argc, argv, &spec, &env, &json, &feed_stdin);
+	if (r != 0)
+		return r - 1000;
+
+	struct lms_buf in = {0};
+	if (feed_stdin) {
+		if (read_stdin(&in) < 0)
+			return EXIT_USAGE;
+		spec.stdin_data = in.data;
+		spec.stdin_len = in.len;
+	}
+	/* A reader of our output that goes away must not kill us before the sandbox is cleaned up. */
+	signal(SIGPIPE, SIG_IGN);
+
+	struct capture cap = {.json = json};
+	struct lms_sandbox_result res;
+	_cleanup_error_ struct lms_error *err = NULL;
+	r = lms_sandbox_run(&spec, on_output, &cap, &res, &err);
+	lms_buf_clear(&in);
+	if (r < 0) {
+		lms_buf_clear(&cap.out);
+		lms_buf_clear(&cap.err);
+		return report_error(err, json);
+	}
+	if (json) {
+		json_t *obj = lms_exec_result_json(&res, cap.out.data, cap.out.len, cap.err.data, cap.err.len,
+						   LMS_ENCODING_UTF8);
+		lms_buf_clear(&cap.out);
+		lms_buf_clear(&cap.err);
+		int dumped = json_dumpf(obj, stdout, LMS_JSON_FLAGS);
+		json_decref(obj);
+		fputc('\n', stdout);
+		return dumped == 0 && fflush(stdout) == 0 ? 0 : EXIT_SETUP;
+	}
+	if (res.timed_out) {
+		fprintf(stderr, "lm-sandbox: timed out after %llu ms\n", (unsigned long long)spec.limits.timeout_ms);
+		return EXIT_TIMEOUT;
+	}
+	if (res.oom_killed)
+		fprintf(stderr, "lm-sandbox: out of memory (limit %llu MiB)\n", (unsigned long long)spec.limits.memory_mb);
+	if (res.cpu_exceeded)
+		fprintf(stderr, "lm-sandbox: CPU time limit of %llu ms exceeded\n", (unsigned long long)spec.limits.cpu_ms);
+	return res.exit_code;
+}

@@ -1,0 +1,72 @@
+/* cgroup v1: one hierarchy per controller (this project's development and CI machines). */
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "core/alloc.h"
+#include "core/file.h"
+#include "sandbox/cgroup.h"
+
+static const char *const controllers[LMS_CG_COUNT] = {
+	[LMS_CG_MEMORY] = "memory",
+	[LMS_CG_PIDS] = "pids",
+	[LMS_CG_CPUACCT] = "cpuacct",
+};
+
+static int
+make_group(struct lms_cgroup *cg, int idx, const char *fs_root, const char *self_text, const char *name,
+	   struct lms_error **err)
+{
+	_cleanup_free_ char *own = lms_cgroup_self_path(self_text, controllers[idx]);
+	if (own == NULL) {
+		if (idx == LMS_CG_CPUACCT)
+			return 0; /* optional: CPU time then comes from rusage */
+		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
+				     "the %s controller is not mounted (no '%s' line in /proc/self/cgroup): "
+				     "memory and pids limits need it",
+				     controllers[idx], controllers[idx]);
+	}
+	/* A joined hierarchy ("cpu,cpuacct") is mounted under its joined name, with a symlink per name. */
+	char *path = xasprintf("%s/%s%s%s/%s", fs_root, controllers[idx], own, strcmp(own, "/") ? "/" : "", name);
+	if (mkdir(path, 0755) < 0) {
+		int e = errno;
+		lms_error_set(err, e == EACCES || e == EPERM || e == EROFS ? LMS_ERR_FORBIDDEN : LMS_ERR_SETUP, e,
+			      "create %s%s", path,
+			      e == EACCES || e == EPERM || e == EROFS
+				      ? " (run as root, or from a cgroup delegated to this user)"
+				      : "");
+		free(path);
+		return -1;
+	}
+	cg->path[idx] = path;
+	cg->dirfd[idx] = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (cg->dirfd[idx] < 0)
+		return lms_error_set(err, LMS_ERR_SETUP, errno, "open %s", path);
+	return 0;
+}
+
+int
+lms_cgroup_v1_create(struct lms_cgroup *cg, const char *fs_root, const char *self_cgroup, const char *name,
+		     const struct lms_limits *limits, struct lms_error **err)
+{
+	_cleanup_free_ char *self_text = lms_file_read_at(AT_FDCWD, self_cgroup, 65536, err);
+	if (self_text == NULL)
+		return -1;
+	for (int i = 0; i < LMS_CG_COUNT; i++)
+		if (make_group(cg, i, fs_root, self_text, name, err) < 0)
+			return -1;
+
+	char text[32];
+	int mem = cg->dirfd[LMS_CG_MEMORY];
+	snprintf(text, sizeof(text), "%llu", (unsigned long long)limits->memory_mb << 20);
+	if (lms_cgroup_write(mem, "memory.limit_in_bytes", text, err) < 0)
+		return lms_error_prefix(err, "set memory limit in %s", cg->path[LMS_CG_MEMORY]);
+	/* Memory plus swap, so that a hog cannot spill into swap; absent when swap accounting is off. */
+	if (lms_cgroup_has(mem, "memory.memsw.limit_in_bytes") &&
+	    lms_cgroup_write(mem, "memory.memsw.limit_in_bytes", text, err) < 0)
+		return lms_error_prefix(err, "set memory+swap limit in %s", cg->path[LMS_CG_MEMORY]);
+
+	snprintf(text, sizeof(text), "%llu", (unsigned long long)limits->pids);
+	if (lms_cgroup_write(cg->dirfd[LMS_CG_PIDS], "pids.max", text, err) < 0)
+		return lms_error_prefix(err, "set pids limit in %s", cg->path[LMS_CG_PIDS]);
+	return 0;
+}

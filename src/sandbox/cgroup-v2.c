@@ -1,0 +1,102 @@
+/* cgroup v2: one unified hierarchy (Ubuntu 22.04 and later, the GPU machines). */
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "core/alloc.h"
+#include "core/file.h"
+#include "sandbox/cgroup.h"
+
+#define TOP_GROUP "lm-sandbox"
+
+static bool
+has_word(const char *list, const char *word)
+{
+	size_t n = strlen(word);
+	for (const char *p = list; p && (p = strstr(p, word)) != NULL; p += n)
+		if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\n' || p[n] == '\0'))
+			return true;
+	return false;
+}
+
+/* Makes `dir` hand memory and pids to its children. Fails (EBUSY) when `dir` itself holds processes:
+ * cgroup v2's "no internal processes" rule. */
+static int
+delegate_controllers(const char *dir, struct lms_error **err)
+{
+	_cleanup_fd_ int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return lms_error_set(err, LMS_ERR_SETUP, errno, "open %s", dir);
+	_cleanup_free_ char *enabled = lms_file_read_at(fd, "cgroup.subtree_control", 4096, err);
+	if (enabled == NULL)
+		return -1;
+	if (has_word(enabled, "memory") && has_word(enabled, "pids"))
+		return 0;
+	_cleanup_free_ char *available = lms_file_read_at(fd, "cgroup.controllers", 4096, err);
+	if (available == NULL)
+		return -1;
+	if (!has_word(available, "memory") || !has_word(available, "pids"))
+		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
+				     "%s lacks the memory or pids controller (it offers: %s)", dir, available);
+	if (lms_cgroup_write(fd, "cgroup.subtree_control", "+memory +pids", err) < 0)
+		return lms_error_prefix(err, "enable memory and pids in %s", dir);
+	return 0;
+}
+
+/* The group under which sandboxes are made: the caller's own when it can take them, else a
+ * top-level one. */
+static char *
+parent_group(const char *fs_root, const char *self_cgroup, struct lms_error **err)
+{
+	_cleanup_free_ char *self_text = lms_file_read_at(AT_FDCWD, self_cgroup, 65536, err);
+	if (self_text == NULL)
+		return NULL;
+	_cleanup_free_ char *own = lms_cgroup_self_path(self_text, "");
+	if (own != NULL && strcmp(own, "/") != 0) {
+		_cleanup_free_ char *dir = xasprintf("%s%s", fs_root, own);
+		if (delegate_controllers(dir, NULL) == 0)
+			return steal_pointer(&dir);
+	}
+	_cleanup_free_ char *top = xasprintf("%s/" TOP_GROUP, fs_root);
+	if (mkdir(top, 0755) < 0 && errno != EEXIST) {
+		lms_error_set(err, errno == EACCES || errno == EPERM ? LMS_ERR_FORBIDDEN : LMS_ERR_SETUP, errno,
+			      "create %s (run as root, or from a cgroup delegated to this user)", top);
+		return NULL;
+	}
+	if (delegate_controllers(fs_root, err) < 0 || delegate_controllers(top, err) < 0)
+		return NULL;
+	return steal_pointer(&top);
+}
+
+int
+lms_cgroup_v2_create(struct lms_cgroup *cg, const char *fs_root, const char *self_cgroup, const char *name,
+		     const struct lms_limits *limits, struct lms_error **err)
+{
+	_cleanup_free_ char *parent = parent_group(fs_root, self_cgroup, err);
+	if (parent == NULL)
+		return -1;
+	char *path = xasprintf("%s/%s", parent, name);
+	if (mkdir(path, 0755) < 0) {
+		lms_error_set(err, LMS_ERR_SETUP, errno, "create %s", path);
+		free(path);
+		return -1;
+	}
+	cg->path[0] = path;
+	cg->dirfd[0] = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (cg->dirfd[0] < 0)
+		return lms_error_set(err, LMS_ERR_SETUP, errno, "open %s", path);
+	int fd = cg->dirfd[0];
+
+	char text[32];
+	snprintf(text, sizeof(text), "%llu", (unsigned long long)limits->memory_mb << 20);
+	if (lms_cgroup_write(fd, "memory.max", text, err) < 0)
+		return lms_error_prefix(err, "set memory limit in %s", path);
+	if (lms_cgroup_has(fd, "memory.swap.max") && lms_cgroup_write(fd, "memory.swap.max", "0", err) < 0)
+		return lms_error_prefix(err, "set swap limit in %s", path);
+	/* One OOM kill takes the whole sandbox, as a one-shot call expects. */
+	if (lms_cgroup_has(fd, "memory.oom.group") && lms_cgroup_write(fd, "memory.oom.group", "1", err) < 0)
+		return lms_error_prefix(err, "set memory.oom.group in %s", path);
+	snprintf(text, sizeof(text), "%llu", (unsigned long long)limits->pids);
+	if (lms_cgroup_write(fd, "pids.max", text, err) < 0)
+		return lms_error_prefix(err, "set pids limit in %s", path);
+	return 0;
+}

@@ -1,0 +1,207 @@
+#include "sandbox/cgroup.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/file.h"
+
+char *
+lms_cgroup_self_path(const char *self_text, const char *controller)
+{
+	/* Lines are "ID:controller[,controller...]:/path"; v2 has "0::/path". */
+	size_t want = strlen(controller);
+	for (const char *line = self_text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+		const char *c1 = strchr(line, ':');
+		if (!c1)
+			break;
+		const char *c2 = strchr(c1 + 1, ':');
+		if (!c2)
+			break;
+		const char *end = strchr(c2, '\n');
+		size_t path_len = end ? (size_t)(end - c2 - 1) : strlen(c2 + 1);
+		const char *ctrls = c1 + 1;
+		size_t ctrls_len = (size_t)(c2 - ctrls);
+		bool match = false;
+		if (want == 0) {
+			match = ctrls_len == 0 && strncmp(line, "0:", 2) == 0;
+		} else {
+			for (const char *p = ctrls; p < c2;) {
+				const char *comma = memchr(p, ',', (size_t)(c2 - p));
+				size_t len = comma ? (size_t)(comma - p) : (size_t)(c2 - p);
+				if (len == want && memcmp(p, controller, len) == 0)
+					match = true;
+				p += len + 1;
+			}
+		}
+		if (match)
+			return xstrndup(c2 + 1, path_len);
+	}
+	return NULL;
+}
+
+int
+lms_cgroup_create(const char *fs_root, const char *self_cgroup, const char *name, const struct lms_limits *limits,
+		  struct lms_cgroup **out, struct lms_error **err)
+{
+	struct lms_cgroup *cg = xcalloc(1, sizeof(*cg));
+	for (int i = 0; i < LMS_CG_COUNT; i++)
+		cg->dirfd[i] = -1;
+
+	/* v2 puts cgroup.controllers at the root of the unified mount; v1 and hybrid hosts do not. */
+	_cleanup_free_ char *probe = xasprintf("%s/cgroup.controllers", fs_root);
+	int r;
+	if (access(probe, F_OK) == 0) {
+		cg->version = 2;
+		r = lms_cgroup_v2_create(cg, fs_root, self_cgroup, name, limits, err);
+	} else {
+		cg->version = 1;
+		r = lms_cgroup_v1_create(cg, fs_root, self_cgroup, name, limits, err);
+	}
+	if (r < 0) {
+		lms_cgroup_destroy(cg, NULL);
+		return lms_error_prefix(err, "cgroup");
+	}
+	*out = cg;
+	return 0;
+}
+
+int
+lms_cgroup_clone_fd(const struct lms_cgroup *cg)
+{
+	return cg->version == 2 ? cg->dirfd[0] : -1;
+}
+
+int
+lms_cgroup_attach(const struct lms_cgroup *cg, pid_t pid, struct lms_error **err)
+{
+	char text[32];
+	snprintf(text, sizeof(text), "%d", (int)pid);
+	for (int i = 0; i < LMS_CG_COUNT; i++) {
+		if (cg->dirfd[i] < 0)
+			continue;
+		if (lms_cgroup_write(cg->dirfd[i], "cgroup.procs", text, err) < 0)
+			return lms_error_prefix(err, "cgroup: move pid %d into %s", (int)pid, cg->path[i]);
+	}
+	return 0;
+}
+
+int
+lms_cgroup_write(int dirfd, const char *file, const char *text, struct lms_error **err)
+{
+	/* O_CREAT|O_TRUNC are no-ops on cgroupfs and let the unit tests run over a plain directory tree. */
+	_cleanup_fd_ int fd = openat(dirfd, file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644);
+	if (fd < 0)
+		return lms_error_set(err, LMS_ERR_INTERNAL, errno, "open %s", file);
+	size_t len = strlen(text);
+	ssize_t n = write(fd, text, len);
+	if (n < 0 || (size_t)n != len)
+		return lms_error_set(err, LMS_ERR_INTERNAL, n < 0 ? errno : EIO, "write '%s' to %s", text, file);
+	return 0;
+}
+
+bool
+lms_cgroup_has(int dirfd, const char *file)
+{
+	return faccessat(dirfd, file, F_OK, 0) == 0;
+}
+
+static int
+read_u64_field(int dirfd, const char *file, const char *key, uint64_t *value, struct lms_error **err)
+{
+	_cleanup_free_ char *text = lms_file_read_at(dirfd, file, 65536, err);
+	if (text == NULL)
+		return -1;
+	if (key == NULL) {
+		*value = strtoull(text, NULL, 10);
+		return 0;
+	}
+	size_t klen = strlen(key);
+	for (char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+		if (strncmp(line, key, klen) == 0 && line[klen] == ' ') {
+			*value = strtoull(line + klen + 1, NULL, 10);
+			return 0;
+		}
+	}
+	return lms_error_set(err, LMS_ERR_INTERNAL, 0, "%s has no '%s' line", file, key);
+}
+
+int
+lms_cgroup_cpu_ns(const struct lms_cgroup *cg, uint64_t *ns, struct lms_error **err)
+{
+	if (cg->version == 2) {
+		uint64_t usec = 0;
+		if (read_u64_field(cg->dirfd[0], "cpu.stat", "usage_usec", &usec, err) < 0)
+			return -1;
+		*ns = usec * 1000;
+		return 0;
+	}
+	if (cg->dirfd[LMS_CG_CPUACCT] < 0)
+		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0, "cgroup: no cpuacct controller");
+	return read_u64_field(cg->dirfd[LMS_CG_CPUACCT], "cpuacct.usage", NULL, ns, err);
+}
+
+bool
+lms_cgroup_oom_killed(const struct lms_cgroup *cg)
+{
+	uint64_t kills = 0;
+	if (cg->version == 2)
+		read_u64_field(cg->dirfd[0], "memory.events", "oom_kill", &kills, NULL);
+	else if (cg->dirfd[LMS_CG_MEMORY] >= 0)
+		read_u64_field(cg->dirfd[LMS_CG_MEMORY], "memory.oom_control", "oom_kill", &kills, NULL);
+	return kills > 0;
+}
+
+static void
+kill_members(int dirfd)
+{
+	/* v2 has cgroup.kill (5.14+); elsewhere kill what cgroup.procs lists. */
+	if (lms_cgroup_has(dirfd, "cgroup.kill") && lms_cgroup_write(dirfd, "cgroup.kill", "1", NULL) == 0)
+		return;
+	_cleanup_free_ char *procs = lms_file_read_at(dirfd, "cgroup.procs", 1 << 20, NULL);
+	for (char *p = procs; p && *p;) {
+		char *end;
+		long pid = strtol(p, &end, 10);
+		if (end == p)
+			break;
+		if (pid > 0)
+			kill((pid_t)pid, SIGKILL);
+		p = end;
+		while (*p == '\n')
+			p++;
+	}
+}
+
+static int
+remove_dir(const char *path, struct lms_error **err)
+{
+	/* Processes killed a moment ago may still be exiting: rmdir says EBUSY until they are gone. */
+	for (int tries = 0;; tries++) {
+		if (rmdir(path) == 0 || errno == ENOENT)
+			return 0;
+		if (errno != EBUSY || tries >= 2000)
+			return lms_error_set(err, LMS_ERR_INTERNAL, errno, "cgroup: remove %s", path);
+		nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+	}
+}
+
+int
+lms_cgroup_destroy(struct lms_cgroup *cg, struct lms_error **err)
+{
+	if (cg == NULL)
+		return 0;
+	int r = 0;
+	for (int i = 0; i < LMS_CG_COUNT; i++) {
+		if (cg->dirfd[i] >= 0) {
+			kill_members(cg->dirfd[i]);
+			close(cg->dirfd[i]);
+		}
+		if (cg->path[i] != NULL && remove_dir(cg->path[i], err) < 0)
+			r = -1;
+		free(cg->path[i]);
+	}
+	free(cg);
+	return r;
+}

@@ -1,0 +1,190 @@
+/*
+ * The root file system of a sandbox, assembled in its private mount namespace: a size-limited tmpfs
+ * holding read-only binds of the host's system directories, a writable /work and /tmp, a fresh /proc
+ * and a minimal /dev; then pivot_root into it and detach the old root (as bubblewrap does).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "sandbox/child.h"
+
+/* Where the new root is built, inside the sandbox's own mount namespace (the host's /tmp is untouched). */
+#define BASE "/tmp"
+
+/* The host directories of the `host` image (API.md): bound read-only, or recreated as the same
+ * symbolic link where the host has a merged /usr. */
+static const char *const host_dirs[] = {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", NULL};
+
+static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom", "tty", NULL};
+
+/* /proc files that change the host or reveal it, made read-only as Docker and bubblewrap do. */
+static const char *const proc_readonly[] = {"sys", "sysrq-trigger", "irq", "bus", NULL};
+
+static int
+do_mount(const char *src, const char *dst, const char *type, unsigned long flags, const char *data,
+	 struct lms_child_msg *msg)
+{
+	if (mount(src, dst, type, flags, data) < 0)
+		return lms_child_fail(msg, errno, "mount %s on %s", type ? type : src ? src : "(remount)", dst);
+	return 0;
+}
+
+/* Makes a bind mount read-only, nosuid and nodev, submounts included where the kernel can (5.12+). */
+static int
+make_readonly(const char *path, struct lms_child_msg *msg)
+{
+#if HAVE_SYS_MOUNT_SETATTR
+	struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+	if (syscall(SYS_mount_setattr, AT_FDCWD, path, AT_RECURSIVE, &attr, sizeof(attr)) == 0)
+		return 0;
+	if (errno != ENOSYS)
+		return lms_child_fail(msg, errno, "make %s read-only", path);
+#endif
+	/* A remount must keep the flags the kernel locked on the source (noexec, nodev...), or it fails. */
+	struct statvfs st;
+	if (statvfs(path, &st) < 0)
+		return lms_child_fail(msg, errno, "statvfs %s", path);
+	unsigned long keep = st.f_flag & (ST_NOEXEC | ST_NOATIME | ST_NODIRATIME | ST_RELATIME);
+	return do_mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | keep, NULL, msg);
+}
+
+static int
+bind_readonly(const char *src, const char *dst, struct lms_child_msg *msg)
+{
+	if (do_mount(src, dst, NULL, MS_BIND | MS_REC, NULL, msg) < 0)
+		return -1;
+	return make_readonly(dst, msg);
+}
+
+static int
+host_entries(struct lms_child_msg *msg)
+{
+	char src[64], target[256];
+	for (const char *const *d = host_dirs; *d; d++) {
+		snprintf(src, sizeof(src), "/%s", *d);
+		struct stat st;
+		if (lstat(src, &st) < 0)
+			continue; /* lib32, libx32 and the like exist on some hosts only */
+		if (S_ISLNK(st.st_mode)) {
+			ssize_t n = readlink(src, target, sizeof(target) - 1);
+			if (n < 0)
+				return lms_child_fail(msg, errno, "readlink %s", src);
+			target[n] = '\0';
+			if (symlink(target, *d) < 0)
+				return lms_child_fail(msg, errno, "symlink /%s -> %s", *d, target);
+			continue;
+		}
+		if (!S_ISDIR(st.st_mode))
+			continue;
+		if (mkdir(*d, 0755) < 0)
+			return lms_child_fail(msg, errno, "mkdir /%s", *d);
+		if (bind_readonly(src, *d, msg) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+make_dev(struct lms_child_msg *msg)
+{
+	char src[64], dst[64];
+	if (mkdir("dev", 0755) < 0)
+		return lms_child_fail(msg, errno, "mkdir /dev");
+	if (do_mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755,nr_inodes=64", msg) < 0)
+		return -1;
+	for (const char *const *n = dev_nodes; *n; n++) {
+		/* Device nodes cannot be created in a user namespace: bind the host's. */
+		snprintf(src, sizeof(src), "/dev/%s", *n);
+		snprintf(dst, sizeof(dst), "dev/%s", *n);
+		int fd = open(dst, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0666);
+		if (fd < 0)
+			return lms_child_fail(msg, errno, "create /%s", dst);
+		close(fd);
+		if (do_mount(src, dst, NULL, MS_BIND, NULL, msg) < 0)
+			return -1;
+	}
+	if (mkdir("dev/pts", 0755) < 0 || mkdir("dev/shm", 01777) < 0)
+		return lms_child_fail(msg, errno, "mkdir /dev/pts, /dev/shm");
+	/* A private devpts instance: the sandbox's terminals are its own, not the host's. */
+	if (do_mount("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620",
+		     msg) < 0)
+		return -1;
+	if (do_mount("tmpfs", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=01777", msg) < 0)
+		return -1;
+	static const char *const links[][2] = {
+		{"pts/ptmx", "dev/ptmx"},          {"/proc/self/fd", "dev/fd"},
+		{"/proc/self/fd/0", "dev/stdin"},  {"/proc/self/fd/1", "dev/stdout"},
+		{"/proc/self/fd/2", "dev/stderr"},
+	};
+	for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++)
+		if (symlink(links[i][0], links[i][1]) < 0)
+			return lms_child_fail(msg, errno, "symlink /%s", links[i][1]);
+	return 0;
+}
+
+static int
+make_proc(struct lms_child_msg *msg)
+{
+	char path[64];
+	if (mkdir("proc", 0555) < 0)
+		return lms_child_fail(msg, errno, "mkdir /proc");
+	/* Shows this PID namespace only: the host's processes are not there to see. */
+	if (do_mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, msg) < 0)
+		return -1;
+	for (const char *const *p = proc_readonly; *p; p++) {
+		snprintf(path, sizeof(path), "proc/%s", *p);
+		if (access(path, F_OK) < 0)
+			continue;
+		if (bind_readonly(path, path, msg) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+make_scratch(const char *dir, mode_t mode, struct lms_child_msg *msg)
+{
+	/* Bound onto itself, so that it stays writable when the root is made read-only. */
+	if (mkdir(dir, mode) < 0 || chmod(dir, mode) < 0)
+		return lms_child_fail(msg, errno, "mkdir /%s", dir);
+	return do_mount(dir, dir, NULL, MS_BIND, NULL, msg);
+}
+
+int
+lms_mount_host_root(uint64_t disk_mb, struct lms_child_msg *msg)
+{
+	char opts[64];
+	/* Nothing of the sandbox's mounts may propagate back to the host. */
+	if (do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, msg) < 0)
+		return -1;
+	snprintf(opts, sizeof(opts), "size=%llum,mode=0755", (unsigned long long)disk_mb);
+	if (do_mount("tmpfs", BASE, "tmpfs", MS_NOSUID | MS_NODEV, opts, msg) < 0)
+		return -1;
+	if (chdir(BASE) < 0)
+		return lms_child_fail(msg, errno, "chdir %s", BASE);
+
+	if (host_entries(msg) < 0 || make_scratch("work", 0755, msg) < 0 || make_scratch("tmp", 01777, msg) < 0 ||
+	    make_dev(msg) < 0 || make_proc(msg) < 0)
+		return -1;
+
+	/* pivot_root(".", ".") stacks the old root on the new one; detaching it leaves no way back
+	 * (pivot_root(2), "NOTES"). */
+	if (syscall(SYS_pivot_root, ".", ".") < 0)
+		return lms_child_fail(msg, errno, "pivot_root");
+	if (umount2(".", MNT_DETACH) < 0)
+		return lms_child_fail(msg, errno, "detach the old root");
+	if (chdir("/") < 0)
+		return lms_child_fail(msg, errno, "chdir /");
+	if (do_mount(NULL, "/dev", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL, msg) < 0)
+		return -1;
+	return do_mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL, msg);
+}

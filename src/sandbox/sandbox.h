@@ -1,0 +1,99 @@
+#pragma once
+/*
+ * The isolation engine: a plain C spec in, output through a callback and a result struct out.
+ * It knows nothing of HTTP or JSON (DESIGN.md). Security model and mechanism: docs/SECURITY.md.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "core/error.h"
+
+/* Defaults of API.md's exec request. */
+#define LMS_DEFAULT_TIMEOUT_MS 30000
+#define LMS_DEFAULT_MEMORY_MB 512
+#define LMS_DEFAULT_PIDS 256
+#define LMS_DEFAULT_OUTPUT_BYTES 1048576
+#define LMS_DEFAULT_DISK_MB 1024
+#define LMS_DEFAULT_CWD "/work"
+
+/* In-sandbox uids and gids 0..LMS_UID_COUNT-1 map to host ids starting here when the daemon runs as
+ * root: far from the ranges that useradd (1000..), /etc/subuid (100000..) and systemd-nspawn
+ * (524288..0x6FFFFFFF) hand out, so no host account ever owns what a sandbox creates. */
+#define LMS_UID_BASE 2147352576u
+#define LMS_UID_COUNT 65536u
+
+/* Upper bounds of what a spec may ask (validation). */
+#define LMS_MAX_TIMEOUT_MS (24ull * 3600 * 1000)
+#define LMS_MAX_MEMORY_MB (1024ull * 1024)
+#define LMS_MAX_PIDS 1000000ull
+#define LMS_MAX_OUTPUT_BYTES (1ull << 32)
+#define LMS_MAX_DISK_MB (1024ull * 1024)
+#define LMS_MAX_ARGS 4096
+#define LMS_MAX_ENV 4096
+
+struct lms_limits {
+	uint64_t timeout_ms;   /* wall clock; the whole tree is killed */
+	uint64_t memory_mb;    /* all processes together (cgroup) */
+	uint64_t pids;         /* processes and threads at once (cgroup) */
+	uint64_t cpu_ms;       /* CPU time of all processes together; 0 = none */
+	uint64_t output_bytes; /* per stream; the rest is read and discarded */
+	uint64_t disk_mb;      /* the writable /work and /tmp together (tmpfs size) */
+};
+
+struct lms_sandbox_spec {
+	char *const *argv;      /* NULL-terminated, argv[0] looked up in the sandbox's PATH */
+	char *const *env;       /* "K=V" added to the minimal environment; NULL-terminated or NULL */
+	const char *cwd;        /* inside the sandbox; NULL = /work; created when missing and possible */
+	const char *image;      /* NULL or "host" */
+	const void *stdin_data; /* fed to the command then closed; NULL = /dev/null */
+	size_t stdin_len;
+	struct lms_limits limits;
+	bool network; /* not yet supported: always loopback only */
+	bool gpu;     /* NVIDIA passthrough (not yet: fails where no GPU exists) */
+	int cancel_fd; /* when readable (or hung up), the sandbox is killed; -1 = none */
+};
+
+enum lms_stream {
+	LMS_STREAM_STDOUT = 1,
+	LMS_STREAM_STDERR = 2,
+};
+
+struct lms_sandbox_result {
+	int exit_code; /* the command's, or 128+N when signal N ended it */
+	int signal;    /* 0 when it exited */
+	bool timed_out;
+	bool oom_killed;
+	bool cpu_exceeded;
+	bool cancelled;
+	bool stdout_truncated;
+	bool stderr_truncated;
+	double duration_ms;
+	double cpu_ms;
+	long max_rss_kb;
+};
+
+/* Called with each chunk of output as soon as it is read, within the output cap. */
+typedef void (*lms_output_fn)(void *userdata, enum lms_stream stream, const char *data, size_t len);
+
+/* Fills in the defaults above; argv stays NULL. */
+void lms_sandbox_spec_init(struct lms_sandbox_spec *spec);
+
+/* Checks that a spec is complete and within bounds. LMS_ERR_INVALID names the field. */
+int lms_sandbox_spec_validate(const struct lms_sandbox_spec *spec, struct lms_error **err);
+
+/*
+ * Runs spec->argv in a fresh one-shot sandbox and waits for it. Returns 0 when the command ran (whatever
+ * it did: see *result), < 0 when the sandbox could not be set up (LMS_ERR_SETUP names the step and the
+ * cause, e.g. "mount /proc: Operation not permitted"). When it returns, no process, mount, cgroup or
+ * scratch file of the sandbox is left.
+ *
+ * Must be called from a single-threaded process (the CLI, or the daemon's spawner): it forks, and the
+ * child does more than async-signal-safe work before exec. The caller ignores SIGPIPE.
+ */
+int lms_sandbox_run(const struct lms_sandbox_spec *spec, lms_output_fn on_output, void *userdata,
+		    struct lms_sandbox_result *result, struct lms_error **err);
+
+/* "SIGKILL" for SIGKILL; NULL for 0 or an unknown number. */
+const char *lms_signal_name(int sig);

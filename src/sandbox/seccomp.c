@@ -1,0 +1,112 @@
+#include "sandbox/seccomp.h"
+
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <seccomp.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+
+/* Denied outright: each changes the host (time, swap, modules, reboot), reaches into the kernel's
+ * wider attack surface (bpf, io_uring, userfaultfd, perf, keyrings), escapes the mount view
+ * (mount, pivot_root, handles, setns) or reads another process's memory. */
+const char *const lms_seccomp_denied[] = {
+	"mount", "umount2", "pivot_root", "move_mount", "open_tree", "fsopen", "fsconfig", "fsmount", "fspick",
+	"mount_setattr", "setns", "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "kexec_load",
+	"kexec_file_load", "init_module", "finit_module", "delete_module", "open_by_handle_at",
+	"name_to_handle_at", "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register",
+	"process_vm_readv", "process_vm_writev", "acct", "swapon", "swapoff", "reboot", "settimeofday",
+	"clock_settime", "clock_adjtime", "adjtimex", "quotactl", "quotactl_fd", "lookup_dcookie", "syslog",
+	"vhangup", "iopl", "ioperm", "uselib", "nfsservctl", "_sysctl", "create_module", "get_kernel_syms",
+	"query_module", "fanotify_init", "pidfd_getfd", NULL,
+};
+
+static int
+add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name, unsigned count, const struct scmp_arg_cmp *args,
+	 struct lms_error **err)
+{
+	int nr = seccomp_syscall_resolve_name(name);
+	if (nr == __NR_SCMP_ERROR)
+		return 0; /* not a system call of this architecture */
+	int r = seccomp_rule_add_array(ctx, action, nr, count, args);
+	if (r < 0)
+		return lms_error_set(err, LMS_ERR_INTERNAL, -r, "seccomp: add rule for %s", name);
+	return 0;
+}
+
+static int
+build(scmp_filter_ctx ctx, struct lms_error **err)
+{
+	for (const char *const *name = lms_seccomp_denied; *name; name++)
+		if (add_rule(ctx, SCMP_ACT_ERRNO(EPERM), *name, 0, NULL, err) < 0)
+			return -1;
+
+	/* New user namespaces give back every capability inside them: the gate to most kernel exploits. */
+	struct scmp_arg_cmp newuser = SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER);
+	if (add_rule(ctx, SCMP_ACT_ERRNO(EPERM), "unshare", 1, &newuser, err) < 0 ||
+	    add_rule(ctx, SCMP_ACT_ERRNO(EPERM), "clone", 1, &newuser, err) < 0)
+		return -1;
+	/* clone3 passes its flags in memory that a filter cannot read: ENOSYS makes libc fall back to clone. */
+	if (add_rule(ctx, SCMP_ACT_ERRNO(ENOSYS), "clone3", 0, NULL, err) < 0)
+		return -1;
+	/* TIOCSTI and TIOCLINUX push keystrokes into a terminal (CVE-2017-5226 in bubblewrap). The request
+	 * is a 32-bit int in the kernel, so compare the low half only. */
+	struct scmp_arg_cmp sti = SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TIOCSTI);
+	struct scmp_arg_cmp linux_ioctl = SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TIOCLINUX);
+	if (add_rule(ctx, SCMP_ACT_ERRNO(EPERM), "ioctl", 1, &sti, err) < 0 ||
+	    add_rule(ctx, SCMP_ACT_ERRNO(EPERM), "ioctl", 1, &linux_ioctl, err) < 0)
+		return -1;
+	return 0;
+}
+
+static int
+export_program(scmp_filter_ctx ctx, struct sock_fprog *prog, struct lms_error **err)
+{
+	_cleanup_fd_ int fd = memfd_create("lms-seccomp", MFD_CLOEXEC);
+	if (fd < 0)
+		return lms_error_set(err, LMS_ERR_INTERNAL, errno, "seccomp: memfd_create");
+	int r = seccomp_export_bpf(ctx, fd);
+	if (r < 0)
+		return lms_error_set(err, LMS_ERR_INTERNAL, -r, "seccomp: export the filter");
+	off_t size = lseek(fd, 0, SEEK_END);
+	if (size <= 0 || size % sizeof(struct sock_filter) != 0 || size > 65536 * (off_t)sizeof(struct sock_filter))
+		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "seccomp: exported filter has a bad size %lld",
+				     (long long)size);
+	struct sock_filter *code = xmalloc((size_t)size);
+	if (pread(fd, code, (size_t)size, 0) != size) {
+		free(code);
+		return lms_error_set(err, LMS_ERR_INTERNAL, errno, "seccomp: read the exported filter");
+	}
+	prog->len = (unsigned short)(size / sizeof(struct sock_filter));
+	prog->filter = code;
+	return 0;
+}
+
+const struct sock_fprog *
+lms_seccomp_program(struct lms_error **err)
+{
+	static struct sock_fprog prog;
+	if (prog.filter != NULL)
+		return &prog;
+
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+	if (ctx == NULL) {
+		lms_error_set(err, LMS_ERR_INTERNAL, ENOMEM, "seccomp: init");
+		return NULL;
+	}
+	/* Other ABIs (i386 via int 0x80, x32) would bypass a native-only filter: kill them. */
+	int r = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
+	if (r < 0)
+		lms_error_set(err, LMS_ERR_INTERNAL, -r, "seccomp: set the bad-architecture action");
+	/* The loader sets no_new_privs itself, in its own order. */
+	if (r >= 0 && (r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)) < 0)
+		lms_error_set(err, LMS_ERR_INTERNAL, -r, "seccomp: clear the no_new_privs attribute");
+	if (r >= 0)
+		r = build(ctx, err);
+	if (r >= 0)
+		r = export_program(ctx, &prog, err);
+	seccomp_release(ctx);
+	return r < 0 ? NULL : &prog;
+}

@@ -1,0 +1,91 @@
+#include <signal.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "sandbox/sandbox.h"
+
+void
+lms_sandbox_spec_init(struct lms_sandbox_spec *spec)
+{
+	*spec = (struct lms_sandbox_spec){
+		.limits =
+			{
+				.timeout_ms = LMS_DEFAULT_TIMEOUT_MS,
+				.memory_mb = LMS_DEFAULT_MEMORY_MB,
+				.pids = LMS_DEFAULT_PIDS,
+				.cpu_ms = 0,
+				.output_bytes = LMS_DEFAULT_OUTPUT_BYTES,
+				.disk_mb = LMS_DEFAULT_DISK_MB,
+			},
+		.cancel_fd = -1,
+	};
+}
+
+static int
+check_range(const char *name, uint64_t value, uint64_t min, uint64_t max, struct lms_error **err)
+{
+	if (value < min || value > max)
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "%s must be between %llu and %llu, not %llu", name,
+				     (unsigned long long)min, (unsigned long long)max, (unsigned long long)value);
+	return 0;
+}
+
+static int
+check_strings(const char *name, char *const *v, size_t max, bool need_equals, struct lms_error **err)
+{
+	size_t n = 0;
+	for (; v && v[n]; n++) {
+		if (need_equals && (strchr(v[n], '=') == NULL || v[n][0] == '='))
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "%s entry '%s' is not NAME=VALUE", name, v[n]);
+	}
+	if (n > max)
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "%s has %zu entries, more than %zu", name, n, max);
+	return 0;
+}
+
+int
+lms_sandbox_spec_validate(const struct lms_sandbox_spec *spec, struct lms_error **err)
+{
+	const struct lms_limits *l = &spec->limits;
+	if (spec->argv == NULL || spec->argv[0] == NULL || spec->argv[0][0] == '\0')
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "no program to run: argv is empty");
+	if (check_strings("argv", spec->argv, LMS_MAX_ARGS, false, err) < 0 ||
+	    check_strings("env", spec->env, LMS_MAX_ENV, true, err) < 0)
+		return -1;
+	if (spec->cwd != NULL && (spec->cwd[0] != '/' || strlen(spec->cwd) >= 4096))
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "cwd must be an absolute path, not '%s'", spec->cwd);
+	if (spec->image != NULL && strcmp(spec->image, "host") != 0)
+		return lms_error_set(err, LMS_ERR_NOT_FOUND, 0,
+				     "image '%s' does not exist: only 'host' is available (imported images come later)",
+				     spec->image);
+	if (check_range("timeout_ms", l->timeout_ms, 1, LMS_MAX_TIMEOUT_MS, err) < 0 ||
+	    check_range("memory_mb", l->memory_mb, 4, LMS_MAX_MEMORY_MB, err) < 0 ||
+	    check_range("pids", l->pids, 1, LMS_MAX_PIDS, err) < 0 ||
+	    check_range("cpu_ms", l->cpu_ms, 0, LMS_MAX_TIMEOUT_MS, err) < 0 ||
+	    check_range("output_bytes", l->output_bytes, 0, LMS_MAX_OUTPUT_BYTES, err) < 0 ||
+	    check_range("disk_mb", l->disk_mb, 1, LMS_MAX_DISK_MB, err) < 0)
+		return -1;
+	return 0;
+}
+
+const char *
+lms_signal_name(int sig)
+{
+	static const struct {
+		int sig;
+		const char *name;
+	} names[] = {
+		{SIGHUP, "SIGHUP"},   {SIGINT, "SIGINT"},   {SIGQUIT, "SIGQUIT"}, {SIGILL, "SIGILL"},
+		{SIGTRAP, "SIGTRAP"}, {SIGABRT, "SIGABRT"}, {SIGBUS, "SIGBUS"},   {SIGFPE, "SIGFPE"},
+		{SIGKILL, "SIGKILL"}, {SIGUSR1, "SIGUSR1"}, {SIGSEGV, "SIGSEGV"}, {SIGUSR2, "SIGUSR2"},
+		{SIGPIPE, "SIGPIPE"}, {SIGALRM, "SIGALRM"}, {SIGTERM, "SIGTERM"}, {SIGCHLD, "SIGCHLD"},
+		{SIGCONT, "SIGCONT"}, {SIGSTOP, "SIGSTOP"}, {SIGTSTP, "SIGTSTP"}, {SIGTTIN, "SIGTTIN"},
+		{SIGTTOU, "SIGTTOU"}, {SIGURG, "SIGURG"},   {SIGXCPU, "SIGXCPU"}, {SIGXFSZ, "SIGXFSZ"},
+		{SIGVTALRM, "SIGVTALRM"}, {SIGPROF, "SIGPROF"}, {SIGWINCH, "SIGWINCH"}, {SIGIO, "SIGIO"},
+		{SIGPWR, "SIGPWR"},   {SIGSYS, "SIGSYS"},
+	};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (names[i].sig == sig)
+			return names[i].name;
+	return NULL;
+}

@@ -1,0 +1,105 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <signal.h>
+#include <string.h>
+
+#include "sandbox/sandbox.h"
+
+static char *true_argv[] = {"true", NULL};
+
+static struct lms_sandbox_spec
+valid_spec(void)
+{
+	struct lms_sandbox_spec spec;
+	lms_sandbox_spec_init(&spec);
+	spec.argv = true_argv;
+	return spec;
+}
+
+static void
+expect_invalid(const struct lms_sandbox_spec *spec, const char *needle)
+{
+	_cleanup_error_ struct lms_error *err = NULL;
+	assert_int_equal(lms_sandbox_spec_validate(spec, &err), -1);
+	assert_non_null(err);
+	if (strstr(err->message, needle) == NULL)
+		fail_msg("message '%s' does not mention '%s'", err->message, needle);
+}
+
+static void
+defaults_are_api_md_defaults(void **state)
+{
+	(void)state;
+	struct lms_sandbox_spec spec = valid_spec();
+	assert_int_equal(spec.limits.timeout_ms, 30000);
+	assert_int_equal(spec.limits.memory_mb, 512);
+	assert_int_equal(spec.limits.pids, 256);
+	assert_int_equal(spec.limits.cpu_ms, 0);
+	assert_int_equal(spec.limits.output_bytes, 1048576);
+	assert_int_equal(spec.limits.disk_mb, 1024);
+	assert_int_equal(spec.cancel_fd, -1);
+	assert_int_equal(lms_sandbox_spec_validate(&spec, NULL), 0);
+}
+
+static void
+bad_specs_name_the_field(void **state)
+{
+	(void)state;
+	struct lms_sandbox_spec spec = valid_spec();
+	spec.argv = NULL;
+	expect_invalid(&spec, "argv");
+
+	char *empty[] = {"", NULL};
+	spec = valid_spec();
+	spec.argv = empty;
+	expect_invalid(&spec, "argv");
+
+	spec = valid_spec();
+	spec.limits.timeout_ms = 0;
+	expect_invalid(&spec, "timeout_ms");
+
+	spec = valid_spec();
+	spec.limits.memory_mb = 1;
+	expect_invalid(&spec, "memory_mb");
+
+	spec = valid_spec();
+	spec.limits.pids = 0;
+	expect_invalid(&spec, "pids");
+
+	spec = valid_spec();
+	spec.cwd = "relative/dir";
+	expect_invalid(&spec, "cwd");
+
+	char *env[] = {"NOEQUALS", NULL};
+	spec = valid_spec();
+	spec.env = env;
+	expect_invalid(&spec, "NAME=VALUE");
+
+	spec = valid_spec();
+	spec.image = "ubuntu";
+	expect_invalid(&spec, "ubuntu");
+}
+
+static void
+signal_names(void **state)
+{
+	(void)state;
+	assert_string_equal(lms_signal_name(SIGKILL), "SIGKILL");
+	assert_string_equal(lms_signal_name(SIGSEGV), "SIGSEGV");
+	assert_null(lms_signal_name(0));
+	assert_null(lms_signal_name(200));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(defaults_are_api_md_defaults),
+		cmocka_unit_test(bad_specs_name_the_field),
+		cmocka_unit_test(signal_names),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
