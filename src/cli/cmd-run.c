@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include "api/exec-json.h"
@@ -195,13 +196,36 @@ static int
 report_error(const struct lms_error *e, bool json)
 {
 	fprintf(stderr, "lm-sandbox: %s\n", e->message);
+	if (e->kind == LMS_ERR_INVALID)
+		return EXIT_USAGE;
 	if (json) {
 		json_t *obj = lms_error_json(e);
 		json_dumpf(obj, stdout, LMS_JSON_FLAGS);
 		fputc('\n', stdout);
 		json_decref(obj);
 	}
-	return e->kind == LMS_ERR_INVALID ? EXIT_USAGE : EXIT_SETUP;
+	return EXIT_SETUP;
+}
+
+/* SIGINT, SIGTERM and SIGHUP become readable on a signalfd that the engine watches as its cancel_fd:
+ * the sandbox is killed and cleaned up, then we exit as the signal would have ended us. */
+static int
+cancel_on_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, set, NULL) < 0)
+		return -1;
+	return signalfd(-1, set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+static int
+received_signal(int fd)
+{
+	struct signalfd_siginfo si;
+	return read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si) ? (int)si.ssi_signo : 0;
 }
 
 int
@@ -225,11 +249,29 @@ lms_cmd_run(int argc, char **argv)
 	/* A reader of our output that goes away must not kill us before the sandbox is cleaned up. */
 	signal(SIGPIPE, SIG_IGN);
 
+	sigset_t cancel_set;
+	int sigfd = cancel_on_signals(&cancel_set);
+	if (sigfd < 0) {
+		fprintf(stderr, "lm-sandbox run: signalfd: %s\n", strerror(errno));
+		return EXIT_SETUP;
+	}
+	spec.cancel_fd = sigfd;
+
 	struct capture cap = {.json = json};
 	struct lms_sandbox_result res;
 	_cleanup_error_ struct lms_error *err = NULL;
 	r = lms_sandbox_run(&spec, on_output, &cap, &res, &err);
 	lms_buf_clear(&in);
+	int sig = res.cancelled ? received_signal(sigfd) : 0;
+	close(sigfd);
+	if (sig > 0) {
+		lms_buf_clear(&cap.out);
+		lms_buf_clear(&cap.err);
+		signal(sig, SIG_DFL);
+		sigprocmask(SIG_UNBLOCK, &cancel_set, NULL);
+		raise(sig);
+		return 128 + sig;
+	}
 	if (r < 0) {
 		lms_buf_clear(&cap.out);
 		lms_buf_clear(&cap.err);

@@ -1,6 +1,8 @@
 /* `lm-sandbox COMMAND ...`: dispatch to the subcommands. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/commands.h"
 #include "config.h"
@@ -17,9 +19,31 @@ usage(FILE *f)
 	      f);
 }
 
+/* Started with 0, 1 or 2 closed, the next pipe would take its number and be mistaken for it. */
+static int
+ensure_std_fds(void)
+{
+	for (int fd = 0; fd < 3; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0)
+			continue;
+		int null = open("/dev/null", O_RDWR);
+		if (null < 0) {
+			perror("lm-sandbox: open /dev/null");
+			return -1;
+		}
+		if (null != fd) {
+			close(null);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
+	if (ensure_std_fds() < 0)
+		return 125;
 	if (argc < 2) {
 		usage(stderr);
 		return 2;

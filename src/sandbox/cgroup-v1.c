@@ -26,7 +26,9 @@ make_group(struct lms_cgroup *cg, int idx, const char *fs_root, const char *self
 				     controllers[idx], controllers[idx]);
 	}
 	/* A joined hierarchy ("cpu,cpuacct") is mounted under its joined name, with a symlink per name. */
-	char *path = xasprintf("%s/%s%s%s/%s", fs_root, controllers[idx], own, strcmp(own, "/") ? "/" : "", name);
+	_cleanup_free_ char *parent = xasprintf("%s/%s%s", fs_root, controllers[idx], strcmp(own, "/") ? own : "");
+	lms_cgroup_reap_stale(parent);
+	char *path = xasprintf("%s/%s", parent, name);
 	if (mkdir(path, 0755) < 0) {
 		int e = errno;
 		lms_error_set(err, e == EACCES || e == EPERM || e == EROFS ? LMS_ERR_FORBIDDEN : LMS_ERR_SETUP, e,

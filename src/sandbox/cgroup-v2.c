@@ -74,6 +74,7 @@ lms_cgroup_v2_create(struct lms_cgroup *cg, const char *fs_root, const char *sel
 	_cleanup_free_ char *parent = parent_group(fs_root, self_cgroup, err);
 	if (parent == NULL)
 		return -1;
+	lms_cgroup_reap_stale(parent);
 	char *path = xasprintf("%s/%s", parent, name);
 	if (mkdir(path, 0755) < 0) {
 		lms_error_set(err, LMS_ERR_SETUP, errno, "create %s", path);

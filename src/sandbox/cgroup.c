@@ -1,5 +1,6 @@
 #include "sandbox/cgroup.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -172,6 +173,33 @@ kill_members(int dirfd)
 		while (*p == '\n')
 			p++;
 	}
+}
+
+static int remove_dir(const char *path, struct lms_error **err);
+static void kill_members(int dirfd);
+
+void
+lms_cgroup_reap_stale(const char *parent)
+{
+	/* Groups are named lms-PID-N: one whose creator is gone was left by a killed supervisor. */
+	DIR *d = opendir(parent);
+	if (d == NULL)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		int pid;
+		unsigned seq;
+		if (sscanf(e->d_name, "lms-%d-%u", &pid, &seq) != 2 || pid <= 0 || pid == getpid())
+			continue;
+		if (kill(pid, 0) == 0 || errno != ESRCH)
+			continue;
+		_cleanup_free_ char *path = xasprintf("%s/%s", parent, e->d_name);
+		_cleanup_fd_ int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (fd >= 0)
+			kill_members(fd);
+		remove_dir(path, NULL);
+	}
+	closedir(d);
 }
 
 static int

@@ -56,5 +56,8 @@ int lms_cgroup_v2_create(struct lms_cgroup *cg, const char *fs_root, const char 
 int lms_cgroup_write(int dirfd, const char *file, const char *text, struct lms_error **err);
 bool lms_cgroup_has(int dirfd, const char *file);
 
+/* Removes groups left in `parent` by a supervisor that was killed before it could clean up. */
+void lms_cgroup_reap_stale(const char *parent);
+
 /* Finds the path of `controller` ("memory", or "" for v2) in /proc/self/cgroup-format text. */
 char *lms_cgroup_self_path(const char *self_text, const char *controller);

@@ -233,6 +233,10 @@ contain(struct lms_child_ctx *ctx, struct lms_child_msg *msg)
 	const struct lms_sandbox_spec *spec = ctx->spec;
 	if (wait_for_parent(ctx, "write the uid maps", msg) < 0 || become_root(ctx, msg) < 0)
 		return -1;
+	/* Die with the parent: a killed supervisor must not leave a sandbox running. Set after the uid
+	 * change, which clears it; a parent that died before this point is seen at the next sync read. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+		return lms_child_fail(msg, errno, "prctl PR_SET_PDEATHSIG");
 	if (lms_mount_host_root(spec->limits.disk_mb, msg) < 0)
 		return -1;
 	if (sethostname("sandbox", 7) < 0)
@@ -306,8 +310,6 @@ lms_child_main(const struct lms_child_ctx *ctx)
 	struct lms_child_msg msg = {0};
 	struct lms_child_ctx own = *ctx;
 
-	/* Die with the parent: a crashed supervisor must not leave a sandbox running. */
-	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 	if (contain(&own, &msg) < 0) {
 		report(own.report_fd, &msg);
 		_exit(125);

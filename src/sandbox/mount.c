@@ -109,7 +109,8 @@ make_dev(struct lms_child_msg *msg)
 		if (fd < 0)
 			return lms_child_fail(msg, errno, "create /%s", dst);
 		close(fd);
-		if (do_mount(src, dst, NULL, MS_BIND, NULL, msg) < 0)
+		if (do_mount(src, dst, NULL, MS_BIND, NULL, msg) < 0 ||
+		    do_mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NOEXEC, NULL, msg) < 0)
 			return -1;
 	}
 	if (mkdir("dev/pts", 0755) < 0 || mkdir("dev/shm", 01777) < 0)
