@@ -27,7 +27,7 @@ test: build
 check:
 	@./scripts/deps.sh --quiet
 	test -f $(CHECK_BUILD)/build.ninja || CC=clang $(MESON) setup $(CHECK_BUILD) --buildtype=debug \
-		-Db_sanitize=address,undefined -Db_lundef=false -Dprobe=false
+		-Db_sanitize=address,undefined -Db_lundef=false -Dprobe=false -Dstatic_cli=false
 	$(MESON) compile -C $(CHECK_BUILD)
 	./scripts/test.sh $(CHECK_BUILD)
 
