@@ -4,7 +4,7 @@ CHECK_BUILD ?= build-check
 MESON ?= meson
 PYTHON ?= /usr/bin/python3
 
-.PHONY: all deps build run test unit system check bench clean format
+.PHONY: all deps build run test unit system check bench clean format fuzz
 
 all: build
 
@@ -39,3 +39,17 @@ format:
 
 clean:
 	rm -rf $(BUILD) $(CHECK_BUILD)
+
+# libFuzzer for every target in tests/fuzz/ (clang), FUZZ_SECONDS each; new inputs go to tests/fuzz/corpus-new/.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@./scripts/deps.sh --quiet
+	test -f build-fuzz/build.ninja || CC=clang $(MESON) setup build-fuzz --buildtype=debug \
+		-Db_sanitize=address,undefined -Db_lundef=false -Dprobe=false -Dstatic_cli=false
+	$(MESON) compile -C build-fuzz
+	for t in tests/fuzz/fuzz-*.c; do name=$$(basename $$t .c | sed 's/^fuzz-//'); \
+		mkdir -p tests/fuzz/corpus-new/$$name; \
+		clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc -Ibuild-fuzz $$t \
+			build-fuzz/src/liblms.a -lseccomp -ljansson -lm -o build-fuzz/fuzz-$$name && \
+		build-fuzz/fuzz-$$name -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus-new/$$name \
+			tests/fuzz/corpus/$$name || exit 1; done

@@ -14,6 +14,7 @@ cat "$log/unit"
 # Count cmocka's test cases, not meson's executables.
 testlog="$build/meson-logs/testlog.txt"
 unit_ok=$(grep -hoE '^\[  PASSED  \] [0-9]+' "$testlog" | awk '{s += $NF} END {print s + 0}')
+unit_ok=$((unit_ok + $(grep -c '^replayed [0-9]* inputs' "$testlog")))  # fuzz corpus replays
 unit_fail=$(grep -hoE '^\[  FAILED  \] [0-9]+' "$testlog" | awk '{s += $NF} END {print s + 0}')
 [ "$unit_rc" -ne 0 ] && [ "$unit_fail" -eq 0 ] && unit_fail=1
 

@@ -31,11 +31,11 @@ make_group(struct lms_cgroup *cg, int idx, const char *fs_root, const char *self
 	char *path = xasprintf("%s/%s", parent, name);
 	if (mkdir(path, 0755) < 0) {
 		int e = errno;
-		lms_error_set(err, e == EACCES || e == EPERM || e == EROFS ? LMS_ERR_FORBIDDEN : LMS_ERR_SETUP, e,
-			      "create %s%s", path,
-			      e == EACCES || e == EPERM || e == EROFS
-				      ? " (run as root, or from a cgroup delegated to this user)"
-				      : "");
+		bool denied = e == EACCES || e == EPERM || e == EROFS;
+		lms_error_set(err, denied ? LMS_ERR_FORBIDDEN : LMS_ERR_SETUP, 0, "create %s: %s%s", path, strerror(e),
+			      denied ? " (memory and pids limits need a cgroup this user may write: run as root, "
+				       "or from a cgroup delegated to this user)"
+				     : "");
 		free(path);
 		return -1;
 	}

@@ -58,8 +58,13 @@ parent_group(const char *fs_root, const char *self_cgroup, struct lms_error **er
 	}
 	_cleanup_free_ char *top = xasprintf("%s/" TOP_GROUP, fs_root);
 	if (mkdir(top, 0755) < 0 && errno != EEXIST) {
-		lms_error_set(err, errno == EACCES || errno == EPERM ? LMS_ERR_FORBIDDEN : LMS_ERR_SETUP, errno,
-			      "create %s (run as root, or from a cgroup delegated to this user)", top);
+		int e = errno;
+		bool denied = e == EACCES || e == EPERM || e == EROFS;
+		lms_error_set(err, denied ? LMS_ERR_FORBIDDEN : LMS_ERR_SETUP, 0, "create %s: %s%s", top, strerror(e),
+			      denied ? " (memory and pids limits need a cgroup this user may write: run as root, "
+				       "or from a cgroup delegated to this user, e.g. systemd-run --user --scope "
+				       "-p Delegate=yes)"
+				     : "");
 		return NULL;
 	}
 	if (delegate_controllers(fs_root, err) < 0 || delegate_controllers(top, err) < 0)
