@@ -4,7 +4,7 @@ CHECK_BUILD ?= build-check
 MESON ?= meson
 PYTHON ?= /usr/bin/python3
 
-.PHONY: all deps build run test unit system check bench clean format fuzz
+.PHONY: all deps build run test unit system check bench clean format fuzz valgrind
 
 all: build
 
@@ -38,7 +38,7 @@ format:
 	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c')
 
 clean:
-	rm -rf $(BUILD) $(CHECK_BUILD)
+	rm -rf $(BUILD) $(CHECK_BUILD) build-fuzz $(VALGRIND_BUILD)
 
 # libFuzzer for every target in tests/fuzz/ (clang), FUZZ_SECONDS each; new inputs go to tests/fuzz/corpus-new/.
 FUZZ_SECONDS ?= 60
@@ -53,3 +53,12 @@ fuzz:
 			build-fuzz/src/liblms.a -lseccomp -ljansson -lm -o build-fuzz/fuzz-$$name && \
 		build-fuzz/fuzz-$$name -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus-new/$$name \
 			tests/fuzz/corpus/$$name || exit 1; done
+
+# The unit tests and a few sandbox runs under valgrind (a dynamically linked build: valgrind cannot see
+# into a static glibc).
+VALGRIND_BUILD ?= build-valgrind
+valgrind:
+	@./scripts/deps.sh --quiet
+	test -f $(VALGRIND_BUILD)/build.ninja || $(MESON) setup $(VALGRIND_BUILD) --buildtype=debug -Dprobe=false -Dstatic_cli=false
+	$(MESON) compile -C $(VALGRIND_BUILD)
+	./scripts/valgrind.sh $(VALGRIND_BUILD)

@@ -6,7 +6,7 @@ quiet=false
 [ "${1:-}" = "--quiet" ] && quiet=true
 
 packages="build-essential meson ninja-build pkg-config clang libclang-rt-14-dev libseccomp-dev libjansson-dev
-libcmocka-dev python3 python3-pytest python3-requests bubblewrap util-linux"
+libcmocka-dev valgrind python3 python3-pytest python3-requests bubblewrap util-linux"
 
 missing=""
 for p in $packages; do

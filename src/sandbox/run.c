@@ -2,6 +2,9 @@
  * The parent's side of a run: prepare (seccomp program, environment, cgroup, pipes), clone the
  * sandbox's PID 1 into new namespaces, write its uid maps, then watch its output, its time and its
  * exit with poll(2) on the pipes and a pidfd, never by sleeping. Child side: child.c.
+ *
+ * PID 1 alone holds the write end of the report pipe (close-on-exec for the command), so the pipe
+ * becomes readable only when PID 1 reports and exits: where no pidfd can be had, it stands in.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -170,14 +173,9 @@ clone_sandbox(int cgroup_fd, int *pidfd, bool *into_cgroup, struct lms_error **e
 	if (pid == 0)
 		return 0;
 #if HAVE_SYS_PIDFD_OPEN
+	/* Without it (Linux < 5.3, valgrind) the report pipe's end-of-file tells the exit instead. */
 	*pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 #endif
-	if (*pidfd < 0) {
-		int e = errno;
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, __WALL);
-		return lms_error_set(err, LMS_ERR_UNSUPPORTED, e, "pidfd_open (Linux 5.3 or later is needed)");
-	}
 	return pid;
 }
 
@@ -196,7 +194,7 @@ struct watch {
 	struct lms_sandbox_result *result;
 	struct lms_cgroup *cg;
 	pid_t pid;
-	int pidfd;
+	int exit_fd;            /* the pidfd of PID 1, or the report pipe */
 	int out_fd[3];          /* indexed by enum lms_stream; -1 once at EOF */
 	uint64_t out_seen[3];
 	int in_fd;
@@ -288,7 +286,7 @@ watch_loop(struct watch *w, struct lms_error **err)
 		fds[OUT] = (struct pollfd){.fd = w->out_fd[1], .events = POLLIN};
 		fds[ERR] = (struct pollfd){.fd = w->out_fd[2], .events = POLLIN};
 		fds[IN] = (struct pollfd){.fd = w->in_fd, .events = POLLOUT};
-		fds[PID] = (struct pollfd){.fd = w->exited ? -1 : w->pidfd, .events = POLLIN};
+		fds[PID] = (struct pollfd){.fd = w->exited ? -1 : w->exit_fd, .events = POLLIN};
 		fds[CANCEL] = (struct pollfd){.fd = w->killed ? -1 : w->spec->cancel_fd, .events = POLLIN};
 
 		double now = now_ms(), wake = w->killed ? -1 : w->deadline;
@@ -398,7 +396,7 @@ run_cloned(struct watch *w, struct pipes *p, const struct lms_child_ctx *ctx_tem
 		lms_child_main(&ctx);
 	}
 	w->pid = pid;
-	w->pidfd = pidfd;
+	w->exit_fd = pidfd >= 0 ? pidfd : p->report[0];
 	close(p->sync[0]), p->sync[0] = -1;
 	close(p->report[1]), p->report[1] = -1;
 	/* The child's ends: the parent must not hold them, or it would never see end-of-file. */
@@ -436,7 +434,8 @@ run_cloned(struct watch *w, struct pipes *p, const struct lms_child_ctx *ctx_tem
 	struct rusage ru = {0};
 	while (wait4(pid, &init_status, __WALL, &ru) < 0 && errno == EINTR)
 		;
-	close(pidfd);
+	if (pidfd >= 0)
+		close(pidfd);
 	w->result->duration_ms = now_ms() - start;
 	if (r < 0)
 		return -1;
@@ -468,7 +467,7 @@ lms_sandbox_run(const struct lms_sandbox_spec *spec, lms_output_fn on_output, vo
 	snprintf(name, sizeof(name), "lms-%d-%u", (int)getpid(), ++sequence);
 	struct watch w = {
 		.spec = spec, .on_output = on_output, .userdata = userdata, .result = result,
-		.out_fd = {-1, -1, -1}, .in_fd = -1, .pidfd = -1,
+		.out_fd = {-1, -1, -1}, .in_fd = -1, .exit_fd = -1,
 	};
 	if (lms_cgroup_create(LMS_CGROUP_FS, LMS_CGROUP_SELF, name, &spec->limits, &w.cg, err) < 0)
 		return -1;

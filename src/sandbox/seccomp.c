@@ -96,12 +96,12 @@ lms_seccomp_program(struct lms_error **err)
 		lms_error_set(err, LMS_ERR_INTERNAL, ENOMEM, "seccomp: init");
 		return NULL;
 	}
-	/* Other ABIs (i386 via int 0x80, x32) would bypass a native-only filter: kill them. */
-	int r = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
-	if (r < 0)
-		lms_error_set(err, LMS_ERR_INTERNAL, -r, "seccomp: set the bad-architecture action");
+	/* Other ABIs (i386 via int 0x80, x32) would bypass a native-only filter: they kill. The default
+	 * action kills the thread; the whole process where libseccomp can tell the kernel supports it. */
+	(void)seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
 	/* The loader sets no_new_privs itself, in its own order. */
-	if (r >= 0 && (r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)) < 0)
+	int r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+	if (r < 0)
 		lms_error_set(err, LMS_ERR_INTERNAL, -r, "seccomp: clear the no_new_privs attribute");
 	if (r >= 0)
 		r = build(ctx, err);
