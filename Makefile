@@ -4,7 +4,7 @@ CHECK_BUILD ?= build-check
 MESON ?= meson
 PYTHON ?= /usr/bin/python3
 
-.PHONY: all deps build run test unit system check bench clean format fuzz valgrind
+.PHONY: all deps build run demo test unit system check bench clean format fuzz valgrind
 
 all: build
 
@@ -18,7 +18,12 @@ $(BUILD)/build.ninja:
 build: $(BUILD)/build.ninja
 	$(MESON) compile -C $(BUILD)
 
+# Serves the API on 127.0.0.1:8000 (LISTEN=host:port to change); Ctrl-C stops it cleanly.
+LISTEN ?= 127.0.0.1:8000
 run: build
+	$(BUILD)/lm-sandbox serve --listen $(LISTEN) --state-dir $(CURDIR)/$(BUILD)/state
+
+demo: build
 	./scripts/demo.sh $(BUILD)/lm-sandbox
 
 test: build
@@ -26,13 +31,14 @@ test: build
 
 check:
 	@./scripts/deps.sh --quiet
-	test -f $(CHECK_BUILD)/build.ninja || CC=clang $(MESON) setup $(CHECK_BUILD) --buildtype=debug \
-		-Db_sanitize=address,undefined -Db_lundef=false -Dprobe=false -Dstatic_cli=false
+	test -f $(CHECK_BUILD)/build.ninja || CC=clang $(MESON) setup $(CHECK_BUILD) --buildtype=debug
+	$(MESON) configure $(CHECK_BUILD) -Db_sanitize=address,undefined -Db_lundef=false -Dprobe=false -Dstatic_cli=false
 	$(MESON) compile -C $(CHECK_BUILD)
 	./scripts/test.sh $(CHECK_BUILD)
 
 bench: build
 	$(PYTHON) bench/bench.py --bin $(BUILD)/lm-sandbox --out bench/RESULTS.md
+	$(PYTHON) bench/bench_server.py --serve-bin $(BUILD)/lm-sandbox-serve --append bench/RESULTS.md
 
 format:
 	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c')
@@ -45,8 +51,9 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	@./scripts/deps.sh --quiet
 	test -f build-fuzz/build.ninja || CC=clang $(MESON) setup build-fuzz --buildtype=debug \
-		-Db_sanitize=address,undefined -Db_lundef=false -Dprobe=false -Dstatic_cli=false
-	$(MESON) compile -C build-fuzz
+		-Dc_args=-fsanitize=fuzzer-no-link -Db_sanitize=address,undefined -Db_lundef=false -Dprobe=false \
+		-Dstatic_cli=false
+	$(MESON) compile -C build-fuzz src/liblms.a
 	for t in tests/fuzz/fuzz-*.c; do name=$$(basename $$t .c | sed 's/^fuzz-//'); \
 		mkdir -p tests/fuzz/corpus-new/$$name; \
 		clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc -Ibuild-fuzz $$t \
@@ -59,6 +66,7 @@ fuzz:
 VALGRIND_BUILD ?= build-valgrind
 valgrind:
 	@./scripts/deps.sh --quiet
-	test -f $(VALGRIND_BUILD)/build.ninja || $(MESON) setup $(VALGRIND_BUILD) --buildtype=debug -Dprobe=false -Dstatic_cli=false
+	test -f $(VALGRIND_BUILD)/build.ninja || $(MESON) setup $(VALGRIND_BUILD) --buildtype=debug
+	$(MESON) configure $(VALGRIND_BUILD) -Dprobe=false -Dstatic_cli=false
 	$(MESON) compile -C $(VALGRIND_BUILD)
 	./scripts/valgrind.sh $(VALGRIND_BUILD)

@@ -5,8 +5,8 @@ set -eu
 quiet=false
 [ "${1:-}" = "--quiet" ] && quiet=true
 
-packages="build-essential meson ninja-build pkg-config clang libclang-rt-14-dev libseccomp-dev libjansson-dev
-libcmocka-dev valgrind python3 python3-pytest python3-requests bubblewrap util-linux"
+packages="build-essential meson ninja-build pkg-config clang libclang-rt-14-dev libseccomp-dev libjansson-dev libmicrohttpd-dev
+libcmocka-dev valgrind python3 python3-pytest python3-requests bubblewrap util-linux wrk"
 
 missing=""
 for p in $packages; do

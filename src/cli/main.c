@@ -1,4 +1,5 @@
 /* `lm-sandbox COMMAND ...`: dispatch to the subcommands. */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,9 +15,34 @@ usage(FILE *f)
 	      "\n"
 	      "commands:\n"
 	      "  run       run a program in a fresh one-shot sandbox (lm-sandbox run --help)\n"
+	      "  serve     serve the HTTP API (lm-sandbox serve --help)\n"
 	      "  version   print the version\n"
 	      "  help      show this help\n",
 	      f);
+}
+
+/* `serve` lives in its own binary beside this one (it links libmicrohttpd; this one stays static). */
+static int
+exec_sibling(const char *name, int argc, char **argv)
+{
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	char path[4200];
+	if (n > 0) {
+		self[n] = '\0';
+		char *slash = strrchr(self, '/');
+		if (slash)
+			*slash = '\0';
+		snprintf(path, sizeof(path), "%s/%s", self, name);
+		argv[0] = path;
+		execv(path, argv);
+	}
+	(void)argc;
+	argv[0] = (char *)name;
+	execvp(name, argv);
+	fprintf(stderr, "lm-sandbox: cannot run %s (looked beside %s and in PATH): %s\n", name,
+		n > 0 ? self : "this program", strerror(errno));
+	return 125;
 }
 
 /* Started with 0, 1 or 2 closed, the next pipe would take its number and be mistaken for it. */
@@ -51,6 +77,8 @@ main(int argc, char **argv)
 	const char *cmd = argv[1];
 	if (strcmp(cmd, "run") == 0)
 		return lms_cmd_run(argc - 1, argv + 1);
+	if (strcmp(cmd, "serve") == 0)
+		return exec_sibling("lm-sandbox-serve", argc - 1, argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("lm-sandbox %s\n", LMS_VERSION);
 		return 0;

@@ -81,8 +81,7 @@ struct check {
 static struct result result;
 static _Alignas(struct file_handle) unsigned char handle_buf[sizeof(struct file_handle) + MAX_HANDLE_SZ];
 
-static void __attribute__((format(printf, 2, 3)))
-add(struct result *r, const char *fmt, ...)
+static void __attribute__((format(printf, 2, 3))) add(struct result *r, const char *fmt, ...)
 {
 	size_t room = sizeof(r->detail) - r->len;
 	va_list ap;
@@ -120,11 +119,11 @@ record(struct result *r, long rc)
 /* Checks that are one call; FD_CHECK's call returns a new descriptor, closed again. */
 #define SIMPLE_CHECK(fn, call) CHECK_WITH(fn, call, record)
 #define FD_CHECK(fn, call) CHECK_WITH(fn, call, record_fd)
-#define CHECK_WITH(fn, call, recorder)                \
-	static void fn(char **argv, struct result *r) \
-	{                                             \
-		(void)argv;                           \
-		recorder(r, (call));                  \
+#define CHECK_WITH(fn, call, recorder)                                                                                 \
+	static void fn(char **argv, struct result *r)                                                                  \
+	{                                                                                                              \
+		(void)argv;                                                                                            \
+		recorder(r, (call));                                                                                   \
 	}
 
 /* Records like record() and closes what the call returned when it is a new descriptor. */
@@ -335,7 +334,7 @@ static long
 process_vm(long nr)
 {
 	static char a[16] = "lms-probe", b[16];
-	struct iovec local = { a, sizeof(a) }, remote = { b, sizeof(b) };
+	struct iovec local = {a, sizeof(a)}, remote = {b, sizeof(b)};
 
 	return syscall(nr, (long)getpid(), &local, 1UL, &remote, 1UL, 0UL);
 }
@@ -539,7 +538,7 @@ check_connect(char **argv, struct result *r)
 	}
 	int rc = connect(fd, (struct sockaddr *)&ss, len);
 	if (rc < 0 && errno == EINPROGRESS) {
-		struct pollfd p = { .fd = fd, .events = POLLOUT };
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
 		int n = poll(&p, 1, 1000);
 		int soerr = 0;
 		socklen_t sl = sizeof(soerr);
@@ -565,11 +564,11 @@ compare_int(const void *a, const void *b)
 	return *(const int *)a - *(const int *)b;
 }
 
-#define STATUS_CHECK(fn, prefix)                      \
-	static void fn(char **argv, struct result *r) \
-	{                                             \
-		(void)argv;                           \
-		add_status_lines(r, prefix);          \
+#define STATUS_CHECK(fn, prefix)                                                                                       \
+	static void fn(char **argv, struct result *r)                                                                  \
+	{                                                                                                              \
+		(void)argv;                                                                                            \
+		add_status_lines(r, prefix);                                                                           \
 	}
 
 static void
@@ -622,56 +621,56 @@ check_uid(char **argv, struct result *r)
 /* ---- the table ----------------------------------------------------------------------------------------------- */
 
 static const struct check checks[] = {
-	{ "read", 1, 1, "PATH", check_read, "open and read PATH; detail = the first bytes" },
-	{ "write", 1, 1, "PATH", check_write, "create PATH (removed again), or open an existing PATH for writing" },
-	{ "mount", 0, 1, "[DIR]", check_mount, "mount a tmpfs on DIR (default /tmp/x), then unmount it" },
-	{ "umount", 1, 1, "PATH", check_umount, "umount2(PATH, 0)" },
-	{ "pivot_root", 0, 0, "", check_pivot_root, "pivot_root between paths that do not exist" },
-	{ "mknod", 0, 1, "[PATH]", check_mknod, "create the char device 1:3 (removed again)" },
-	{ "chroot", 0, 1, "[DIR]", check_chroot, "chroot(DIR), default /" },
-	{ "listdir", 1, 1, "DIR", check_listdir, "detail = the entries of DIR, one a line" },
-	{ "unshare-user", 0, 0, "", check_unshare_user, "unshare(CLONE_NEWUSER)" },
-	{ "clone-user", 0, 0, "", check_clone_user, "raw clone(CLONE_NEWUSER), the child exits at once" },
-	{ "clone3", 0, 0, "", check_clone3, "raw clone3(CLONE_NEWUSER), the child exits at once" },
-	{ "setns", 0, 1, "[NSFILE]", check_setns, "setns into NSFILE (default /proc/self/ns/net)" },
-	{ "kill", 2, 2, "PID|self SIG", check_kill, "kill(PID, SIG)" },
-	{ "pid", 0, 0, "", check_pid, "detail = \"pid ppid\"" },
-	{ "process_vm_readv", 0, 0, "", check_process_vm_readv, "read own memory through process_vm_readv" },
-	{ "process_vm_writev", 0, 0, "", check_process_vm_writev, "write own memory through process_vm_writev" },
-	{ "keyctl", 0, 0, "", check_keyctl, "KEYCTL_GET_KEYRING_ID of the session keyring" },
-	{ "add_key", 0, 0, "", check_add_key, "add a user key to the process keyring" },
-	{ "request_key", 0, 0, "", check_request_key, "request an absent user key (no call-out)" },
-	{ "bpf", 0, 0, "", check_bpf, "BPF_MAP_CREATE of a one-entry array" },
-	{ "io_uring", 0, 0, "", check_io_uring, "io_uring_setup with one entry" },
-	{ "userfaultfd", 0, 0, "", check_userfaultfd, "userfaultfd(UFFD_USER_MODE_ONLY)" },
-	{ "perf_event_open", 0, 0, "", check_perf_event_open, "a software task-clock counter on itself" },
-	{ "name_to_handle_at", 0, 1, "[PATH]", check_name_to_handle_at, "handle of PATH (default /etc/passwd)" },
-	{ "open_by_handle_at", 0, 1, "[PATH]", check_open_by_handle_at, "open a handle of PATH (default /etc/passwd)" },
-	{ "kexec_load", 0, 0, "", check_kexec_load, "kexec_load with too many segments" },
-	{ "kexec_file_load", 0, 0, "", check_kexec_file_load, "kexec_file_load of fd -1" },
-	{ "init_module", 0, 0, "", check_init_module, "init_module of 64 zero bytes" },
-	{ "finit_module", 0, 0, "", check_finit_module, "finit_module of fd -1" },
-	{ "delete_module", 0, 0, "", check_delete_module, "delete_module of an absent module" },
-	{ "acct", 0, 0, "", check_acct, "acct of an absent path" },
-	{ "swapon", 0, 0, "", check_swapon, "swapon of an absent path" },
-	{ "swapoff", 0, 0, "", check_swapoff, "swapoff of an absent path" },
-	{ "reboot", 0, 0, "", check_reboot, "reboot(CAD_OFF) with a wrong magic2" },
-	{ "settimeofday", 0, 0, "", check_settimeofday, "set the clock to the time it has" },
-	{ "clock_settime", 0, 0, "", check_clock_settime, "set CLOCK_REALTIME to the time it has" },
-	{ "adjtimex", 0, 0, "", check_adjtimex, "set the NTP status it already has" },
-	{ "quotactl", 0, 0, "", check_quotactl, "Q_SYNC of every file system" },
-	{ "lookup_dcookie", 0, 0, "", check_lookup_dcookie, "lookup_dcookie(0)" },
-	{ "tiocsti", 0, 1, "[FD]", check_tiocsti, "push a space into the input of FD (default 0) with TIOCSTI" },
-	{ "tty", 0, 0, "", check_tty, "open /dev/tty (the controlling terminal)" },
-	{ "sethostname", 0, 0, "", check_sethostname, "set the host name it already has" },
-	{ "hostname", 0, 0, "", check_hostname, "detail = uname's node name" },
-	{ "connect", 2, 2, "ADDR PORT", check_connect, "TCP connect to a numeric ADDR, 1 s timeout" },
-	{ "fds", 0, 0, "", check_fds, "detail = the open fds, space-separated" },
-	{ "env", 0, 0, "", check_env, "detail = the environment, one variable a line" },
-	{ "caps", 0, 0, "", check_caps, "detail = the Cap* lines of /proc/self/status" },
-	{ "nnp", 0, 0, "", check_nnp, "detail = the NoNewPrivs line of /proc/self/status" },
-	{ "seccomp", 0, 0, "", check_seccomp, "detail = the Seccomp lines of /proc/self/status" },
-	{ "uid", 0, 0, "", check_uid, "detail = \"uid gid\", then the uid_map and gid_map" },
+    {"read", 1, 1, "PATH", check_read, "open and read PATH; detail = the first bytes"},
+    {"write", 1, 1, "PATH", check_write, "create PATH (removed again), or open an existing PATH for writing"},
+    {"mount", 0, 1, "[DIR]", check_mount, "mount a tmpfs on DIR (default /tmp/x), then unmount it"},
+    {"umount", 1, 1, "PATH", check_umount, "umount2(PATH, 0)"},
+    {"pivot_root", 0, 0, "", check_pivot_root, "pivot_root between paths that do not exist"},
+    {"mknod", 0, 1, "[PATH]", check_mknod, "create the char device 1:3 (removed again)"},
+    {"chroot", 0, 1, "[DIR]", check_chroot, "chroot(DIR), default /"},
+    {"listdir", 1, 1, "DIR", check_listdir, "detail = the entries of DIR, one a line"},
+    {"unshare-user", 0, 0, "", check_unshare_user, "unshare(CLONE_NEWUSER)"},
+    {"clone-user", 0, 0, "", check_clone_user, "raw clone(CLONE_NEWUSER), the child exits at once"},
+    {"clone3", 0, 0, "", check_clone3, "raw clone3(CLONE_NEWUSER), the child exits at once"},
+    {"setns", 0, 1, "[NSFILE]", check_setns, "setns into NSFILE (default /proc/self/ns/net)"},
+    {"kill", 2, 2, "PID|self SIG", check_kill, "kill(PID, SIG)"},
+    {"pid", 0, 0, "", check_pid, "detail = \"pid ppid\""},
+    {"process_vm_readv", 0, 0, "", check_process_vm_readv, "read own memory through process_vm_readv"},
+    {"process_vm_writev", 0, 0, "", check_process_vm_writev, "write own memory through process_vm_writev"},
+    {"keyctl", 0, 0, "", check_keyctl, "KEYCTL_GET_KEYRING_ID of the session keyring"},
+    {"add_key", 0, 0, "", check_add_key, "add a user key to the process keyring"},
+    {"request_key", 0, 0, "", check_request_key, "request an absent user key (no call-out)"},
+    {"bpf", 0, 0, "", check_bpf, "BPF_MAP_CREATE of a one-entry array"},
+    {"io_uring", 0, 0, "", check_io_uring, "io_uring_setup with one entry"},
+    {"userfaultfd", 0, 0, "", check_userfaultfd, "userfaultfd(UFFD_USER_MODE_ONLY)"},
+    {"perf_event_open", 0, 0, "", check_perf_event_open, "a software task-clock counter on itself"},
+    {"name_to_handle_at", 0, 1, "[PATH]", check_name_to_handle_at, "handle of PATH (default /etc/passwd)"},
+    {"open_by_handle_at", 0, 1, "[PATH]", check_open_by_handle_at, "open a handle of PATH (default /etc/passwd)"},
+    {"kexec_load", 0, 0, "", check_kexec_load, "kexec_load with too many segments"},
+    {"kexec_file_load", 0, 0, "", check_kexec_file_load, "kexec_file_load of fd -1"},
+    {"init_module", 0, 0, "", check_init_module, "init_module of 64 zero bytes"},
+    {"finit_module", 0, 0, "", check_finit_module, "finit_module of fd -1"},
+    {"delete_module", 0, 0, "", check_delete_module, "delete_module of an absent module"},
+    {"acct", 0, 0, "", check_acct, "acct of an absent path"},
+    {"swapon", 0, 0, "", check_swapon, "swapon of an absent path"},
+    {"swapoff", 0, 0, "", check_swapoff, "swapoff of an absent path"},
+    {"reboot", 0, 0, "", check_reboot, "reboot(CAD_OFF) with a wrong magic2"},
+    {"settimeofday", 0, 0, "", check_settimeofday, "set the clock to the time it has"},
+    {"clock_settime", 0, 0, "", check_clock_settime, "set CLOCK_REALTIME to the time it has"},
+    {"adjtimex", 0, 0, "", check_adjtimex, "set the NTP status it already has"},
+    {"quotactl", 0, 0, "", check_quotactl, "Q_SYNC of every file system"},
+    {"lookup_dcookie", 0, 0, "", check_lookup_dcookie, "lookup_dcookie(0)"},
+    {"tiocsti", 0, 1, "[FD]", check_tiocsti, "push a space into the input of FD (default 0) with TIOCSTI"},
+    {"tty", 0, 0, "", check_tty, "open /dev/tty (the controlling terminal)"},
+    {"sethostname", 0, 0, "", check_sethostname, "set the host name it already has"},
+    {"hostname", 0, 0, "", check_hostname, "detail = uname's node name"},
+    {"connect", 2, 2, "ADDR PORT", check_connect, "TCP connect to a numeric ADDR, 1 s timeout"},
+    {"fds", 0, 0, "", check_fds, "detail = the open fds, space-separated"},
+    {"env", 0, 0, "", check_env, "detail = the environment, one variable a line"},
+    {"caps", 0, 0, "", check_caps, "detail = the Cap* lines of /proc/self/status"},
+    {"nnp", 0, 0, "", check_nnp, "detail = the NoNewPrivs line of /proc/self/status"},
+    {"seccomp", 0, 0, "", check_seccomp, "detail = the Seccomp lines of /proc/self/status"},
+    {"uid", 0, 0, "", check_uid, "detail = \"uid gid\", then the uid_map and gid_map"},
 };
 
 static void
@@ -686,7 +685,8 @@ put_json_string(const char *s, size_t n)
 		else if (c == '\n')
 			fputs("\\n", stdout);
 		else if (c < 0x20 || c >= 0x7f)
-			printf("\\u%04x", c); /* bytes past ASCII as Latin-1: the line stays valid JSON whatever was read */
+			printf("\\u%04x",
+			       c); /* bytes past ASCII as Latin-1: the line stays valid JSON whatever was read */
 		else
 			putchar(c);
 	}

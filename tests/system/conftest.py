@@ -401,6 +401,23 @@ def remove_cgroup_tree(directory):
     return [str(d.relative_to(directory)) for d in children if d != directory]
 
 
+def v2_delegating_ancestor(start):
+    """The nearest cgroup v2 directory, from `start` up to the mount's root, whose children get the memory and pids
+    controllers (enabling them where the kernel lets us: a cgroup with processes in it cannot delegate)."""
+    for d in [start, *start.parents]:
+        control = d / "cgroup.subtree_control"
+        if not control.exists():
+            break
+        if {"memory", "pids"} <= set(control.read_text().split()):
+            return d
+        try:
+            control.write_text("+memory +pids")
+            return d
+        except OSError:
+            continue
+    pytest.skip(f"NO OUTER CGROUP: no cgroup from {start} up delegates memory and pids")
+
+
 class OuterCgroup:
     """A memory (1 GiB) and pids (512) limit around a test that would hurt the host if our own limits failed."""
 
@@ -408,11 +425,7 @@ class OuterCgroup:
         name = f"pytest-outer-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.dirs = []
         if cgroup_is_v2():
-            parent = own_cgroup_dir(None)
-            try:
-                (parent / "cgroup.subtree_control").write_text("+memory +pids")
-            except OSError as e:
-                pytest.skip(f"NO OUTER CGROUP: cannot enable memory and pids below {parent}: {e}")
+            parent = v2_delegating_ancestor(own_cgroup_dir(None))
             d = parent / name
             d.mkdir()
             self.dirs.append(d)

@@ -1,0 +1,181 @@
+#!/usr/bin/python3
+"""Server benchmark: `lm-sandbox serve` against bubblewrap, in one run on one machine.
+
+Three figures, each with its anchor measured in the same run:
+
+* Round trip of POST /v1/exec {"argv": ["true"]} on one kept-alive connection, interleaved round by
+  round with a bubblewrap process running /usr/bin/true and a bare /usr/bin/true; medians and ratios
+  (goal: exec <= 0.25 x bwrap).
+* Sustained rate: wrk with 16 connections for --seconds against POST /v1/exec, beside the rate of two
+  parallel bubblewrap loops over the same time (goal: >= 4 x).
+* Idle resident memory of the daemon (VmRSS; goal <= 8 MiB) and of its spawner.
+
+Standard library only; wrk and bwrap from Debian. Run via `make bench`, which appends this section to
+bench/RESULTS.md.
+"""
+import argparse
+import http.client
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+BWRAP = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr",
+         "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+         "--symlink", "usr/sbin", "/sbin", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--",
+         "/usr/bin/true"]
+BODY = json.dumps({"argv": ["true"]})
+
+
+def start_server(serve_bin):
+    proc = subprocess.Popen([serve_bin, "--listen", "127.0.0.1:0", "--max-concurrent", "64"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("msg") == "listening":
+            # Keep draining the log so the daemon never blocks on a full pipe.
+            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+            return proc, entry["url"]
+    proc.kill()
+    sys.exit("bench_server: the daemon did not report its address")
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def exec_once(conn):
+    t = time.perf_counter_ns()
+    conn.request("POST", "/v1/exec", BODY, {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    wall = time.perf_counter_ns() - t
+    if resp.status != 200 or json.loads(data)["exit_code"] != 0:
+        sys.exit(f"bench_server: exec failed: {resp.status} {data[:200]!r}")
+    return wall
+
+
+def proc_once(argv):
+    t = time.perf_counter_ns()
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter_ns() - t
+    if r.returncode != 0:
+        sys.exit(f"bench_server: {argv[0]} failed ({r.returncode})")
+    return wall
+
+
+def round_trips(url, rounds):
+    host, port = url.split("//")[1].rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port))
+    for _ in range(10):
+        exec_once(conn)
+        proc_once(BWRAP)
+    samples = {"exec": [], "bwrap": [], "bare-true": []}
+    for i in range(rounds):
+        order = [("exec", lambda: exec_once(conn)), ("bwrap", lambda: proc_once(BWRAP)),
+                 ("bare-true", lambda: proc_once(["/usr/bin/true"]))]
+        for name, fn in order[i % 3:] + order[:i % 3]:
+            samples[name].append(fn())
+    conn.close()
+    return {k: statistics.median(v) / 1e6 for k, v in samples.items()}
+
+
+def wrk_rate(url, seconds):
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write('wrk.method = "POST"\nwrk.body = \'%s\'\nwrk.headers["Content-Type"] = "application/json"\n'
+                % BODY)
+        script = f.name
+    try:
+        out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "-s", script, url + "/v1/exec"],
+                             capture_output=True, text=True, timeout=seconds + 60).stdout
+    finally:
+        os.unlink(script)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return rate, int(bad.group(1)) if bad else 0, errors.group(1) if errors else "none"
+
+
+def bwrap_rate(seconds, loops=2):
+    counts = [0] * loops
+    stop = time.monotonic() + seconds
+
+    def loop(i):
+        while time.monotonic() < stop:
+            proc_once(BWRAP)
+            counts[i] += 1
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(loops)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / seconds
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--serve-bin", default="build/lm-sandbox-serve")
+    p.add_argument("--rounds", type=int, default=150)
+    p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--append", help="append a markdown section to this file")
+    args = p.parse_args()
+    proc, url = start_server(os.path.abspath(args.serve_bin))
+    try:
+        time.sleep(0.5)  # settle before the idle reading; nothing else waits on this
+        idle = rss_kib(proc.pid)
+        spawner = sum(rss_kib(c) for c in children(proc.pid))
+        rt = round_trips(url, args.rounds)
+        rate, bad, socket_errors = wrk_rate(url, args.seconds)
+        brate = bwrap_rate(args.seconds)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    lines = [
+        "## Server (`lm-sandbox serve`)", "",
+        f"{args.rounds} interleaved rounds on one kept-alive connection; wrk -t2 -c16 for {args.seconds} s; "
+        "the bubblewrap rate is two parallel loops over the same time.", "",
+        "| figure | lm-sandbox | anchor | ratio | goal |", "|---|---:|---:|---:|---|",
+        f"| POST /v1/exec round trip (median ms) | {rt['exec']:.3f} | bwrap {rt['bwrap']:.3f} "
+        f"| {rt['exec'] / rt['bwrap']:.2f} | <= 0.25 |",
+        f"| same, against bare true | {rt['exec']:.3f} | true {rt['bare-true']:.3f} "
+        f"| {rt['exec'] / rt['bare-true']:.2f} | about 2 |",
+        f"| sustained rate, 16 clients (req/s) | {rate:.0f} | bwrap x2 {brate:.0f} | {rate / brate:.2f} | >= 4 |",
+        f"| idle RSS of the daemon (MiB) | {idle / 1024:.1f} | | | <= 8 |",
+        f"| idle RSS of the spawner (MiB) | {spawner / 1024:.1f} | | | |", "",
+        f"wrk: non-2xx responses {bad}, socket errors {socket_errors}.", ""]
+    text = "\n".join(lines)
+    print(text)
+    if args.append:
+        with open(args.append, "a") as f:
+            f.write("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+#pragma once
+/*
+ * Running sandboxes from a threaded process. lms_sandbox_run() must not be called after fork() in a
+ * threaded process (STYLE.md, "Threads and namespaces"), so the daemon forks a spawner before its first
+ * thread. Each job goes to the spawner as a serialized spec in a memfd; the spawner forks a worker
+ * (single-threaded) that runs the sandbox and streams frames back on a pipe: output chunks as they
+ * are read, then the result or the error. Closing the job's cancel pipe kills the sandbox.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "sandbox/sandbox.h"
+
+struct lms_spawner;
+struct lms_job;
+
+enum lms_job_event_type {
+	LMS_JOB_STDOUT = 1,
+	LMS_JOB_STDERR = 2,
+	LMS_JOB_RESULT = 3, /* last: result is filled */
+	LMS_JOB_ERROR = 4,  /* last: error is filled */
+};
+
+struct lms_job_event {
+	enum lms_job_event_type type;
+	char *data; /* output chunk (caller frees), NULL for RESULT and ERROR */
+	size_t len;
+	struct lms_sandbox_result result;
+	struct lms_error *error; /* caller frees */
+};
+
+/* Forks the spawner. Call before any thread exists. */
+int lms_spawner_start(struct lms_spawner **out, struct lms_error **err);
+
+/* Stops the spawner (running workers keep their sandboxes until their jobs are cancelled or end). */
+void lms_spawner_stop(struct lms_spawner *sp);
+
+/* Sends a job. Thread-safe. The spec is copied; the caller keeps it. */
+int lms_spawner_submit(struct lms_spawner *sp, const struct lms_sandbox_spec *spec, struct lms_job **out,
+		       struct lms_error **err);
+
+/* The descriptor that becomes readable when the job has an event: poll it, then lms_job_next. */
+int lms_job_fd(const struct lms_job *job);
+
+/* Reads the next event (blocks until one is complete). Returns 1 with *ev filled, 0 after the last
+ * event, -1 on error (the worker died without a result: LMS_ERR_INTERNAL). */
+int lms_job_next(struct lms_job *job, struct lms_job_event *ev, struct lms_error **err);
+
+/* Kills the job's sandbox (idempotent). */
+void lms_job_cancel(struct lms_job *job);
+
+/* Cancels the job if it is still running and frees it. NULL is a no-op. */
+void lms_job_free(struct lms_job *job);
+
+/* Serialization of a spec (exported for tests and the fuzzer). lms_spec_decode returns a spec whose
+ * strings live in *storage (free with free()). */
+int lms_spec_encode(const struct lms_sandbox_spec *spec, int fd, struct lms_error **err);
+int lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, void **storage,
+		    struct lms_error **err);

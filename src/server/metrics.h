@@ -1,0 +1,39 @@
+#pragma once
+/* Prometheus counters of the daemon (GET /metrics). Thread-safe. */
+#include <pthread.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+
+#define LMS_METRICS_MAX_SERIES 128
+#define LMS_METRICS_BUCKETS 12
+
+enum lms_exec_outcome {
+	LMS_OUTCOME_OK,        /* exit code 0 */
+	LMS_OUTCOME_NONZERO,   /* ran, exited non-zero or by a signal */
+	LMS_OUTCOME_TIMEOUT,
+	LMS_OUTCOME_OOM,
+	LMS_OUTCOME_CANCELLED, /* the client went away or the server stopped */
+	LMS_OUTCOME_ERROR,     /* the sandbox could not be set up */
+	LMS_OUTCOME_COUNT,
+};
+
+struct lms_metrics {
+	pthread_mutex_t lock;
+	struct {
+		char route[48];
+		unsigned status;
+		uint64_t count;
+	} requests[LMS_METRICS_MAX_SERIES];
+	int n_requests;
+	uint64_t outcomes[LMS_OUTCOME_COUNT];
+	uint64_t latency_buckets[LMS_METRICS_BUCKETS]; /* cumulative at render time */
+	uint64_t latency_count;
+	double latency_sum_s;
+};
+
+void lms_metrics_init(struct lms_metrics *m);
+void lms_metrics_request(struct lms_metrics *m, const char *route, unsigned status);
+void lms_metrics_exec(struct lms_metrics *m, enum lms_exec_outcome outcome, double seconds);
+/* Appends the Prometheus text exposition. */
+void lms_metrics_render(struct lms_metrics *m, int active, struct lms_buf *out);

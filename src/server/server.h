@@ -1,0 +1,99 @@
+#pragma once
+/*
+ * `lm-sandbox serve`: HTTP on libmicrohttpd, one thread per connection. Layers: http.c (plumbing:
+ * request context, body, auth, errors, request ids, logs), router.c (the route table, also the source
+ * of /openapi.json), routes-*.c (one file per group of routes), metrics.c. Sandboxes run through the
+ * spawner (sandbox/spawner.h), forked before the first thread.
+ */
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/error.h"
+#include "sandbox/spawner.h"
+#include "server/settings.h"
+#include "server/metrics.h"
+
+struct lms_request;
+
+typedef enum MHD_Result (*lms_handler_fn)(struct lms_request *req);
+
+struct lms_route {
+	const char *method;  /* "GET", "POST" */
+	const char *path;    /* exact path */
+	lms_handler_fn handler;
+	bool auth;           /* needs the token when one is configured */
+	bool json_body;      /* takes a JSON body (415 for other content types) */
+	bool form_ok;        /* also takes a JSON body sent as application/x-www-form-urlencoded (curl -d) */
+	const char *summary; /* for /openapi.json */
+	const char *request_schema;  /* component name of the body, or NULL */
+	const char *response_schema; /* component name of the 200 body, or NULL */
+};
+
+struct lms_job_node {
+	struct lms_job *job;
+	struct lms_job_node *next;
+};
+
+struct lms_server {
+	struct lms_config *cfg;
+	struct MHD_Daemon *mhd;
+	struct lms_spawner *spawner;
+	struct lms_metrics metrics;
+	atomic_int active;       /* executions running now */
+	atomic_bool stopping;
+	bool have_bash;
+	pthread_mutex_t jobs_lock; /* guards jobs: SIGTERM cancels every running job */
+	struct lms_job_node *jobs;
+	char *listen_url;
+};
+
+struct lms_request {
+	struct lms_server *server;
+	struct MHD_Connection *conn;
+	const struct lms_route *route;
+	char *method;
+	char *path;
+	char id[64];
+	double start_ms;
+	unsigned status;         /* of the reply, for the log and the metrics */
+	struct lms_buf body;
+	bool body_too_large;
+	bool replied;
+	bool first_call_done;
+};
+
+/* http.c */
+int lms_server_run(struct lms_config *cfg, struct lms_error **err);
+enum MHD_Result lms_reply(struct lms_request *req, unsigned status, struct MHD_Response *resp);
+enum MHD_Result lms_reply_json(struct lms_request *req, unsigned status, json_t *body);
+__attribute__((format(printf, 5, 6))) enum MHD_Result lms_reply_error(struct lms_request *req, unsigned status,
+								   const char *type, const char *code,
+								   const char *fmt, ...);
+enum MHD_Result lms_reply_lms_error(struct lms_request *req, const struct lms_error *e);
+unsigned lms_error_status(const struct lms_error *e);
+int lms_request_socket(const struct lms_request *req);
+double lms_now_ms(void);
+
+/* Registers a running job so that shutdown can cancel it. */
+void lms_server_track_job(struct lms_server *s, struct lms_job *job);
+void lms_server_untrack_job(struct lms_server *s, struct lms_job *job);
+
+/* router.c */
+extern const struct lms_route lms_routes[];
+extern const size_t lms_n_routes;
+json_t *lms_openapi_document(void);
+
+/* routes-exec.c */
+enum MHD_Result lms_route_exec(struct lms_request *req);
+enum MHD_Result lms_route_run_bash(struct lms_request *req);
+
+/* routes-ops.c */
+enum MHD_Result lms_route_healthz(struct lms_request *req);
+enum MHD_Result lms_route_metrics(struct lms_request *req);
+enum MHD_Result lms_route_openapi(struct lms_request *req);
+enum MHD_Result lms_route_docs(struct lms_request *req);

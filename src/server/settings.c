@@ -1,0 +1,307 @@
+#include "server/settings.h"
+
+#include <ctype.h>
+#include <fcntl.h>
+#include <stddef.h>
+
+#include "core/alloc.h"
+#include "core/file.h"
+
+enum setting_type { T_STRING, T_U64, T_BOOL };
+
+struct setting {
+	const char *flag; /* --flag; the variable is LM_SANDBOX_ + FLAG with '-' as '_' */
+	enum setting_type type;
+	const char *def;  /* NULL: unset */
+	uint64_t min, max;
+	size_t offset;
+	const char *help;
+};
+
+#define F(field) offsetof(struct lms_config, field)
+
+static const struct setting settings[] = {
+	{"listen", T_STRING, "127.0.0.1:8000", 0, 0, F(listen),
+	 "address:port to serve on (port 0 picks a free one); any non-loopback address needs a token"},
+	{"state-dir", T_STRING, "/var/lib/lm-sandbox", 0, 0, F(state_dir), "where the daemon keeps its state"},
+	{"token-file", T_STRING, NULL, 0, 0, F(token_file),
+	 "file holding the API token (or set LM_SANDBOX_API_TOKEN); requests then need Authorization: Bearer"},
+	{"env-file", T_STRING, NULL, 0, 0, F(env_file), "read LM_SANDBOX_* settings from KEY=VALUE lines"},
+	{"max-concurrent", T_U64, "16", 1, 4096, F(max_concurrent),
+	 "executions at once; more get 429 with Retry-After"},
+	{"max-timeout-ms", T_U64, "300000", 1, LMS_MAX_TIMEOUT_MS, F(max_timeout_ms),
+	 "ceiling for a request's timeout_ms"},
+	{"max-body-bytes", T_U64, "8388608", 1024, 1ull << 30, F(max_body_bytes), "largest request body (413 past it)"},
+	{"allow-network", T_BOOL, "false", 0, 0, F(allow_network), "let requests ask for network: true"},
+	{"insecure-no-auth", T_BOOL, "false", 0, 0, F(insecure_no_auth),
+	 "serve a non-loopback address without a token (do not)"},
+	{"timeout-ms", T_U64, "30000", 1, LMS_MAX_TIMEOUT_MS, F(defaults.timeout_ms),
+	 "default timeout_ms of a request"},
+	{"memory-mb", T_U64, "512", 4, LMS_MAX_MEMORY_MB, F(defaults.memory_mb),
+	 "default and ceiling of limits.memory_mb"},
+	{"pids", T_U64, "256", 1, LMS_MAX_PIDS, F(defaults.pids), "default and ceiling of limits.pids"},
+	{"cpu-ms", T_U64, "0", 0, LMS_MAX_TIMEOUT_MS, F(defaults.cpu_ms),
+	 "default and ceiling of limits.cpu_ms (0: none)"},
+	{"output-bytes", T_U64, "1048576", 0, LMS_MAX_OUTPUT_BYTES, F(defaults.output_bytes),
+	 "default and ceiling of limits.output_bytes, per stream"},
+	{"disk-mb", T_U64, "1024", 1, LMS_MAX_DISK_MB, F(defaults.disk_mb), "default and ceiling of limits.disk_mb"},
+};
+
+#define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+static void
+env_name(const struct setting *s, char *out, size_t size)
+{
+	int n = snprintf(out, size, "LM_SANDBOX_");
+	for (const char *p = s->flag; *p && (size_t)n + 1 < size; p++)
+		out[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+	out[n] = '\0';
+}
+
+static int
+assign(struct lms_config *cfg, const struct setting *s, const char *value, const char *source,
+       struct lms_error **err)
+{
+	void *field = (char *)cfg + s->offset;
+	switch (s->type) {
+	case T_STRING:
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return 0;
+	case T_BOOL:
+		if (!strcmp(value, "true") || !strcmp(value, "1") || !strcmp(value, "yes"))
+			*(bool *)field = true;
+		else if (!strcmp(value, "false") || !strcmp(value, "0") || !strcmp(value, "no"))
+			*(bool *)field = false;
+		else
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "%s: '%s' is not true or false", source, value);
+		return 0;
+	case T_U64: {
+		char *end;
+		errno = 0;
+		unsigned long long v = strtoull(value, &end, 10);
+		if (errno || end == value || *end || value[0] == '-' || value[0] == '+')
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "%s: '%s' is not a non-negative integer", source,
+					     value);
+		if (v < s->min || v > s->max)
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "%s: %llu is outside %llu..%llu", source, v,
+					     (unsigned long long)s->min, (unsigned long long)s->max);
+		*(uint64_t *)field = v;
+		return 0;
+	}
+	}
+	return lms_error_set(err, LMS_ERR_INTERNAL, 0, "setting %s has an unknown type", s->flag);
+}
+
+static const struct setting *
+find_flag(const char *name, size_t len)
+{
+	for (size_t i = 0; i < N_SETTINGS; i++)
+		if (strlen(settings[i].flag) == len && strncmp(settings[i].flag, name, len) == 0)
+			return &settings[i];
+	return NULL;
+}
+
+static const struct setting *
+find_env(const char *key)
+{
+	char name[64];
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		env_name(&settings[i], name, sizeof(name));
+		if (strcmp(name, key) == 0)
+			return &settings[i];
+	}
+	return NULL;
+}
+
+/* An environment-style entry: the settings' variables, and the token. */
+static int
+apply_env_entry(struct lms_config *cfg, const char *key, const char *value, const char *source,
+		bool strict, struct lms_error **err)
+{
+	if (strcmp(key, "LM_SANDBOX_API_TOKEN") == 0) {
+		free(cfg->token);
+		cfg->token = xstrdup(value);
+		return 0;
+	}
+	const struct setting *s = find_env(key);
+	if (s != NULL) {
+		_cleanup_free_ char *where = xasprintf("%s %s", source, key);
+		return assign(cfg, s, value, where, err);
+	}
+	if (strict && strncmp(key, "LM_SANDBOX_", 11) == 0)
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "%s: unknown setting %s (see lm-sandbox serve --help)",
+				     source, key);
+	return 0;
+}
+
+static char *
+trim(char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	size_t n = strlen(s);
+	while (n > 0 && isspace((unsigned char)s[n - 1]))
+		s[--n] = '\0';
+	return s;
+}
+
+static int
+load_env_file(struct lms_config *cfg, const char *path, struct lms_error **err)
+{
+	_cleanup_free_ char *text = lms_file_read_at(AT_FDCWD, path, 1 << 20, err);
+	if (text == NULL)
+		return lms_error_prefix(err, "--env-file");
+	int lineno = 0;
+	for (char *line = text, *next; line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		lineno++;
+		char *l = trim(line);
+		if (*l == '\0' || *l == '#')
+			continue;
+		if (strncmp(l, "export ", 7) == 0)
+			l = trim(l + 7);
+		char *eq = strchr(l, '=');
+		if (eq == NULL)
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "%s:%d: not a KEY=VALUE line", path, lineno);
+		*eq = '\0';
+		char *key = trim(l), *value = trim(eq + 1);
+		size_t vlen = strlen(value);
+		if (vlen >= 2 && (value[0] == '"' || value[0] == '\'') && value[vlen - 1] == value[0]) {
+			value[vlen - 1] = '\0';
+			value++;
+		}
+		_cleanup_free_ char *source = xasprintf("%s:%d:", path, lineno);
+		if (apply_env_entry(cfg, key, value, source, true, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+load_token_file(struct lms_config *cfg, struct lms_error **err)
+{
+	_cleanup_free_ char *text = lms_file_read_at(AT_FDCWD, cfg->token_file, 4096, err);
+	if (text == NULL)
+		return lms_error_prefix(err, "--token-file");
+	char *t = trim(text);
+	if (*t == '\0')
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "--token-file %s is empty", cfg->token_file);
+	free(cfg->token);
+	cfg->token = xstrdup(t);
+	return 0;
+}
+
+/* Flags as (setting, value) pairs, so they can be applied after the env file they may name. */
+struct flag_value {
+	const struct setting *s;
+	const char *value;
+};
+
+static int
+parse_flags(int argc, char **argv, struct flag_value *out, size_t *n_out, struct lms_error **err)
+{
+	size_t n = 0;
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
+			return 1;
+		if (strncmp(a, "--", 2) != 0)
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "unexpected argument '%s'", a);
+		const char *name = a + 2, *eq = strchr(name, '=');
+		const struct setting *s = find_flag(name, eq ? (size_t)(eq - name) : strlen(name));
+		if (s == NULL)
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "unknown option '%s' (see lm-sandbox serve --help)",
+					     a);
+		const char *value = eq ? eq + 1 : NULL;
+		if (value == NULL && s->type == T_BOOL)
+			value = "true";
+		else if (value == NULL && i + 1 < argc)
+			value = argv[++i];
+		else if (value == NULL)
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "option --%s needs a value", s->flag);
+		out[n++] = (struct flag_value){s, value};
+	}
+	*n_out = n;
+	return 0;
+}
+
+int
+lms_config_load(struct lms_config *cfg, int argc, char **argv, char **envp, struct lms_error **err)
+{
+	*cfg = (struct lms_config){0};
+	for (size_t i = 0; i < N_SETTINGS; i++)
+		if (settings[i].def && assign(cfg, &settings[i], settings[i].def, "default", err) < 0)
+			return -1;
+
+	_cleanup_free_ struct flag_value *flags = xcalloc((size_t)argc + 1, sizeof(*flags));
+	size_t n_flags = 0;
+	int r = parse_flags(argc, argv, flags, &n_flags, err);
+	if (r != 0)
+		return r;
+
+	/* The env file comes from a flag or the environment, and is read before either is applied. */
+	const char *env_file = NULL;
+	for (char **e = envp; e && *e; e++)
+		if (strncmp(*e, "LM_SANDBOX_ENV_FILE=", 20) == 0)
+			env_file = *e + 20;
+	for (size_t i = 0; i < n_flags; i++)
+		if (flags[i].s->offset == F(env_file))
+			env_file = flags[i].value;
+	if (env_file && load_env_file(cfg, env_file, err) < 0)
+		return -1;
+
+	for (char **e = envp; e && *e; e++) {
+		const char *eq = strchr(*e, '=');
+		if (eq == NULL || strncmp(*e, "LM_SANDBOX_", 11) != 0)
+			continue;
+		_cleanup_free_ char *key = xstrndup(*e, (size_t)(eq - *e));
+		if (apply_env_entry(cfg, key, eq + 1, "environment variable", true, err) < 0)
+			return -1;
+	}
+	for (size_t i = 0; i < n_flags; i++) {
+		_cleanup_free_ char *where = xasprintf("--%s", flags[i].s->flag);
+		if (assign(cfg, flags[i].s, flags[i].value, where, err) < 0)
+			return -1;
+	}
+	if (cfg->token_file && load_token_file(cfg, err) < 0)
+		return -1;
+	if (cfg->defaults.timeout_ms > cfg->max_timeout_ms)
+		cfg->defaults.timeout_ms = cfg->max_timeout_ms;
+	return 0;
+}
+
+void
+lms_config_help(FILE *f)
+{
+	fputs("usage: lm-sandbox serve [OPTIONS]\n\n"
+	      "Serves the HTTP API (API.md) with one-shot sandboxes. Every option can also be set as an\n"
+	      "environment variable (shown) or in --env-file; precedence: option > variable > file > default.\n\n",
+	      f);
+	char name[64];
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		const struct setting *s = &settings[i];
+		env_name(s, name, sizeof(name));
+		fprintf(f, "  --%-18s %s\n  %-20s %s%s%s\n", s->flag, s->help, "", name,
+			s->def ? "  default: " : "", s->def ? s->def : "");
+	}
+	fputs("\n  LM_SANDBOX_API_TOKEN  the API token itself (instead of --token-file)\n", f);
+}
+
+void
+lms_config_free(struct lms_config *cfg)
+{
+	for (size_t i = 0; i < N_SETTINGS; i++)
+		if (settings[i].type == T_STRING) {
+			char **field = (char **)((char *)cfg + settings[i].offset);
+			free(*field);
+			*field = NULL;
+		}
+	if (cfg->token) {
+		explicit_bzero(cfg->token, strlen(cfg->token));
+		free(cfg->token);
+		cfg->token = NULL;
+	}
+}

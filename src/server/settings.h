@@ -1,0 +1,33 @@
+#pragma once
+/*
+ * The daemon's settings: one table (settings.c) drives the flags, the LM_SANDBOX_* environment variables,
+ * the --env-file, `lm-sandbox serve --help` and validation (STYLE.md, "Configuration").
+ * Precedence: flag > environment variable > env file > default.
+ */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/error.h"
+#include "sandbox/sandbox.h"
+
+struct lms_config {
+	char *listen;         /* "127.0.0.1:8000", "[::1]:8000", "0.0.0.0:0" */
+	char *state_dir;
+	char *token_file;
+	char *env_file;
+	uint64_t max_concurrent;
+	uint64_t max_timeout_ms;
+	uint64_t max_body_bytes;
+	bool allow_network;
+	bool insecure_no_auth;
+	struct lms_limits defaults; /* a request's limits start here and may only go lower */
+	char *token;                /* from --token-file or LM_SANDBOX_API_TOKEN; never logged */
+};
+
+/* Fills cfg from argv (the words after `serve`), envp and the env file. Prints --help and returns 1
+ * when asked. Errors are LMS_ERR_INVALID and name the flag or variable. */
+int lms_config_load(struct lms_config *cfg, int argc, char **argv, char **envp, struct lms_error **err);
+
+void lms_config_help(FILE *f);
+void lms_config_free(struct lms_config *cfg);
