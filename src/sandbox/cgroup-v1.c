@@ -57,16 +57,29 @@ lms_cgroup_v1_create(struct lms_cgroup *cg, const char *fs_root, const char *sel
 		if (make_group(cg, i, fs_root, self_text, name, err) < 0)
 			return -1;
 
+	return lms_cgroup_v1_set_limits(cg, limits, err);
+}
+
+int
+lms_cgroup_v1_set_limits(const struct lms_cgroup *cg, const struct lms_limits *limits, struct lms_error **err)
+{
 	char text[32];
 	int mem = cg->dirfd[LMS_CG_MEMORY];
 	snprintf(text, sizeof(text), "%llu", (unsigned long long)limits->memory_mb << 20);
-	if (lms_cgroup_write(mem, "memory.limit_in_bytes", text, err) < 0)
-		return lms_error_prefix(err, "set memory limit in %s", cg->path[LMS_CG_MEMORY]);
-	/* Memory plus swap, so that a hog cannot spill into swap; absent when swap accounting is off. */
-	if (lms_cgroup_has(mem, "memory.memsw.limit_in_bytes") &&
-	    lms_cgroup_write(mem, "memory.memsw.limit_in_bytes", text, err) < 0)
-		return lms_error_prefix(err, "set memory+swap limit in %s", cg->path[LMS_CG_MEMORY]);
-
+	/* memsw must stay >= the memory limit: lowered after it, raised before it. */
+	bool memsw = lms_cgroup_has(mem, "memory.memsw.limit_in_bytes");
+	for (int pass = 0; pass < 2; pass++) {
+		const char *file = pass == 0 ? "memory.limit_in_bytes" : "memory.memsw.limit_in_bytes";
+		if (pass == 1 && !memsw)
+			break;
+		if (lms_cgroup_write(mem, file, text, NULL) == 0)
+			continue;
+		/* Raising: memsw first, then the memory limit. */
+		if (pass == 0 && memsw && lms_cgroup_write(mem, "memory.memsw.limit_in_bytes", text, err) == 0 &&
+		    lms_cgroup_write(mem, file, text, err) == 0)
+			break;
+		return lms_error_set(err, LMS_ERR_SETUP, errno, "set %s in %s", file, cg->path[LMS_CG_MEMORY]);
+	}
 	snprintf(text, sizeof(text), "%llu", (unsigned long long)limits->pids);
 	if (lms_cgroup_write(cg->dirfd[LMS_CG_PIDS], "pids.max", text, err) < 0)
 		return lms_error_prefix(err, "set pids limit in %s", cg->path[LMS_CG_PIDS]);

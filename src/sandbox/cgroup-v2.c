@@ -92,17 +92,23 @@ lms_cgroup_v2_create(struct lms_cgroup *cg, const char *fs_root, const char *sel
 		return lms_error_set(err, LMS_ERR_SETUP, errno, "open %s", path);
 	int fd = cg->dirfd[0];
 
-	char text[32];
-	snprintf(text, sizeof(text), "%llu", (unsigned long long)limits->memory_mb << 20);
-	if (lms_cgroup_write(fd, "memory.max", text, err) < 0)
-		return lms_error_prefix(err, "set memory limit in %s", path);
 	if (lms_cgroup_has(fd, "memory.swap.max") && lms_cgroup_write(fd, "memory.swap.max", "0", err) < 0)
 		return lms_error_prefix(err, "set swap limit in %s", path);
 	/* One OOM kill takes the whole sandbox, as a one-shot call expects. */
 	if (lms_cgroup_has(fd, "memory.oom.group") && lms_cgroup_write(fd, "memory.oom.group", "1", err) < 0)
 		return lms_error_prefix(err, "set memory.oom.group in %s", path);
+	return lms_cgroup_v2_set_limits(cg, limits, err);
+}
+
+int
+lms_cgroup_v2_set_limits(const struct lms_cgroup *cg, const struct lms_limits *limits, struct lms_error **err)
+{
+	char text[32];
+	snprintf(text, sizeof(text), "%llu", (unsigned long long)limits->memory_mb << 20);
+	if (lms_cgroup_write(cg->dirfd[0], "memory.max", text, err) < 0)
+		return lms_error_prefix(err, "set memory limit in %s", cg->path[0]);
 	snprintf(text, sizeof(text), "%llu", (unsigned long long)limits->pids);
-	if (lms_cgroup_write(fd, "pids.max", text, err) < 0)
-		return lms_error_prefix(err, "set pids limit in %s", path);
+	if (lms_cgroup_write(cg->dirfd[0], "pids.max", text, err) < 0)
+		return lms_error_prefix(err, "set pids limit in %s", cg->path[0]);
 	return 0;
 }

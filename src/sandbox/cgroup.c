@@ -70,6 +70,13 @@ lms_cgroup_create(const char *fs_root, const char *self_cgroup, const char *name
 }
 
 int
+lms_cgroup_set_limits(const struct lms_cgroup *cg, const struct lms_limits *limits, struct lms_error **err)
+{
+	int r = cg->version == 2 ? lms_cgroup_v2_set_limits(cg, limits, err) : lms_cgroup_v1_set_limits(cg, limits, err);
+	return r < 0 ? lms_error_prefix(err, "cgroup") : 0;
+}
+
+int
 lms_cgroup_clone_fd(const struct lms_cgroup *cg)
 {
 	return cg->version == 2 ? cg->dirfd[0] : -1;

@@ -31,6 +31,9 @@ struct lms_cgroup {
 int lms_cgroup_create(const char *fs_root, const char *self_cgroup, const char *name,
 		      const struct lms_limits *limits, struct lms_cgroup **out, struct lms_error **err);
 
+/* Changes the memory and pids limits of an existing group (a prepared sandbox meeting its request). */
+int lms_cgroup_set_limits(const struct lms_cgroup *cg, const struct lms_limits *limits, struct lms_error **err);
+
 /* v2: the directory fd for clone3's CLONE_INTO_CGROUP; v1: -1 (use lms_cgroup_attach). */
 int lms_cgroup_clone_fd(const struct lms_cgroup *cg);
 
@@ -51,6 +54,9 @@ int lms_cgroup_v1_create(struct lms_cgroup *cg, const char *fs_root, const char 
 			 const struct lms_limits *limits, struct lms_error **err);
 int lms_cgroup_v2_create(struct lms_cgroup *cg, const char *fs_root, const char *self_cgroup, const char *name,
 			 const struct lms_limits *limits, struct lms_error **err);
+
+int lms_cgroup_v1_set_limits(const struct lms_cgroup *cg, const struct lms_limits *limits, struct lms_error **err);
+int lms_cgroup_v2_set_limits(const struct lms_cgroup *cg, const struct lms_limits *limits, struct lms_error **err);
 
 /* Writes a control file of the group (no-op flags let tests use a plain directory tree). */
 int lms_cgroup_write(int dirfd, const char *file, const char *text, struct lms_error **err);

@@ -132,9 +132,9 @@ enter_cwd(const char *cwd, struct lms_child_msg *msg)
 }
 
 static int
-setup_stdio(const struct lms_child_ctx *ctx, struct lms_child_msg *msg)
+setup_stdio(const struct lms_child_ctx *ctx, bool with_stdin, struct lms_child_msg *msg)
 {
-	int in = ctx->stdin_fd;
+	int in = with_stdin ? ctx->stdin_fd : -1;
 	if (in < 0 && (in = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
 		return lms_child_fail(msg, errno, "open /dev/null for stdin");
 	if (dup2(in, 0) < 0 || dup2(ctx->stdout_fd, 1) < 0 || dup2(ctx->stderr_fd, 2) < 0)
@@ -146,29 +146,17 @@ setup_stdio(const struct lms_child_ctx *ctx, struct lms_child_msg *msg)
 static int
 close_other_fds(struct lms_child_ctx *ctx, struct lms_child_msg *msg)
 {
-	/* Both pipes are close-on-exec; they move to 3 and 4 (in that order, so neither overwrites the
-	 * other) and everything above goes. */
-	int *keep[] = {&ctx->report_fd, &ctx->sync_fd};
-	for (int i = 0; i < 2; i++) {
-		int want = 3 + i;
-		if (*keep[i] == want)
-			continue;
-		if (i == 0 && ctx->sync_fd == 3) {
-			int moved = fcntl(ctx->sync_fd, F_DUPFD_CLOEXEC, 5);
-			if (moved < 0)
-				return lms_child_fail(msg, errno, "move the sync pipe");
-			ctx->sync_fd = moved;
-		}
-		if (dup3(*keep[i], want, O_CLOEXEC) < 0)
-			return lms_child_fail(msg, errno, "dup3 pipe to fd %d", want);
-		*keep[i] = want;
+	if (ctx->report_fd != 3) {
+		if (dup3(ctx->report_fd, 3, O_CLOEXEC) < 0)
+			return lms_child_fail(msg, errno, "dup3 report pipe");
+		ctx->report_fd = 3;
 	}
 #if HAVE_SYS_CLOSE_RANGE
-	if (syscall(SYS_close_range, 5U, ~0U, 0U) == 0)
+	if (syscall(SYS_close_range, 4U, ~0U, 0U) == 0)
 		return 0;
 #endif
 	long max = sysconf(_SC_OPEN_MAX);
-	for (long fd = 5; fd < (max > 0 ? max : 65536); fd++)
+	for (long fd = 4; fd < (max > 0 ? max : 65536); fd++)
 		close((int)fd);
 	return 0;
 }
@@ -227,30 +215,70 @@ load_seccomp(const struct lms_child_ctx *ctx, struct lms_child_msg *msg)
 	return 0;
 }
 
-/* Every step, in order. Returns -1 with *msg filled on the first failure. */
+/* The launch message: a u32 length, then the command's spec (spec-codec.c) with its whole environment
+ * in env and, when it has input, an empty stdin_data as the sign to read the stdin pipe. */
 static int
-contain(struct lms_child_ctx *ctx, struct lms_child_msg *msg)
+read_launch(const struct lms_child_ctx *ctx, struct lms_launch *launch, struct lms_child_msg *msg)
 {
-	const struct lms_sandbox_spec *spec = ctx->spec;
+	uint32_t len = 0;
+	char *p = (char *)&len;
+	size_t want = sizeof(len), got = 0;
+	for (int part = 0; part < 2; part++) {
+		while (got < want) {
+			ssize_t n = read(ctx->sync_fd, p + got, want - got);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return lms_child_fail(msg, n < 0 ? errno : EPIPE, "read the launch message");
+			got += (size_t)n;
+		}
+		if (part == 1)
+			break;
+		if (len == 0 || len > LMS_LAUNCH_MAX)
+			return lms_child_fail(msg, EMSGSIZE, "read the launch message");
+		launch->data = malloc(len);
+		if (launch->data == NULL)
+			return lms_child_fail(msg, ENOMEM, "read the launch message");
+		p = launch->data;
+		want = len;
+		got = 0;
+	}
+	if (lms_spec_decode(launch->data, len, &launch->spec, &launch->storage, NULL) < 0)
+		return lms_child_fail(msg, EINVAL, "decode the launch message");
+	return 0;
+}
+
+/* Every step, in order: first what any command needs (a prepared sandbox waits after these), then what
+ * this command asks. Returns -1 with *msg filled on the first failure. */
+static int
+contain(struct lms_child_ctx *ctx, struct lms_launch *launch, struct lms_child_msg *msg)
+{
 	if (wait_for_parent(ctx, "write the uid maps", msg) < 0 || become_root(ctx, msg) < 0)
 		return -1;
 	/* Die with the parent: a killed supervisor must not leave a sandbox running. Set after the uid
 	 * change, which clears it; a parent that died before this point is seen at the next sync read. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
 		return lms_child_fail(msg, errno, "prctl PR_SET_PDEATHSIG");
-	if (lms_mount_host_root(spec->limits.disk_mb, msg) < 0)
+	if (lms_mount_host_root(ctx->disk_mb, msg) < 0)
 		return -1;
 	if (sethostname("sandbox", 7) < 0)
 		return lms_child_fail(msg, errno, "sethostname");
-	if (loopback_up(msg) < 0 || enter_cwd(spec->cwd ? spec->cwd : LMS_DEFAULT_CWD, msg) < 0 ||
-	    setup_stdio(ctx, msg) < 0 || close_other_fds(ctx, msg) < 0)
+	if (loopback_up(msg) < 0 || wait_for_parent(ctx, "move the sandbox into its cgroup", msg) < 0)
 		return -1;
-	if (wait_for_parent(ctx, "move the sandbox into its cgroup", msg) < 0)
-		return -1;
-	close(ctx->sync_fd);
 	/* After the move, so that the namespace's root is the sandbox's own group. */
 	if (ctx->unshare_cgroupns && unshare(CLONE_NEWCGROUP) < 0)
 		return lms_child_fail(msg, errno, "unshare the cgroup namespace");
+
+	/* Prepared: everything below depends on the command, which arrives now. */
+	if (read_launch(ctx, launch, msg) < 0)
+		return -1;
+	close(ctx->sync_fd);
+	const struct lms_sandbox_spec *spec = &launch->spec;
+	if (spec->limits.disk_mb != ctx->disk_mb && lms_mount_resize_scratch(spec->limits.disk_mb, msg) < 0)
+		return -1;
+	if (enter_cwd(spec->cwd ? spec->cwd : LMS_DEFAULT_CWD, msg) < 0 ||
+	    setup_stdio(ctx, spec->stdin_data != NULL, msg) < 0 || close_other_fds(ctx, msg) < 0)
+		return -1;
 	/* A session of its own: no controlling terminal of the caller's to push input into. */
 	if (setsid() < 0)
 		return lms_child_fail(msg, errno, "setsid");
@@ -294,14 +322,15 @@ lms_child_main(const struct lms_child_ctx *ctx)
 {
 	struct lms_child_msg msg = {0};
 	struct lms_child_ctx own = *ctx;
+	struct lms_launch launch = {0};
 
-	if (contain(&own, &msg) < 0) {
+	if (contain(&own, &launch, &msg) < 0) {
 		report(own.report_fd, &msg);
 		_exit(125);
 	}
 
 	int status = 0;
-	pid_t cmd = spawn_command(ctx->spec->argv, ctx->envp, &status);
+	pid_t cmd = spawn_command(launch.spec.argv, launch.spec.env, &status);
 	if (cmd < 0) {
 		msg = (struct lms_child_msg){.type = LMS_CHILD_EXITED, .status = status};
 		report(own.report_fd, &msg);

@@ -23,16 +23,25 @@ struct lms_child_msg {
 	char what[244]; /* "mount /proc", NUL-terminated */
 };
 
-/* What the child needs, prepared by the parent before clone (no allocation happens after). */
+/* What the child needs before it knows its command, set up by the parent before clone. */
 struct lms_child_ctx {
-	const struct lms_sandbox_spec *spec;
-	char *const *envp;             /* the complete environment of the command */
+	uint64_t disk_mb;              /* size of the scratch tmpfs as prepared */
 	const struct sock_fprog *seccomp;
-	int sync_fd;                   /* read end: one byte once uid maps and cgroup are in place */
+	int sync_fd;                   /* read end: a byte after the uid maps, a byte after the cgroup move,
+					* then the launch message */
 	int report_fd;                 /* write end of the report pipe */
-	int stdin_fd, stdout_fd, stderr_fd; /* stdin_fd is -1 for /dev/null */
+	int stdin_fd, stdout_fd, stderr_fd;
 	bool privileged;               /* the parent is root: setgroups is allowed */
 	bool unshare_cgroupns;         /* the cgroup namespace comes after the move into the cgroup (v1) */
+};
+
+#define LMS_LAUNCH_MAX (64u << 20)
+
+/* The command, as PID 1 receives it (read_launch in child.c). */
+struct lms_launch {
+	struct lms_sandbox_spec spec; /* env is the whole environment */
+	char *data;
+	void *storage;
 };
 
 /* Runs as the sandbox's PID 1: sets everything up, starts the command and reaps. Never returns. */
@@ -42,5 +51,8 @@ __attribute__((noreturn)) void lms_child_main(const struct lms_child_ctx *ctx);
 __attribute__((format(printf, 3, 4))) int lms_child_fail(struct lms_child_msg *msg, int errnum, const char *fmt,
 							  ...);
 
-/* Builds the `host` image's root file system in `base` and makes it the root (mount.c). */
+/* Builds the `host` image's root file system and makes it the root (mount.c). */
 int lms_mount_host_root(uint64_t disk_mb, struct lms_child_msg *msg);
+
+/* Gives /work and /tmp (one tmpfs) a new size, after pivot_root (a prepared sandbox's request). */
+int lms_mount_resize_scratch(uint64_t disk_mb, struct lms_child_msg *msg);

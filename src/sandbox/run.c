@@ -23,6 +23,7 @@
 
 #include "config.h"
 #include "core/alloc.h"
+#include "core/buf.h"
 #include "core/file.h"
 #include "sandbox/cgroup.h"
 #include "sandbox/child.h"
@@ -201,6 +202,7 @@ struct watch {
 	size_t in_off;
 	bool exited, killed;
 	double deadline, next_cpu_check;
+	double cpu_base_ms; /* the group's CPU time at launch: what PID 1's preparation used is not the command's */
 };
 
 static void
@@ -266,7 +268,7 @@ check_cpu(struct watch *w, double now)
 		w->next_cpu_check = -1; /* no accounting: the RLIMIT_CPU backstop remains */
 		return;
 	}
-	double used = (double)used_ns / 1e6, limit = (double)w->spec->limits.cpu_ms;
+	double used = (double)used_ns / 1e6 - w->cpu_base_ms, limit = (double)w->spec->limits.cpu_ms;
 	if (used >= limit) {
 		w->result->cpu_exceeded = true;
 		kill_sandbox(w);
@@ -354,7 +356,7 @@ fill_result(struct watch *w, int init_status, const struct rusage *ru)
 	}
 	uint64_t cpu_ns;
 	if (lms_cgroup_cpu_ns(w->cg, &cpu_ns, NULL) == 0)
-		res->cpu_ms = (double)cpu_ns / 1e6;
+		res->cpu_ms = (double)cpu_ns / 1e6 - w->cpu_base_ms;
 	else
 		res->cpu_ms = (double)(ru->ru_utime.tv_sec + ru->ru_stime.tv_sec) * 1e3 +
 			      (double)(ru->ru_utime.tv_usec + ru->ru_stime.tv_usec) / 1e3;
@@ -362,11 +364,14 @@ fill_result(struct watch *w, int init_status, const struct rusage *ru)
 	res->oom_killed = lms_cgroup_oom_killed(w->cg);
 }
 
+/* What a sandbox of this host can be: checked for a prepared sandbox's base and for every spec. */
 static int
-check_request(const struct lms_sandbox_spec *spec, struct lms_error **err)
+check_host_support(const struct lms_sandbox_spec *spec, struct lms_error **err)
 {
-	if (lms_sandbox_spec_validate(spec, err) < 0)
-		return -1;
+	if (spec->image != NULL && strcmp(spec->image, "host") != 0)
+		return lms_error_set(err, LMS_ERR_NOT_FOUND, 0,
+				     "image '%s' does not exist: only 'host' is available (imported images come later)",
+				     spec->image);
 	if (spec->gpu) {
 		if (access("/dev/nvidiactl", F_OK) < 0)
 			return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
@@ -381,115 +386,233 @@ check_request(const struct lms_sandbox_spec *spec, struct lms_error **err)
 	return 0;
 }
 
-static int
-run_cloned(struct watch *w, struct pipes *p, const struct lms_child_ctx *ctx_template, struct lms_error **err)
-{
-	bool privileged = geteuid() == 0, into_cgroup;
+struct lms_prepared {
+	struct lms_limits base;
+	struct lms_cgroup *cg;
+	struct pipes p;
+	pid_t pid;
 	int pidfd;
-	struct lms_child_ctx ctx = *ctx_template;
-	double start = now_ms();
-	pid_t pid = clone_sandbox(lms_cgroup_clone_fd(w->cg), &pidfd, &into_cgroup, err);
-	if (pid < 0)
+};
+
+int
+lms_sandbox_prepare(const struct lms_sandbox_spec *base, struct lms_prepared **out, struct lms_error **err)
+{
+	static unsigned sequence;
+	if (check_host_support(base, err) < 0)
 		return -1;
-	if (pid == 0) {
+	const struct sock_fprog *prog = lms_seccomp_program(err);
+	if (prog == NULL)
+		return -1;
+	struct lms_prepared *sp = xcalloc(1, sizeof(*sp));
+	sp->base = base->limits;
+	sp->pid = -1;
+	sp->pidfd = -1;
+	int *all[] = {sp->p.sync, sp->p.report, sp->p.in, sp->p.out, sp->p.err};
+	for (size_t i = 0; i < 5; i++)
+		all[i][0] = all[i][1] = -1;
+
+	char name[64];
+	snprintf(name, sizeof(name), "lms-%d-%u", (int)getpid(), ++sequence);
+	if (lms_cgroup_create(LMS_CGROUP_FS, LMS_CGROUP_SELF, name, &sp->base, &sp->cg, err) < 0 ||
+	    open_pipes(&sp->p, true, err) < 0) {
+		lms_prepared_free(sp);
+		return -1;
+	}
+	bool privileged = geteuid() == 0, into_cgroup;
+	struct lms_child_ctx ctx = {
+		.disk_mb = sp->base.disk_mb, .seccomp = prog, .sync_fd = sp->p.sync[0],
+		.report_fd = sp->p.report[1], .stdin_fd = sp->p.in[0], .stdout_fd = sp->p.out[1],
+		.stderr_fd = sp->p.err[1], .privileged = privileged,
+	};
+	sp->pid = clone_sandbox(lms_cgroup_clone_fd(sp->cg), &sp->pidfd, &into_cgroup, err);
+	if (sp->pid < 0) {
+		lms_prepared_free(sp);
+		return -1;
+	}
+	if (sp->pid == 0) {
 		ctx.unshare_cgroupns = !into_cgroup;
 		lms_child_main(&ctx);
 	}
-	w->pid = pid;
-	w->exit_fd = pidfd >= 0 ? pidfd : p->report[0];
-	close(p->sync[0]), p->sync[0] = -1;
-	close(p->report[1]), p->report[1] = -1;
 	/* The child's ends: the parent must not hold them, or it would never see end-of-file. */
-	int *child_ends[] = {&p->in[0], &p->out[1], &p->err[1]};
-	for (size_t i = 0; i < 3; i++)
-		if (*child_ends[i] >= 0)
-			close(steal_fd(child_ends[i]));
+	int *child_ends[] = {&sp->p.sync[0], &sp->p.report[1], &sp->p.in[0], &sp->p.out[1], &sp->p.err[1]};
+	for (size_t i = 0; i < 5; i++)
+		close(steal_fd(child_ends[i]));
 
 	/* The child builds its root while the parent moves it into the cgroup (child.c, wait_for_parent). */
-	int r = write_id_maps(pid, privileged, err);
-	if (r == 0 && write(p->sync[1], "m", 1) != 1)
+	int r = write_id_maps(sp->pid, privileged, err);
+	if (r == 0 && write(sp->p.sync[1], "m", 1) != 1)
 		r = lms_error_set(err, LMS_ERR_SETUP, errno, "release the sandbox after the uid maps");
 	if (r == 0 && !into_cgroup)
-		r = lms_cgroup_attach(w->cg, pid, err);
-	if (r == 0 && write(p->sync[1], "c", 1) != 1)
+		r = lms_cgroup_attach(sp->cg, sp->pid, err);
+	if (r == 0 && write(sp->p.sync[1], "c", 1) != 1)
 		r = lms_error_set(err, LMS_ERR_SETUP, errno, "release the sandbox after the cgroup move");
-	close(p->sync[1]), p->sync[1] = -1;
+	if (r < 0) {
+		lms_prepared_free(sp);
+		return -1;
+	}
+	*out = sp;
+	return 0;
+}
 
-	w->out_fd[1] = steal_fd(&p->out[0]);
-	w->out_fd[2] = steal_fd(&p->err[0]);
-	w->in_fd = steal_fd(&p->in[1]);
-	w->deadline = start + (double)w->spec->limits.timeout_ms;
-	w->next_cpu_check = w->spec->limits.cpu_ms > 0 ? start : -1;
+/* Ends PID 1 (and with it the PID namespace), reaps it, removes the cgroup. */
+static int
+teardown(struct lms_prepared *sp, int *status, struct rusage *ru, struct lms_error **err)
+{
+	int r = 0;
+	if (sp->pid > 0) {
+		kill(sp->pid, SIGKILL);
+		while (wait4(sp->pid, status, __WALL, ru) < 0 && errno == EINTR)
+			;
+		sp->pid = -1;
+	}
+	if (sp->pidfd >= 0)
+		close(steal_fd(&sp->pidfd));
+	close_pipes(&sp->p);
+	if (lms_cgroup_destroy(sp->cg, err) < 0)
+		r = -1;
+	sp->cg = NULL;
+	return r;
+}
+
+void
+lms_prepared_free(struct lms_prepared *sp)
+{
+	if (sp == NULL)
+		return;
+	int status;
+	struct rusage ru;
+	teardown(sp, &status, &ru, NULL);
+	free(sp);
+}
+
+/* The launch message of child.c's read_launch: a u32 length and the spec with its whole environment. */
+static int
+send_launch(struct lms_prepared *sp, const struct lms_sandbox_spec *spec, struct lms_error **err)
+{
+	_cleanup_strv_ char **envp = build_env(spec);
+	struct lms_sandbox_spec msg = *spec;
+	msg.env = envp;
+	msg.stdin_data = spec->stdin_data ? "" : NULL; /* the data itself goes down the stdin pipe */
+	msg.stdin_len = 0;
+	struct lms_buf b = {0};
+	uint32_t len = 0;
+	lms_buf_append(&b, &len, sizeof(len));
+	lms_spec_encode(&msg, &b);
+	if (b.len - sizeof(len) > LMS_LAUNCH_MAX) {
+		lms_buf_clear(&b);
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "the command and its environment exceed %u bytes",
+				     LMS_LAUNCH_MAX);
+	}
+	len = (uint32_t)(b.len - sizeof(len));
+	memcpy(b.data, &len, sizeof(len));
+	/* The child reads it whole while we write: a blocking write of any size is fine. */
+	int r = 0;
+	for (size_t off = 0; off < b.len;) {
+		ssize_t n = write(sp->p.sync[1], b.data + off, b.len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = lms_error_set(err, LMS_ERR_SETUP, errno, "send the command to the sandbox");
+			break;
+		}
+		off += (size_t)n;
+	}
+	lms_buf_clear(&b);
+	close(steal_fd(&sp->p.sync[1]));
+	return r;
+}
+
+static int
+fit_limits(struct lms_prepared *sp, const struct lms_sandbox_spec *spec, struct lms_error **err)
+{
+	const struct lms_limits *want = &spec->limits, *base = &sp->base;
+	if (want->memory_mb > base->memory_mb || want->pids > base->pids || want->disk_mb > base->disk_mb)
+		return lms_error_set(err, LMS_ERR_INVALID, 0,
+				     "limits exceed those the sandbox was prepared with (memory %llu MiB, pids %llu, "
+				     "disk %llu MiB)",
+				     (unsigned long long)base->memory_mb, (unsigned long long)base->pids,
+				     (unsigned long long)base->disk_mb);
+	if (want->memory_mb == base->memory_mb && want->pids == base->pids)
+		return 0;
+	return lms_cgroup_set_limits(sp->cg, want, err);
+}
+
+int
+lms_sandbox_launch(struct lms_prepared *sp, const struct lms_sandbox_spec *spec, lms_output_fn on_output,
+		   void *userdata, struct lms_sandbox_result *result, struct lms_error **err)
+{
+	*result = (struct lms_sandbox_result){0};
+	struct watch w = {
+		.spec = spec, .on_output = on_output, .userdata = userdata, .result = result, .cg = sp->cg,
+		.pid = sp->pid, .out_fd = {-1, -1, -1}, .in_fd = -1,
+	};
+	if (lms_sandbox_spec_validate(spec, err) < 0 || check_host_support(spec, err) < 0 ||
+	    fit_limits(sp, spec, err) < 0) {
+		lms_prepared_free(sp);
+		return -1;
+	}
+	uint64_t cpu_ns = 0;
+	if (lms_cgroup_cpu_ns(sp->cg, &cpu_ns, NULL) == 0)
+		w.cpu_base_ms = (double)cpu_ns / 1e6;
+	double start = now_ms();
+	int r = send_launch(sp, spec, err);
+
+	w.exit_fd = sp->pidfd >= 0 ? sp->pidfd : sp->p.report[0];
+	w.out_fd[1] = steal_fd(&sp->p.out[0]);
+	w.out_fd[2] = steal_fd(&sp->p.err[0]);
+	w.in_fd = steal_fd(&sp->p.in[1]);
+	if (spec->stdin_data == NULL && w.in_fd >= 0)
+		close(steal_fd(&w.in_fd));
+	w.deadline = start + (double)spec->limits.timeout_ms;
+	w.next_cpu_check = spec->limits.cpu_ms > 0 ? start : -1;
 	if (r < 0)
-		kill_sandbox(w);
-	else if (watch_loop(w, err) < 0)
+		kill_sandbox(&w);
+	else if (watch_loop(&w, err) < 0)
 		r = -1;
 	for (int s = 1; s <= 2; s++)
-		if (w->out_fd[s] >= 0)
-			close(w->out_fd[s]);
-	if (w->in_fd >= 0)
-		close(w->in_fd);
+		if (w.out_fd[s] >= 0)
+			close(w.out_fd[s]);
+	if (w.in_fd >= 0)
+		close(w.in_fd);
 
 	int init_status = 0;
 	struct rusage ru = {0};
-	while (wait4(pid, &init_status, __WALL, &ru) < 0 && errno == EINTR)
+	while (wait4(sp->pid, &init_status, __WALL, &ru) < 0 && errno == EINTR)
 		;
-	if (pidfd >= 0)
-		close(pidfd);
-	w->result->duration_ms = now_ms() - start;
-	if (r < 0)
-		return -1;
-
-	int status = 0;
-	int have = read_report(p->report[0], &status, err);
-	if (have < 0)
-		return -1;
-	if (have == 0 && !w->killed && !WIFSIGNALED(init_status))
-		return lms_error_set(err, LMS_ERR_SETUP, 0, "the sandbox's init exited with status %d before the command",
-				     WEXITSTATUS(init_status));
-	fill_result(w, have ? status : init_status, &ru);
-	return 0;
+	sp->pid = -1;
+	result->duration_ms = now_ms() - start;
+	int status = 0, have = 0;
+	if (r == 0) {
+		have = read_report(sp->p.report[0], &status, err);
+		if (have < 0)
+			r = -1;
+		else if (have == 0 && !w.killed && !WIFSIGNALED(init_status))
+			r = lms_error_set(err, LMS_ERR_SETUP, 0,
+					  "the sandbox's init exited with status %d before the command",
+					  WEXITSTATUS(init_status));
+		else
+			fill_result(&w, have ? status : init_status, &ru);
+	}
+	struct lms_error *cleanup_err = NULL;
+	if (teardown(sp, &init_status, &ru, &cleanup_err) < 0 && r == 0) {
+		if (err != NULL)
+			*err = steal_pointer(&cleanup_err);
+		r = -1;
+	}
+	lms_error_free(cleanup_err);
+	free(sp);
+	return r;
 }
 
 int
 lms_sandbox_run(const struct lms_sandbox_spec *spec, lms_output_fn on_output, void *userdata,
 		struct lms_sandbox_result *result, struct lms_error **err)
 {
-	static unsigned sequence;
 	*result = (struct lms_sandbox_result){0};
-	if (check_request(spec, err) < 0)
+	if (lms_sandbox_spec_validate(spec, err) < 0)
 		return -1;
-	const struct sock_fprog *prog = lms_seccomp_program(err);
-	if (prog == NULL)
+	struct lms_prepared *sp;
+	if (lms_sandbox_prepare(spec, &sp, err) < 0)
 		return -1;
-
-	char name[64];
-	snprintf(name, sizeof(name), "lms-%d-%u", (int)getpid(), ++sequence);
-	struct watch w = {
-		.spec = spec, .on_output = on_output, .userdata = userdata, .result = result,
-		.out_fd = {-1, -1, -1}, .in_fd = -1, .exit_fd = -1,
-	};
-	if (lms_cgroup_create(LMS_CGROUP_FS, LMS_CGROUP_SELF, name, &spec->limits, &w.cg, err) < 0)
-		return -1;
-
-	struct pipes p;
-	_cleanup_strv_ char **envp = build_env(spec);
-	int r = open_pipes(&p, spec->stdin_data != NULL, err);
-	if (r == 0) {
-		struct lms_child_ctx ctx = {
-			.spec = spec, .envp = envp, .seccomp = prog, .sync_fd = p.sync[0], .report_fd = p.report[1],
-			.stdin_fd = p.in[0], .stdout_fd = p.out[1], .stderr_fd = p.err[1],
-			.privileged = geteuid() == 0,
-		};
-		r = run_cloned(&w, &p, &ctx, err);
-	}
-	close_pipes(&p);
-	struct lms_error *cleanup_err = NULL;
-	if (lms_cgroup_destroy(w.cg, &cleanup_err) < 0 && r == 0) {
-		if (err != NULL)
-			*err = steal_pointer(&cleanup_err);
-		r = -1;
-	}
-	lms_error_free(cleanup_err);
-	return r;
+	return lms_sandbox_launch(sp, spec, on_output, userdata, result, err);
 }

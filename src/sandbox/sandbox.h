@@ -95,5 +95,26 @@ int lms_sandbox_spec_validate(const struct lms_sandbox_spec *spec, struct lms_er
 int lms_sandbox_run(const struct lms_sandbox_spec *spec, lms_output_fn on_output, void *userdata,
 		    struct lms_sandbox_result *result, struct lms_error **err);
 
+/* A spec as bytes (spec-codec.c), for the spawner's jobs and a prepared sandbox's launch message.
+ * lms_spec_decode returns a spec whose strings live in *storage (free with free()); stdin_data points
+ * into `data`, which must outlive the spec. */
+struct lms_buf;
+void lms_spec_encode(const struct lms_sandbox_spec *spec, struct lms_buf *out);
+int lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, void **storage,
+		    struct lms_error **err);
+
+/*
+ * The same in two steps, so that a pool can do the slow half ahead of demand. lms_sandbox_prepare does
+ * everything that does not depend on the command (cgroup, namespaces, root file system, uid maps) with
+ * base's limits as ceilings (base's argv is not looked at). lms_sandbox_launch runs spec in it, whose
+ * limits may be at most base's, and consumes it: when it returns, the sandbox is gone.
+ * lms_prepared_free discards one that is never launched. Same threading rules as lms_sandbox_run.
+ */
+struct lms_prepared;
+int lms_sandbox_prepare(const struct lms_sandbox_spec *base, struct lms_prepared **out, struct lms_error **err);
+int lms_sandbox_launch(struct lms_prepared *sp, const struct lms_sandbox_spec *spec, lms_output_fn on_output,
+		       void *userdata, struct lms_sandbox_result *result, struct lms_error **err);
+void lms_prepared_free(struct lms_prepared *sp);
+
 /* "SIGKILL" for SIGKILL; NULL for 0 or an unknown number. */
 const char *lms_signal_name(int sig);

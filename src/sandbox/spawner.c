@@ -14,9 +14,6 @@
 #include "core/buf.h"
 #include "sandbox/seccomp.h"
 
-#define SPEC_MAGIC 0x314d534cu /* "LSM1" */
-#define NONE32 0xffffffffu
-#define NONE64 UINT64_MAX
 #define MAX_SPEC_BYTES (1ull << 31)
 #define MAX_FRAME (1u << 20)
 
@@ -36,38 +33,6 @@ struct frame {
 	uint32_t len;
 };
 
-/* ---- spec serialization ---- */
-
-static void
-put(struct lms_buf *b, const void *p, size_t n)
-{
-	lms_buf_append(b, p, n);
-}
-
-static void
-put_u32(struct lms_buf *b, uint32_t v)
-{
-	put(b, &v, sizeof(v));
-}
-
-static void
-put_u64(struct lms_buf *b, uint64_t v)
-{
-	put(b, &v, sizeof(v));
-}
-
-static void
-put_str(struct lms_buf *b, const char *s)
-{
-	if (s == NULL) {
-		put_u32(b, NONE32);
-		return;
-	}
-	size_t n = strlen(s);
-	put_u32(b, (uint32_t)n);
-	put(b, s, n);
-}
-
 static int
 write_all(int fd, const void *data, size_t len)
 {
@@ -81,128 +46,6 @@ write_all(int fd, const void *data, size_t len)
 		p += n;
 		len -= (size_t)n;
 	}
-	return 0;
-}
-
-int
-lms_spec_encode(const struct lms_sandbox_spec *spec, int fd, struct lms_error **err)
-{
-	struct lms_buf b = {0};
-	const struct lms_limits *l = &spec->limits;
-	put_u32(&b, SPEC_MAGIC);
-	uint64_t nums[] = {l->timeout_ms, l->memory_mb, l->pids, l->cpu_ms, l->output_bytes, l->disk_mb,
-			   spec->network, spec->gpu};
-	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
-		put_u64(&b, nums[i]);
-	char *const *lists[] = {spec->argv, spec->env};
-	for (int k = 0; k < 2; k++) {
-		uint32_t n = 0;
-		while (lists[k] && lists[k][n])
-			n++;
-		put_u32(&b, n);
-		for (uint32_t i = 0; i < n; i++)
-			put_str(&b, lists[k][i]);
-	}
-	put_str(&b, spec->cwd);
-	put_str(&b, spec->image);
-	put_u64(&b, spec->stdin_data ? spec->stdin_len : NONE64);
-	if (spec->stdin_data)
-		put(&b, spec->stdin_data, spec->stdin_len);
-	int r = write_all(fd, b.data, b.len);
-	int e = errno;
-	lms_buf_clear(&b);
-	if (r < 0)
-		return lms_error_set(err, LMS_ERR_INTERNAL, e, "write the job");
-	return 0;
-}
-
-struct reader {
-	const char *p, *end;
-	char *out; /* where the next copied string goes */
-};
-
-static bool
-take(struct reader *r, void *dst, size_t n)
-{
-	if ((size_t)(r->end - r->p) < n)
-		return false;
-	memcpy(dst, r->p, n);
-	r->p += n;
-	return true;
-}
-
-static bool
-take_str(struct reader *r, char **s)
-{
-	uint32_t n;
-	if (!take(r, &n, sizeof(n)))
-		return false;
-	if (n == NONE32) {
-		*s = NULL;
-		return true;
-	}
-	if ((size_t)(r->end - r->p) < n || memchr(r->p, '\0', n) != NULL)
-		return false;
-	memcpy(r->out, r->p, n);
-	r->out[n] = '\0';
-	*s = r->out;
-	r->out += n + 1;
-	r->p += n;
-	return true;
-}
-
-static bool
-take_list(struct reader *r, char ***list, char ***slots, size_t *free_slots)
-{
-	uint32_t n;
-	if (!take(r, &n, sizeof(n)) || n > LMS_MAX_ARGS || (size_t)n + 1 > *free_slots)
-		return false;
-	*list = *slots;
-	for (uint32_t i = 0; i < n; i++)
-		if (!take_str(r, &(*list)[i]) || (*list)[i] == NULL)
-			return false;
-	(*list)[n] = NULL;
-	*slots += n + 1;
-	*free_slots -= n + 1;
-	return true;
-}
-
-int
-lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, void **storage,
-		struct lms_error **err)
-{
-	/* One block: pointer slots for argv and env, then every string copied with its NUL. */
-	size_t slots = 2 * (LMS_MAX_ARGS + 1);
-	char *block = xmalloc(slots * sizeof(char *) + len + 2 * LMS_MAX_ARGS + 8);
-	char **slot = (char **)block;
-	struct reader r = {.p = data, .end = data + len, .out = block + slots * sizeof(char *)};
-	uint32_t magic;
-	uint64_t nums[8], stdin_len;
-	char **argv = NULL, **env = NULL, *cwd, *image;
-	lms_sandbox_spec_init(spec);
-	bool ok = take(&r, &magic, sizeof(magic)) && magic == SPEC_MAGIC && take(&r, nums, sizeof(nums)) &&
-		  take_list(&r, &argv, &slot, &slots) && take_list(&r, &env, &slot, &slots) &&
-		  take_str(&r, &cwd) && take_str(&r, &image) && take(&r, &stdin_len, sizeof(stdin_len));
-	if (ok && stdin_len != NONE64) {
-		ok = stdin_len <= (uint64_t)(r.end - r.p);
-		if (ok) {
-			spec->stdin_data = r.p;
-			spec->stdin_len = (size_t)stdin_len;
-			r.p += stdin_len;
-		}
-	}
-	if (!ok || r.p != r.end) {
-		free(block);
-		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "decode a job: malformed or truncated spec");
-	}
-	spec->limits = (struct lms_limits){nums[0], nums[1], nums[2], nums[3], nums[4], nums[5]};
-	spec->network = nums[6] != 0;
-	spec->gpu = nums[7] != 0;
-	spec->argv = argv;
-	spec->env = env;
-	spec->cwd = cwd;
-	spec->image = image;
-	*storage = block;
 	return 0;
 }
 
@@ -257,8 +100,11 @@ read_fd(int fd, size_t *len, struct lms_error **err)
 	return data;
 }
 
+/* Runs one job: in `prepared` when it can hold the spec (same image, limits within its own), else in
+ * a sandbox made now. */
 __attribute__((noreturn)) static void
-worker_main(int spec_fd, int events_fd, int cancel_fd)
+worker_main(int spec_fd, int events_fd, int cancel_fd, struct lms_prepared *prepared,
+	    const struct lms_sandbox_spec *base)
 {
 	signal(SIGPIPE, SIG_IGN);
 	struct lms_error *err = NULL;
@@ -271,7 +117,15 @@ worker_main(int spec_fd, int events_fd, int cancel_fd)
 	int r = data ? lms_spec_decode(data, len, &spec, &storage, &err) : -1;
 	if (r == 0) {
 		spec.cancel_fd = cancel_fd;
-		r = lms_sandbox_run(&spec, emit_output, &events_fd, &res, &err);
+		bool fits = prepared && base && !spec.network && !spec.gpu && spec.limits.memory_mb <= base->limits.memory_mb &&
+			    spec.limits.pids <= base->limits.pids && spec.limits.disk_mb <= base->limits.disk_mb &&
+			    (spec.image == NULL || strcmp(spec.image, "host") == 0);
+		if (fits) {
+			r = lms_sandbox_launch(prepared, &spec, emit_output, &events_fd, &res, &err);
+		} else {
+			lms_prepared_free(prepared);
+			r = lms_sandbox_run(&spec, emit_output, &events_fd, &res, &err);
+		}
 	}
 	if (r < 0)
 		send_error(events_fd, err);
@@ -314,8 +168,126 @@ receive_job(int sock, int fds[3])
 	return 1;
 }
 
+/* A pool worker: prepares a sandbox with the pool's base spec, says "R" (ready) on its control socket,
+ * then waits for one job there. End-of-file instead of a job: the pool is closing. */
 __attribute__((noreturn)) static void
-spawner_main(int sock)
+pool_worker_main(int ctl, const struct lms_sandbox_spec *base)
+{
+	prctl(PR_SET_NAME, "lms-pooled", 0, 0, 0);
+	struct lms_prepared *sp = NULL;
+	if (lms_sandbox_prepare(base, &sp, NULL) < 0) {
+		(void)!write(ctl, "F", 1);
+		_exit(1);
+	}
+	(void)!write(ctl, "R", 1);
+	int job[3];
+	if (receive_job(ctl, job) <= 0) {
+		lms_prepared_free(sp);
+		_exit(0);
+	}
+	close(ctl);
+	worker_main(job[0], job[1], job[2], sp, base);
+}
+
+struct pool {
+	const struct lms_sandbox_spec *base;
+	unsigned size;
+	struct {
+		pid_t pid;
+		int ctl;
+		bool ready;
+	} w[LMS_POOL_MAX];
+	unsigned n;
+	unsigned failures; /* in a row: past a few, refilling waits for the next job */
+};
+
+static void
+pool_fill(struct pool *pool, int sock, int sigfd)
+{
+	while (pool->n < pool->size && pool->failures < 3) {
+		int sv[2];
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+			return;
+		pid_t pid = fork();
+		if (pid == 0) {
+			close(sock);
+			close(sigfd);
+			close(sv[0]);
+			for (unsigned i = 0; i < pool->n; i++)
+				close(pool->w[i].ctl);
+			sigset_t all;
+			sigemptyset(&all);
+			sigaddset(&all, SIGCHLD);
+			sigprocmask(SIG_UNBLOCK, &all, NULL);
+			pool_worker_main(sv[1], pool->base);
+		}
+		close(sv[1]);
+		if (pid < 0) {
+			close(sv[0]);
+			return;
+		}
+		pool->w[pool->n].pid = pid;
+		pool->w[pool->n].ctl = sv[0];
+		pool->w[pool->n].ready = false;
+		pool->n++;
+	}
+}
+
+static void
+pool_drop(struct pool *pool, unsigned i)
+{
+	close(pool->w[i].ctl);
+	pool->w[i] = pool->w[--pool->n];
+}
+
+/* A pool worker's control socket spoke: "R" ready, "F" or end-of-file failed. */
+static void
+pool_event(struct pool *pool, unsigned i)
+{
+	char c = 0;
+	ssize_t n = recv(pool->w[i].ctl, &c, 1, MSG_DONTWAIT);
+	if (n == 1 && c == 'R') {
+		pool->w[i].ready = true;
+		pool->failures = 0;
+		return;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	pool->failures++;
+	pool_drop(pool, i);
+}
+
+/* Hands the job to a ready pool worker; false when none is ready. */
+static bool
+pool_take(struct pool *pool, int job[3])
+{
+	for (unsigned i = 0; i < pool->n; i++) {
+		if (!pool->w[i].ready)
+			continue;
+		union {
+			char buf[CMSG_SPACE(3 * sizeof(int))];
+			struct cmsghdr align;
+		} u;
+		memset(&u, 0, sizeof(u));
+		struct iovec iov = {"j", 1};
+		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+				     .msg_controllen = sizeof(u.buf)};
+		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(3 * sizeof(int));
+		memcpy(CMSG_DATA(c), job, 3 * sizeof(int));
+		ssize_t n = sendmsg(pool->w[i].ctl, &msg, MSG_NOSIGNAL);
+		pool_drop(pool, i);
+		if (n == 1)
+			return true;
+		i--; /* that worker is gone: try the next */
+	}
+	return false;
+}
+
+__attribute__((noreturn)) static void
+spawner_main(int sock, struct pool *pool)
 {
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 	prctl(PR_SET_NAME, "lms-spawner", 0, 0, 0);
@@ -326,37 +298,54 @@ spawner_main(int sock)
 	sigaddset(&chld, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &chld, NULL);
 	int sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+	pool_fill(pool, sock, sigfd);
 	for (;;) {
-		struct pollfd fds[2] = {{.fd = sock, .events = POLLIN}, {.fd = sigfd, .events = POLLIN}};
-		if (poll(fds, 2, -1) < 0)
+		struct pollfd fds[2 + LMS_POOL_MAX];
+		fds[0] = (struct pollfd){.fd = sock, .events = POLLIN};
+		fds[1] = (struct pollfd){.fd = sigfd, .events = POLLIN};
+		unsigned n_pool = pool->n;
+		for (unsigned i = 0; i < n_pool; i++)
+			fds[2 + i] = (struct pollfd){.fd = pool->w[i].ctl, .events = POLLIN};
+		if (poll(fds, 2 + n_pool, -1) < 0)
 			continue;
 		if (fds[1].revents)
 			reap(sigfd);
-		if (!fds[0].revents)
-			continue;
-		int job[3];
-		int r = receive_job(sock, job);
-		if (r < 0)
-			_exit(0);
-		if (r == 0)
-			continue;
-		pid_t pid = fork();
-		if (pid == 0) {
-			close(sock);
-			close(sigfd);
-			sigprocmask(SIG_UNBLOCK, &chld, NULL);
-			worker_main(job[0], job[1], job[2]);
+		for (unsigned i = n_pool; i-- > 0;)
+			if (fds[2 + i].revents)
+				pool_event(pool, i);
+		if (fds[0].revents) {
+			int job[3];
+			int r = receive_job(sock, job);
+			if (r < 0)
+				_exit(0); /* the daemon is gone; pool workers read end-of-file and clean up */
+			if (r > 0 && !pool_take(pool, job)) {
+				pid_t pid = fork();
+				if (pid == 0) {
+					close(sock);
+					close(sigfd);
+					for (unsigned i = 0; i < pool->n; i++)
+						close(pool->w[i].ctl);
+					sigprocmask(SIG_UNBLOCK, &chld, NULL);
+					worker_main(job[0], job[1], job[2], NULL, NULL);
+				}
+			}
+			if (r > 0) {
+				for (int i = 0; i < 3; i++)
+					close(job[i]);
+				pool->failures = 0;
+			}
 		}
-		for (int i = 0; i < 3; i++)
-			close(job[i]);
-		if (pid < 0)
-			continue; /* the daemon sees the closed events pipe: "worker died" */
+		pool_fill(pool, sock, sigfd);
 	}
 }
 
 int
-lms_spawner_start(struct lms_spawner **out, struct lms_error **err)
+lms_spawner_start(const struct lms_sandbox_spec *pool_base, unsigned pool_size, struct lms_spawner **out,
+		  struct lms_error **err)
 {
+	static struct pool pool;
+	pool.base = pool_base;
+	pool.size = pool_size < LMS_POOL_MAX ? pool_size : LMS_POOL_MAX;
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return lms_error_set(err, LMS_ERR_INTERNAL, errno, "spawner: socketpair");
@@ -369,7 +358,7 @@ lms_spawner_start(struct lms_spawner **out, struct lms_error **err)
 	}
 	if (pid == 0) {
 		close(sv[0]);
-		spawner_main(sv[1]);
+		spawner_main(sv[1], &pool);
 	}
 	close(sv[1]);
 	struct lms_spawner *sp = xcalloc(1, sizeof(*sp));
@@ -396,8 +385,12 @@ lms_spawner_submit(struct lms_spawner *sp, const struct lms_sandbox_spec *spec, 
 	_cleanup_fd_ int spec_fd = memfd_create("lms-job", MFD_CLOEXEC);
 	if (spec_fd < 0)
 		return lms_error_set(err, LMS_ERR_INTERNAL, errno, "spawner: memfd_create");
-	if (lms_spec_encode(spec, spec_fd, err) < 0)
-		return -1;
+	struct lms_buf encoded = {0};
+	lms_spec_encode(spec, &encoded);
+	int wr = write_all(spec_fd, encoded.data, encoded.len);
+	lms_buf_clear(&encoded);
+	if (wr < 0)
+		return lms_error_set(err, LMS_ERR_INTERNAL, errno, "spawner: write the job");
 	int events[2], cancel[2];
 	if (pipe2(events, O_CLOEXEC) < 0)
 		return lms_error_set(err, LMS_ERR_INTERNAL, errno, "spawner: pipe");

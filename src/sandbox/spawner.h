@@ -31,8 +31,14 @@ struct lms_job_event {
 	struct lms_error *error; /* caller frees */
 };
 
-/* Forks the spawner. Call before any thread exists. */
-int lms_spawner_start(struct lms_spawner **out, struct lms_error **err);
+#define LMS_POOL_MAX 64
+
+/* Forks the spawner. Call before any thread exists. It keeps pool_size sandboxes prepared with
+ * pool_base (sandbox.h, lms_sandbox_prepare) and hands each job to one of them when it fits (the same
+ * image, limits within the base's), refilling in the background; other jobs, and jobs that find the
+ * pool empty, get a sandbox made on demand. pool_base must stay valid (it is read after fork). */
+int lms_spawner_start(const struct lms_sandbox_spec *pool_base, unsigned pool_size, struct lms_spawner **out,
+		      struct lms_error **err);
 
 /* Stops the spawner (running workers keep their sandboxes until their jobs are cancelled or end). */
 void lms_spawner_stop(struct lms_spawner *sp);
@@ -53,9 +59,3 @@ void lms_job_cancel(struct lms_job *job);
 
 /* Cancels the job if it is still running and frees it. NULL is a no-op. */
 void lms_job_free(struct lms_job *job);
-
-/* Serialization of a spec (exported for tests and the fuzzer). lms_spec_decode returns a spec whose
- * strings live in *storage (free with free()). */
-int lms_spec_encode(const struct lms_sandbox_spec *spec, int fd, struct lms_error **err);
-int lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, void **storage,
-		    struct lms_error **err);

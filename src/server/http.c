@@ -466,7 +466,11 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	sigprocmask(SIG_BLOCK, &stop, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (lms_spawner_start(&s.spawner, err) < 0) {
+	/* Pooled sandboxes are prepared with the server's limits, the ceilings of every request. */
+	static struct lms_sandbox_spec pool_base;
+	lms_sandbox_spec_init(&pool_base);
+	pool_base.limits = cfg->defaults;
+	if (lms_spawner_start(&pool_base, (unsigned)cfg->pool_size, &s.spawner, err) < 0) {
 		close(fd);
 		free(s.listen_url);
 		return -1;

@@ -29,6 +29,8 @@ static const struct setting settings[] = {
 	{"env-file", T_STRING, NULL, 0, 0, F(env_file), "read LM_SANDBOX_* settings from KEY=VALUE lines"},
 	{"max-concurrent", T_U64, "16", 1, 4096, F(max_concurrent),
 	 "executions at once; more get 429 with Retry-After"},
+	{"pool-size", T_U64, "4", 0, 64, F(pool_size),
+	 "sandboxes kept prepared ahead of demand (0: make each on demand)"},
 	{"max-timeout-ms", T_U64, "300000", 1, LMS_MAX_TIMEOUT_MS, F(max_timeout_ms),
 	 "ceiling for a request's timeout_ms"},
 	{"max-body-bytes", T_U64, "8388608", 1024, 1ull << 30, F(max_body_bytes), "largest request body (413 past it)"},

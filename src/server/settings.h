@@ -17,6 +17,7 @@ struct lms_config {
 	char *token_file;
 	char *env_file;
 	uint64_t max_concurrent;
+	uint64_t pool_size;
 	uint64_t max_timeout_ms;
 	uint64_t max_body_bytes;
 	bool allow_network;
