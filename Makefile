@@ -53,7 +53,7 @@ fuzz:
 	test -f build-fuzz/build.ninja || CC=clang $(MESON) setup build-fuzz --buildtype=debug \
 		-Dc_args=-fsanitize=fuzzer-no-link -Db_sanitize=address,undefined -Db_lundef=false -Dprobe=false \
 		-Dstatic_cli=false
-	$(MESON) compile -C build-fuzz src/liblms.a
+	$(MESON) compile -C build-fuzz lms
 	for t in tests/fuzz/fuzz-*.c; do name=$$(basename $$t .c | sed 's/^fuzz-//'); \
 		mkdir -p tests/fuzz/corpus-new/$$name; \
 		clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc -Ibuild-fuzz $$t \

@@ -146,7 +146,7 @@ lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, voi
 			r.p += stdin_len;
 		}
 	}
-	if (!ok || r.p != r.end) {
+	if (!ok || r.p != r.end || nums[6] > 1 || nums[7] > 1) {
 		free(block);
 		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "decode a job: malformed or truncated spec");
 	}
