@@ -34,7 +34,7 @@ check:
 	test -f $(CHECK_BUILD)/build.ninja || CC=clang $(MESON) setup $(CHECK_BUILD) --buildtype=debug
 	$(MESON) configure $(CHECK_BUILD) -Db_sanitize=address,undefined -Db_lundef=false -Dprobe=false -Dstatic_cli=false
 	$(MESON) compile -C $(CHECK_BUILD)
-	./scripts/test.sh $(CHECK_BUILD)
+	LMS_SANITIZED=1 ./scripts/test.sh $(CHECK_BUILD)
 
 bench: build
 	$(PYTHON) bench/bench.py --bin $(BUILD)/lm-sandbox --out bench/RESULTS.md

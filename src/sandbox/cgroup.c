@@ -151,6 +151,17 @@ lms_cgroup_cpu_ns(const struct lms_cgroup *cg, uint64_t *ns, struct lms_error **
 	return read_u64_field(cg->dirfd[LMS_CG_CPUACCT], "cpuacct.usage", NULL, ns, err);
 }
 
+long
+lms_cgroup_memory_peak_kb(const struct lms_cgroup *cg)
+{
+	uint64_t bytes = 0;
+	if (cg->version == 2)
+		read_u64_field(cg->dirfd[0], "memory.peak", NULL, &bytes, NULL); /* Linux 5.19+ */
+	else if (cg->dirfd[LMS_CG_MEMORY] >= 0)
+		read_u64_field(cg->dirfd[LMS_CG_MEMORY], "memory.max_usage_in_bytes", NULL, &bytes, NULL);
+	return (long)(bytes / 1024);
+}
+
 bool
 lms_cgroup_oom_killed(const struct lms_cgroup *cg)
 {

@@ -43,6 +43,9 @@ int lms_cgroup_attach(const struct lms_cgroup *cg, pid_t pid, struct lms_error *
 /* CPU time used by the group so far, in nanoseconds. */
 int lms_cgroup_cpu_ns(const struct lms_cgroup *cg, uint64_t *ns, struct lms_error **err);
 
+/* The group's peak memory use in KiB (page cache and tmpfs included), 0 where the kernel does not say. */
+long lms_cgroup_memory_peak_kb(const struct lms_cgroup *cg);
+
 /* Whether the kernel's OOM killer killed a process of the group. */
 bool lms_cgroup_oom_killed(const struct lms_cgroup *cg);
 

@@ -361,6 +361,13 @@ fill_result(struct watch *w, int init_status, const struct rusage *ru)
 		res->cpu_ms = (double)(ru->ru_utime.tv_sec + ru->ru_stime.tv_sec) * 1e3 +
 			      (double)(ru->ru_utime.tv_usec + ru->ru_stime.tv_usec) / 1e3;
 	res->max_rss_kb = ru->ru_maxrss;
+	/* A command killed with its PID 1 (timeout, CPU limit, cancel) is never reaped by PID 1, so its
+	 * rusage is lost: the group's peak is the nearest figure (an upper bound: it counts page cache). */
+	if (w->killed) {
+		long peak = lms_cgroup_memory_peak_kb(w->cg);
+		if (peak > res->max_rss_kb)
+			res->max_rss_kb = peak;
+	}
 	res->oom_killed = lms_cgroup_oom_killed(w->cg);
 }
 

@@ -316,8 +316,15 @@ spawner_main(int sock, struct pool *pool)
 		if (fds[0].revents) {
 			int job[3];
 			int r = receive_job(sock, job);
-			if (r < 0)
-				_exit(0); /* the daemon is gone; pool workers read end-of-file and clean up */
+			if (r < 0) {
+				/* The daemon is stopping (or gone): pool workers read end-of-file and clean up,
+				 * and the spawner exits only once every worker has, so that nothing outlives it. */
+				for (unsigned i = 0; i < pool->n; i++)
+					close(pool->w[i].ctl);
+				while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+					;
+				_exit(0);
+			}
 			if (r > 0 && !pool_take(pool, job)) {
 				pid_t pid = fork();
 				if (pid == 0) {

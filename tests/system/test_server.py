@@ -1064,7 +1064,10 @@ def test_load_does_not_leak(start):
     assert after[0] <= base[0] + 2, f"fds grew from {base[0]} to {after[0]}"
     assert after[1] <= base[1] + 1, f"threads grew from {base[1]} to {after[1]}"
     assert after[1] <= idle_threads + 1, f"{after[1]} threads after every connection closed, {idle_threads} idle"
-    assert after[2] <= base[2] + 2048, f"VmRSS grew from {base[2]} to {after[2]} KiB"
+    # Under AddressSanitizer freed memory sits in its quarantine (up to 256 MiB) by design; leaks there are
+    # LeakSanitizer's job, at the daemon's exit.
+    rss_slack = 64 << 10 if os.environ.get("LMS_SANITIZED") else 2048
+    assert after[2] <= base[2] + rss_slack, f"VmRSS grew from {base[2]} to {after[2]} KiB"
     now = children_fds()
     grown = {pid: (n, now[pid]) for pid, n in base_children.items() if pid in now and now[pid] > n + 2}
     assert not grown, f"fds of the daemon's helper processes grew (before, after): {grown}"
