@@ -2,10 +2,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "sandbox/spawner.h"
 #include "config.h"
 
 static void
@@ -77,6 +79,9 @@ main(int argc, char **argv)
 	const char *cmd = argv[1];
 	if (strcmp(cmd, "run") == 0)
 		return lms_cmd_run(argc - 1, argv + 1);
+	/* Internal: the daemon's spawner (sandbox/spawner.h), not for people. */
+	if (strcmp(cmd, "__spawner") == 0 && argc == 5)
+		return lms_spawner_helper_main(atoi(argv[2]), atoi(argv[3]), (unsigned)atoi(argv[4]));
 	if (strcmp(cmd, "serve") == 0)
 		return exec_sibling("lm-sandbox-serve", argc - 1, argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

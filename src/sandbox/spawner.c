@@ -1,6 +1,7 @@
 #include "sandbox/spawner.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -346,9 +347,29 @@ spawner_main(int sock, struct pool *pool)
 	}
 }
 
+/* The spawner's process image: `helper` (the static lm-sandbox) when given, so that every worker and
+ * sandbox is a fork of a small process rather than of the daemon with all its shared libraries (page
+ * tables copied at each fork, torn down at each exit: most of a sandbox's CPU cost). */
+static void
+exec_helper(const char *helper, int sock, const struct lms_sandbox_spec *pool_base, unsigned pool_size)
+{
+	int base_fd = memfd_create("lms-pool-base", 0);
+	struct lms_buf b = {0};
+	lms_spec_encode(pool_base, &b);
+	bool ok = base_fd >= 0 && write_all(base_fd, b.data, b.len) == 0;
+	lms_buf_clear(&b);
+	if (!ok || dup2(sock, 3) < 0 || dup2(base_fd, 4) < 0)
+		return;
+	char size[16];
+	snprintf(size, sizeof(size), "%u", pool_size);
+	char *argv[] = {(char *)"lm-sandbox", (char *)"__spawner", (char *)"3", (char *)"4", size, NULL};
+	char *envp[] = {NULL};
+	execve(helper, argv, envp);
+}
+
 int
-lms_spawner_start(const struct lms_sandbox_spec *pool_base, unsigned pool_size, struct lms_spawner **out,
-		  struct lms_error **err)
+lms_spawner_start(const char *helper, const struct lms_sandbox_spec *pool_base, unsigned pool_size,
+		  struct lms_spawner **out, struct lms_error **err)
 {
 	static struct pool pool;
 	pool.base = pool_base;
@@ -365,7 +386,9 @@ lms_spawner_start(const struct lms_sandbox_spec *pool_base, unsigned pool_size, 
 	}
 	if (pid == 0) {
 		close(sv[0]);
-		spawner_main(sv[1], &pool);
+		if (helper != NULL)
+			exec_helper(helper, sv[1], pool_base, pool.size);
+		spawner_main(sv[1], &pool); /* no helper: the fork itself serves */
 	}
 	close(sv[1]);
 	struct lms_spawner *sp = xcalloc(1, sizeof(*sp));
@@ -373,6 +396,25 @@ lms_spawner_start(const struct lms_sandbox_spec *pool_base, unsigned pool_size, 
 	sp->pid = pid;
 	*out = sp;
 	return 0;
+}
+
+int
+lms_spawner_helper_main(int sock, int base_fd, unsigned pool_size)
+{
+	static struct pool pool;
+	static struct lms_sandbox_spec base;
+	size_t len = 0;
+	char *data = read_fd(base_fd, &len, NULL);
+	void *storage = NULL;
+	if (data == NULL || lms_spec_decode(data, len, &base, &storage, NULL) < 0) {
+		fputs("lm-sandbox __spawner: cannot read the pool's base spec\n", stderr);
+		return 125;
+	}
+	close(base_fd);
+	fcntl(sock, F_SETFD, FD_CLOEXEC);
+	pool.base = &base;
+	pool.size = pool_size < LMS_POOL_MAX ? pool_size : LMS_POOL_MAX;
+	spawner_main(sock, &pool);
 }
 
 void

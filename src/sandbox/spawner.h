@@ -37,8 +37,12 @@ struct lms_job_event {
  * pool_base (sandbox.h, lms_sandbox_prepare) and hands each job to one of them when it fits (the same
  * image, limits within the base's), refilling in the background; other jobs, and jobs that find the
  * pool empty, get a sandbox made on demand. pool_base must stay valid (it is read after fork). */
-int lms_spawner_start(const struct lms_sandbox_spec *pool_base, unsigned pool_size, struct lms_spawner **out,
-		      struct lms_error **err);
+int lms_spawner_start(const char *helper, const struct lms_sandbox_spec *pool_base, unsigned pool_size,
+		      struct lms_spawner **out, struct lms_error **err);
+
+/* The spawner in a process of its own image (`lm-sandbox __spawner SOCK BASE_FD POOL_SIZE`): `helper`
+ * above names that binary; NULL forks the caller instead. Never returns but on a bad start. */
+int lms_spawner_helper_main(int sock, int base_fd, unsigned pool_size);
 
 /* Stops the spawner (running workers keep their sandboxes until their jobs are cancelled or end). */
 void lms_spawner_stop(struct lms_spawner *sp);

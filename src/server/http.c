@@ -435,6 +435,26 @@ cancel_all(struct lms_server *s)
 	pthread_mutex_unlock(&s->jobs_lock);
 }
 
+/* A binary installed beside this one, or NULL. */
+static char *
+sibling_binary(const char *name)
+{
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n <= 0)
+		return NULL;
+	self[n] = '\0';
+	char *slash = strrchr(self, '/');
+	if (slash == NULL)
+		return NULL;
+	*slash = '\0';
+	char *path = xasprintf("%s/%s", self, name);
+	if (access(path, X_OK) == 0)
+		return path;
+	free(path);
+	return NULL;
+}
+
 int
 lms_server_run(struct lms_config *cfg, struct lms_error **err)
 {
@@ -470,7 +490,8 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	static struct lms_sandbox_spec pool_base;
 	lms_sandbox_spec_init(&pool_base);
 	pool_base.limits = cfg->defaults;
-	if (lms_spawner_start(&pool_base, (unsigned)cfg->pool_size, &s.spawner, err) < 0) {
+	_cleanup_free_ char *helper = sibling_binary("lm-sandbox");
+	if (lms_spawner_start(helper, &pool_base, (unsigned)cfg->pool_size, &s.spawner, err) < 0) {
 		close(fd);
 		free(s.listen_url);
 		return -1;
