@@ -39,7 +39,7 @@ static const char help_text[] =
 	"  --output-bytes N     per stream; the rest is discarded (default: 1048576)\n"
 	"  --disk-mb N          writable space of /work and /tmp together (default: 1024)\n"
 	"  --network            reach the network (not available yet)\n"
-	"  --gpu                pass NVIDIA GPUs through (not available yet)\n"
+	"  --gpu                pass the NVIDIA GPUs through (device nodes; driver from the host)\n"
 	"  --env NAME=VALUE     add a variable (repeatable); the caller's environment is never passed\n"
 	"  --cwd DIR            working directory inside (default: /work; created if missing)\n"
 	"  -i, --stdin          feed this command's standard input to PROGRAM (default: empty)\n"

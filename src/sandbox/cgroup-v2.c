@@ -82,7 +82,13 @@ lms_cgroup_v2_create(struct lms_cgroup *cg, const char *fs_root, const char *sel
 	lms_cgroup_reap_stale(parent);
 	char *path = xasprintf("%s/%s", parent, name);
 	if (mkdir(path, 0755) < 0) {
-		lms_error_set(err, LMS_ERR_SETUP, errno, "create %s", path);
+		int e = errno;
+		bool denied = e == EACCES || e == EPERM || e == EROFS;
+		lms_error_set(err, denied ? LMS_ERR_FORBIDDEN : LMS_ERR_SETUP, 0, "create %s: %s%s", path, strerror(e),
+			      denied ? " (memory and pids limits need a cgroup this user may write: run as root, "
+				       "or from a cgroup delegated to this user, e.g. systemd-run --user --scope "
+				       "-p Delegate=yes)"
+				     : "");
 		free(path);
 		return -1;
 	}

@@ -259,7 +259,7 @@ contain(struct lms_child_ctx *ctx, struct lms_launch *launch, struct lms_child_m
 	 * change, which clears it; a parent that died before this point is seen at the next sync read. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
 		return lms_child_fail(msg, errno, "prctl PR_SET_PDEATHSIG");
-	if (lms_mount_host_root(ctx->disk_mb, msg) < 0)
+	if (lms_mount_host_root(ctx->disk_mb, ctx->gpu, msg) < 0)
 		return -1;
 	if (sethostname("sandbox", 7) < 0)
 		return lms_child_fail(msg, errno, "sethostname");

@@ -26,6 +26,7 @@ struct lms_child_msg {
 /* What the child needs before it knows its command, set up by the parent before clone. */
 struct lms_child_ctx {
 	uint64_t disk_mb;              /* size of the scratch tmpfs as prepared */
+	bool gpu;                      /* NVIDIA devices in /dev */
 	const struct sock_fprog *seccomp;
 	int sync_fd;                   /* read end: a byte after the uid maps, a byte after the cgroup move,
 					* then the launch message */
@@ -52,7 +53,7 @@ __attribute__((format(printf, 3, 4))) int lms_child_fail(struct lms_child_msg *m
 							  ...);
 
 /* Builds the `host` image's root file system and makes it the root (mount.c). */
-int lms_mount_host_root(uint64_t disk_mb, struct lms_child_msg *msg);
+int lms_mount_host_root(uint64_t disk_mb, bool gpu, struct lms_child_msg *msg);
 
 /* Gives /work and /tmp (one tmpfs) a new size, after pivot_root (a prepared sandbox's request). */
 int lms_mount_resize_scratch(uint64_t disk_mb, struct lms_child_msg *msg);

@@ -3,6 +3,7 @@
  * holding read-only binds of the host's system directories, a writable /work and /tmp, a fresh /proc
  * and a minimal /dev; then pivot_root into it and detach the old root (as bubblewrap does).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/mount.h>
@@ -96,7 +97,52 @@ host_entries(struct lms_child_msg *msg)
 }
 
 static int
-make_dev(struct lms_child_msg *msg)
+bind_device(const char *src, const char *dst, struct lms_child_msg *msg)
+{
+	int fd = open(dst, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0666);
+	if (fd < 0)
+		return lms_child_fail(msg, errno, "create /%s", dst);
+	close(fd);
+	if (do_mount(src, dst, NULL, MS_BIND, NULL, msg) < 0 ||
+	    do_mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NOEXEC, NULL, msg) < 0)
+		return -1;
+	return 0;
+}
+
+/* What `docker run --gpus all` gives: every /dev/nvidia* device node and the /dev/nvidia-caps folder.
+ * The driver's user-space libraries and nvidia-smi come with the host's /usr and /etc (ld.so.cache). */
+static int
+add_nvidia_devices(struct lms_child_msg *msg)
+{
+	DIR *d = opendir("/dev");
+	if (d == NULL)
+		return lms_child_fail(msg, errno, "list /dev for NVIDIA devices");
+	char src[300], dst[300];
+	int r = 0;
+	struct dirent *e;
+	while (r == 0 && (e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, "nvidia", 6) != 0)
+			continue;
+		snprintf(src, sizeof(src), "/dev/%s", e->d_name);
+		snprintf(dst, sizeof(dst), "dev/%s", e->d_name);
+		struct stat st;
+		if (lstat(src, &st) < 0)
+			continue;
+		if (S_ISCHR(st.st_mode)) {
+			r = bind_device(src, dst, msg);
+		} else if (S_ISDIR(st.st_mode)) {
+			if (mkdir(dst, 0755) < 0)
+				r = lms_child_fail(msg, errno, "mkdir /%s", dst);
+			else
+				r = bind_readonly(src, dst, msg);
+		}
+	}
+	closedir(d);
+	return r;
+}
+
+static int
+make_dev(bool gpu, struct lms_child_msg *msg)
 {
 	char src[64], dst[64];
 	if (mkdir("dev", 0755) < 0)
@@ -107,14 +153,11 @@ make_dev(struct lms_child_msg *msg)
 		/* Device nodes cannot be created in a user namespace: bind the host's. */
 		snprintf(src, sizeof(src), "/dev/%s", *n);
 		snprintf(dst, sizeof(dst), "dev/%s", *n);
-		int fd = open(dst, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0666);
-		if (fd < 0)
-			return lms_child_fail(msg, errno, "create /%s", dst);
-		close(fd);
-		if (do_mount(src, dst, NULL, MS_BIND, NULL, msg) < 0 ||
-		    do_mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NOEXEC, NULL, msg) < 0)
+		if (bind_device(src, dst, msg) < 0)
 			return -1;
 	}
+	if (gpu && add_nvidia_devices(msg) < 0)
+		return -1;
 	if (mkdir("dev/pts", 0755) < 0 || mkdir("dev/shm", 01777) < 0)
 		return lms_child_fail(msg, errno, "mkdir /dev/pts, /dev/shm");
 	/* A private devpts instance: the sandbox's terminals are its own, not the host's. */
@@ -163,7 +206,7 @@ make_scratch(const char *dir, mode_t mode, struct lms_child_msg *msg)
 }
 
 int
-lms_mount_host_root(uint64_t disk_mb, struct lms_child_msg *msg)
+lms_mount_host_root(uint64_t disk_mb, bool gpu, struct lms_child_msg *msg)
 {
 	char opts[64];
 	/* Nothing of the sandbox's mounts may propagate back to the host. */
@@ -176,7 +219,7 @@ lms_mount_host_root(uint64_t disk_mb, struct lms_child_msg *msg)
 		return lms_child_fail(msg, errno, "chdir %s", BASE);
 
 	if (host_entries(msg) < 0 || make_scratch("work", 0755, msg) < 0 || make_scratch("tmp", 01777, msg) < 0 ||
-	    make_dev(msg) < 0 || make_proc(msg) < 0)
+	    make_dev(gpu, msg) < 0 || make_proc(msg) < 0)
 		return -1;
 
 	/* pivot_root(".", ".") stacks the old root on the new one; detaching it leaves no way back

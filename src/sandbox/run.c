@@ -379,14 +379,9 @@ check_host_support(const struct lms_sandbox_spec *spec, struct lms_error **err)
 		return lms_error_set(err, LMS_ERR_NOT_FOUND, 0,
 				     "image '%s' does not exist: only 'host' is available (imported images come later)",
 				     spec->image);
-	if (spec->gpu) {
-		if (access("/dev/nvidiactl", F_OK) < 0)
-			return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
-					     "gpu: this host has no NVIDIA GPU (/dev/nvidiactl does not exist); "
-					     "run without --gpu");
+	if (spec->gpu && access("/dev/nvidiactl", F_OK) < 0)
 		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
-				     "gpu: passthrough is not implemented yet; run without --gpu");
-	}
+				     "gpu: this host has no NVIDIA GPU (/dev/nvidiactl does not exist); run without --gpu");
 	if (spec->network)
 		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
 				     "network: sandboxes have loopback only for now; run without --network");
@@ -395,6 +390,7 @@ check_host_support(const struct lms_sandbox_spec *spec, struct lms_error **err)
 
 struct lms_prepared {
 	struct lms_limits base;
+	bool gpu;
 	struct lms_cgroup *cg;
 	struct pipes p;
 	pid_t pid;
@@ -412,6 +408,7 @@ lms_sandbox_prepare(const struct lms_sandbox_spec *base, struct lms_prepared **o
 		return -1;
 	struct lms_prepared *sp = xcalloc(1, sizeof(*sp));
 	sp->base = base->limits;
+	sp->gpu = base->gpu;
 	sp->pid = -1;
 	sp->pidfd = -1;
 	int *all[] = {sp->p.sync, sp->p.report, sp->p.in, sp->p.out, sp->p.err};
@@ -427,7 +424,7 @@ lms_sandbox_prepare(const struct lms_sandbox_spec *base, struct lms_prepared **o
 	}
 	bool privileged = geteuid() == 0, into_cgroup;
 	struct lms_child_ctx ctx = {
-		.disk_mb = sp->base.disk_mb, .seccomp = prog, .sync_fd = sp->p.sync[0],
+		.disk_mb = sp->base.disk_mb, .gpu = sp->gpu, .seccomp = prog, .sync_fd = sp->p.sync[0],
 		.report_fd = sp->p.report[1], .stdin_fd = sp->p.in[0], .stdout_fd = sp->p.out[1],
 		.stderr_fd = sp->p.err[1], .privileged = privileged,
 	};
@@ -533,6 +530,9 @@ static int
 fit_limits(struct lms_prepared *sp, const struct lms_sandbox_spec *spec, struct lms_error **err)
 {
 	const struct lms_limits *want = &spec->limits, *base = &sp->base;
+	if (spec->gpu != sp->gpu)
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "the sandbox was prepared %s GPUs",
+				     sp->gpu ? "with" : "without");
 	if (want->memory_mb > base->memory_mb || want->pids > base->pids || want->disk_mb > base->disk_mb)
 		return lms_error_set(err, LMS_ERR_INVALID, 0,
 				     "limits exceed those the sandbox was prepared with (memory %llu MiB, pids %llu, "
