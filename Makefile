@@ -4,7 +4,7 @@ CHECK_BUILD ?= build-check
 MESON ?= meson
 PYTHON ?= /usr/bin/python3
 
-.PHONY: all deps build run demo test unit system check bench clean format fuzz valgrind
+.PHONY: format-check all deps build run demo test unit system check bench clean format fuzz valgrind
 
 all: build
 
@@ -42,6 +42,12 @@ bench: build
 
 format:
 	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c')
+
+# CI: the C sources are as clang-format (.clang-format) writes them; ends with `N passed, N failed`.
+format-check:
+	@./scripts/deps.sh --quiet
+	@if clang-format --dry-run --Werror $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c'); then \
+		echo "1 passed, 0 failed"; else echo "run make format"; echo "0 passed, 1 failed"; exit 1; fi
 
 clean:
 	rm -rf $(BUILD) $(CHECK_BUILD) build-fuzz $(VALGRIND_BUILD)

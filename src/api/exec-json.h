@@ -16,8 +16,8 @@ enum lms_encoding {
 
 /* Returns a new object with stdout, stderr, exit_code, signal, timed_out, oom_killed,
  * stdout_truncated, stderr_truncated, duration_ms, cpu_ms and max_rss_kb. */
-json_t *lms_exec_result_json(const struct lms_sandbox_result *res, const char *out, size_t out_len,
-			     const char *err, size_t err_len, enum lms_encoding encoding);
+json_t *lms_exec_result_json(const struct lms_sandbox_result *res, const char *out, size_t out_len, const char *err,
+			     size_t err_len, enum lms_encoding encoding);
 
 /* API.md's one error shape: {"error": {"message", "type", "code"}}. */
 json_t *lms_error_json(const struct lms_error *e);

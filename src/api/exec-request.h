@@ -17,8 +17,8 @@ struct lms_exec_policy {
 	struct lms_limits ceilings; /* a request may tighten limits, never loosen them: larger values are
 				     * clamped to these (timeout_ms: --max-timeout-ms; the others: the
 				     * server's defaults) */
-	bool allow_network;         /* --allow-network */
-	bool have_bash;             /* the root file system has /bin/bash: "cmd" runs as bash -c, else sh -c */
+	bool allow_network;	    /* --allow-network */
+	bool have_bash;		    /* the root file system has /bin/bash: "cmd" runs as bash -c, else sh -c */
 };
 
 struct lms_exec_request {

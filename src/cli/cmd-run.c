@@ -24,30 +24,30 @@
 #define MAX_STDIN (256u << 20)
 
 static const char help_text[] =
-	"usage: lm-sandbox run [OPTIONS] -- PROGRAM [ARG...]\n"
-	"\n"
-	"Runs PROGRAM in a fresh one-shot sandbox: new user (uid 0 inside, never root outside), PID, mount,\n"
-	"network (loopback only), IPC, UTS and cgroup namespaces; the host's /usr, /bin, /lib*, /sbin and /etc\n"
-	"read-only; a private writable /work (the default directory) and /tmp; seccomp; cgroup limits.\n"
-	"\n"
-	"options:\n"
-	"  --image NAME         root file system (default: host)\n"
-	"  --timeout-ms N       wall-clock limit; the whole tree is killed (default: 30000)\n"
-	"  --memory-mb N        memory of all processes together (default: 512)\n"
-	"  --pids N             processes and threads at once (default: 256)\n"
-	"  --cpu-ms N           CPU time of all processes together (default: none)\n"
-	"  --output-bytes N     per stream; the rest is discarded (default: 1048576)\n"
-	"  --disk-mb N          writable space of /work and /tmp together (default: 1024)\n"
-	"  --network            reach the network (not available yet)\n"
-	"  --gpu                pass the NVIDIA GPUs through (device nodes; driver from the host)\n"
-	"  --env NAME=VALUE     add a variable (repeatable); the caller's environment is never passed\n"
-	"  --cwd DIR            working directory inside (default: /work; created if missing)\n"
-	"  -i, --stdin          feed this command's standard input to PROGRAM (default: empty)\n"
-	"  --json               capture the output and print the result as one JSON object\n"
-	"  -h, --help           show this help\n"
-	"\n"
-	"exit status: PROGRAM's (128+N if signal N ended it), 124 timeout, 125 sandbox setup failed,\n"
-	"126 not executable, 127 not found, 2 usage error; with --json, 0 once the sandbox ran.\n";
+    "usage: lm-sandbox run [OPTIONS] -- PROGRAM [ARG...]\n"
+    "\n"
+    "Runs PROGRAM in a fresh one-shot sandbox: new user (uid 0 inside, never root outside), PID, mount,\n"
+    "network (loopback only), IPC, UTS and cgroup namespaces; the host's /usr, /bin, /lib*, /sbin and /etc\n"
+    "read-only; a private writable /work (the default directory) and /tmp; seccomp; cgroup limits.\n"
+    "\n"
+    "options:\n"
+    "  --image NAME         root file system (default: host)\n"
+    "  --timeout-ms N       wall-clock limit; the whole tree is killed (default: 30000)\n"
+    "  --memory-mb N        memory of all processes together (default: 512)\n"
+    "  --pids N             processes and threads at once (default: 256)\n"
+    "  --cpu-ms N           CPU time of all processes together (default: none)\n"
+    "  --output-bytes N     per stream; the rest is discarded (default: 1048576)\n"
+    "  --disk-mb N          writable space of /work and /tmp together (default: 1024)\n"
+    "  --network            reach the network (not available yet)\n"
+    "  --gpu                pass the NVIDIA GPUs through (device nodes; driver from the host)\n"
+    "  --env NAME=VALUE     add a variable (repeatable); the caller's environment is never passed\n"
+    "  --cwd DIR            working directory inside (default: /work; created if missing)\n"
+    "  -i, --stdin          feed this command's standard input to PROGRAM (default: empty)\n"
+    "  --json               capture the output and print the result as one JSON object\n"
+    "  -h, --help           show this help\n"
+    "\n"
+    "exit status: PROGRAM's (128+N if signal N ended it), 124 timeout, 125 sandbox setup failed,\n"
+    "126 not executable, 127 not found, 2 usage error; with --json, 0 once the sandbox ran.\n";
 
 enum {
 	OPT_IMAGE = 256,
@@ -65,21 +65,21 @@ enum {
 };
 
 static const struct option options[] = {
-	{"image", required_argument, NULL, OPT_IMAGE},
-	{"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
-	{"memory-mb", required_argument, NULL, OPT_MEMORY},
-	{"pids", required_argument, NULL, OPT_PIDS},
-	{"cpu-ms", required_argument, NULL, OPT_CPU},
-	{"output-bytes", required_argument, NULL, OPT_OUTPUT},
-	{"disk-mb", required_argument, NULL, OPT_DISK},
-	{"network", no_argument, NULL, OPT_NETWORK},
-	{"gpu", no_argument, NULL, OPT_GPU},
-	{"env", required_argument, NULL, OPT_ENV},
-	{"cwd", required_argument, NULL, OPT_CWD},
-	{"stdin", no_argument, NULL, 'i'},
-	{"json", no_argument, NULL, OPT_JSON},
-	{"help", no_argument, NULL, 'h'},
-	{NULL, 0, NULL, 0},
+    {"image", required_argument, NULL, OPT_IMAGE},
+    {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
+    {"memory-mb", required_argument, NULL, OPT_MEMORY},
+    {"pids", required_argument, NULL, OPT_PIDS},
+    {"cpu-ms", required_argument, NULL, OPT_CPU},
+    {"output-bytes", required_argument, NULL, OPT_OUTPUT},
+    {"disk-mb", required_argument, NULL, OPT_DISK},
+    {"network", no_argument, NULL, OPT_NETWORK},
+    {"gpu", no_argument, NULL, OPT_GPU},
+    {"env", required_argument, NULL, OPT_ENV},
+    {"cwd", required_argument, NULL, OPT_CWD},
+    {"stdin", no_argument, NULL, 'i'},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
 };
 
 struct capture {
@@ -160,25 +160,53 @@ parse_args(int argc, char **argv, struct lms_sandbox_spec *spec, char ***env, bo
 	while ((c = getopt_long(argc, argv, "+ih", options, NULL)) != -1) {
 		int r = 0;
 		switch (c) {
-		case OPT_IMAGE: spec->image = optarg; break;
-		case OPT_TIMEOUT: r = parse_u64("timeout-ms", optarg, &spec->limits.timeout_ms); break;
-		case OPT_MEMORY: r = parse_u64("memory-mb", optarg, &spec->limits.memory_mb); break;
-		case OPT_PIDS: r = parse_u64("pids", optarg, &spec->limits.pids); break;
-		case OPT_CPU: r = parse_u64("cpu-ms", optarg, &spec->limits.cpu_ms); break;
-		case OPT_OUTPUT: r = parse_u64("output-bytes", optarg, &spec->limits.output_bytes); break;
-		case OPT_DISK: r = parse_u64("disk-mb", optarg, &spec->limits.disk_mb); break;
-		case OPT_NETWORK: spec->network = true; break;
-		case OPT_GPU: spec->gpu = true; break;
+		case OPT_IMAGE:
+			spec->image = optarg;
+			break;
+		case OPT_TIMEOUT:
+			r = parse_u64("timeout-ms", optarg, &spec->limits.timeout_ms);
+			break;
+		case OPT_MEMORY:
+			r = parse_u64("memory-mb", optarg, &spec->limits.memory_mb);
+			break;
+		case OPT_PIDS:
+			r = parse_u64("pids", optarg, &spec->limits.pids);
+			break;
+		case OPT_CPU:
+			r = parse_u64("cpu-ms", optarg, &spec->limits.cpu_ms);
+			break;
+		case OPT_OUTPUT:
+			r = parse_u64("output-bytes", optarg, &spec->limits.output_bytes);
+			break;
+		case OPT_DISK:
+			r = parse_u64("disk-mb", optarg, &spec->limits.disk_mb);
+			break;
+		case OPT_NETWORK:
+			spec->network = true;
+			break;
+		case OPT_GPU:
+			spec->gpu = true;
+			break;
 		case OPT_ENV:
 			*env = xrealloc(*env, (n_env + 2) * sizeof(char *));
 			(*env)[n_env++] = xstrdup(optarg);
 			(*env)[n_env] = NULL;
 			break;
-		case OPT_CWD: spec->cwd = optarg; break;
-		case 'i': *feed_stdin = true; break;
-		case OPT_JSON: *json = true; break;
-		case 'h': fputs(help_text, stdout); return 1000;
-		default: r = -1; break;
+		case OPT_CWD:
+			spec->cwd = optarg;
+			break;
+		case 'i':
+			*feed_stdin = true;
+			break;
+		case OPT_JSON:
+			*json = true;
+			break;
+		case 'h':
+			fputs(help_text, stdout);
+			return 1000;
+		default:
+			r = -1;
+			break;
 		}
 		if (r < 0)
 			return 1000 + EXIT_USAGE;
@@ -278,8 +306,8 @@ lms_cmd_run(int argc, char **argv)
 		return report_error(err, json);
 	}
 	if (json) {
-		json_t *obj = lms_exec_result_json(&res, cap.out.data, cap.out.len, cap.err.data, cap.err.len,
-						   LMS_ENCODING_UTF8);
+		json_t *obj =
+		    lms_exec_result_json(&res, cap.out.data, cap.out.len, cap.err.data, cap.err.len, LMS_ENCODING_UTF8);
 		lms_buf_clear(&cap.out);
 		lms_buf_clear(&cap.err);
 		int dumped = json_dumpf(obj, stdout, LMS_JSON_FLAGS);
@@ -292,8 +320,10 @@ lms_cmd_run(int argc, char **argv)
 		return EXIT_TIMEOUT;
 	}
 	if (res.oom_killed)
-		fprintf(stderr, "lm-sandbox: out of memory (limit %llu MiB)\n", (unsigned long long)spec.limits.memory_mb);
+		fprintf(stderr, "lm-sandbox: out of memory (limit %llu MiB)\n",
+			(unsigned long long)spec.limits.memory_mb);
 	if (res.cpu_exceeded)
-		fprintf(stderr, "lm-sandbox: CPU time limit of %llu ms exceeded\n", (unsigned long long)spec.limits.cpu_ms);
+		fprintf(stderr, "lm-sandbox: CPU time limit of %llu ms exceeded\n",
+			(unsigned long long)spec.limits.cpu_ms);
 	return res.exit_code;
 }

@@ -57,11 +57,11 @@ lms_strv_freep(char ***v)
 #define _cleanup_strv_ _cleanup_(lms_strv_freep)
 
 /* Takes ownership out of a cleanup variable. Type-checked: the result has the pointee's type. */
-#define steal_pointer(pp)                          \
-	({                                         \
-		__typeof__(*(pp)) _stolen = *(pp); \
-		*(pp) = NULL;                      \
-		_stolen;                           \
+#define steal_pointer(pp)                                                                                              \
+	({                                                                                                             \
+		__typeof__(*(pp)) _stolen = *(pp);                                                                     \
+		*(pp) = NULL;                                                                                          \
+		_stolen;                                                                                               \
 	})
 
 static inline int

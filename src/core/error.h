@@ -18,7 +18,7 @@ enum lms_error_kind {
 	LMS_ERR_NOT_FOUND,   /* an image, file or program does not exist */
 	LMS_ERR_FORBIDDEN,   /* asks for something this server or host does not allow */
 	LMS_ERR_UNSUPPORTED, /* the host lacks something (a GPU, a kernel feature) */
-	LMS_ERR_SETUP,       /* the sandbox could not be set up: the message names the step */
+	LMS_ERR_SETUP,	     /* the sandbox could not be set up: the message names the step */
 };
 
 struct lms_error {
@@ -28,8 +28,8 @@ struct lms_error {
 };
 
 /* Sets *err (when err is not NULL and *err is NULL) and returns -1. Appends ": strerror(errnum)" if errnum. */
-__attribute__((format(printf, 4, 5))) int lms_error_set(struct lms_error **err, enum lms_error_kind kind,
-							 int errnum, const char *fmt, ...);
+__attribute__((format(printf, 4, 5))) int lms_error_set(struct lms_error **err, enum lms_error_kind kind, int errnum,
+							const char *fmt, ...);
 
 /* Prefixes the message of *err with "context: ". Returns -1. No-op when err or *err is NULL. */
 __attribute__((format(printf, 2, 3))) int lms_error_prefix(struct lms_error **err, const char *fmt, ...);

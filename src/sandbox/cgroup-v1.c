@@ -7,9 +7,9 @@
 #include "sandbox/cgroup.h"
 
 static const char *const controllers[LMS_CG_COUNT] = {
-	[LMS_CG_MEMORY] = "memory",
-	[LMS_CG_PIDS] = "pids",
-	[LMS_CG_CPUACCT] = "cpuacct",
+    [LMS_CG_MEMORY] = "memory",
+    [LMS_CG_PIDS] = "pids",
+    [LMS_CG_CPUACCT] = "cpuacct",
 };
 
 static int
@@ -29,13 +29,7 @@ make_group(struct lms_cgroup *cg, int idx, const char *fs_root, const char *self
 	_cleanup_free_ char *parent = xasprintf("%s/%s%s", fs_root, controllers[idx], strcmp(own, "/") ? own : "");
 	lms_cgroup_reap_stale(parent);
 	char *path = xasprintf("%s/%s", parent, name);
-	if (mkdir(path, 0755) < 0) {
-		int e = errno;
-		bool denied = e == EACCES || e == EPERM || e == EROFS;
-		lms_error_set(err, denied ? LMS_ERR_FORBIDDEN : LMS_ERR_SETUP, 0, "create %s: %s%s", path, strerror(e),
-			      denied ? " (memory and pids limits need a cgroup this user may write: run as root, "
-				       "or from a cgroup delegated to this user)"
-				     : "");
+	if (lms_cgroup_mkdir(path, err) < 0) {
 		free(path);
 		return -1;
 	}

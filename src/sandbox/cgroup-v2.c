@@ -57,16 +57,8 @@ parent_group(const char *fs_root, const char *self_cgroup, struct lms_error **er
 			return steal_pointer(&dir);
 	}
 	_cleanup_free_ char *top = xasprintf("%s/" TOP_GROUP, fs_root);
-	if (mkdir(top, 0755) < 0 && errno != EEXIST) {
-		int e = errno;
-		bool denied = e == EACCES || e == EPERM || e == EROFS;
-		lms_error_set(err, denied ? LMS_ERR_FORBIDDEN : LMS_ERR_SETUP, 0, "create %s: %s%s", top, strerror(e),
-			      denied ? " (memory and pids limits need a cgroup this user may write: run as root, "
-				       "or from a cgroup delegated to this user, e.g. systemd-run --user --scope "
-				       "-p Delegate=yes)"
-				     : "");
+	if (access(top, F_OK) < 0 && lms_cgroup_mkdir(top, err) < 0)
 		return NULL;
-	}
 	if (delegate_controllers(fs_root, err) < 0 || delegate_controllers(top, err) < 0)
 		return NULL;
 	return steal_pointer(&top);
@@ -81,14 +73,7 @@ lms_cgroup_v2_create(struct lms_cgroup *cg, const char *fs_root, const char *sel
 		return -1;
 	lms_cgroup_reap_stale(parent);
 	char *path = xasprintf("%s/%s", parent, name);
-	if (mkdir(path, 0755) < 0) {
-		int e = errno;
-		bool denied = e == EACCES || e == EPERM || e == EROFS;
-		lms_error_set(err, denied ? LMS_ERR_FORBIDDEN : LMS_ERR_SETUP, 0, "create %s: %s%s", path, strerror(e),
-			      denied ? " (memory and pids limits need a cgroup this user may write: run as root, "
-				       "or from a cgroup delegated to this user, e.g. systemd-run --user --scope "
-				       "-p Delegate=yes)"
-				     : "");
+	if (lms_cgroup_mkdir(path, err) < 0) {
 		free(path);
 		return -1;
 	}

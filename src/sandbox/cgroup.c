@@ -72,7 +72,8 @@ lms_cgroup_create(const char *fs_root, const char *self_cgroup, const char *name
 int
 lms_cgroup_set_limits(const struct lms_cgroup *cg, const struct lms_limits *limits, struct lms_error **err)
 {
-	int r = cg->version == 2 ? lms_cgroup_v2_set_limits(cg, limits, err) : lms_cgroup_v1_set_limits(cg, limits, err);
+	int r =
+	    cg->version == 2 ? lms_cgroup_v2_set_limits(cg, limits, err) : lms_cgroup_v1_set_limits(cg, limits, err);
 	return r < 0 ? lms_error_prefix(err, "cgroup") : 0;
 }
 
@@ -94,6 +95,20 @@ lms_cgroup_attach(const struct lms_cgroup *cg, pid_t pid, struct lms_error **err
 			return lms_error_prefix(err, "cgroup: move pid %d into %s", (int)pid, cg->path[i]);
 	}
 	return 0;
+}
+
+int
+lms_cgroup_mkdir(const char *path, struct lms_error **err)
+{
+	if (mkdir(path, 0755) == 0)
+		return 0;
+	int e = errno;
+	bool denied = e == EACCES || e == EPERM || e == EROFS;
+	return lms_error_set(err, denied ? LMS_ERR_FORBIDDEN : LMS_ERR_SETUP, 0, "create %s: %s%s", path, strerror(e),
+			     denied ? " (memory and pids limits need a cgroup this user may write: run as root, or "
+				      "from a cgroup delegated to this user, e.g. systemd-run --user --scope -p "
+				      "Delegate=yes)"
+				    : "");
 }
 
 int

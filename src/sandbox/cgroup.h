@@ -19,17 +19,17 @@
 enum { LMS_CG_MEMORY, LMS_CG_PIDS, LMS_CG_CPUACCT, LMS_CG_COUNT };
 
 struct lms_cgroup {
-	int version;                  /* 1 or 2 */
-	char *path[LMS_CG_COUNT];     /* v1: one directory per controller (NULL if absent); v2: path[0] */
-	int dirfd[LMS_CG_COUNT];      /* O_PATH|O_DIRECTORY fds of the same, -1 if absent */
+	int version;		  /* 1 or 2 */
+	char *path[LMS_CG_COUNT]; /* v1: one directory per controller (NULL if absent); v2: path[0] */
+	int dirfd[LMS_CG_COUNT];  /* O_PATH|O_DIRECTORY fds of the same, -1 if absent */
 };
 
 /*
  * Creates the group `name` (e.g. "lms-1234-1") with the limits (memory_mb, pids) and returns it.
  * fs_root is normally LMS_CGROUP_FS and self_cgroup LMS_CGROUP_SELF (tests pass a fake tree).
  */
-int lms_cgroup_create(const char *fs_root, const char *self_cgroup, const char *name,
-		      const struct lms_limits *limits, struct lms_cgroup **out, struct lms_error **err);
+int lms_cgroup_create(const char *fs_root, const char *self_cgroup, const char *name, const struct lms_limits *limits,
+		      struct lms_cgroup **out, struct lms_error **err);
 
 /* Changes the memory and pids limits of an existing group (a prepared sandbox meeting its request). */
 int lms_cgroup_set_limits(const struct lms_cgroup *cg, const struct lms_limits *limits, struct lms_error **err);
@@ -60,6 +60,9 @@ int lms_cgroup_v2_create(struct lms_cgroup *cg, const char *fs_root, const char 
 
 int lms_cgroup_v1_set_limits(const struct lms_cgroup *cg, const struct lms_limits *limits, struct lms_error **err);
 int lms_cgroup_v2_set_limits(const struct lms_cgroup *cg, const struct lms_limits *limits, struct lms_error **err);
+
+/* mkdir of a group, its error saying what to do when permission is the problem. EEXIST is an error. */
+int lms_cgroup_mkdir(const char *path, struct lms_error **err);
 
 /* Writes a control file of the group (no-op flags let tests use a plain directory tree). */
 int lms_cgroup_write(int dirfd, const char *file, const char *text, struct lms_error **err);

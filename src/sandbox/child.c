@@ -37,8 +37,8 @@
 /* The capabilities a command keeps inside its user namespace: Docker's default set less MKNOD,
  * NET_RAW and AUDIT_WRITE. They act on the sandbox's own files and processes only. */
 static const int kept_caps[] = {
-	CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER,   CAP_FSETID,           CAP_KILL,       CAP_SETGID,
-	CAP_SETUID, CAP_SETPCAP,     CAP_SETFCAP,  CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT,
+    CAP_CHOWN,	CAP_DAC_OVERRIDE, CAP_FOWNER,  CAP_FSETID,	     CAP_KILL,	     CAP_SETGID,
+    CAP_SETUID, CAP_SETPCAP,	  CAP_SETFCAP, CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT,
 };
 
 int
@@ -94,7 +94,7 @@ loopback_up(struct lms_child_msg *msg)
 	if (s < 0)
 		return lms_child_fail(msg, errno, "socket for loopback");
 	struct ifreq ifr = {0};
-	strcpy(ifr.ifr_name, "lo");
+	memcpy(ifr.ifr_name, "lo", sizeof("lo"));
 	int r = ioctl(s, SIOCGIFFLAGS, &ifr);
 	if (r == 0) {
 		ifr.ifr_flags |= IFF_UP | IFF_RUNNING;

@@ -161,15 +161,14 @@ make_dev(bool gpu, struct lms_child_msg *msg)
 	if (mkdir("dev/pts", 0755) < 0 || mkdir("dev/shm", 01777) < 0)
 		return lms_child_fail(msg, errno, "mkdir /dev/pts, /dev/shm");
 	/* A private devpts instance: the sandbox's terminals are its own, not the host's. */
-	if (do_mount("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620",
-		     msg) < 0)
+	if (do_mount("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620", msg) <
+	    0)
 		return -1;
 	if (do_mount("tmpfs", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=01777", msg) < 0)
 		return -1;
 	static const char *const links[][2] = {
-		{"pts/ptmx", "dev/ptmx"},          {"/proc/self/fd", "dev/fd"},
-		{"/proc/self/fd/0", "dev/stdin"},  {"/proc/self/fd/1", "dev/stdout"},
-		{"/proc/self/fd/2", "dev/stderr"},
+	    {"pts/ptmx", "dev/ptmx"},	       {"/proc/self/fd", "dev/fd"},	  {"/proc/self/fd/0", "dev/stdin"},
+	    {"/proc/self/fd/1", "dev/stdout"}, {"/proc/self/fd/2", "dev/stderr"},
 	};
 	for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++)
 		if (symlink(links[i][0], links[i][1]) < 0)

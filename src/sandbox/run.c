@@ -40,11 +40,11 @@
 #define NS_FLAGS (CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
 
 static const char *const default_env[] = {
-	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-	"HOME=/work",
-	"LANG=C.UTF-8",
-	"TERM=dumb",
-	NULL,
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME=/work",
+    "LANG=C.UTF-8",
+    "TERM=dumb",
+    NULL,
 };
 
 struct pipes {
@@ -151,10 +151,10 @@ clone_sandbox(int cgroup_fd, int *pidfd, bool *into_cgroup, struct lms_error **e
 	*into_cgroup = false;
 #if HAVE_SYS_CLONE3
 	struct clone_args args = {
-		.flags = NS_FLAGS | CLONE_PIDFD | (cgroup_fd >= 0 ? CLONE_INTO_CGROUP | CLONE_NEWCGROUP : 0),
-		.pidfd = (uint64_t)(uintptr_t)pidfd,
-		.exit_signal = SIGCHLD,
-		.cgroup = cgroup_fd >= 0 ? (uint64_t)cgroup_fd : 0,
+	    .flags = NS_FLAGS | CLONE_PIDFD | (cgroup_fd >= 0 ? CLONE_INTO_CGROUP | CLONE_NEWCGROUP : 0),
+	    .pidfd = (uint64_t)(uintptr_t)pidfd,
+	    .exit_signal = SIGCHLD,
+	    .cgroup = cgroup_fd >= 0 ? (uint64_t)cgroup_fd : 0,
 	};
 	pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
 	if (pid >= 0) {
@@ -164,9 +164,9 @@ clone_sandbox(int cgroup_fd, int *pidfd, bool *into_cgroup, struct lms_error **e
 	if (errno != ENOSYS && errno != E2BIG && errno != EINVAL)
 		return lms_error_set(err, LMS_ERR_SETUP, errno, "clone3 into new namespaces%s",
 				     errno == EPERM || errno == ENOSPC
-					     ? " (user namespaces may be disabled: see sysctl "
-					       "kernel.unprivileged_userns_clone and user.max_user_namespaces)"
-					     : "");
+					 ? " (user namespaces may be disabled: see sysctl "
+					   "kernel.unprivileged_userns_clone and user.max_user_namespaces)"
+					 : "");
 #endif
 	pid = (pid_t)syscall(SYS_clone, NS_FLAGS | SIGCHLD, NULL, NULL, NULL, 0);
 	if (pid < 0)
@@ -195,8 +195,8 @@ struct watch {
 	struct lms_sandbox_result *result;
 	struct lms_cgroup *cg;
 	pid_t pid;
-	int exit_fd;            /* the pidfd of PID 1, or the report pipe */
-	int out_fd[3];          /* indexed by enum lms_stream; -1 once at EOF */
+	int exit_fd;   /* the pidfd of PID 1, or the report pipe */
+	int out_fd[3]; /* indexed by enum lms_stream; -1 once at EOF */
 	uint64_t out_seen[3];
 	int in_fd;
 	size_t in_off;
@@ -380,8 +380,9 @@ check_host_support(const struct lms_sandbox_spec *spec, struct lms_error **err)
 				     "image '%s' does not exist: only 'host' is available (imported images come later)",
 				     spec->image);
 	if (spec->gpu && access("/dev/nvidiactl", F_OK) < 0)
-		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
-				     "gpu: this host has no NVIDIA GPU (/dev/nvidiactl does not exist); run without --gpu");
+		return lms_error_set(
+		    err, LMS_ERR_UNSUPPORTED, 0,
+		    "gpu: this host has no NVIDIA GPU (/dev/nvidiactl does not exist); run without --gpu");
 	if (spec->network)
 		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
 				     "network: sandboxes have loopback only for now; run without --network");
@@ -424,9 +425,15 @@ lms_sandbox_prepare(const struct lms_sandbox_spec *base, struct lms_prepared **o
 	}
 	bool privileged = geteuid() == 0, into_cgroup;
 	struct lms_child_ctx ctx = {
-		.disk_mb = sp->base.disk_mb, .gpu = sp->gpu, .seccomp = prog, .sync_fd = sp->p.sync[0],
-		.report_fd = sp->p.report[1], .stdin_fd = sp->p.in[0], .stdout_fd = sp->p.out[1],
-		.stderr_fd = sp->p.err[1], .privileged = privileged,
+	    .disk_mb = sp->base.disk_mb,
+	    .gpu = sp->gpu,
+	    .seccomp = prog,
+	    .sync_fd = sp->p.sync[0],
+	    .report_fd = sp->p.report[1],
+	    .stdin_fd = sp->p.in[0],
+	    .stdout_fd = sp->p.out[1],
+	    .stderr_fd = sp->p.err[1],
+	    .privileged = privileged,
 	};
 	sp->pid = clone_sandbox(lms_cgroup_clone_fd(sp->cg), &sp->pidfd, &into_cgroup, err);
 	if (sp->pid < 0) {
@@ -550,8 +557,14 @@ lms_sandbox_launch(struct lms_prepared *sp, const struct lms_sandbox_spec *spec,
 {
 	*result = (struct lms_sandbox_result){0};
 	struct watch w = {
-		.spec = spec, .on_output = on_output, .userdata = userdata, .result = result, .cg = sp->cg,
-		.pid = sp->pid, .out_fd = {-1, -1, -1}, .in_fd = -1,
+	    .spec = spec,
+	    .on_output = on_output,
+	    .userdata = userdata,
+	    .result = result,
+	    .cg = sp->cg,
+	    .pid = sp->pid,
+	    .out_fd = {-1, -1, -1},
+	    .in_fd = -1,
 	};
 	if (lms_sandbox_spec_validate(spec, err) < 0 || check_host_support(spec, err) < 0 ||
 	    fit_limits(sp, spec, err) < 0) {

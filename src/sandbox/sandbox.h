@@ -36,22 +36,22 @@
 struct lms_limits {
 	uint64_t timeout_ms;   /* wall clock; the whole tree is killed */
 	uint64_t memory_mb;    /* all processes together (cgroup) */
-	uint64_t pids;         /* processes and threads at once (cgroup) */
+	uint64_t pids;	       /* processes and threads at once (cgroup) */
 	uint64_t cpu_ms;       /* CPU time of all processes together; 0 = none */
 	uint64_t output_bytes; /* per stream; the rest is read and discarded */
 	uint64_t disk_mb;      /* the writable /work and /tmp together (tmpfs size) */
 };
 
 struct lms_sandbox_spec {
-	char *const *argv;      /* NULL-terminated, argv[0] looked up in the sandbox's PATH */
-	char *const *env;       /* "K=V" added to the minimal environment; NULL-terminated or NULL */
-	const char *cwd;        /* inside the sandbox; NULL = /work; created when missing and possible */
-	const char *image;      /* NULL or "host" */
+	char *const *argv;	/* NULL-terminated, argv[0] looked up in the sandbox's PATH */
+	char *const *env;	/* "K=V" added to the minimal environment; NULL-terminated or NULL */
+	const char *cwd;	/* inside the sandbox; NULL = /work; created when missing and possible */
+	const char *image;	/* NULL or "host" */
 	const void *stdin_data; /* fed to the command then closed; NULL = /dev/null */
 	size_t stdin_len;
 	struct lms_limits limits;
-	bool network; /* not yet supported: always loopback only */
-	bool gpu;     /* NVIDIA passthrough (not yet: fails where no GPU exists) */
+	bool network;  /* not yet supported: always loopback only */
+	bool gpu;      /* NVIDIA passthrough (not yet: fails where no GPU exists) */
 	int cancel_fd; /* when readable (or hung up), the sandbox is killed; -1 = none */
 };
 

@@ -118,8 +118,9 @@ worker_main(int spec_fd, int events_fd, int cancel_fd, struct lms_prepared *prep
 	int r = data ? lms_spec_decode(data, len, &spec, &storage, &err) : -1;
 	if (r == 0) {
 		spec.cancel_fd = cancel_fd;
-		bool fits = prepared && base && !spec.network && !spec.gpu && spec.limits.memory_mb <= base->limits.memory_mb &&
-			    spec.limits.pids <= base->limits.pids && spec.limits.disk_mb <= base->limits.disk_mb &&
+		bool fits = prepared && base && !spec.network && !spec.gpu &&
+			    spec.limits.memory_mb <= base->limits.memory_mb && spec.limits.pids <= base->limits.pids &&
+			    spec.limits.disk_mb <= base->limits.disk_mb &&
 			    (spec.image == NULL || strcmp(spec.image, "host") == 0);
 		if (fits) {
 			r = lms_sandbox_launch(prepared, &spec, emit_output, &events_fd, &res, &err);
@@ -271,8 +272,8 @@ pool_take(struct pool *pool, int job[3])
 		} u;
 		memset(&u, 0, sizeof(u));
 		struct iovec iov = {"j", 1};
-		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-				     .msg_controllen = sizeof(u.buf)};
+		struct msghdr msg = {
+		    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
 		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;

@@ -13,7 +13,6 @@
 #define NONE32 0xffffffffu
 #define NONE64 UINT64_MAX
 
-
 static void
 put(struct lms_buf *b, const void *p, size_t n)
 {
@@ -50,8 +49,8 @@ lms_spec_encode(const struct lms_sandbox_spec *spec, struct lms_buf *out)
 	struct lms_buf *b = out;
 	const struct lms_limits *l = &spec->limits;
 	put_u32(b, SPEC_MAGIC);
-	uint64_t nums[] = {l->timeout_ms, l->memory_mb, l->pids, l->cpu_ms, l->output_bytes, l->disk_mb,
-			   spec->network, spec->gpu};
+	uint64_t nums[] = {l->timeout_ms,   l->memory_mb, l->pids,	 l->cpu_ms,
+			   l->output_bytes, l->disk_mb,	  spec->network, spec->gpu};
 	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
 		put_u64(b, nums[i]);
 	char *const *lists[] = {spec->argv, spec->env};
@@ -122,8 +121,7 @@ take_list(struct reader *r, char ***list, char ***slots, size_t *free_slots)
 }
 
 int
-lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, void **storage,
-		struct lms_error **err)
+lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, void **storage, struct lms_error **err)
 {
 	/* One block: pointer slots for argv and env, then every string copied with its NUL. */
 	/* argv and env (the whole environment, defaults included) share the slots. */
@@ -136,8 +134,8 @@ lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, voi
 	char **argv = NULL, **env = NULL, *cwd, *image;
 	lms_sandbox_spec_init(spec);
 	bool ok = take(&r, &magic, sizeof(magic)) && magic == SPEC_MAGIC && take(&r, nums, sizeof(nums)) &&
-		  take_list(&r, &argv, &slot, &slots) && take_list(&r, &env, &slot, &slots) &&
-		  take_str(&r, &cwd) && take_str(&r, &image) && take(&r, &stdin_len, sizeof(stdin_len));
+		  take_list(&r, &argv, &slot, &slots) && take_list(&r, &env, &slot, &slots) && take_str(&r, &cwd) &&
+		  take_str(&r, &image) && take(&r, &stdin_len, sizeof(stdin_len));
 	if (ok && stdin_len != NONE64) {
 		ok = stdin_len <= (uint64_t)(r.end - r.p);
 		if (ok) {
@@ -160,4 +158,3 @@ lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, voi
 	*storage = block;
 	return 0;
 }
-

@@ -8,16 +8,16 @@ void
 lms_sandbox_spec_init(struct lms_sandbox_spec *spec)
 {
 	*spec = (struct lms_sandbox_spec){
-		.limits =
-			{
-				.timeout_ms = LMS_DEFAULT_TIMEOUT_MS,
-				.memory_mb = LMS_DEFAULT_MEMORY_MB,
-				.pids = LMS_DEFAULT_PIDS,
-				.cpu_ms = 0,
-				.output_bytes = LMS_DEFAULT_OUTPUT_BYTES,
-				.disk_mb = LMS_DEFAULT_DISK_MB,
-			},
-		.cancel_fd = -1,
+	    .limits =
+		{
+		    .timeout_ms = LMS_DEFAULT_TIMEOUT_MS,
+		    .memory_mb = LMS_DEFAULT_MEMORY_MB,
+		    .pids = LMS_DEFAULT_PIDS,
+		    .cpu_ms = 0,
+		    .output_bytes = LMS_DEFAULT_OUTPUT_BYTES,
+		    .disk_mb = LMS_DEFAULT_DISK_MB,
+		},
+	    .cancel_fd = -1,
 	};
 }
 
@@ -75,14 +75,14 @@ lms_signal_name(int sig)
 		int sig;
 		const char *name;
 	} names[] = {
-		{SIGHUP, "SIGHUP"},   {SIGINT, "SIGINT"},   {SIGQUIT, "SIGQUIT"}, {SIGILL, "SIGILL"},
-		{SIGTRAP, "SIGTRAP"}, {SIGABRT, "SIGABRT"}, {SIGBUS, "SIGBUS"},   {SIGFPE, "SIGFPE"},
-		{SIGKILL, "SIGKILL"}, {SIGUSR1, "SIGUSR1"}, {SIGSEGV, "SIGSEGV"}, {SIGUSR2, "SIGUSR2"},
-		{SIGPIPE, "SIGPIPE"}, {SIGALRM, "SIGALRM"}, {SIGTERM, "SIGTERM"}, {SIGCHLD, "SIGCHLD"},
-		{SIGCONT, "SIGCONT"}, {SIGSTOP, "SIGSTOP"}, {SIGTSTP, "SIGTSTP"}, {SIGTTIN, "SIGTTIN"},
-		{SIGTTOU, "SIGTTOU"}, {SIGURG, "SIGURG"},   {SIGXCPU, "SIGXCPU"}, {SIGXFSZ, "SIGXFSZ"},
-		{SIGVTALRM, "SIGVTALRM"}, {SIGPROF, "SIGPROF"}, {SIGWINCH, "SIGWINCH"}, {SIGIO, "SIGIO"},
-		{SIGPWR, "SIGPWR"},   {SIGSYS, "SIGSYS"},
+	    {SIGHUP, "SIGHUP"},	      {SIGINT, "SIGINT"},   {SIGQUIT, "SIGQUIT"},   {SIGILL, "SIGILL"},
+	    {SIGTRAP, "SIGTRAP"},     {SIGABRT, "SIGABRT"}, {SIGBUS, "SIGBUS"},	    {SIGFPE, "SIGFPE"},
+	    {SIGKILL, "SIGKILL"},     {SIGUSR1, "SIGUSR1"}, {SIGSEGV, "SIGSEGV"},   {SIGUSR2, "SIGUSR2"},
+	    {SIGPIPE, "SIGPIPE"},     {SIGALRM, "SIGALRM"}, {SIGTERM, "SIGTERM"},   {SIGCHLD, "SIGCHLD"},
+	    {SIGCONT, "SIGCONT"},     {SIGSTOP, "SIGSTOP"}, {SIGTSTP, "SIGTSTP"},   {SIGTTIN, "SIGTTIN"},
+	    {SIGTTOU, "SIGTTOU"},     {SIGURG, "SIGURG"},   {SIGXCPU, "SIGXCPU"},   {SIGXFSZ, "SIGXFSZ"},
+	    {SIGVTALRM, "SIGVTALRM"}, {SIGPROF, "SIGPROF"}, {SIGWINCH, "SIGWINCH"}, {SIGIO, "SIGIO"},
+	    {SIGPWR, "SIGPWR"},	      {SIGSYS, "SIGSYS"},
 	};
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (names[i].sig == sig)

@@ -281,7 +281,8 @@ begin_request(struct lms_request *req)
 	const char *length = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (length && strtoull(length, NULL, 10) > s->cfg->max_body_bytes)
 		return lms_reply_error(req, 413, "invalid_request_error", "body_too_large",
-				       "the body is larger than %llu bytes", (unsigned long long)s->cfg->max_body_bytes);
+				       "the body is larger than %llu bytes",
+				       (unsigned long long)s->cfg->max_body_bytes);
 	return MHD_YES;
 }
 
@@ -360,8 +361,7 @@ is_loopback(const struct sockaddr *sa)
 		return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
 	if (sa->sa_family == AF_INET6) {
 		const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-		return IN6_IS_ADDR_LOOPBACK(a) ||
-		       (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+		return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
 	}
 	return false;
 }
@@ -497,7 +497,7 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 		return -1;
 	}
 	s.mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
-					 MHD_USE_ERROR_LOG | MHD_USE_POLL,
+				     MHD_USE_ERROR_LOG | MHD_USE_POLL,
 				 0, NULL, NULL, on_request, &s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, &s,
 				 MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s,
 				 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT,

@@ -4,8 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static const double bucket_bounds[LMS_METRICS_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1,  0.25,
-							   0.5,   1,    2.5,   5,    10,   30};
+static const double bucket_bounds[LMS_METRICS_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
 static const char *const outcome_names[LMS_OUTCOME_COUNT] = {"ok", "nonzero", "timeout", "oom", "cancelled", "error"};
 
 void

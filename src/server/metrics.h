@@ -9,8 +9,8 @@
 #define LMS_METRICS_BUCKETS 12
 
 enum lms_exec_outcome {
-	LMS_OUTCOME_OK,        /* exit code 0 */
-	LMS_OUTCOME_NONZERO,   /* ran, exited non-zero or by a signal */
+	LMS_OUTCOME_OK,	     /* exit code 0 */
+	LMS_OUTCOME_NONZERO, /* ran, exited non-zero or by a signal */
 	LMS_OUTCOME_TIMEOUT,
 	LMS_OUTCOME_OOM,
 	LMS_OUTCOME_CANCELLED, /* the client went away or the server stopped */

@@ -9,68 +9,67 @@
 #include "server/server.h"
 
 const struct lms_route lms_routes[] = {
-	{"POST", "/v1/exec", lms_route_exec, true, true, false,
-	 "Run one command in a fresh sandbox (JSON result, or Server-Sent Events with stream: true)",
-	 "ExecRequest", "ExecResult"},
-	{"POST", "/run-bash/", lms_route_run_bash, true, true, true,
-	 "The original sketch's endpoint: {\"cmd\": ...} runs in a fresh sandbox", "RunBashRequest",
-	 "RunBashResult"},
-	{"POST", "/run-bash", lms_route_run_bash, true, true, true, "Same as /run-bash/", "RunBashRequest",
-	 "RunBashResult"},
-	{"GET", "/healthz", lms_route_healthz, false, false, false, "Liveness and version (no token needed)", NULL,
-	 "Health"},
-	{"GET", "/metrics", lms_route_metrics, true, false, false, "Prometheus metrics (text format)", NULL, NULL},
-	{"GET", "/openapi.json", lms_route_openapi, false, false, false, "This document (OpenAPI 3.1)", NULL, NULL},
-	{"GET", "/docs", lms_route_docs, false, false, false, "A readable page of this API", NULL, NULL},
+    {"POST", "/v1/exec", lms_route_exec, true, true, false,
+     "Run one command in a fresh sandbox (JSON result, or Server-Sent Events with stream: true)", "ExecRequest",
+     "ExecResult"},
+    {"POST", "/run-bash/", lms_route_run_bash, true, true, true,
+     "The original sketch's endpoint: {\"cmd\": ...} runs in a fresh sandbox", "RunBashRequest", "RunBashResult"},
+    {"POST", "/run-bash", lms_route_run_bash, true, true, true, "Same as /run-bash/", "RunBashRequest",
+     "RunBashResult"},
+    {"GET", "/healthz", lms_route_healthz, false, false, false, "Liveness and version (no token needed)", NULL,
+     "Health"},
+    {"GET", "/metrics", lms_route_metrics, true, false, false, "Prometheus metrics (text format)", NULL, NULL},
+    {"GET", "/openapi.json", lms_route_openapi, false, false, false, "This document (OpenAPI 3.1)", NULL, NULL},
+    {"GET", "/docs", lms_route_docs, false, false, false, "A readable page of this API", NULL, NULL},
 };
 
 const size_t lms_n_routes = sizeof(lms_routes) / sizeof(lms_routes[0]);
 
 static const char components[] =
-	"{\"securitySchemes\": {\"bearer\": {\"type\": \"http\", \"scheme\": \"bearer\"}},"
-	" \"schemas\": {"
-	"  \"Limits\": {\"type\": \"object\", \"properties\": {"
-	"    \"memory_mb\": {\"type\": \"integer\", \"minimum\": 4, \"default\": 512},"
-	"    \"pids\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 256},"
-	"    \"cpu_ms\": {\"type\": \"integer\", \"minimum\": 0},"
-	"    \"output_bytes\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 1048576},"
-	"    \"disk_mb\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 1024}},"
-	"    \"description\": \"May tighten the server's limits, never loosen them: larger values are clamped.\"},"
-	"  \"ExecRequest\": {\"type\": \"object\", \"description\": \"Exactly one of cmd and argv.\","
-	"   \"properties\": {"
-	"    \"cmd\": {\"type\": \"string\", \"description\": \"run as bash -c (sh -c without bash)\"},"
-	"    \"argv\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}, \"minItems\": 1},"
-	"    \"stdin\": {\"type\": \"string\"},"
-	"    \"env\": {\"type\": \"object\", \"additionalProperties\": {\"type\": \"string\"}},"
-	"    \"cwd\": {\"type\": \"string\", \"default\": \"/work\"},"
-	"    \"timeout_ms\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 30000},"
-	"    \"limits\": {\"$ref\": \"#/components/schemas/Limits\"},"
-	"    \"network\": {\"type\": \"boolean\", \"default\": false},"
-	"    \"image\": {\"type\": \"string\", \"default\": \"host\"},"
-	"    \"gpu\": {\"type\": \"boolean\", \"default\": false},"
-	"    \"encoding\": {\"type\": \"string\", \"enum\": [\"utf-8\", \"base64\"], \"default\": \"utf-8\"},"
-	"    \"stream\": {\"type\": \"boolean\", \"default\": false}}},"
-	"  \"ExecResult\": {\"type\": \"object\", \"required\": [\"stdout\", \"stderr\", \"exit_code\", \"signal\","
-	"    \"timed_out\", \"oom_killed\", \"stdout_truncated\", \"stderr_truncated\", \"duration_ms\", \"cpu_ms\","
-	"    \"max_rss_kb\"], \"properties\": {"
-	"    \"stdout\": {\"type\": \"string\"}, \"stderr\": {\"type\": \"string\"},"
-	"    \"exit_code\": {\"type\": \"integer\", \"description\": \"128+N when signal N ended it\"},"
-	"    \"signal\": {\"type\": [\"string\", \"null\"], \"examples\": [\"SIGKILL\"]},"
-	"    \"timed_out\": {\"type\": \"boolean\"}, \"oom_killed\": {\"type\": \"boolean\"},"
-	"    \"stdout_truncated\": {\"type\": \"boolean\"}, \"stderr_truncated\": {\"type\": \"boolean\"},"
-	"    \"duration_ms\": {\"type\": \"number\"}, \"cpu_ms\": {\"type\": \"number\"},"
-	"    \"max_rss_kb\": {\"type\": \"integer\"}}},"
-	"  \"RunBashRequest\": {\"type\": \"object\", \"required\": [\"cmd\"], \"properties\": {"
-	"    \"cmd\": {\"type\": \"string\"}}, \"description\": \"and every field of ExecRequest\"},"
-	"  \"RunBashResult\": {\"allOf\": [{\"$ref\": \"#/components/schemas/ExecResult\"}, {\"type\": \"object\","
-	"    \"properties\": {\"output\": {\"type\": \"string\", \"description\": \"= stdout\"},"
-	"    \"error\": {\"type\": \"string\", \"description\": \"= stderr\"}}}]},"
-	"  \"Health\": {\"type\": \"object\", \"properties\": {\"status\": {\"type\": \"string\"},"
-	"    \"version\": {\"type\": \"string\"}, \"backends\": {\"type\": \"object\"}}},"
-	"  \"Error\": {\"type\": \"object\", \"required\": [\"error\"], \"properties\": {\"error\": {"
-	"    \"type\": \"object\", \"required\": [\"message\", \"type\", \"code\"], \"properties\": {"
-	"    \"message\": {\"type\": \"string\"}, \"type\": {\"type\": \"string\"}, \"code\": {\"type\": \"string\"}}}}}"
-	" }}";
+    "{\"securitySchemes\": {\"bearer\": {\"type\": \"http\", \"scheme\": \"bearer\"}},"
+    " \"schemas\": {"
+    "  \"Limits\": {\"type\": \"object\", \"properties\": {"
+    "    \"memory_mb\": {\"type\": \"integer\", \"minimum\": 4, \"default\": 512},"
+    "    \"pids\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 256},"
+    "    \"cpu_ms\": {\"type\": \"integer\", \"minimum\": 0},"
+    "    \"output_bytes\": {\"type\": \"integer\", \"minimum\": 0, \"default\": 1048576},"
+    "    \"disk_mb\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 1024}},"
+    "    \"description\": \"May tighten the server's limits, never loosen them: larger values are clamped.\"},"
+    "  \"ExecRequest\": {\"type\": \"object\", \"description\": \"Exactly one of cmd and argv.\","
+    "   \"properties\": {"
+    "    \"cmd\": {\"type\": \"string\", \"description\": \"run as bash -c (sh -c without bash)\"},"
+    "    \"argv\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}, \"minItems\": 1},"
+    "    \"stdin\": {\"type\": \"string\"},"
+    "    \"env\": {\"type\": \"object\", \"additionalProperties\": {\"type\": \"string\"}},"
+    "    \"cwd\": {\"type\": \"string\", \"default\": \"/work\"},"
+    "    \"timeout_ms\": {\"type\": \"integer\", \"minimum\": 1, \"default\": 30000},"
+    "    \"limits\": {\"$ref\": \"#/components/schemas/Limits\"},"
+    "    \"network\": {\"type\": \"boolean\", \"default\": false},"
+    "    \"image\": {\"type\": \"string\", \"default\": \"host\"},"
+    "    \"gpu\": {\"type\": \"boolean\", \"default\": false},"
+    "    \"encoding\": {\"type\": \"string\", \"enum\": [\"utf-8\", \"base64\"], \"default\": \"utf-8\"},"
+    "    \"stream\": {\"type\": \"boolean\", \"default\": false}}},"
+    "  \"ExecResult\": {\"type\": \"object\", \"required\": [\"stdout\", \"stderr\", \"exit_code\", \"signal\","
+    "    \"timed_out\", \"oom_killed\", \"stdout_truncated\", \"stderr_truncated\", \"duration_ms\", \"cpu_ms\","
+    "    \"max_rss_kb\"], \"properties\": {"
+    "    \"stdout\": {\"type\": \"string\"}, \"stderr\": {\"type\": \"string\"},"
+    "    \"exit_code\": {\"type\": \"integer\", \"description\": \"128+N when signal N ended it\"},"
+    "    \"signal\": {\"type\": [\"string\", \"null\"], \"examples\": [\"SIGKILL\"]},"
+    "    \"timed_out\": {\"type\": \"boolean\"}, \"oom_killed\": {\"type\": \"boolean\"},"
+    "    \"stdout_truncated\": {\"type\": \"boolean\"}, \"stderr_truncated\": {\"type\": \"boolean\"},"
+    "    \"duration_ms\": {\"type\": \"number\"}, \"cpu_ms\": {\"type\": \"number\"},"
+    "    \"max_rss_kb\": {\"type\": \"integer\"}}},"
+    "  \"RunBashRequest\": {\"type\": \"object\", \"required\": [\"cmd\"], \"properties\": {"
+    "    \"cmd\": {\"type\": \"string\"}}, \"description\": \"and every field of ExecRequest\"},"
+    "  \"RunBashResult\": {\"allOf\": [{\"$ref\": \"#/components/schemas/ExecResult\"}, {\"type\": \"object\","
+    "    \"properties\": {\"output\": {\"type\": \"string\", \"description\": \"= stdout\"},"
+    "    \"error\": {\"type\": \"string\", \"description\": \"= stderr\"}}}]},"
+    "  \"Health\": {\"type\": \"object\", \"properties\": {\"status\": {\"type\": \"string\"},"
+    "    \"version\": {\"type\": \"string\"}, \"backends\": {\"type\": \"object\"}}},"
+    "  \"Error\": {\"type\": \"object\", \"required\": [\"error\"], \"properties\": {\"error\": {"
+    "    \"type\": \"object\", \"required\": [\"message\", \"type\", \"code\"], \"properties\": {"
+    "    \"message\": {\"type\": \"string\"}, \"type\": {\"type\": \"string\"}, \"code\": {\"type\": \"string\"}}}}}"
+    " }}";
 
 static json_t *
 schema_ref(const char *name)
@@ -84,8 +83,8 @@ schema_ref(const char *name)
 static json_t *
 operation(const struct lms_route *r)
 {
-	json_t *error = json_pack("{s:s, s:o}", "description", "error (API.md's one shape)", "content",
-				  schema_ref("Error"));
+	json_t *error =
+	    json_pack("{s:s, s:o}", "description", "error (API.md's one shape)", "content", schema_ref("Error"));
 	json_t *ok = json_pack("{s:s}", "description", "success");
 	if (r->response_schema)
 		json_object_set_new(ok, "content", schema_ref(r->response_schema));
@@ -97,11 +96,10 @@ operation(const struct lms_route *r)
 		json_object_set_new(json_object_get(ok, "content"), "text/event-stream",
 				    json_pack("{s:{s:s}}", "schema", "description",
 					      "events stdout/stderr {data} as read, then exit {result less output}"));
-	json_t *op = json_pack("{s:s, s:{s:o, s:o}}", "summary", r->summary, "responses", "200", ok, "default",
-			       error);
+	json_t *op = json_pack("{s:s, s:{s:o, s:o}}", "summary", r->summary, "responses", "200", ok, "default", error);
 	if (r->request_schema)
-		json_object_set_new(op, "requestBody", json_pack("{s:b, s:o}", "required", 1, "content",
-								schema_ref(r->request_schema)));
+		json_object_set_new(op, "requestBody",
+				    json_pack("{s:b, s:o}", "required", 1, "content", schema_ref(r->request_schema)));
 	if (!r->auth)
 		json_object_set_new(op, "security", json_array());
 	return op;
@@ -110,10 +108,10 @@ operation(const struct lms_route *r)
 json_t *
 lms_openapi_document(void)
 {
-	json_t *doc = json_pack("{s:s, s:{s:s, s:s, s:s}, s:[{s:[]}]}", "openapi", "3.1.0", "info", "title",
-				"lm-sandbox", "version", LMS_VERSION, "description",
-				"Runs the commands of local language models in isolated sandboxes.", "security",
-				"bearer");
+	json_t *doc =
+	    json_pack("{s:s, s:{s:s, s:s, s:s}, s:[{s:[]}]}", "openapi", "3.1.0", "info", "title", "lm-sandbox",
+		      "version", LMS_VERSION, "description",
+		      "Runs the commands of local language models in isolated sandboxes.", "security", "bearer");
 	json_t *paths = json_object();
 	for (size_t i = 0; i < lms_n_routes; i++) {
 		const struct lms_route *r = &lms_routes[i];

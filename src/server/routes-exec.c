@@ -67,10 +67,10 @@ start_exec(struct lms_request *req, enum MHD_Result *reply)
 	struct lms_server *s = req->server;
 	struct lms_config *cfg = s->cfg;
 	struct lms_exec_policy policy = {
-		.defaults = cfg->defaults,
-		.ceilings = cfg->defaults,
-		.allow_network = cfg->allow_network,
-		.have_bash = s->have_bash,
+	    .defaults = cfg->defaults,
+	    .ceilings = cfg->defaults,
+	    .allow_network = cfg->allow_network,
+	    .have_bash = s->have_bash,
 	};
 	policy.ceilings.timeout_ms = cfg->max_timeout_ms;
 	_cleanup_error_ struct lms_error *err = NULL;
@@ -88,9 +88,9 @@ start_exec(struct lms_request *req, enum MHD_Result *reply)
 	if (atomic_fetch_add(&s->active, 1) >= (int)cfg->max_concurrent) {
 		exec_free(x);
 		struct MHD_Response *resp = NULL;
-		json_t *body = json_pack("{s:{s:s, s:s, s:s}}", "error", "message",
-					 "too many executions at once: retry shortly", "type", "rate_limit_error",
-					 "code", "too_many_requests");
+		json_t *body =
+		    json_pack("{s:{s:s, s:s, s:s}}", "error", "message", "too many executions at once: retry shortly",
+			      "type", "rate_limit_error", "code", "too_many_requests");
 		char *text = json_dumps(body, LMS_JSON_FLAGS);
 		json_decref(body);
 		resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
@@ -114,8 +114,8 @@ next_event(struct exec *x, struct lms_job_event *ev, struct lms_error **err)
 {
 	for (;;) {
 		struct pollfd fds[2] = {
-			{.fd = lms_job_fd(x->job), .events = POLLIN},
-			{.fd = x->client_fd, .events = POLLRDHUP},
+		    {.fd = lms_job_fd(x->job), .events = POLLIN},
+		    {.fd = x->client_fd, .events = POLLRDHUP},
 		};
 		if (poll(fds, 2, -1) < 0) {
 			if (errno == EINTR)
@@ -162,8 +162,8 @@ exec_buffered(struct lms_request *req, struct exec *x, bool seed)
 		reply = lms_reply_lms_error(req, ev.error);
 		lms_error_free(ev.error);
 	} else {
-		json_t *body = lms_exec_result_json(&ev.result, out.data, out.len, errb.data, errb.len,
-						    x->xr->encoding);
+		json_t *body =
+		    lms_exec_result_json(&ev.result, out.data, out.len, errb.data, errb.len, x->xr->encoding);
 		if (seed) {
 			/* The original sketch's names, beside API.md's. */
 			json_object_set(body, "output", json_object_get(body, "stdout"));
@@ -309,8 +309,8 @@ sse_free(void *cls)
 static enum MHD_Result
 exec_streamed(struct lms_request *req, struct exec *x)
 {
-	struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, sse_read, x,
-								      sse_free);
+	struct MHD_Response *resp =
+	    MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, sse_read, x, sse_free);
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
 	MHD_add_response_header(resp, "X-Accel-Buffering", "no");

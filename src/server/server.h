@@ -23,13 +23,13 @@ struct lms_request;
 typedef enum MHD_Result (*lms_handler_fn)(struct lms_request *req);
 
 struct lms_route {
-	const char *method;  /* "GET", "POST" */
-	const char *path;    /* exact path */
+	const char *method; /* "GET", "POST" */
+	const char *path;   /* exact path */
 	lms_handler_fn handler;
-	bool auth;           /* needs the token when one is configured */
-	bool json_body;      /* takes a JSON body (415 for other content types) */
-	bool form_ok;        /* also takes a JSON body sent as application/x-www-form-urlencoded (curl -d) */
-	const char *summary; /* for /openapi.json */
+	bool auth;		     /* needs the token when one is configured */
+	bool json_body;		     /* takes a JSON body (415 for other content types) */
+	bool form_ok;		     /* also takes a JSON body sent as application/x-www-form-urlencoded (curl -d) */
+	const char *summary;	     /* for /openapi.json */
 	const char *request_schema;  /* component name of the body, or NULL */
 	const char *response_schema; /* component name of the 200 body, or NULL */
 };
@@ -44,7 +44,7 @@ struct lms_server {
 	struct MHD_Daemon *mhd;
 	struct lms_spawner *spawner;
 	struct lms_metrics metrics;
-	atomic_int active;       /* executions running now */
+	atomic_int active; /* executions running now */
 	atomic_bool stopping;
 	bool have_bash;
 	pthread_mutex_t jobs_lock; /* guards jobs: SIGTERM cancels every running job */
@@ -60,7 +60,7 @@ struct lms_request {
 	char *path;
 	char id[64];
 	double start_ms;
-	unsigned status;         /* of the reply, for the log and the metrics */
+	unsigned status; /* of the reply, for the log and the metrics */
 	struct lms_buf body;
 	bool body_too_large;
 	bool replied;
@@ -71,9 +71,8 @@ struct lms_request {
 int lms_server_run(struct lms_config *cfg, struct lms_error **err);
 enum MHD_Result lms_reply(struct lms_request *req, unsigned status, struct MHD_Response *resp);
 enum MHD_Result lms_reply_json(struct lms_request *req, unsigned status, json_t *body);
-__attribute__((format(printf, 5, 6))) enum MHD_Result lms_reply_error(struct lms_request *req, unsigned status,
-								   const char *type, const char *code,
-								   const char *fmt, ...);
+__attribute__((format(printf, 5, 6))) enum MHD_Result
+lms_reply_error(struct lms_request *req, unsigned status, const char *type, const char *code, const char *fmt, ...);
 enum MHD_Result lms_reply_lms_error(struct lms_request *req, const struct lms_error *e);
 unsigned lms_error_status(const struct lms_error *e);
 int lms_request_socket(const struct lms_request *req);

@@ -12,7 +12,7 @@ enum setting_type { T_STRING, T_U64, T_BOOL };
 struct setting {
 	const char *flag; /* --flag; the variable is LM_SANDBOX_ + FLAG with '-' as '_' */
 	enum setting_type type;
-	const char *def;  /* NULL: unset */
+	const char *def; /* NULL: unset */
 	uint64_t min, max;
 	size_t offset;
 	const char *help;
@@ -21,32 +21,26 @@ struct setting {
 #define F(field) offsetof(struct lms_config, field)
 
 static const struct setting settings[] = {
-	{"listen", T_STRING, "127.0.0.1:8000", 0, 0, F(listen),
-	 "address:port to serve on (port 0 picks a free one); any non-loopback address needs a token"},
-	{"state-dir", T_STRING, "/var/lib/lm-sandbox", 0, 0, F(state_dir), "where the daemon keeps its state"},
-	{"token-file", T_STRING, NULL, 0, 0, F(token_file),
-	 "file holding the API token (or set LM_SANDBOX_API_TOKEN); requests then need Authorization: Bearer"},
-	{"env-file", T_STRING, NULL, 0, 0, F(env_file), "read LM_SANDBOX_* settings from KEY=VALUE lines"},
-	{"max-concurrent", T_U64, "16", 1, 4096, F(max_concurrent),
-	 "executions at once; more get 429 with Retry-After"},
-	{"pool-size", T_U64, "4", 0, 64, F(pool_size),
-	 "sandboxes kept prepared ahead of demand (0: make each on demand)"},
-	{"max-timeout-ms", T_U64, "300000", 1, LMS_MAX_TIMEOUT_MS, F(max_timeout_ms),
-	 "ceiling for a request's timeout_ms"},
-	{"max-body-bytes", T_U64, "8388608", 1024, 1ull << 30, F(max_body_bytes), "largest request body (413 past it)"},
-	{"allow-network", T_BOOL, "false", 0, 0, F(allow_network), "let requests ask for network: true"},
-	{"insecure-no-auth", T_BOOL, "false", 0, 0, F(insecure_no_auth),
-	 "serve a non-loopback address without a token (do not)"},
-	{"timeout-ms", T_U64, "30000", 1, LMS_MAX_TIMEOUT_MS, F(defaults.timeout_ms),
-	 "default timeout_ms of a request"},
-	{"memory-mb", T_U64, "512", 4, LMS_MAX_MEMORY_MB, F(defaults.memory_mb),
-	 "default and ceiling of limits.memory_mb"},
-	{"pids", T_U64, "256", 1, LMS_MAX_PIDS, F(defaults.pids), "default and ceiling of limits.pids"},
-	{"cpu-ms", T_U64, "0", 0, LMS_MAX_TIMEOUT_MS, F(defaults.cpu_ms),
-	 "default and ceiling of limits.cpu_ms (0: none)"},
-	{"output-bytes", T_U64, "1048576", 0, LMS_MAX_OUTPUT_BYTES, F(defaults.output_bytes),
-	 "default and ceiling of limits.output_bytes, per stream"},
-	{"disk-mb", T_U64, "1024", 1, LMS_MAX_DISK_MB, F(defaults.disk_mb), "default and ceiling of limits.disk_mb"},
+    {"listen", T_STRING, "127.0.0.1:8000", 0, 0, F(listen),
+     "address:port to serve on (port 0 picks a free one); any non-loopback address needs a token"},
+    {"state-dir", T_STRING, "/var/lib/lm-sandbox", 0, 0, F(state_dir), "where the daemon keeps its state"},
+    {"token-file", T_STRING, NULL, 0, 0, F(token_file),
+     "file holding the API token (or set LM_SANDBOX_API_TOKEN); requests then need Authorization: Bearer"},
+    {"env-file", T_STRING, NULL, 0, 0, F(env_file), "read LM_SANDBOX_* settings from KEY=VALUE lines"},
+    {"max-concurrent", T_U64, "16", 1, 4096, F(max_concurrent), "executions at once; more get 429 with Retry-After"},
+    {"pool-size", T_U64, "4", 0, 64, F(pool_size), "sandboxes kept prepared ahead of demand (0: make each on demand)"},
+    {"max-timeout-ms", T_U64, "300000", 1, LMS_MAX_TIMEOUT_MS, F(max_timeout_ms), "ceiling for a request's timeout_ms"},
+    {"max-body-bytes", T_U64, "8388608", 1024, 1ull << 30, F(max_body_bytes), "largest request body (413 past it)"},
+    {"allow-network", T_BOOL, "false", 0, 0, F(allow_network), "let requests ask for network: true"},
+    {"insecure-no-auth", T_BOOL, "false", 0, 0, F(insecure_no_auth),
+     "serve a non-loopback address without a token (do not)"},
+    {"timeout-ms", T_U64, "30000", 1, LMS_MAX_TIMEOUT_MS, F(defaults.timeout_ms), "default timeout_ms of a request"},
+    {"memory-mb", T_U64, "512", 4, LMS_MAX_MEMORY_MB, F(defaults.memory_mb), "default and ceiling of limits.memory_mb"},
+    {"pids", T_U64, "256", 1, LMS_MAX_PIDS, F(defaults.pids), "default and ceiling of limits.pids"},
+    {"cpu-ms", T_U64, "0", 0, LMS_MAX_TIMEOUT_MS, F(defaults.cpu_ms), "default and ceiling of limits.cpu_ms (0: none)"},
+    {"output-bytes", T_U64, "1048576", 0, LMS_MAX_OUTPUT_BYTES, F(defaults.output_bytes),
+     "default and ceiling of limits.output_bytes, per stream"},
+    {"disk-mb", T_U64, "1024", 1, LMS_MAX_DISK_MB, F(defaults.disk_mb), "default and ceiling of limits.disk_mb"},
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -61,8 +55,7 @@ env_name(const struct setting *s, char *out, size_t size)
 }
 
 static int
-assign(struct lms_config *cfg, const struct setting *s, const char *value, const char *source,
-       struct lms_error **err)
+assign(struct lms_config *cfg, const struct setting *s, const char *value, const char *source, struct lms_error **err)
 {
 	void *field = (char *)cfg + s->offset;
 	switch (s->type) {
@@ -118,8 +111,8 @@ find_env(const char *key)
 
 /* An environment-style entry: the settings' variables, and the token. */
 static int
-apply_env_entry(struct lms_config *cfg, const char *key, const char *value, const char *source,
-		bool strict, struct lms_error **err)
+apply_env_entry(struct lms_config *cfg, const char *key, const char *value, const char *source, bool strict,
+		struct lms_error **err)
 {
 	if (strcmp(key, "LM_SANDBOX_API_TOKEN") == 0) {
 		free(cfg->token);
@@ -215,8 +208,8 @@ parse_flags(int argc, char **argv, struct flag_value *out, size_t *n_out, struct
 		const char *name = a + 2, *eq = strchr(name, '=');
 		const struct setting *s = find_flag(name, eq ? (size_t)(eq - name) : strlen(name));
 		if (s == NULL)
-			return lms_error_set(err, LMS_ERR_INVALID, 0, "unknown option '%s' (see lm-sandbox serve --help)",
-					     a);
+			return lms_error_set(err, LMS_ERR_INVALID, 0,
+					     "unknown option '%s' (see lm-sandbox serve --help)", a);
 		const char *value = eq ? eq + 1 : NULL;
 		if (value == NULL && s->type == T_BOOL)
 			value = "true";
@@ -286,8 +279,8 @@ lms_config_help(FILE *f)
 	for (size_t i = 0; i < N_SETTINGS; i++) {
 		const struct setting *s = &settings[i];
 		env_name(s, name, sizeof(name));
-		fprintf(f, "  --%-18s %s\n  %-20s %s%s%s\n", s->flag, s->help, "", name,
-			s->def ? "  default: " : "", s->def ? s->def : "");
+		fprintf(f, "  --%-18s %s\n  %-20s %s%s%s\n", s->flag, s->help, "", name, s->def ? "  default: " : "",
+			s->def ? s->def : "");
 	}
 	fputs("\n  LM_SANDBOX_API_TOKEN  the API token itself (instead of --token-file)\n", f);
 }

@@ -12,7 +12,7 @@
 #include "sandbox/sandbox.h"
 
 struct lms_config {
-	char *listen;         /* "127.0.0.1:8000", "[::1]:8000", "0.0.0.0:0" */
+	char *listen; /* "127.0.0.1:8000", "[::1]:8000", "0.0.0.0:0" */
 	char *state_dir;
 	char *token_file;
 	char *env_file;
@@ -23,7 +23,7 @@ struct lms_config {
 	bool allow_network;
 	bool insecure_no_auth;
 	struct lms_limits defaults; /* a request's limits start here and may only go lower */
-	char *token;                /* from --token-file or LM_SANDBOX_API_TOKEN; never logged */
+	char *token;		    /* from --token-file or LM_SANDBOX_API_TOKEN; never logged */
 };
 
 /* Fills cfg from argv (the words after `serve`), envp and the env file. Prints --help and returns 1

@@ -216,11 +216,11 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(self_path_parsing),
-		cmocka_unit_test_setup_teardown(v1_group_is_child_of_own_group_with_limits, setup, teardown),
-		cmocka_unit_test_setup_teardown(v1_missing_controller_is_explained, setup, teardown),
-		cmocka_unit_test_setup_teardown(v2_uses_own_group_when_it_can_delegate, setup, teardown),
-		cmocka_unit_test_setup_teardown(v2_falls_back_to_top_group, setup, teardown),
+	    cmocka_unit_test(self_path_parsing),
+	    cmocka_unit_test_setup_teardown(v1_group_is_child_of_own_group_with_limits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(v1_missing_controller_is_explained, setup, teardown),
+	    cmocka_unit_test_setup_teardown(v2_uses_own_group_when_it_can_delegate, setup, teardown),
+	    cmocka_unit_test_setup_teardown(v2_falls_back_to_top_group, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

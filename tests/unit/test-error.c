@@ -47,9 +47,9 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(set_formats_step_target_and_cause),
-		cmocka_unit_test(first_error_wins_and_prefix_adds_context),
-		cmocka_unit_test(null_err_is_allowed),
+	    cmocka_unit_test(set_formats_step_target_and_cause),
+	    cmocka_unit_test(first_error_wins_and_prefix_adds_context),
+	    cmocka_unit_test(null_err_is_allowed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,12 +12,17 @@ static void
 result_has_exactly_the_api_fields(void **state)
 {
 	(void)state;
-	struct lms_sandbox_result res = {.exit_code = 137, .signal = SIGKILL, .timed_out = true,
-					 .duration_ms = 12.3456789, .cpu_ms = 1.5, .max_rss_kb = 3120};
+	struct lms_sandbox_result res = {.exit_code = 137,
+					 .signal = SIGKILL,
+					 .timed_out = true,
+					 .duration_ms = 12.3456789,
+					 .cpu_ms = 1.5,
+					 .max_rss_kb = 3120};
 	json_t *obj = lms_exec_result_json(&res, "hi\n", 3, "\xff", 1, LMS_ENCODING_UTF8);
 	assert_non_null(obj);
-	const char *keys[] = {"stdout", "stderr", "exit_code", "signal", "timed_out", "oom_killed",
-			      "stdout_truncated", "stderr_truncated", "duration_ms", "cpu_ms", "max_rss_kb"};
+	const char *keys[] = {"stdout",	     "stderr",	   "exit_code",	       "signal",
+			      "timed_out",   "oom_killed", "stdout_truncated", "stderr_truncated",
+			      "duration_ms", "cpu_ms",	   "max_rss_kb"};
 	assert_int_equal(json_object_size(obj), sizeof(keys) / sizeof(keys[0]));
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		assert_non_null(json_object_get(obj, keys[i]));
@@ -70,10 +75,10 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(result_has_exactly_the_api_fields),
-		cmocka_unit_test(exit_without_signal_has_null_signal),
-		cmocka_unit_test(base64_encoding),
-		cmocka_unit_test(error_shape),
+	    cmocka_unit_test(result_has_exactly_the_api_fields),
+	    cmocka_unit_test(exit_without_signal_has_null_signal),
+	    cmocka_unit_test(base64_encoding),
+	    cmocka_unit_test(error_shape),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

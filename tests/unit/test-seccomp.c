@@ -48,16 +48,26 @@ under_filter(long (*fn)(void))
 	return e;
 }
 
-static long do_unshare_user(void) { return unshare(CLONE_NEWUSER); }
-static long do_unshare_uts(void) { return unshare(CLONE_NEWUTS); }
-static long do_clone_user(void)
+static long
+do_unshare_user(void)
+{
+	return unshare(CLONE_NEWUSER);
+}
+static long
+do_unshare_uts(void)
+{
+	return unshare(CLONE_NEWUTS);
+}
+static long
+do_clone_user(void)
 {
 	long r = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, NULL, NULL, NULL, 0);
 	if (r == 0)
 		_exit(0);
 	return r;
 }
-static long do_clone3(void)
+static long
+do_clone3(void)
 {
 	struct clone_args args = {.exit_signal = SIGCHLD};
 	long r = syscall(SYS_clone3, &args, sizeof(args));
@@ -65,19 +75,49 @@ static long do_clone3(void)
 		_exit(0);
 	return r;
 }
-static long do_mount(void) { return syscall(SYS_mount, "none", "/tmp", "tmpfs", 0, NULL); }
-static long do_keyctl(void) { return syscall(SYS_keyctl, 0, 0, 0, 0, 0); }
-static long do_bpf(void) { return syscall(SYS_bpf, 0, NULL, 0); }
-static long do_io_uring(void) { return syscall(SYS_io_uring_setup, 1, NULL); }
-static long do_userfaultfd(void) { return syscall(SYS_userfaultfd, 0); }
-static long do_perf(void) { return syscall(SYS_perf_event_open, NULL, 0, -1, -1, 0); }
-static long do_tiocsti(void)
+static long
+do_mount(void)
+{
+	return syscall(SYS_mount, "none", "/tmp", "tmpfs", 0, NULL);
+}
+static long
+do_keyctl(void)
+{
+	return syscall(SYS_keyctl, 0, 0, 0, 0, 0);
+}
+static long
+do_bpf(void)
+{
+	return syscall(SYS_bpf, 0, NULL, 0);
+}
+static long
+do_io_uring(void)
+{
+	return syscall(SYS_io_uring_setup, 1, NULL);
+}
+static long
+do_userfaultfd(void)
+{
+	return syscall(SYS_userfaultfd, 0);
+}
+static long
+do_perf(void)
+{
+	return syscall(SYS_perf_event_open, NULL, 0, -1, -1, 0);
+}
+static long
+do_tiocsti(void)
 {
 	char c = 'x';
 	return ioctl(0, TIOCSTI | 0x100000000ul, &c) < 0 && errno == EPERM ? -1 : ioctl(0, TIOCSTI, &c);
 }
-static long do_getpid(void) { return getpid() > 0 ? 0 : -1; }
-static long do_fork(void)
+static long
+do_getpid(void)
+{
+	return getpid() > 0 ? 0 : -1;
+}
+static long
+do_fork(void)
 {
 	pid_t pid = fork();
 	if (pid == 0)
@@ -136,10 +176,10 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(denied_calls_fail_with_eperm),
-		cmocka_unit_test(clone3_says_enosys_so_libc_falls_back),
-		cmocka_unit_test(ordinary_calls_still_work),
-		cmocka_unit_test(denied_list_is_terminated_and_named),
+	    cmocka_unit_test(denied_calls_fail_with_eperm),
+	    cmocka_unit_test(clone3_says_enosys_so_libc_falls_back),
+	    cmocka_unit_test(ordinary_calls_still_work),
+	    cmocka_unit_test(denied_list_is_terminated_and_named),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -97,9 +97,9 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(defaults_are_api_md_defaults),
-		cmocka_unit_test(bad_specs_name_the_field),
-		cmocka_unit_test(signal_names),
+	    cmocka_unit_test(defaults_are_api_md_defaults),
+	    cmocka_unit_test(bad_specs_name_the_field),
+	    cmocka_unit_test(signal_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -38,10 +38,10 @@ invalid_bytes_become_replacement_characters(void **state)
 	(void)state;
 	CLEAN("\xFF", FFFD);
 	CLEAN("a\x80z", "a" FFFD "z");
-	CLEAN("\xC0\xAF", FFFD FFFD);         /* overlong '/' */
-	CLEAN("\xED\xA0\x80", FFFD FFFD FFFD); /* surrogate U+D800 */
+	CLEAN("\xC0\xAF", FFFD FFFD);			/* overlong '/' */
+	CLEAN("\xED\xA0\x80", FFFD FFFD FFFD);		/* surrogate U+D800 */
 	CLEAN("\xF4\x90\x80\x80", FFFD FFFD FFFD FFFD); /* past U+10FFFF */
-	CLEAN("\xE2\x82", FFFD);               /* truncated at the end: one maximal subpart */
+	CLEAN("\xE2\x82", FFFD);			/* truncated at the end: one maximal subpart */
 	CLEAN("\xE2\x82x", FFFD "x");
 	CLEAN("\xF0\x9F\x98", FFFD);
 }
@@ -50,8 +50,8 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(valid_text_is_unchanged),
-		cmocka_unit_test(invalid_bytes_become_replacement_characters),
+	    cmocka_unit_test(valid_text_is_unchanged),
+	    cmocka_unit_test(invalid_bytes_become_replacement_characters),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
