@@ -71,18 +71,16 @@ close_pipes(struct pipes *p)
 	close_pair(p->err);
 }
 
+/* All five, stdin's too: a prepared sandbox does not know yet whether its command will read input. */
 static int
-open_pipes(struct pipes *p, bool with_stdin, struct lms_error **err)
+open_pipes(struct pipes *p, struct lms_error **err)
 {
 	int *all[] = {p->sync, p->report, p->in, p->out, p->err};
 	for (size_t i = 0; i < 5; i++)
 		all[i][0] = all[i][1] = -1;
-	for (size_t i = 0; i < 5; i++) {
-		if (all[i] == p->in && !with_stdin)
-			continue;
+	for (size_t i = 0; i < 5; i++)
 		if (pipe2(all[i], O_CLOEXEC) < 0)
 			return lms_error_set(err, LMS_ERR_SETUP, errno, "create pipes");
-	}
 	/* The parent's ends never block: one poll loop serves them all. */
 	int parent_ends[] = {p->report[0], p->in[1], p->out[0], p->err[0]};
 	for (size_t i = 0; i < 4; i++)
@@ -412,14 +410,12 @@ lms_sandbox_prepare(const struct lms_sandbox_spec *base, struct lms_prepared **o
 	sp->gpu = base->gpu;
 	sp->pid = -1;
 	sp->pidfd = -1;
-	int *all[] = {sp->p.sync, sp->p.report, sp->p.in, sp->p.out, sp->p.err};
-	for (size_t i = 0; i < 5; i++)
-		all[i][0] = all[i][1] = -1;
-
 	char name[64];
 	snprintf(name, sizeof(name), "lms-%d-%u", (int)getpid(), ++sequence);
-	if (lms_cgroup_create(LMS_CGROUP_FS, LMS_CGROUP_SELF, name, &sp->base, &sp->cg, err) < 0 ||
-	    open_pipes(&sp->p, true, err) < 0) {
+	int r = open_pipes(&sp->p, err);
+	if (r == 0)
+		r = lms_cgroup_create(LMS_CGROUP_FS, LMS_CGROUP_SELF, name, &sp->base, &sp->cg, err);
+	if (r < 0) {
 		lms_prepared_free(sp);
 		return -1;
 	}
@@ -450,7 +446,7 @@ lms_sandbox_prepare(const struct lms_sandbox_spec *base, struct lms_prepared **o
 		close(steal_fd(child_ends[i]));
 
 	/* The child builds its root while the parent moves it into the cgroup (child.c, wait_for_parent). */
-	int r = write_id_maps(sp->pid, privileged, err);
+	r = write_id_maps(sp->pid, privileged, err);
 	if (r == 0 && write(sp->p.sync[1], "m", 1) != 1)
 		r = lms_error_set(err, LMS_ERR_SETUP, errno, "release the sandbox after the uid maps");
 	if (r == 0 && !into_cgroup)
