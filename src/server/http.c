@@ -4,6 +4,7 @@
  * (start, SIGTERM, shutdown). Routes live in routes-*.c and are listed in router.c.
  */
 #include <arpa/inet.h>
+#include <curl/curl.h>
 #include <ctype.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -18,6 +19,7 @@
 
 #include "api/exec-json.h"
 #include "core/alloc.h"
+#include "llm/backend.h"
 #include "server/server.h"
 
 double
@@ -477,6 +479,25 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 				     cfg->listen);
 	}
 
+	/* libcurl's global state, before any thread exists (its documented rule). */
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+		close(fd);
+		free(s.listen_url);
+		return lms_error_set(err, LMS_ERR_SETUP, 0, "initialise libcurl");
+	}
+	struct lms_backends backends = {
+	    .connect_timeout_ms = cfg->backend_connect_timeout_ms,
+	    .timeout_ms = cfg->backend_timeout_ms,
+	    .cache_ms = cfg->models_cache_ms,
+	};
+	if (lms_backends_init(&backends, cfg->ollama_url, cfg->llamacpp_url, cfg->backends, err) < 0) {
+		lms_backends_free(&backends);
+		close(fd);
+		free(s.listen_url);
+		return -1;
+	}
+	s.backends = &backends;
+
 	/* Signals are blocked before any thread or the spawner exists, and then read with sigwait. */
 	sigset_t stop;
 	sigemptyset(&stop);
@@ -519,6 +540,8 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	MHD_stop_daemon(s.mhd);
 	close(fd);
 	lms_spawner_stop(s.spawner);
+	lms_backends_free(&backends);
+	curl_global_cleanup();
 	log_event("info", "stopped", NULL, NULL);
 	free(s.listen_url);
 	return 0;

@@ -16,6 +16,22 @@ const struct lms_route lms_routes[] = {
      "The original sketch's endpoint: {\"cmd\": ...} runs in a fresh sandbox", "RunBashRequest", "RunBashResult"},
     {"POST", "/run-bash", lms_route_run_bash, true, true, true, "Same as /run-bash/", "RunBashRequest",
      "RunBashResult"},
+    {"GET", "/v1/models", lms_route_models, true, false, false,
+     "Models of every reachable backend, as backend/name (OpenAI's list shape)", NULL, NULL},
+    {"POST", "/v1/chat/completions", lms_route_chat_completions, true, true, false,
+     "OpenAI chat completion, relayed to the backend that owns model (stream: true relays its events as they "
+     "arrive)",
+     "ChatRequest", NULL},
+    {"POST", "/ollama/", lms_route_ollama, true, true, true,
+     "The original sketch's endpoint: {\"cmd\": prompt, \"model\": optional} to Ollama; the chat.completion "
+     "object",
+     "SeedChatRequest", NULL},
+    {"POST", "/ollama", lms_route_ollama, true, true, true, "Same as /ollama/", "SeedChatRequest", NULL},
+    {"POST", "/llama-cpp/", lms_route_llamacpp, true, true, true,
+     "The original sketch's endpoint: {\"cmd\", \"model\"} to llama-server; {output, error, model, usage}",
+     "SeedChatRequest", "LlamaCppResult"},
+    {"POST", "/llama-cpp", lms_route_llamacpp, true, true, true, "Same as /llama-cpp/", "SeedChatRequest",
+     "LlamaCppResult"},
     {"GET", "/healthz", lms_route_healthz, false, false, false, "Liveness and version (no token needed)", NULL,
      "Health"},
     {"GET", "/metrics", lms_route_metrics, true, false, false, "Prometheus metrics (text format)", NULL, NULL},
@@ -64,6 +80,15 @@ static const char components[] =
     "  \"RunBashResult\": {\"allOf\": [{\"$ref\": \"#/components/schemas/ExecResult\"}, {\"type\": \"object\","
     "    \"properties\": {\"output\": {\"type\": \"string\", \"description\": \"= stdout\"},"
     "    \"error\": {\"type\": \"string\", \"description\": \"= stderr\"}}}]},"
+    "  \"ChatRequest\": {\"type\": \"object\", \"required\": [\"model\", \"messages\"], \"properties\": {"
+    "    \"model\": {\"type\": \"string\", \"description\": \"backend/name, or a bare name\"},"
+    "    \"messages\": {\"type\": \"array\"}, \"stream\": {\"type\": \"boolean\"}},"
+    "    \"description\": \"OpenAI's chat completion request; every field passes through untouched\"},"
+    "  \"SeedChatRequest\": {\"type\": \"object\", \"required\": [\"cmd\"], \"properties\": {"
+    "    \"cmd\": {\"type\": \"string\", \"description\": \"the prompt (data, never shell text)\"},"
+    "    \"model\": {\"type\": \"string\"}}},"
+    "  \"LlamaCppResult\": {\"type\": \"object\", \"properties\": {\"output\": {\"type\": \"string\"},"
+    "    \"error\": {\"type\": \"string\"}, \"model\": {\"type\": \"string\"}, \"usage\": {\"type\": \"object\"}}},"
     "  \"Health\": {\"type\": \"object\", \"properties\": {\"status\": {\"type\": \"string\"},"
     "    \"version\": {\"type\": \"string\"}, \"backends\": {\"type\": \"object\"}}},"
     "  \"Error\": {\"type\": \"object\", \"required\": [\"error\"], \"properties\": {\"error\": {"

@@ -3,14 +3,16 @@
 
 #include "config.h"
 #include "core/alloc.h"
+#include "llm/backend.h"
 #include "server/server.h"
 
 enum MHD_Result
 lms_route_healthz(struct lms_request *req)
 {
 	return lms_reply_json(req, 200,
-			      json_pack("{s:s, s:s, s:{}, s:i}", "status", "ok", "version", LMS_VERSION, "backends",
-					"active_sandboxes", atomic_load(&req->server->active)));
+			      json_pack("{s:s, s:s, s:o, s:i}", "status", "ok", "version", LMS_VERSION, "backends",
+					lms_backends_health_json(req->server->backends), "active_sandboxes",
+					atomic_load(&req->server->active)));
 }
 
 enum MHD_Result

@@ -18,6 +18,8 @@
 #include "server/settings.h"
 #include "server/metrics.h"
 
+struct lms_backends;
+
 struct lms_request;
 
 typedef enum MHD_Result (*lms_handler_fn)(struct lms_request *req);
@@ -43,6 +45,7 @@ struct lms_server {
 	struct lms_config *cfg;
 	struct MHD_Daemon *mhd;
 	struct lms_spawner *spawner;
+	struct lms_backends *backends;
 	struct lms_metrics metrics;
 	atomic_int active; /* executions running now */
 	atomic_bool stopping;
@@ -90,6 +93,12 @@ json_t *lms_openapi_document(void);
 /* routes-exec.c */
 enum MHD_Result lms_route_exec(struct lms_request *req);
 enum MHD_Result lms_route_run_bash(struct lms_request *req);
+
+/* routes-llm.c */
+enum MHD_Result lms_route_models(struct lms_request *req);
+enum MHD_Result lms_route_chat_completions(struct lms_request *req);
+enum MHD_Result lms_route_ollama(struct lms_request *req);
+enum MHD_Result lms_route_llamacpp(struct lms_request *req);
 
 /* routes-ops.c */
 enum MHD_Result lms_route_healthz(struct lms_request *req);

@@ -5,9 +5,10 @@
 #include <stddef.h>
 
 #include "core/alloc.h"
+#include "core/buf.h"
 #include "core/file.h"
 
-enum setting_type { T_STRING, T_U64, T_BOOL };
+enum setting_type { T_STRING, T_U64, T_BOOL, T_LIST /* a string; repeated flags join with ',' */ };
 
 struct setting {
 	const char *flag; /* --flag; the variable is LM_SANDBOX_ + FLAG with '-' as '_' */
@@ -34,6 +35,19 @@ static const struct setting settings[] = {
     {"allow-network", T_BOOL, "false", 0, 0, F(allow_network), "let requests ask for network: true"},
     {"insecure-no-auth", T_BOOL, "false", 0, 0, F(insecure_no_auth),
      "serve a non-loopback address without a token (do not)"},
+    {"ollama-url", T_STRING, "http://127.0.0.1:11434", 0, 0, F(ollama_url), "the Ollama backend"},
+    {"llamacpp-url", T_STRING, "http://127.0.0.1:8080", 0, 0, F(llamacpp_url), "the llama.cpp backend (llama-server)"},
+    {"backend", T_LIST, NULL, 0, 0, F(backends),
+     "another OpenAI-compatible backend, NAME=URL (repeatable; the variable takes NAME=URL,NAME=URL)"},
+    {"ollama-model", T_STRING, NULL, 0, 0, F(ollama_model),
+     "model of POST /ollama/ when the request names none (else the backend's first)"},
+    {"llamacpp-model", T_STRING, NULL, 0, 0, F(llamacpp_model),
+     "model of POST /llama-cpp/ when the request names none (else the backend's first)"},
+    {"backend-connect-timeout-ms", T_U64, "2000", 1, 600000, F(backend_connect_timeout_ms),
+     "connecting to a backend (503 past it)"},
+    {"backend-timeout-ms", T_U64, "300000", 1, 3600000, F(backend_timeout_ms),
+     "a backend's silence before its first byte or between two (504 past it)"},
+    {"models-cache-ms", T_U64, "2000", 0, 3600000, F(models_cache_ms), "how long backends' model lists are reused"},
     {"timeout-ms", T_U64, "30000", 1, LMS_MAX_TIMEOUT_MS, F(defaults.timeout_ms), "default timeout_ms of a request"},
     {"memory-mb", T_U64, "512", 4, LMS_MAX_MEMORY_MB, F(defaults.memory_mb), "default and ceiling of limits.memory_mb"},
     {"pids", T_U64, "256", 1, LMS_MAX_PIDS, F(defaults.pids), "default and ceiling of limits.pids"},
@@ -59,6 +73,7 @@ assign(struct lms_config *cfg, const struct setting *s, const char *value, const
 {
 	void *field = (char *)cfg + s->offset;
 	switch (s->type) {
+	case T_LIST:
 	case T_STRING:
 		free(*(char **)field);
 		*(char **)field = xstrdup(value);
@@ -257,9 +272,26 @@ lms_config_load(struct lms_config *cfg, int argc, char **argv, char **envp, stru
 			return -1;
 	}
 	for (size_t i = 0; i < n_flags; i++) {
+		if (flags[i].s->type == T_LIST)
+			continue;
 		_cleanup_free_ char *where = xasprintf("--%s", flags[i].s->flag);
 		if (assign(cfg, flags[i].s, flags[i].value, where, err) < 0)
 			return -1;
+	}
+	/* Repeated list flags join, and replace what the environment or the file said. */
+	for (size_t k = 0; k < N_SETTINGS; k++) {
+		if (settings[k].type != T_LIST)
+			continue;
+		struct lms_buf joined = {0};
+		for (size_t i = 0; i < n_flags; i++)
+			if (flags[i].s == &settings[k]) {
+				if (joined.len > 0)
+					lms_buf_append(&joined, ",", 1);
+				lms_buf_append(&joined, flags[i].value, strlen(flags[i].value));
+			}
+		if (joined.data != NULL)
+			assign(cfg, &settings[k], joined.data, "flag", NULL);
+		lms_buf_clear(&joined);
 	}
 	if (cfg->token_file && load_token_file(cfg, err) < 0)
 		return -1;
@@ -289,7 +321,7 @@ void
 lms_config_free(struct lms_config *cfg)
 {
 	for (size_t i = 0; i < N_SETTINGS; i++)
-		if (settings[i].type == T_STRING) {
+		if (settings[i].type == T_STRING || settings[i].type == T_LIST) {
 			char **field = (char **)((char *)cfg + settings[i].offset);
 			free(*field);
 			*field = NULL;

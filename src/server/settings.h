@@ -22,6 +22,14 @@ struct lms_config {
 	uint64_t max_body_bytes;
 	bool allow_network;
 	bool insecure_no_auth;
+	char *ollama_url;
+	char *llamacpp_url;
+	char *backends; /* "NAME=URL,NAME=URL" */
+	char *ollama_model;
+	char *llamacpp_model;
+	uint64_t backend_connect_timeout_ms;
+	uint64_t backend_timeout_ms;
+	uint64_t models_cache_ms;
 	struct lms_limits defaults; /* a request's limits start here and may only go lower */
 	char *token;		    /* from --token-file or LM_SANDBOX_API_TOKEN; never logged */
 };

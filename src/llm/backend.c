@@ -1,0 +1,196 @@
+#include "llm/backend.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+
+static double
+now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int
+add(struct lms_backends *bs, const char *name, enum lms_backend_kind kind, const char *url, struct lms_error **err)
+{
+	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "backend %s: '%s' is not an http:// or https:// URL",
+				     name, url);
+	for (size_t i = 0; i < bs->n; i++)
+		if (strcmp(bs->v[i].name, name) == 0)
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "backend %s is configured twice", name);
+	bs->v = xrealloc(bs->v, (bs->n + 1) * sizeof(*bs->v));
+	struct lms_backend *b = &bs->v[bs->n++];
+	*b = (struct lms_backend){.name = xstrdup(name), .kind = kind, .url = xstrdup(url)};
+	size_t len = strlen(b->url);
+	while (len > 0 && b->url[len - 1] == '/')
+		b->url[--len] = '\0';
+	return 0;
+}
+
+int
+lms_backends_init(struct lms_backends *bs, const char *ollama_url, const char *llamacpp_url, const char *extra,
+		  struct lms_error **err)
+{
+	pthread_mutex_init(&bs->lock, NULL);
+	if (add(bs, "ollama", LMS_BACKEND_OLLAMA, ollama_url, err) < 0 ||
+	    add(bs, "llamacpp", LMS_BACKEND_LLAMACPP, llamacpp_url, err) < 0)
+		return -1;
+	if (extra == NULL || *extra == '\0')
+		return 0;
+	_cleanup_free_ char *list = xstrdup(extra);
+	char *save = NULL;
+	for (char *item = strtok_r(list, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(item, '=');
+		if (eq == NULL || eq == item)
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "--backend '%s': expected NAME=URL", item);
+		*eq = '\0';
+		if (strchr(item, '/') != NULL)
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "--backend name '%s' may not contain '/'", item);
+		if (add(bs, item, LMS_BACKEND_OPENAI, eq + 1, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+void
+lms_backends_free(struct lms_backends *bs)
+{
+	for (size_t i = 0; i < bs->n; i++) {
+		free(bs->v[i].name);
+		free(bs->v[i].url);
+		lms_strv_free(bs->v[i].models);
+	}
+	free(bs->v);
+	pthread_mutex_destroy(&bs->lock);
+}
+
+/* GET /v1/models of one backend; returns the ids, or NULL when it cannot be reached or answers badly. */
+static char **
+fetch_models(struct lms_backends *bs, struct lms_backend *b)
+{
+	struct lms_relay *r = NULL;
+	struct lms_buf body = {0};
+	unsigned status = 0;
+	char **ids = NULL;
+	if (lms_relay_start(bs, b, "GET", "/v1/models", NULL, 0, -1, &r, NULL) == 0 &&
+	    lms_relay_body(r, &body, &status, NULL) == 0 && status == 200) {
+		json_t *root = json_loadb(body.data ? body.data : "", body.len, 0, NULL);
+		json_t *data = json_object_get(root, "data");
+		size_t n = json_array_size(data), k = 0;
+		ids = xcalloc(n + 1, sizeof(char *));
+		for (size_t i = 0; i < n; i++) {
+			const char *id = json_string_value(json_object_get(json_array_get(data, i), "id"));
+			if (id != NULL)
+				ids[k++] = xstrdup(id);
+		}
+		if (root == NULL) {
+			lms_strv_free(ids);
+			ids = NULL;
+		}
+		json_decref(root);
+	}
+	lms_buf_clear(&body);
+	lms_relay_free(r);
+	return ids;
+}
+
+void
+lms_backends_refresh(struct lms_backends *bs)
+{
+	pthread_mutex_lock(&bs->lock);
+	double now = now_ms();
+	for (size_t i = 0; i < bs->n; i++) {
+		struct lms_backend *b = &bs->v[i];
+		if (b->fetched_ms > 0 && now - b->fetched_ms < (double)bs->cache_ms)
+			continue;
+		lms_strv_free(b->models);
+		b->models = fetch_models(bs, b);
+		b->reachable = b->models != NULL;
+		b->fetched_ms = now_ms();
+	}
+	pthread_mutex_unlock(&bs->lock);
+}
+
+json_t *
+lms_backends_models_json(struct lms_backends *bs)
+{
+	lms_backends_refresh(bs);
+	json_t *data = json_array();
+	pthread_mutex_lock(&bs->lock);
+	for (size_t i = 0; i < bs->n; i++)
+		for (char **m = bs->v[i].models; m && *m; m++) {
+			char id[1024];
+			snprintf(id, sizeof(id), "%s/%s", bs->v[i].name, *m);
+			json_array_append_new(
+			    data, json_pack("{s:s, s:s, s:s}", "id", id, "object", "model", "owned_by", bs->v[i].name));
+		}
+	pthread_mutex_unlock(&bs->lock);
+	return json_pack("{s:s, s:o}", "object", "list", "data", data);
+}
+
+json_t *
+lms_backends_health_json(struct lms_backends *bs)
+{
+	lms_backends_refresh(bs);
+	json_t *out = json_object();
+	pthread_mutex_lock(&bs->lock);
+	for (size_t i = 0; i < bs->n; i++)
+		json_object_set_new(out, bs->v[i].name,
+				    json_pack("{s:s, s:b}", "url", bs->v[i].url, "reachable", bs->v[i].reachable));
+	pthread_mutex_unlock(&bs->lock);
+	return out;
+}
+
+struct lms_backend *
+lms_backends_resolve(struct lms_backends *bs, const char *model, char **bare, struct lms_error **err)
+{
+	const char *slash = strchr(model, '/');
+	if (slash != NULL)
+		for (size_t i = 0; i < bs->n; i++)
+			if (strlen(bs->v[i].name) == (size_t)(slash - model) &&
+			    strncmp(bs->v[i].name, model, (size_t)(slash - model)) == 0) {
+				*bare = xstrdup(slash + 1);
+				return &bs->v[i];
+			}
+	lms_backends_refresh(bs);
+	struct lms_backend *found = NULL;
+	pthread_mutex_lock(&bs->lock);
+	for (size_t i = 0; i < bs->n && !found; i++)
+		for (char **m = bs->v[i].models; m && *m && !found; m++)
+			if (strcmp(*m, model) == 0)
+				found = &bs->v[i];
+	pthread_mutex_unlock(&bs->lock);
+	if (found == NULL) {
+		lms_error_set(err, LMS_ERR_NOT_FOUND, 0,
+			      "model '%s' is not served by any reachable backend: see GET /v1/models, or name it as "
+			      "backend/model",
+			      model);
+		return NULL;
+	}
+	*bare = xstrdup(model);
+	return found;
+}
+
+struct lms_backend *
+lms_backends_of_kind(struct lms_backends *bs, enum lms_backend_kind kind)
+{
+	for (size_t i = 0; i < bs->n; i++)
+		if (bs->v[i].kind == kind)
+			return &bs->v[i];
+	return NULL;
+}
+
+char *
+lms_backend_first_model(struct lms_backends *bs, struct lms_backend *b)
+{
+	lms_backends_refresh(bs);
+	pthread_mutex_lock(&bs->lock);
+	char *first = b->models && b->models[0] ? xstrdup(b->models[0]) : NULL;
+	pthread_mutex_unlock(&bs->lock);
+	return first;
+}

@@ -1,0 +1,80 @@
+#pragma once
+/*
+ * The model servers behind the gateway: Ollama, llama.cpp's llama-server and any OpenAI-compatible
+ * server, each reached over libcurl. Model lists are gathered from every backend's GET /v1/models and
+ * cached briefly, so that a burst of requests does not hammer the backends. Thread-safe.
+ */
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/error.h"
+
+enum lms_backend_kind { LMS_BACKEND_OLLAMA, LMS_BACKEND_LLAMACPP, LMS_BACKEND_OPENAI };
+
+struct lms_backend {
+	char *name; /* "ollama", "llamacpp", or the NAME of --backend NAME=URL */
+	enum lms_backend_kind kind;
+	char *url; /* without a trailing slash */
+	/* cache, under lms_backends.lock */
+	bool reachable;
+	char **models; /* NULL-terminated ids as the backend names them */
+	double fetched_ms;
+};
+
+struct lms_backends {
+	struct lms_backend *v;
+	size_t n;
+	uint64_t connect_timeout_ms;
+	uint64_t timeout_ms; /* to the first byte and between bytes */
+	uint64_t cache_ms;
+	pthread_mutex_t lock;
+};
+
+/* Builds the list: ollama, llamacpp, then `extra` ("NAME=URL,NAME=URL", may be NULL). */
+int lms_backends_init(struct lms_backends *bs, const char *ollama_url, const char *llamacpp_url, const char *extra,
+		      struct lms_error **err);
+void lms_backends_free(struct lms_backends *bs);
+
+/* Refreshes the model lists older than the cache time (reachability too). */
+void lms_backends_refresh(struct lms_backends *bs);
+
+/* {"object": "list", "data": [{"id": "backend/model", "object": "model", "owned_by": "backend"}, ...]} */
+json_t *lms_backends_models_json(struct lms_backends *bs);
+
+/* {"ollama": {"url", "reachable"}, ...} */
+json_t *lms_backends_health_json(struct lms_backends *bs);
+
+/* Finds the backend of `model` ("backend/name", or a bare name looked up in configured order). Returns
+ * the backend and sets *bare (caller frees) to the name the backend knows, or NULL (LMS_ERR_NOT_FOUND). */
+struct lms_backend *lms_backends_resolve(struct lms_backends *bs, const char *model, char **bare,
+					 struct lms_error **err);
+
+/* The backend of a kind (the seed endpoints), or NULL. */
+struct lms_backend *lms_backends_of_kind(struct lms_backends *bs, enum lms_backend_kind kind);
+
+/* The first model a backend lists, or NULL (caller frees). */
+char *lms_backend_first_model(struct lms_backends *bs, struct lms_backend *b);
+
+/*
+ * One request to a backend, its response read as it arrives (llm/relay.c). lms_relay_start sends it;
+ * lms_relay_headers waits for the status line and headers; lms_relay_read returns body bytes as they
+ * come (0 at the end). While waiting, client_fd (the HTTP client's socket, or -1) is watched: when the
+ * client has gone, the transfer is aborted and LMS_RELAY_CLIENT_GONE returned.
+ */
+struct lms_relay;
+enum { LMS_RELAY_CLIENT_GONE = -2 };
+
+int lms_relay_start(struct lms_backends *bs, struct lms_backend *b, const char *method, const char *path,
+		    const char *body, size_t len, int client_fd, struct lms_relay **out, struct lms_error **err);
+/* 0 with *status and *content_type (owned by the relay) set; < 0 with *err: 503 unreachable, 504 timeout,
+ * 502 for a backend that answered nothing usable. *http_status gets the status to reply with. */
+int lms_relay_headers(struct lms_relay *r, long *status, const char **content_type, unsigned *http_status,
+		      struct lms_error **err);
+ssize_t lms_relay_read(struct lms_relay *r, char *buf, size_t max);
+/* Reads the whole body (bounded). < 0 as lms_relay_headers. */
+int lms_relay_body(struct lms_relay *r, struct lms_buf *out, unsigned *http_status, struct lms_error **err);
+void lms_relay_free(struct lms_relay *r);

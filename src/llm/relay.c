@@ -1,0 +1,265 @@
+/*
+ * One HTTP exchange with a backend over libcurl, read as it arrives. The calling thread drives the
+ * transfer (curl_multi_poll) and watches the HTTP client's socket at the same time, so a client that
+ * goes away aborts the backend request at once.
+ */
+#include <curl/curl.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "llm/backend.h"
+
+#define MAX_BODY (64u << 20)
+
+struct lms_relay {
+	CURLM *multi;
+	CURL *easy;
+	struct curl_slist *headers;
+	char *url;
+	const struct lms_backend *backend;
+	struct lms_buf buf;
+	size_t off;
+	bool headers_done, done, client_gone, timed_out;
+	CURLcode result;
+	long status;
+	char *content_type;
+	int client_fd;
+	double last_activity, idle_ms;
+	char error[CURL_ERROR_SIZE];
+};
+
+static double
+now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static size_t
+on_header(char *data, size_t size, size_t n, void *userdata)
+{
+	struct lms_relay *r = userdata;
+	r->last_activity = now_ms();
+	/* The blank line ends a header block; a 1xx block is followed by another. */
+	if (size * n <= 2 && (data[0] == '\r' || data[0] == '\n')) {
+		long status = 0;
+		curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+		if (status >= 200) {
+			r->status = status;
+			r->headers_done = true;
+		}
+	}
+	return size * n;
+}
+
+static size_t
+on_body(char *data, size_t size, size_t n, void *userdata)
+{
+	struct lms_relay *r = userdata;
+	r->last_activity = now_ms();
+	r->headers_done = true;
+	if (r->buf.len - r->off + size * n > MAX_BODY)
+		return 0; /* aborts: a backend may not flood us */
+	lms_buf_append(&r->buf, data, size * n);
+	return size * n;
+}
+
+int
+lms_relay_start(struct lms_backends *bs, struct lms_backend *b, const char *method, const char *path, const char *body,
+		size_t len, int client_fd, struct lms_relay **out, struct lms_error **err)
+{
+	struct lms_relay *r = xcalloc(1, sizeof(*r));
+	r->backend = b;
+	r->client_fd = client_fd;
+	r->idle_ms = (double)bs->timeout_ms;
+	r->url = xasprintf("%s%s", b->url, path);
+	r->multi = curl_multi_init();
+	r->easy = curl_easy_init();
+	if (r->multi == NULL || r->easy == NULL) {
+		lms_relay_free(r);
+		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "backend %s: cannot start a libcurl transfer", b->name);
+	}
+	r->headers = curl_slist_append(r->headers, "Content-Type: application/json");
+	r->headers = curl_slist_append(r->headers, "Expect:");
+	CURL *e = r->easy;
+	CURLcode c = CURLE_OK;
+#define SET(opt, val)                                                                                                  \
+	do {                                                                                                           \
+		if (c == CURLE_OK)                                                                                     \
+			c = curl_easy_setopt(e, opt, val);                                                             \
+	} while (0)
+	SET(CURLOPT_URL, r->url);
+	SET(CURLOPT_CUSTOMREQUEST, method);
+	SET(CURLOPT_HTTPHEADER, r->headers);
+	SET(CURLOPT_HEADERFUNCTION, on_header);
+	SET(CURLOPT_HEADERDATA, r);
+	SET(CURLOPT_WRITEFUNCTION, on_body);
+	SET(CURLOPT_WRITEDATA, r);
+	SET(CURLOPT_ERRORBUFFER, r->error);
+	SET(CURLOPT_NOSIGNAL, 1L);
+	SET(CURLOPT_CONNECTTIMEOUT_MS, (long)bs->connect_timeout_ms);
+	SET(CURLOPT_PROTOCOLS_STR, "http,https");
+	SET(CURLOPT_FOLLOWLOCATION, 0L);
+	SET(CURLOPT_ACCEPT_ENCODING, NULL);
+	if (body != NULL) {
+		SET(CURLOPT_POSTFIELDS, body);
+		SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	}
+#undef SET
+	if (c != CURLE_OK || curl_multi_add_handle(r->multi, e) != CURLM_OK) {
+		lms_relay_free(r);
+		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "backend %s: set up the request: %s", b->name,
+				     curl_easy_strerror(c));
+	}
+	r->last_activity = now_ms();
+	*out = r;
+	return 0;
+}
+
+static bool
+client_gone(int fd)
+{
+	char c;
+	ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* Drives the transfer until `ready` holds, it ends, the client goes or the backend falls silent. */
+static void
+pump(struct lms_relay *r, bool (*ready)(const struct lms_relay *))
+{
+	while (!r->done && !ready(r)) {
+		int running = 0;
+		curl_multi_perform(r->multi, &running);
+		CURLMsg *m;
+		int left;
+		while ((m = curl_multi_info_read(r->multi, &left)) != NULL)
+			if (m->msg == CURLMSG_DONE) {
+				r->done = true;
+				r->result = m->data.result;
+			}
+		if (r->done || ready(r))
+			break;
+		double idle = now_ms() - r->last_activity;
+		if (idle >= r->idle_ms) {
+			r->timed_out = true;
+			r->done = true;
+			break;
+		}
+		int wait = (int)(r->idle_ms - idle) + 1;
+		struct curl_waitfd extra = {.fd = r->client_fd, .events = CURL_WAIT_POLLIN};
+		curl_multi_poll(r->multi, r->client_fd >= 0 ? &extra : NULL, r->client_fd >= 0 ? 1 : 0,
+				wait < 1000 ? wait : 1000, NULL);
+		if (r->client_fd >= 0 && (extra.revents & CURL_WAIT_POLLIN) && client_gone(r->client_fd)) {
+			r->client_gone = true;
+			r->done = true;
+		}
+	}
+}
+
+static bool
+have_headers(const struct lms_relay *r)
+{
+	return r->headers_done;
+}
+
+static bool
+have_data(const struct lms_relay *r)
+{
+	return r->buf.len > r->off;
+}
+
+/* The API's error for a transfer that gave nothing usable. */
+static int
+transfer_error(struct lms_relay *r, unsigned *http_status, struct lms_error **err)
+{
+	const struct lms_backend *b = r->backend;
+	if (r->client_gone)
+		return LMS_RELAY_CLIENT_GONE;
+	if (r->timed_out) {
+		*http_status = 504;
+		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "backend %s (%s) did not answer within %.0f ms", b->name,
+				     b->url, r->idle_ms);
+	}
+	curl_off_t connected_us = 0;
+	curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connected_us);
+	bool unreachable = r->result == CURLE_COULDNT_CONNECT || r->result == CURLE_COULDNT_RESOLVE_HOST ||
+			   (r->result == CURLE_OPERATION_TIMEDOUT && connected_us == 0);
+	*http_status = unreachable ? 503 : 502;
+	return lms_error_set(err, LMS_ERR_INTERNAL, 0, "backend %s (%s) %s: %s", b->name, b->url,
+			     unreachable ? "is unreachable" : "answered badly",
+			     r->error[0] ? r->error : curl_easy_strerror(r->result));
+}
+
+int
+lms_relay_headers(struct lms_relay *r, long *status, const char **content_type, unsigned *http_status,
+		  struct lms_error **err)
+{
+	pump(r, have_headers);
+	if (!r->headers_done || r->client_gone || r->timed_out)
+		return transfer_error(r, http_status, err);
+	char *ct = NULL;
+	curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct);
+	free(r->content_type);
+	r->content_type = xstrdup(ct ? ct : "");
+	*status = r->status;
+	*content_type = r->content_type;
+	*http_status = (unsigned)r->status;
+	return 0;
+}
+
+ssize_t
+lms_relay_read(struct lms_relay *r, char *buf, size_t max)
+{
+	pump(r, have_data);
+	if (r->client_gone)
+		return LMS_RELAY_CLIENT_GONE;
+	size_t n = r->buf.len - r->off;
+	if (n > max)
+		n = max;
+	memcpy(buf, r->buf.data + r->off, n);
+	r->off += n;
+	if (r->off == r->buf.len) {
+		lms_buf_clear(&r->buf);
+		r->off = 0;
+	}
+	return (ssize_t)n;
+}
+
+static bool
+never(const struct lms_relay *r)
+{
+	(void)r;
+	return false;
+}
+
+int
+lms_relay_body(struct lms_relay *r, struct lms_buf *out, unsigned *http_status, struct lms_error **err)
+{
+	pump(r, never);
+	if (!r->headers_done || r->client_gone || r->timed_out || r->result != CURLE_OK)
+		return transfer_error(r, http_status, err);
+	*http_status = (unsigned)r->status;
+	lms_buf_append(out, r->buf.data ? r->buf.data + r->off : "", r->buf.len - r->off);
+	return 0;
+}
+
+void
+lms_relay_free(struct lms_relay *r)
+{
+	if (r == NULL)
+		return;
+	if (r->multi && r->easy)
+		curl_multi_remove_handle(r->multi, r->easy);
+	if (r->easy)
+		curl_easy_cleanup(r->easy); /* closes the connection: the backend sees its client leave */
+	if (r->multi)
+		curl_multi_cleanup(r->multi);
+	curl_slist_free_all(r->headers);
+	lms_buf_clear(&r->buf);
+	free(r->content_type);
+	free(r->url);
+	free(r);
+}
