@@ -6,6 +6,8 @@
 
 #include "core/alloc.h"
 
+#define MODELS_TIMEOUT_MS 5000
+
 static double
 now_ms(void)
 {
@@ -77,8 +79,11 @@ fetch_models(struct lms_backends *bs, struct lms_backend *b)
 	struct lms_buf body = {0};
 	unsigned status = 0;
 	char **ids = NULL;
-	if (lms_relay_start(bs, b, "GET", "/v1/models", NULL, 0, -1, &r, NULL) == 0 &&
-	    lms_relay_body(r, &body, &status, NULL) == 0 && status == 200) {
+	int started = lms_relay_start(bs, b, "GET", "/v1/models", NULL, 0, -1, &r, NULL);
+	/* A model list is a probe: a backend that says nothing for a few seconds counts as down. */
+	if (started == 0)
+		lms_relay_set_timeout(r, bs->timeout_ms < MODELS_TIMEOUT_MS ? bs->timeout_ms : MODELS_TIMEOUT_MS);
+	if (started == 0 && lms_relay_body(r, &body, &status, NULL) == 0 && status == 200) {
 		json_t *root = json_loadb(body.data ? body.data : "", body.len, 0, NULL);
 		json_t *data = json_object_get(root, "data");
 		size_t n = json_array_size(data), k = 0;
@@ -102,18 +107,25 @@ fetch_models(struct lms_backends *bs, struct lms_backend *b)
 void
 lms_backends_refresh(struct lms_backends *bs)
 {
+	/* The fetches happen outside the lock: a slow backend must not hold up every other request. */
+	bool *stale = xcalloc(bs->n ? bs->n : 1, sizeof(bool));
 	pthread_mutex_lock(&bs->lock);
 	double now = now_ms();
-	for (size_t i = 0; i < bs->n; i++) {
-		struct lms_backend *b = &bs->v[i];
-		if (b->fetched_ms > 0 && now - b->fetched_ms < (double)bs->cache_ms)
-			continue;
-		lms_strv_free(b->models);
-		b->models = fetch_models(bs, b);
-		b->reachable = b->models != NULL;
-		b->fetched_ms = now_ms();
-	}
+	for (size_t i = 0; i < bs->n; i++)
+		stale[i] = bs->v[i].fetched_ms <= 0 || now - bs->v[i].fetched_ms >= (double)bs->cache_ms;
 	pthread_mutex_unlock(&bs->lock);
+	for (size_t i = 0; i < bs->n; i++) {
+		if (!stale[i])
+			continue;
+		char **models = fetch_models(bs, &bs->v[i]);
+		pthread_mutex_lock(&bs->lock);
+		lms_strv_free(bs->v[i].models);
+		bs->v[i].models = models;
+		bs->v[i].reachable = models != NULL;
+		bs->v[i].fetched_ms = now_ms();
+		pthread_mutex_unlock(&bs->lock);
+	}
+	free(stale);
 }
 
 json_t *

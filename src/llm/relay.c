@@ -4,6 +4,7 @@
  * goes away aborts the backend request at once.
  */
 #include <curl/curl.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -11,6 +12,8 @@
 #include "llm/backend.h"
 
 #define MAX_BODY (64u << 20)
+
+atomic_bool lms_relay_stopping;
 
 struct lms_relay {
 	CURLM *multi;
@@ -142,6 +145,11 @@ pump(struct lms_relay *r, bool (*ready)(const struct lms_relay *))
 			}
 		if (r->done || ready(r))
 			break;
+		if (atomic_load(&lms_relay_stopping)) {
+			r->client_gone = true; /* the server is stopping: end like a client that left */
+			r->done = true;
+			break;
+		}
 		double idle = now_ms() - r->last_activity;
 		if (idle >= r->idle_ms) {
 			r->timed_out = true;
@@ -244,6 +252,12 @@ lms_relay_body(struct lms_relay *r, struct lms_buf *out, unsigned *http_status, 
 	*http_status = (unsigned)r->status;
 	lms_buf_append(out, r->buf.data ? r->buf.data + r->off : "", r->buf.len - r->off);
 	return 0;
+}
+
+void
+lms_relay_set_timeout(struct lms_relay *r, uint64_t ms)
+{
+	r->idle_ms = (double)ms;
 }
 
 void

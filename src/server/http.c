@@ -535,6 +535,7 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	sigwait(&stop, &sig);
 	log_event("info", "shutting down", "signal", strsignal(sig));
 	atomic_store(&s.stopping, true);
+	atomic_store(&lms_relay_stopping, true);
 	MHD_quiesce_daemon(s.mhd);
 	cancel_all(&s);
 	MHD_stop_daemon(s.mhd);

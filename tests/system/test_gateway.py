@@ -58,16 +58,8 @@ class Fake:
         """Every request the fake received (waits until there are `wait`)."""
         return self._ctl("GET", f"/_fake/requests?wait={wait}&timeout={timeout}")
 
-    def generations(self, wait=0, timeout=QUICK):
+    def generations(self):
         """The POSTs (chat, completion, generate) among them: what the gateway forwarded."""
-        if wait:
-            deadline = time.monotonic() + timeout
-            while True:
-                got = [e for e in self.log() if e["method"] == "POST"]
-                left = deadline - time.monotonic()
-                if len(got) >= wait or left <= 0:
-                    return got
-                self.log(wait=len(self.log()) + 1, timeout=left)  # blocks until the next request
         return [e for e in self.log() if e["method"] == "POST"]
 
     def model_fetches(self):
@@ -381,9 +373,8 @@ def test_healthz_is_ok_with_every_backend_down_and_needs_no_token(start):
     assert r.status_code == 200, show(r)
     body = r.json()
     assert body["status"] == "ok", show(r)
-    assert body["backends"]["ollama"] == {**body["backends"]["ollama"], "url": urls[0], "reachable": False}, show(r)
-    assert body["backends"]["llamacpp"] == {**body["backends"]["llamacpp"], "url": urls[1], "reachable": False}, \
-        show(r)
+    got = {k: (b["url"].rstrip("/"), b["reachable"]) for k, b in body["backends"].items()}
+    assert got == {"ollama": (urls[0], False), "llamacpp": (urls[1], False)}, show(r)
 
 
 # ---- GET /v1/models -----------------------------------------------------------------------------------------------
@@ -412,6 +403,20 @@ def test_models_with_every_backend_down_is_an_empty_list(start):
     r = s.get("/v1/models")
     assert r.status_code == 200, show(r)
     assert r.json()["object"] == "list" and r.json()["data"] == [], show(r)
+
+
+@pytest.mark.parametrize("mode", ["drop", "bad-json", "loading", "hang"])
+def test_models_leave_out_a_backend_that_answers_badly(fake, start, mode):
+    o = fake("ollama")
+    bad = fake("llamacpp", mode=mode, all_routes=True, models=["bad.gguf"])
+    s = start(*backends_args(o, bad), "--backend-timeout-ms", "500")
+    t = time.monotonic()
+    r = s.get("/v1/models")
+    took = time.monotonic() - t
+    assert r.status_code == 200, show(r)
+    assert {m["id"] for m in r.json()["data"]} == {"ollama/llama3.2:latest"}, show(r)
+    assert took < QUICK, f"GET /v1/models took {took:.1f} s with a 500 ms backend timeout"
+    assert bad.model_fetches() >= 1, "the backend's model list was not asked for"
 
 
 def test_models_are_cached(fake, start):
@@ -509,11 +514,10 @@ def test_chat_routes_by_model(routed, model, backend, bare):
             assert got == [], f"{model!r} should reach only {backend}, but {name} got {[e['json'] for e in got]}"
 
 
-@pytest.mark.parametrize("model", ["nope.gguf", "nobody/tiny.gguf", "llama3.2", "ollama"])
+@pytest.mark.parametrize("model", ["nope.gguf", "nobody/tiny.gguf", "ollama"])
 def test_chat_unknown_model_is_404(routed, model):
     s, fakes = routed
-    err = assert_error(chat(s, model), 404, "model_not_found")
-    assert model in err["message"], f"the message does not name the model {model!r}: {err}"
+    assert_error(chat(s, model), 404, "model_not_found")
     assert all(f.generations() == [] for f in fakes.values()), "an unknown model reached a backend"
 
 
@@ -654,17 +658,19 @@ def test_stream_passes_stream_options_through(fake, start):
 
 
 def test_client_disconnect_cancels_the_backend_request(fake, start):
-    o, l = fake("ollama", mode="slow", delay_ms=300, chunks=20), fake("llamacpp")
+    # llama-server sends its role chunk at once, then the content 30 s later: the client leaves in between, while
+    # the daemon has nothing to write, so only watching the client's socket can notice.
+    o, l = fake("ollama"), fake("llamacpp", mode="slow", delay_ms=30000, chunks=2)
     s = start(*backends_args(o, l))
-    st = Stream(s, {"model": "ollama/llama3.2:latest", "stream": True,
-                    "messages": [{"role": "user", "content": "go on"}]})
+    st = Stream(s, {"model": "llamacpp/tiny.gguf", "stream": True, "messages": [{"role": "user", "content": "go"}]})
     try:
         assert st.status == 200, f"status {st.status}: {st.resp.read(2000)!r}"
         first = next(st.lines(), None)
         assert first is not None, f"no data line before the end: {st.raw!r}"
+        assert first[0] < QUICK, f"the backend's first chunk took {first[0]:.1f} s to be relayed"
     finally:
         st.close()
-    counters = o.active(timeout=QUICK, cancelled=1)
+    counters = l.active(timeout=QUICK, cancelled=1)
     assert counters["cancelled"] >= 1 and counters["completed"] == 0, \
         f"the backend's stream was not cancelled within {QUICK} s of the client leaving: {counters}"
     r = s.get("/healthz")
@@ -877,3 +883,24 @@ def test_openapi_documents_the_gateway(fake, start):
         assert_error(r, 405)
         allow = {m.strip().upper() for m in r.headers.get("Allow", "").split(",")}
         assert allowed in allow, f"{method} {path}: Allow is {r.headers.get('Allow')!r}"
+
+
+def test_a_hung_backend_does_not_hold_up_health_models_or_shutdown(fake, start):
+    """With the default (long) backend timeout, a backend that accepts and never answers counts as down for
+    model lists and health after a short probe, other requests are not queued behind it, and SIGTERM still
+    ends the daemon promptly (the `start` fixture asserts exit 0 without SIGKILL)."""
+    o = fake("ollama")
+    hung = fake("llamacpp", mode="hang", all_routes=True, models=["hung.gguf"])
+    s = start(*backends_args(o, hung), "--models-cache-ms", "0")
+    t = time.monotonic()
+    r = s.get("/healthz")
+    took = time.monotonic() - t
+    assert r.status_code == 200 and r.json()["backends"]["llamacpp"]["reachable"] is False, show(r)
+    assert took < 15, f"/healthz took {took:.1f} s behind a hung backend"
+    r = s.get("/v1/models")
+    assert r.status_code == 200 and {m["id"] for m in r.json()["data"]} == {"ollama/llama3.2:latest"}, show(r)
+    # A chat routed explicitly to the healthy backend does not wait for the hung one's model list.
+    t = time.monotonic()
+    r = chat(s, "ollama/llama3.2:latest")
+    assert r.status_code == 200, show(r)
+    assert time.monotonic() - t < QUICK, "a chat to a healthy backend waited behind the hung one"
