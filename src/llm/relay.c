@@ -121,12 +121,16 @@ lms_relay_start(struct lms_backends *bs, struct lms_backend *b, const char *meth
 	return 0;
 }
 
-static bool
-client_gone(int fd)
+/* 1: the client closed; 0: nothing to say; -1: it sent more (a pipelined request), which only its
+ * next turn will read: stop watching, or every poll would wake at once. */
+static int
+client_state(int fd)
 {
 	char c;
 	ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+	if (n > 0)
+		return -1;
+	return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) ? 1 : 0;
 }
 
 /* Drives the transfer until `ready` holds, it ends, the client goes or the backend falls silent. */
@@ -160,9 +164,14 @@ pump(struct lms_relay *r, bool (*ready)(const struct lms_relay *))
 		struct curl_waitfd extra = {.fd = r->client_fd, .events = CURL_WAIT_POLLIN};
 		curl_multi_poll(r->multi, r->client_fd >= 0 ? &extra : NULL, r->client_fd >= 0 ? 1 : 0,
 				wait < 1000 ? wait : 1000, NULL);
-		if (r->client_fd >= 0 && (extra.revents & CURL_WAIT_POLLIN) && client_gone(r->client_fd)) {
-			r->client_gone = true;
-			r->done = true;
+		if (r->client_fd >= 0 && (extra.revents & CURL_WAIT_POLLIN)) {
+			int state = client_state(r->client_fd);
+			if (state < 0)
+				r->client_fd = -1;
+			else if (state > 0) {
+				r->client_gone = true;
+				r->done = true;
+			}
 		}
 	}
 }
