@@ -236,13 +236,23 @@ content_type_ok(const struct lms_route *route, struct MHD_Connection *conn)
 	return route->form_ok && n == 33 && strncasecmp(ct, "application/x-www-form-urlencoded", n) == 0;
 }
 
+/* An exact path, or a prefix route ending in "/{path}" (the relay of Ollama's /api/...). */
+bool
+lms_route_matches(const struct lms_route *r, const char *path)
+{
+	size_t n = strlen(r->path);
+	if (n > 7 && strcmp(r->path + n - 7, "/{path}") == 0)
+		return strncmp(path, r->path, n - 6) == 0 && path[n - 6] != '\0' && strstr(path, "..") == NULL;
+	return strcmp(r->path, path) == 0;
+}
+
 static const struct lms_route *
 find_route(const char *method, const char *path, char *allow, size_t allow_size)
 {
 	const struct lms_route *match = NULL;
 	allow[0] = '\0';
 	for (size_t i = 0; i < lms_n_routes; i++) {
-		if (strcmp(lms_routes[i].path, path) != 0)
+		if (!lms_route_matches(&lms_routes[i], path))
 			continue;
 		if (strcmp(lms_routes[i].method, method) == 0)
 			match = &lms_routes[i];

@@ -32,6 +32,12 @@ const struct lms_route lms_routes[] = {
      "SeedChatRequest", "LlamaCppResult"},
     {"POST", "/llama-cpp", lms_route_llamacpp, true, true, true, "Same as /llama-cpp/", "SeedChatRequest",
      "LlamaCppResult"},
+    {"GET", "/api/{path}", lms_route_ollama_api, true, false, false,
+     "Ollama's own API, relayed unchanged (NDJSON streams too) behind lm-sandbox's token", NULL, NULL},
+    {"POST", "/api/{path}", lms_route_ollama_api, true, false, false, "Ollama's own API, relayed unchanged", NULL,
+     NULL},
+    {"DELETE", "/api/{path}", lms_route_ollama_api, true, false, false, "Ollama's own API, relayed unchanged", NULL,
+     NULL},
     {"GET", "/healthz", lms_route_healthz, false, false, false, "Liveness and version (no token needed)", NULL,
      "Health"},
     {"GET", "/metrics", lms_route_metrics, true, false, false, "Prometheus metrics (text format)", NULL, NULL},
@@ -127,6 +133,10 @@ operation(const struct lms_route *r)
 				    json_pack("{s:b, s:o}", "required", 1, "content", schema_ref(r->request_schema)));
 	if (!r->auth)
 		json_object_set_new(op, "security", json_array());
+	if (strstr(r->path, "{path}") != NULL)
+		json_object_set_new(op, "parameters",
+				    json_pack("[{s:s, s:s, s:b, s:{s:s}}]", "name", "path", "in", "path", "required", 1,
+					      "schema", "type", "string"));
 	return op;
 }
 

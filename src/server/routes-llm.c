@@ -255,3 +255,34 @@ lms_route_llamacpp(struct lms_request *req)
 {
 	return seed_chat(req, LMS_BACKEND_LLAMACPP);
 }
+
+/* ---- /api/...: Ollama's own API, relayed unchanged behind our token ---- */
+
+enum MHD_Result
+lms_route_ollama_api(struct lms_request *req)
+{
+	struct lms_server *s = req->server;
+	struct lms_backend *b = lms_backends_of_kind(s->backends, LMS_BACKEND_OLLAMA);
+	struct lms_relay *r = NULL;
+	_cleanup_error_ struct lms_error *err = NULL;
+	unsigned status = 0;
+	long backend_status = 0;
+	const char *ctype = NULL;
+	bool has_body = req->body.len > 0;
+	if (lms_relay_start(s->backends, b, req->method, req->path, has_body ? req->body.data : NULL, req->body.len,
+			    lms_request_socket(req), &r, &err) < 0)
+		return lms_reply_lms_error(req, err);
+	int rc = lms_relay_headers(r, &backend_status, &ctype, &status, &err);
+	if (rc < 0) {
+		lms_relay_free(r);
+		return rc == LMS_RELAY_CLIENT_GONE ? MHD_NO : reply_backend_error(req, status, err);
+	}
+	/* Status, type and bytes as Ollama sends them: its clients must see no difference. */
+	struct relay_stream *rs = xcalloc(1, sizeof(*rs));
+	rs->relay = r;
+	struct MHD_Response *resp =
+	    MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, rs, stream_free);
+	if (ctype && *ctype)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+	return lms_reply(req, (unsigned)backend_status, resp);
+}

@@ -85,6 +85,8 @@ double lms_now_ms(void);
 void lms_server_track_job(struct lms_server *s, struct lms_job *job);
 void lms_server_untrack_job(struct lms_server *s, struct lms_job *job);
 
+bool lms_route_matches(const struct lms_route *r, const char *path);
+
 /* router.c */
 extern const struct lms_route lms_routes[];
 extern const size_t lms_n_routes;
@@ -99,6 +101,7 @@ enum MHD_Result lms_route_models(struct lms_request *req);
 enum MHD_Result lms_route_chat_completions(struct lms_request *req);
 enum MHD_Result lms_route_ollama(struct lms_request *req);
 enum MHD_Result lms_route_llamacpp(struct lms_request *req);
+enum MHD_Result lms_route_ollama_api(struct lms_request *req);
 
 /* routes-ops.c */
 enum MHD_Result lms_route_healthz(struct lms_request *req);

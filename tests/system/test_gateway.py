@@ -904,3 +904,51 @@ def test_a_hung_backend_does_not_hold_up_health_models_or_shutdown(fake, start):
     r = chat(s, "ollama/llama3.2:latest")
     assert r.status_code == 200, show(r)
     assert time.monotonic() - t < QUICK, "a chat to a healthy backend waited behind the hung one"
+
+
+# ---- /api/...: Ollama's own API behind lm-sandbox's token ---------------------------------------------------------
+
+
+def test_ollama_api_is_relayed_behind_the_token(fake, start):
+    token = f"tok-{uuid.uuid4().hex}"
+    o = fake("ollama")
+    s = start(*backends_args(o, closed_url()), env={"LM_SANDBOX_API_TOKEN": token})
+    assert s.get("/api/tags").status_code == 401, "Ollama's API must not be open without the token"
+    auth = {"Authorization": f"Bearer {token}"}
+    r = s.get("/api/tags", headers=auth)
+    assert r.status_code == 200, show(r)
+    assert [m["name"] for m in r.json()["models"]] == ["llama3.2:latest"], show(r)
+    # Status, body and errors come back as Ollama gave them.
+    r = s.post("/api/chat", {"model": "missing:latest", "messages": [{"role": "user", "content": "x"}]},
+               headers=auth)
+    assert r.status_code == 404 and "missing" in r.json()["error"], show(r)
+    forwarded = [e for e in o.log() if e["path"].startswith("/api/")]
+    assert [e["path"] for e in forwarded] == ["/api/tags", "/api/chat"], forwarded
+    assert all("authorization" not in {k.lower() for k in e["headers"]} for e in forwarded), \
+        "the client's token was forwarded to Ollama"
+
+
+def test_ollama_api_streams_ndjson_as_it_arrives(fake, start):
+    o = fake("ollama", mode="slow", delay_ms=300, chunks=6)
+    s = start(*backends_args(o, closed_url()))
+    t0 = time.monotonic()
+    with requests.post(s.url + "/api/chat", json={"model": "llama3.2:latest", "messages": [
+            {"role": "user", "content": "x"}]}, stream=True, timeout=30) as r:
+        assert r.status_code == 200, show(r)
+        lines, first = [], None
+        for line in r.iter_lines():
+            if line:
+                first = first if first is not None else time.monotonic() - t0
+                lines.append(json.loads(line))
+    total = time.monotonic() - t0
+    assert lines and lines[-1]["done"] is True, lines
+    assert "".join(x["message"]["content"] for x in lines if not x["done"]) == text_of(6), lines
+    assert first < total / 2, f"first line after {first:.2f} s of {total:.2f} s: the relay buffered"
+
+
+def test_ollama_api_with_ollama_down_is_503(start):
+    down = closed_url()
+    s = start(*backends_args(down, closed_url()))
+    r = s.get("/api/tags")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "backend_unavailable", show(r)
+    assert down in r.json()["error"]["message"], show(r)
