@@ -80,6 +80,8 @@ ssize_t lms_relay_read(struct lms_relay *r, char *buf, size_t max);
 /* Reads the whole body (bounded). < 0 as lms_relay_headers. */
 int lms_relay_body(struct lms_relay *r, struct lms_buf *out, unsigned *http_status, struct lms_error **err);
 void lms_relay_free(struct lms_relay *r);
+/* Seconds from the request to the response's headers (or to now when there are none). */
+double lms_relay_seconds(const struct lms_relay *r);
 /* Changes the silence allowed (model lists and health probes use a short one). */
 void lms_relay_set_timeout(struct lms_relay *r, uint64_t ms);
 /* Set when the server stops: every transfer ends at its next wake-up (within a second). */

@@ -29,6 +29,7 @@ struct lms_relay {
 	char *content_type;
 	int client_fd;
 	double last_activity, idle_ms;
+	double started_ms, headers_ms;
 	char error[CURL_ERROR_SIZE];
 };
 
@@ -52,6 +53,7 @@ on_header(char *data, size_t size, size_t n, void *userdata)
 		if (status >= 200) {
 			r->status = status;
 			r->headers_done = true;
+			r->headers_ms = now_ms();
 		}
 	}
 	return size * n;
@@ -116,7 +118,7 @@ lms_relay_start(struct lms_backends *bs, struct lms_backend *b, const char *meth
 		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "backend %s: set up the request: %s", b->name,
 				     curl_easy_strerror(c));
 	}
-	r->last_activity = now_ms();
+	r->last_activity = r->started_ms = now_ms();
 	*out = r;
 	return 0;
 }
@@ -261,6 +263,12 @@ lms_relay_body(struct lms_relay *r, struct lms_buf *out, unsigned *http_status, 
 	*http_status = (unsigned)r->status;
 	lms_buf_append(out, r->buf.data ? r->buf.data + r->off : "", r->buf.len - r->off);
 	return 0;
+}
+
+double
+lms_relay_seconds(const struct lms_relay *r)
+{
+	return ((r->headers_ms > 0 ? r->headers_ms : now_ms()) - r->started_ms) / 1e3;
 }
 
 void

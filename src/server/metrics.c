@@ -47,6 +47,26 @@ lms_metrics_exec(struct lms_metrics *m, enum lms_exec_outcome outcome, double se
 	pthread_mutex_unlock(&m->lock);
 }
 
+void
+lms_metrics_backend(struct lms_metrics *m, const char *backend, unsigned status, double seconds)
+{
+	pthread_mutex_lock(&m->lock);
+	int i = 0;
+	for (; i < m->n_backend; i++)
+		if (m->backend[i].status == status && strcmp(m->backend[i].backend, backend) == 0)
+			break;
+	if (i == m->n_backend && m->n_backend < LMS_METRICS_MAX_SERIES) {
+		snprintf(m->backend[i].backend, sizeof(m->backend[i].backend), "%s", backend);
+		m->backend[i].status = status;
+		m->n_backend++;
+	}
+	if (i < m->n_backend) {
+		m->backend[i].count++;
+		m->backend[i].seconds += seconds;
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
 __attribute__((format(printf, 2, 3))) static void
 line(struct lms_buf *out, const char *fmt, ...)
 {
@@ -84,6 +104,16 @@ lms_metrics_render(struct lms_metrics *m, int active, struct lms_buf *out)
 	line(out, "lms_execution_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)m->latency_count);
 	line(out, "lms_execution_duration_seconds_sum %.6f\n", m->latency_sum_s);
 	line(out, "lms_execution_duration_seconds_count %llu\n", (unsigned long long)m->latency_count);
+	line(out, "# HELP lms_backend_requests_total Requests to LLM backends by backend and status.\n");
+	line(out, "# TYPE lms_backend_requests_total counter\n");
+	for (int i = 0; i < m->n_backend; i++)
+		line(out, "lms_backend_requests_total{backend=\"%s\",status=\"%u\"} %llu\n", m->backend[i].backend,
+		     m->backend[i].status, (unsigned long long)m->backend[i].count);
+	line(out, "# HELP lms_backend_response_seconds_total Time LLM backends took to answer (to their headers).\n");
+	line(out, "# TYPE lms_backend_response_seconds_total counter\n");
+	for (int i = 0; i < m->n_backend; i++)
+		line(out, "lms_backend_response_seconds_total{backend=\"%s\",status=\"%u\"} %.6f\n",
+		     m->backend[i].backend, m->backend[i].status, m->backend[i].seconds);
 	line(out, "# HELP lms_active_sandboxes Sandboxes running now.\n");
 	line(out, "# TYPE lms_active_sandboxes gauge\n");
 	line(out, "lms_active_sandboxes %d\n", active);

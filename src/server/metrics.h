@@ -30,10 +30,19 @@ struct lms_metrics {
 	uint64_t latency_buckets[LMS_METRICS_BUCKETS]; /* cumulative at render time */
 	uint64_t latency_count;
 	double latency_sum_s;
+	struct {
+		char backend[48];
+		unsigned status;
+		uint64_t count;
+		double seconds; /* to the response's headers */
+	} backend[LMS_METRICS_MAX_SERIES];
+	int n_backend;
 };
 
 void lms_metrics_init(struct lms_metrics *m);
 void lms_metrics_request(struct lms_metrics *m, const char *route, unsigned status);
 void lms_metrics_exec(struct lms_metrics *m, enum lms_exec_outcome outcome, double seconds);
+/* A request to an LLM backend: its status (or the 502/503/504 given for it) and the time to its headers. */
+void lms_metrics_backend(struct lms_metrics *m, const char *backend, unsigned status, double seconds);
 /* Appends the Prometheus text exposition. */
 void lms_metrics_render(struct lms_metrics *m, int active, struct lms_buf *out);

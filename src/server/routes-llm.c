@@ -59,6 +59,8 @@ exchange(struct lms_request *req, struct lms_backend *b, const char *path, json_
 		reply = lms_reply_lms_error(req, err);
 	} else {
 		int rc = lms_relay_body(r, &resp, &status, &err);
+		if (rc != LMS_RELAY_CLIENT_GONE)
+			lms_metrics_backend(&s->metrics, b->name, status, lms_relay_seconds(r));
 		if (rc == LMS_RELAY_CLIENT_GONE)
 			reply = MHD_NO;
 		else if (rc < 0)
@@ -153,6 +155,8 @@ lms_route_chat_completions(struct lms_request *req)
 			    &r, &err) < 0)
 		return lms_reply_lms_error(req, err);
 	int rc = lms_relay_headers(r, &backend_status, &ctype, &status, &err);
+	if (rc != LMS_RELAY_CLIENT_GONE)
+		lms_metrics_backend(&s->metrics, b->name, status, lms_relay_seconds(r));
 	if (rc < 0) {
 		lms_relay_free(r);
 		return rc == LMS_RELAY_CLIENT_GONE ? MHD_NO : reply_backend_error(req, status, err);
@@ -273,6 +277,8 @@ lms_route_ollama_api(struct lms_request *req)
 			    lms_request_socket(req), &r, &err) < 0)
 		return lms_reply_lms_error(req, err);
 	int rc = lms_relay_headers(r, &backend_status, &ctype, &status, &err);
+	if (rc != LMS_RELAY_CLIENT_GONE)
+		lms_metrics_backend(&s->metrics, b->name, status, lms_relay_seconds(r));
 	if (rc < 0) {
 		lms_relay_free(r);
 		return rc == LMS_RELAY_CLIENT_GONE ? MHD_NO : reply_backend_error(req, status, err);

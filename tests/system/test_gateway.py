@@ -952,3 +952,14 @@ def test_ollama_api_with_ollama_down_is_503(start):
     r = s.get("/api/tags")
     assert r.status_code == 503 and r.json()["error"]["code"] == "backend_unavailable", show(r)
     assert down in r.json()["error"]["message"], show(r)
+
+
+def test_metrics_count_backend_requests_by_backend_and_status(fake, start):
+    o = fake("ollama")
+    s = start(*backends_args(o, closed_url()))
+    assert chat(s, "ollama/llama3.2:latest").status_code == 200
+    assert chat(s, "llamacpp/tiny.gguf").status_code == 503
+    text = s.get("/metrics").text
+    assert re.search(r'^lms_backend_requests_total\{backend="ollama",status="200"\} 1$', text, re.M), text
+    assert re.search(r'^lms_backend_requests_total\{backend="llamacpp",status="503"\} 1$', text, re.M), text
+    assert re.search(r'^lms_backend_response_seconds_total\{backend="ollama",status="200"\} [0-9.]+$', text, re.M), text
