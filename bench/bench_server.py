@@ -138,12 +138,77 @@ def bwrap_rate(seconds, loops=2):
     return sum(counts) / seconds
 
 
+def load_fakes():
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fakes", "fake_llm.py")
+    spec = importlib.util.spec_from_file_location("fake_llm", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def stream_once(url, model):
+    """One streamed chat; returns (seconds to the first data line, total seconds, data lines)."""
+    host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "x"}], "stream": True})
+    t = time.perf_counter()
+    conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    first, lines, buf = None, 0, b""
+    while True:
+        chunk = resp.read1(65536)
+        if not chunk:
+            break
+        if first is None:
+            first = time.perf_counter() - t
+        buf += chunk
+        *done, buf = buf.split(b"\n\n")
+        lines += sum(1 for d in done if d.startswith(b"data:"))
+    total = time.perf_counter() - t
+    conn.close()
+    if resp.status != 200:
+        sys.exit(f"bench_server: stream through {url} answered {resp.status}")
+    return first, total, lines
+
+
+def gateway(serve_bin, rounds, chunks):
+    fakes = load_fakes()
+    fake_url, stop_fake = fakes.start_fake("llamacpp", chunks=chunks, delay_ms=0)
+    proc = subprocess.Popen([serve_bin, "--listen", "127.0.0.1:0", "--pool-size", "0", "--llamacpp-url", fake_url,
+                             "--ollama-url", "http://127.0.0.1:9"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = None
+        for line in proc.stderr:
+            entry = json.loads(line)
+            if entry.get("msg") == "listening":
+                url = entry["url"]
+                break
+        threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+        samples = {"direct": [], "gateway": []}
+        for i in range(rounds + 2):
+            for name, target in (("direct", fake_url), ("gateway", url)) if i % 2 else (("gateway", url), ("direct", fake_url)):
+                r = stream_once(target, "tiny.gguf" if name == "direct" else "llamacpp/tiny.gguf")
+                if i >= 2:
+                    samples[name].append(r)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        stop_fake()
+    med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v), v[0][2])
+           for k, v in samples.items()}
+    return med
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--serve-bin", default="build/lm-sandbox-serve")
     p.add_argument("--rounds", type=int, default=150)
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--append", help="append a markdown section to this file")
+    p.add_argument("--stream-rounds", type=int, default=10)
+    p.add_argument("--stream-chunks", type=int, default=5000)
     args = p.parse_args()
     proc, url = start_server(os.path.abspath(args.serve_bin))
     try:
@@ -153,6 +218,7 @@ def main():
         rt = round_trips(url, args.rounds)
         rate, bad, socket_errors = wrk_rate(url, args.seconds)
         brate = bwrap_rate(args.seconds)
+        gw = gateway(os.path.abspath(args.serve_bin), args.stream_rounds, args.stream_chunks)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -168,7 +234,15 @@ def main():
         f"| sustained rate, 16 clients (req/s) | {rate:.0f} | bwrap x2 {brate:.0f} | {rate / brate:.2f} | >= 4 |",
         f"| idle RSS of the daemon (MiB) | {idle / 1024:.1f} | | | <= 8 |",
         f"| idle RSS of the spawner (MiB) | {spawner / 1024:.1f} | | | |", "",
-        f"wrk: non-2xx responses {bad}, socket errors {socket_errors}.", ""]
+        f"wrk: non-2xx responses {bad}, socket errors {socket_errors}.", "",
+        "## LLM gateway", "",
+        f"A fake llama-server (tests/fakes/fake_llm.py) streams {args.stream_chunks} chunks as fast as it can; "
+        f"{args.stream_rounds} streamed chats straight to it and through lm-sandbox, interleaved; medians.", "",
+        "| figure | through lm-sandbox | direct | result | goal |", "|---|---:|---:|---:|---|",
+        f"| chunks per second | {gw['gateway'][2] / gw['gateway'][1]:.0f} | {gw['direct'][2] / gw['direct'][1]:.0f} "
+        f"| {gw['direct'][1] / gw['gateway'][1]:.3f}x | >= 0.98x |",
+        f"| time to the first chunk (ms) | {gw['gateway'][0] * 1e3:.2f} | {gw['direct'][0] * 1e3:.2f} "
+        f"| +{(gw['gateway'][0] - gw['direct'][0]) * 1e3:.2f} ms | <= +1 ms |", ""]
     text = "\n".join(lines)
     print(text)
     if args.append:
