@@ -1,0 +1,121 @@
+"""The clients people actually use, unchanged, against the LLM gateway: the official OpenAI Node SDK (npm `openai`,
+pinned in tests/compat/package.json) lists the models, completes a chat and streams one through `lm-sandbox serve`,
+with the llama-server fake of tests/fakes/fake_llm.py behind it. The SDK's side is tests/compat/openai-sdk.test.mjs
+(node:test); this test starts the fake and the daemon, installs the SDK when needed (npm ci) and runs it.
+
+Needs `node` (and `npm` the first time); without it the test is skipped, which CI=true turns into a failure.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from server_fixtures import cut, start_server
+
+REPO = Path(__file__).resolve().parents[2]
+COMPAT = REPO / "tests" / "compat"
+_spec = importlib.util.spec_from_file_location("fake_llm", REPO / "tests" / "fakes" / "fake_llm.py")
+fake_llm = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fake_llm)
+
+NPM_TIMEOUT = 300
+NODE_TIMEOUT = 120
+CHUNKS = 8
+MODEL = "tiny.gguf"  # the llamacpp fake's default model
+
+
+def closed_url():
+    """The URL of a port on 127.0.0.1 that nothing listens on (a backend that is down)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}"
+
+
+def pinned_sdk_version():
+    return json.loads((COMPAT / "package.json").read_text())["devDependencies"]["openai"]
+
+
+def installed_sdk_version():
+    try:
+        return json.loads((COMPAT / "node_modules" / "openai" / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def ensure_sdk():
+    """node_modules holds the pinned SDK, or npm ci (npm install without a lock file) puts it there."""
+    if installed_sdk_version() == pinned_sdk_version():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("NO NPM: the OpenAI Node SDK is not installed in tests/compat/node_modules and npm is missing; "
+                    "install npm (Debian: apt-get install npm) or run `npm ci` in tests/compat")
+    argv = [npm, "ci" if (COMPAT / "package-lock.json").exists() else "install", "--no-audit", "--no-fund"]
+    try:
+        proc = subprocess.run(argv, cwd=COMPAT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=NPM_TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{' '.join(argv)} in {COMPAT} ran past {NPM_TIMEOUT} s\n"
+                    f"{cut((e.stdout or b'').decode('utf-8', 'replace'))}")
+    out = proc.stdout.decode("utf-8", "replace")
+    assert proc.returncode == 0, f"{' '.join(argv)} in {COMPAT} exited {proc.returncode}:\n{cut(out)}"
+    assert installed_sdk_version() == pinned_sdk_version(), (
+        f"after {' '.join(argv)}, node_modules has openai {installed_sdk_version()}, "
+        f"package.json pins {pinned_sdk_version()}:\n{cut(out)}")
+
+
+def test_openai_node_sdk_lists_chats_and_streams(lms_bin, tmp_path):
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("NO NODE: the OpenAI Node SDK compatibility test needs Node.js (Debian: apt-get install nodejs "
+                    "npm); without it no real client has been tried against the gateway")
+    ensure_sdk()
+
+    fake_url, stop_fake = fake_llm.start_fake("llamacpp", chunks=CHUNKS)
+    server = None
+    try:
+        token = f"tok-{uuid.uuid4().hex}"
+        state = tmp_path / "state"
+        state.mkdir()
+        server = start_server(lms_bin, ["--pool-size", "0", "--llamacpp-url", fake_url,
+                                        "--ollama-url", closed_url()],
+                              env={"LM_SANDBOX_API_TOKEN": token}, state_dir=state)
+        # The caller's OPENAI_* (a real key, another base URL, OPENAI_LOG) must not reach the SDK.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+        env.update({
+            "LMS_URL": server.url + "/v1",
+            "LMS_TOKEN": token,
+            "LMS_EXPECT_MODEL": f"llamacpp/{MODEL}",
+            "LMS_EXPECT_TEXT": "".join(fake_llm.piece(i) for i in range(CHUNKS)),
+            "NO_PROXY": "127.0.0.1,localhost,::1",
+            "no_proxy": "127.0.0.1,localhost,::1",
+            "NO_COLOR": "1",
+        })
+        argv = [node, "--test", str(COMPAT / "openai-sdk.test.mjs")]
+        try:
+            proc = subprocess.run(argv, cwd=COMPAT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, timeout=NODE_TIMEOUT)
+            out, rc = proc.stdout.decode("utf-8", "replace"), proc.returncode
+        except subprocess.TimeoutExpired as e:
+            out, rc = (e.stdout or b"").decode("utf-8", "replace") + f"\n(killed after {NODE_TIMEOUT} s)", None
+        assert rc == 0, (f"the OpenAI Node SDK (openai {installed_sdk_version()}, {node}) failed against the "
+                         f"gateway: exit {rc}\n{cut(out, 8000)}\n--- daemon ---\n{server.describe()}")
+    finally:
+        problem = None
+        if server is not None:
+            was_running = server.alive()
+            status, killed = server.stop()
+            if not was_running or killed or status != 0:
+                problem = (f"daemon running at the end: {was_running}; after SIGTERM: status {status}, "
+                           f"needed SIGKILL: {killed}\n{server.describe()}")
+        stop_fake()
+    assert problem is None, problem
