@@ -242,7 +242,7 @@ def main():
         f"| chunks per second | {gw['gateway'][2] / gw['gateway'][1]:.0f} | {gw['direct'][2] / gw['direct'][1]:.0f} "
         f"| {gw['direct'][1] / gw['gateway'][1]:.3f}x | >= 0.98x |",
         f"| time to the first chunk (ms) | {gw['gateway'][0] * 1e3:.2f} | {gw['direct'][0] * 1e3:.2f} "
-        f"| +{(gw['gateway'][0] - gw['direct'][0]) * 1e3:.2f} ms | <= +1 ms |", ""]
+        f"| {(gw['gateway'][0] - gw['direct'][0]) * 1e3:+.2f} ms | <= +1 ms |", ""]
     text = "\n".join(lines)
     print(text)
     if args.append:
