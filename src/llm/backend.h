@@ -31,7 +31,8 @@ struct lms_backends {
 	struct lms_backend *v;
 	size_t n;
 	uint64_t connect_timeout_ms;
-	uint64_t timeout_ms; /* to the first byte and between bytes */
+	uint64_t timeout_ms;		/* silence allowed between two bytes */
+	uint64_t first_byte_timeout_ms; /* to the response's headers */
 	uint64_t cache_ms;
 	pthread_mutex_t lock;
 };

@@ -28,7 +28,7 @@ struct lms_relay {
 	long status;
 	char *content_type;
 	int client_fd;
-	double last_activity, idle_ms;
+	double last_activity, idle_ms, first_byte_ms;
 	double started_ms, headers_ms;
 	char error[CURL_ERROR_SIZE];
 };
@@ -79,6 +79,7 @@ lms_relay_start(struct lms_backends *bs, struct lms_backend *b, const char *meth
 	r->backend = b;
 	r->client_fd = client_fd;
 	r->idle_ms = (double)bs->timeout_ms;
+	r->first_byte_ms = (double)bs->first_byte_timeout_ms;
 	r->url = xasprintf("%s%s", b->url, path);
 	r->multi = curl_multi_init();
 	r->easy = curl_easy_init();
@@ -156,13 +157,15 @@ pump(struct lms_relay *r, bool (*ready)(const struct lms_relay *))
 			r->done = true;
 			break;
 		}
+		/* Until the headers, the first-byte limit; then the silence allowed between two bytes. */
+		double limit = r->headers_done ? r->idle_ms : r->first_byte_ms;
 		double idle = now_ms() - r->last_activity;
-		if (idle >= r->idle_ms) {
+		if (idle >= limit) {
 			r->timed_out = true;
 			r->done = true;
 			break;
 		}
-		int wait = (int)(r->idle_ms - idle) + 1;
+		int wait = (int)(limit - idle) + 1;
 		struct curl_waitfd extra = {.fd = r->client_fd, .events = CURL_WAIT_POLLIN};
 		curl_multi_poll(r->multi, r->client_fd >= 0 ? &extra : NULL, r->client_fd >= 0 ? 1 : 0,
 				wait < 1000 ? wait : 1000, NULL);
@@ -274,7 +277,7 @@ lms_relay_seconds(const struct lms_relay *r)
 void
 lms_relay_set_timeout(struct lms_relay *r, uint64_t ms)
 {
-	r->idle_ms = (double)ms;
+	r->idle_ms = r->first_byte_ms = (double)ms;
 }
 
 void

@@ -498,6 +498,8 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	struct lms_backends backends = {
 	    .connect_timeout_ms = cfg->backend_connect_timeout_ms,
 	    .timeout_ms = cfg->backend_timeout_ms,
+	    .first_byte_timeout_ms =
+		cfg->backend_first_byte_timeout_ms ? cfg->backend_first_byte_timeout_ms : cfg->backend_timeout_ms,
 	    .cache_ms = cfg->models_cache_ms,
 	};
 	if (lms_backends_init(&backends, cfg->ollama_url, cfg->llamacpp_url, cfg->backends, err) < 0) {

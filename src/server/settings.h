@@ -29,6 +29,7 @@ struct lms_config {
 	char *llamacpp_model;
 	uint64_t backend_connect_timeout_ms;
 	uint64_t backend_timeout_ms;
+	uint64_t backend_first_byte_timeout_ms;
 	uint64_t models_cache_ms;
 	struct lms_limits defaults; /* a request's limits start here and may only go lower */
 	char *token;		    /* from --token-file or LM_SANDBOX_API_TOKEN; never logged */

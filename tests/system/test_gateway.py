@@ -963,3 +963,16 @@ def test_metrics_count_backend_requests_by_backend_and_status(fake, start):
     assert re.search(r'^lms_backend_requests_total\{backend="ollama",status="200"\} 1$', text, re.M), text
     assert re.search(r'^lms_backend_requests_total\{backend="llamacpp",status="503"\} 1$', text, re.M), text
     assert re.search(r'^lms_backend_response_seconds_total\{backend="ollama",status="200"\} [0-9.]+$', text, re.M), text
+
+
+def test_first_byte_timeout_is_its_own(fake, start):
+    """--backend-first-byte-timeout-ms bounds the wait for the answer to start; --backend-timeout-ms then bounds
+    the silences inside it: a model may think long before its first token, then stream quickly."""
+    o, l = fake("ollama", mode="hang"), fake("llamacpp", mode="slow", delay_ms=150, chunks=4)
+    s = start(*backends_args(o, l), "--backend-first-byte-timeout-ms", "500", "--backend-timeout-ms", "60000")
+    t = time.monotonic()
+    r = chat(s, "ollama/llama3.2:latest")
+    assert r.status_code == 504 and r.json()["error"]["code"] == "backend_timeout", show(r)
+    assert time.monotonic() - t < QUICK, "the first-byte limit was not applied"
+    r = chat(s, "llamacpp/tiny.gguf", stream=True)
+    assert r.status_code == 200 and "data: [DONE]" in r.text, show(r)
