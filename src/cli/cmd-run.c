@@ -31,7 +31,7 @@ static const char help_text[] =
     "read-only; a private writable /work (the default directory) and /tmp; seccomp; cgroup limits.\n"
     "\n"
     "options:\n"
-    "  --image NAME         root file system (default: host)\n"
+    "  --image NAME         the root file system: host, the default\n"
     "  --timeout-ms N       wall-clock limit; the whole tree is killed (default: 30000)\n"
     "  --memory-mb N        memory of all processes together (default: 512)\n"
     "  --pids N             processes and threads at once (default: 256)\n"

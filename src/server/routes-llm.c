@@ -42,47 +42,72 @@ reply_backend_failure(struct lms_request *req, const struct lms_backend *b, unsi
 	return r;
 }
 
-/* Sends `body` to the backend and answers with its complete JSON response (parsed into *out when
- * out is not NULL and the backend said 2xx). Returns MHD_YES with *out set, or the reply. */
-static enum MHD_Result
-exchange(struct lms_request *req, struct lms_backend *b, const char *path, json_t *body, json_t **out, bool *replied)
+/* Waits for a backend's headers, counting the request in /metrics. Returns 0, or < 0 with *reply queued. */
+static int
+await_headers(struct lms_request *req, struct lms_backend *b, struct lms_relay *r, long *backend_status,
+	      const char **ctype, enum MHD_Result *reply)
 {
-	struct lms_server *s = req->server;
-	_cleanup_free_ char *text = json_dumps(body, JSON_COMPACT);
-	struct lms_relay *r = NULL;
 	_cleanup_error_ struct lms_error *err = NULL;
 	unsigned status = 0;
+	int rc = lms_relay_headers(r, backend_status, ctype, &status, &err);
+	if (rc != LMS_RELAY_CLIENT_GONE)
+		lms_metrics_backend(&req->server->metrics, b->name, status, lms_relay_seconds(r));
+	if (rc < 0)
+		*reply = rc == LMS_RELAY_CLIENT_GONE ? MHD_NO : reply_backend_error(req, status, err);
+	return rc < 0 ? -1 : 0;
+}
+
+/* Reads the rest of a backend's answer as JSON. True with *out (a 2xx answer) and *status; false with
+ * *reply queued (the backend's own error, or ours for an answer that is not JSON). */
+static bool
+json_answer(struct lms_request *req, struct lms_backend *b, struct lms_relay *r, json_t **out, unsigned *status,
+	    enum MHD_Result *reply)
+{
 	struct lms_buf resp = {0};
-	enum MHD_Result reply = MHD_YES;
-	*replied = true;
-	if (lms_relay_start(s->backends, b, "POST", path, text, strlen(text), lms_request_socket(req), &r, &err) < 0) {
-		reply = lms_reply_lms_error(req, err);
+	_cleanup_error_ struct lms_error *err = NULL;
+	int rc = lms_relay_body(r, &resp, status, &err);
+	bool ok = false;
+	if (rc == LMS_RELAY_CLIENT_GONE) {
+		*reply = MHD_NO;
+	} else if (rc < 0) {
+		*reply = reply_backend_error(req, *status, err);
+	} else if (*status >= 400) {
+		*reply = reply_backend_failure(req, b, *status, resp.data ? resp.data : "", resp.len);
 	} else {
-		int rc = lms_relay_body(r, &resp, &status, &err);
-		if (rc != LMS_RELAY_CLIENT_GONE)
-			lms_metrics_backend(&s->metrics, b->name, status, lms_relay_seconds(r));
-		if (rc == LMS_RELAY_CLIENT_GONE)
-			reply = MHD_NO;
-		else if (rc < 0)
-			reply = reply_backend_error(req, status, err);
-		else if (status >= 400)
-			reply = reply_backend_failure(req, b, status, resp.data ? resp.data : "", resp.len);
-		else {
-			json_error_t jerr;
-			*out = json_loadb(resp.data ? resp.data : "", resp.len, 0, &jerr);
-			if (*out == NULL) {
-				lms_error_set(&err, LMS_ERR_INTERNAL, 0,
-					      "backend %s (%s) answered with invalid JSON: %s", b->name, b->url,
-					      jerr.text);
-				reply = reply_backend_error(req, 502, err);
-			} else {
-				*replied = false;
-			}
+		json_error_t jerr;
+		*out = json_loadb(resp.data ? resp.data : "", resp.len, 0, &jerr);
+		if (*out == NULL) {
+			lms_error_set(&err, LMS_ERR_INTERNAL, 0, "backend %s (%s) answered with invalid JSON: %s",
+				      b->name, b->url, jerr.text);
+			*reply = reply_backend_error(req, 502, err);
 		}
+		ok = *out != NULL;
 	}
 	lms_buf_clear(&resp);
+	return ok;
+}
+
+/* Posts `body` to the backend and parses its JSON answer into *out. True on success; false with the
+ * reply queued. */
+static bool
+exchange(struct lms_request *req, struct lms_backend *b, const char *path, json_t *body, json_t **out,
+	 enum MHD_Result *reply)
+{
+	_cleanup_free_ char *text = json_dumps(body, JSON_COMPACT);
+	_cleanup_error_ struct lms_error *err = NULL;
+	struct lms_relay *r = NULL;
+	long backend_status;
+	const char *ctype;
+	unsigned status;
+	if (lms_relay_start(req->server->backends, b, "POST", path, text, strlen(text), lms_request_socket(req), &r,
+			    &err) < 0) {
+		*reply = lms_reply_lms_error(req, err);
+		return false;
+	}
+	bool ok = await_headers(req, b, r, &backend_status, &ctype, reply) == 0 &&
+		  json_answer(req, b, r, out, &status, reply);
 	lms_relay_free(r);
-	return reply;
+	return ok;
 }
 
 enum MHD_Result
@@ -151,15 +176,13 @@ lms_route_chat_completions(struct lms_request *req)
 	unsigned status = 0;
 	long backend_status = 0;
 	const char *ctype = NULL;
+	enum MHD_Result reply = MHD_NO;
 	if (lms_relay_start(s->backends, b, "POST", "/v1/chat/completions", text, strlen(text), lms_request_socket(req),
 			    &r, &err) < 0)
 		return lms_reply_lms_error(req, err);
-	int rc = lms_relay_headers(r, &backend_status, &ctype, &status, &err);
-	if (rc != LMS_RELAY_CLIENT_GONE)
-		lms_metrics_backend(&s->metrics, b->name, status, lms_relay_seconds(r));
-	if (rc < 0) {
+	if (await_headers(req, b, r, &backend_status, &ctype, &reply) < 0) {
 		lms_relay_free(r);
-		return rc == LMS_RELAY_CLIENT_GONE ? MHD_NO : reply_backend_error(req, status, err);
+		return reply;
 	}
 	if (backend_status == 200 && strncmp(ctype, "text/event-stream", 17) == 0) {
 		struct relay_stream *rs = xcalloc(1, sizeof(*rs));
@@ -171,26 +194,9 @@ lms_route_chat_completions(struct lms_request *req)
 		MHD_add_response_header(resp, "X-Accel-Buffering", "no");
 		return lms_reply(req, 200, resp);
 	}
-	struct lms_buf resp = {0};
-	enum MHD_Result reply;
-	rc = lms_relay_body(r, &resp, &status, &err);
-	if (rc == LMS_RELAY_CLIENT_GONE)
-		reply = MHD_NO;
-	else if (rc < 0)
-		reply = reply_backend_error(req, status, err);
-	else if (status >= 400)
-		reply = reply_backend_failure(req, b, status, resp.data ? resp.data : "", resp.len);
-	else {
-		json_t *json = json_loadb(resp.data ? resp.data : "", resp.len, 0, &jerr);
-		if (json == NULL) {
-			lms_error_set(&err, LMS_ERR_INTERNAL, 0, "backend %s (%s) answered with invalid JSON: %s",
-				      b->name, b->url, jerr.text);
-			reply = reply_backend_error(req, 502, err);
-		} else {
-			reply = lms_reply_json(req, status, json);
-		}
-	}
-	lms_buf_clear(&resp);
+	json_t *answer = NULL;
+	if (json_answer(req, b, r, &answer, &status, &reply))
+		reply = lms_reply_json(req, status, answer);
 	lms_relay_free(r);
 	return reply;
 }
@@ -230,10 +236,10 @@ seed_chat(struct lms_request *req, enum lms_backend_kind kind)
 				 cmd, "stream", 0);
 	json_decref(in);
 	json_t *answer = NULL;
-	bool replied = false;
-	enum MHD_Result reply = exchange(req, b, "/v1/chat/completions", chat, &answer, &replied);
+	enum MHD_Result reply = MHD_NO;
+	bool ok = exchange(req, b, "/v1/chat/completions", chat, &answer, &reply);
 	json_decref(chat);
-	if (replied)
+	if (!ok)
 		return reply;
 	if (kind == LMS_BACKEND_OLLAMA)
 		return lms_reply_json(req, 200, answer);
@@ -269,19 +275,16 @@ lms_route_ollama_api(struct lms_request *req)
 	struct lms_backend *b = lms_backends_of_kind(s->backends, LMS_BACKEND_OLLAMA);
 	struct lms_relay *r = NULL;
 	_cleanup_error_ struct lms_error *err = NULL;
-	unsigned status = 0;
 	long backend_status = 0;
 	const char *ctype = NULL;
 	bool has_body = req->body.len > 0;
 	if (lms_relay_start(s->backends, b, req->method, req->path, has_body ? req->body.data : NULL, req->body.len,
 			    lms_request_socket(req), &r, &err) < 0)
 		return lms_reply_lms_error(req, err);
-	int rc = lms_relay_headers(r, &backend_status, &ctype, &status, &err);
-	if (rc != LMS_RELAY_CLIENT_GONE)
-		lms_metrics_backend(&s->metrics, b->name, status, lms_relay_seconds(r));
-	if (rc < 0) {
+	enum MHD_Result reply = MHD_NO;
+	if (await_headers(req, b, r, &backend_status, &ctype, &reply) < 0) {
 		lms_relay_free(r);
-		return rc == LMS_RELAY_CLIENT_GONE ? MHD_NO : reply_backend_error(req, status, err);
+		return reply;
 	}
 	/* Status, type and bytes as Ollama sends them: its clients must see no difference. */
 	struct relay_stream *rs = xcalloc(1, sizeof(*rs));
