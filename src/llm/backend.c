@@ -5,16 +5,9 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 
 #define MODELS_TIMEOUT_MS 5000
-
-static double
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 static int
 add(struct lms_backends *bs, const char *name, enum lms_backend_kind kind, const char *url, struct lms_error **err)
@@ -110,7 +103,7 @@ lms_backends_refresh(struct lms_backends *bs)
 	/* The fetches happen outside the lock: a slow backend must not hold up every other request. */
 	bool *stale = xcalloc(bs->n ? bs->n : 1, sizeof(bool));
 	pthread_mutex_lock(&bs->lock);
-	double now = now_ms();
+	double now = lms_monotonic_ms();
 	for (size_t i = 0; i < bs->n; i++)
 		stale[i] = bs->v[i].fetched_ms <= 0 || now - bs->v[i].fetched_ms >= (double)bs->cache_ms;
 	pthread_mutex_unlock(&bs->lock);
@@ -122,7 +115,7 @@ lms_backends_refresh(struct lms_backends *bs)
 		lms_strv_free(bs->v[i].models);
 		bs->v[i].models = models;
 		bs->v[i].reachable = models != NULL;
-		bs->v[i].fetched_ms = now_ms();
+		bs->v[i].fetched_ms = lms_monotonic_ms();
 		pthread_mutex_unlock(&bs->lock);
 	}
 	free(stale);

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "llm/backend.h"
 
 #define MAX_BODY (64u << 20)
@@ -33,19 +34,11 @@ struct lms_relay {
 	char error[CURL_ERROR_SIZE];
 };
 
-static double
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 static size_t
 on_header(char *data, size_t size, size_t n, void *userdata)
 {
 	struct lms_relay *r = userdata;
-	r->last_activity = now_ms();
+	r->last_activity = lms_monotonic_ms();
 	/* The blank line ends a header block; a 1xx block is followed by another. */
 	if (size * n <= 2 && (data[0] == '\r' || data[0] == '\n')) {
 		long status = 0;
@@ -53,7 +46,7 @@ on_header(char *data, size_t size, size_t n, void *userdata)
 		if (status >= 200) {
 			r->status = status;
 			r->headers_done = true;
-			r->headers_ms = now_ms();
+			r->headers_ms = lms_monotonic_ms();
 		}
 	}
 	return size * n;
@@ -63,7 +56,7 @@ static size_t
 on_body(char *data, size_t size, size_t n, void *userdata)
 {
 	struct lms_relay *r = userdata;
-	r->last_activity = now_ms();
+	r->last_activity = lms_monotonic_ms();
 	r->headers_done = true;
 	if (r->buf.len - r->off + size * n > MAX_BODY)
 		return 0; /* aborts: a backend may not flood us */
@@ -119,7 +112,7 @@ lms_relay_start(struct lms_backends *bs, struct lms_backend *b, const char *meth
 		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "backend %s: set up the request: %s", b->name,
 				     curl_easy_strerror(c));
 	}
-	r->last_activity = r->started_ms = now_ms();
+	r->last_activity = r->started_ms = lms_monotonic_ms();
 	*out = r;
 	return 0;
 }
@@ -159,7 +152,7 @@ pump(struct lms_relay *r, bool (*ready)(const struct lms_relay *))
 		}
 		/* Until the headers, the first-byte limit; then the silence allowed between two bytes. */
 		double limit = r->headers_done ? r->idle_ms : r->first_byte_ms;
-		double idle = now_ms() - r->last_activity;
+		double idle = lms_monotonic_ms() - r->last_activity;
 		if (idle >= limit) {
 			r->timed_out = true;
 			r->done = true;
@@ -271,7 +264,7 @@ lms_relay_body(struct lms_relay *r, struct lms_buf *out, unsigned *http_status, 
 double
 lms_relay_seconds(const struct lms_relay *r)
 {
-	return ((r->headers_ms > 0 ? r->headers_ms : now_ms()) - r->started_ms) / 1e3;
+	return ((r->headers_ms > 0 ? r->headers_ms : lms_monotonic_ms()) - r->started_ms) / 1e3;
 }
 
 void

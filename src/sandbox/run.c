@@ -24,6 +24,7 @@
 #include "config.h"
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "core/clock.h"
 #include "core/file.h"
 #include "sandbox/cgroup.h"
 #include "sandbox/child.h"
@@ -178,14 +179,6 @@ clone_sandbox(int cgroup_fd, int *pidfd, bool *into_cgroup, struct lms_error **e
 	return pid;
 }
 
-static double
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 struct watch {
 	const struct lms_sandbox_spec *spec;
 	lms_output_fn on_output;
@@ -289,7 +282,7 @@ watch_loop(struct watch *w, struct lms_error **err)
 		fds[PID] = (struct pollfd){.fd = w->exited ? -1 : w->exit_fd, .events = POLLIN};
 		fds[CANCEL] = (struct pollfd){.fd = w->killed ? -1 : w->spec->cancel_fd, .events = POLLIN};
 
-		double now = now_ms(), wake = w->killed ? -1 : w->deadline;
+		double now = lms_monotonic_ms(), wake = w->killed ? -1 : w->deadline;
 		if (!w->killed && w->next_cpu_check > 0 && w->next_cpu_check < wake)
 			wake = w->next_cpu_check;
 		int timeout = wake < 0 ? -1 : wake <= now ? 0 : (int)(wake - now) + 1;
@@ -298,7 +291,7 @@ watch_loop(struct watch *w, struct lms_error **err)
 			kill_sandbox(w);
 			return lms_error_set(err, LMS_ERR_INTERNAL, errno, "poll the sandbox");
 		}
-		now = now_ms();
+		now = lms_monotonic_ms();
 		if (!w->killed && now >= w->deadline) {
 			w->result->timed_out = true;
 			kill_sandbox(w);
@@ -570,7 +563,7 @@ lms_sandbox_launch(struct lms_prepared *sp, const struct lms_sandbox_spec *spec,
 	uint64_t cpu_ns = 0;
 	if (lms_cgroup_cpu_ns(sp->cg, &cpu_ns, NULL) == 0)
 		w.cpu_base_ms = (double)cpu_ns / 1e6;
-	double start = now_ms();
+	double start = lms_monotonic_ms();
 	int r = send_launch(sp, spec, err);
 
 	w.exit_fd = sp->pidfd >= 0 ? sp->pidfd : sp->p.report[0];
@@ -596,7 +589,7 @@ lms_sandbox_launch(struct lms_prepared *sp, const struct lms_sandbox_spec *spec,
 	while (wait4(sp->pid, &init_status, __WALL, &ru) < 0 && errno == EINTR)
 		;
 	sp->pid = -1;
-	result->duration_ms = now_ms() - start;
+	result->duration_ms = lms_monotonic_ms() - start;
 	int status = 0, have = 0;
 	if (r == 0) {
 		have = read_report(sp->p.report[0], &status, err);

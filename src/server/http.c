@@ -19,16 +19,9 @@
 
 #include "api/exec-json.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "llm/backend.h"
 #include "server/server.h"
-
-double
-lms_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 unsigned
 lms_error_status(const struct lms_error *e)
@@ -96,6 +89,19 @@ enum MHD_Result
 lms_reply_lms_error(struct lms_request *req, const struct lms_error *e)
 {
 	return lms_reply_json(req, lms_error_status(e), lms_error_json(e));
+}
+
+enum MHD_Result
+lms_reply_event_stream(struct lms_request *req, MHD_ContentReaderCallback reader, void *cls,
+		       MHD_ContentReaderFreeCallback free_cls)
+{
+	struct MHD_Response *resp =
+	    MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, reader, cls, free_cls);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+	/* Proxies such as nginx must not hold the events back. */
+	MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+	return lms_reply(req, 200, resp);
 }
 
 int
@@ -201,7 +207,7 @@ log_request(const struct lms_request *req)
 	json_object_set_new(line, "method", json_string(req->method));
 	json_object_set_new(line, "path", json_stringn(req->path, strnlen(req->path, 512)));
 	json_object_set_new(line, "status", json_integer(req->status));
-	json_object_set_new(line, "duration_ms", json_real(lms_now_ms() - req->start_ms));
+	json_object_set_new(line, "duration_ms", json_real(lms_monotonic_ms() - req->start_ms));
 	log_json(line);
 }
 
@@ -311,7 +317,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		req->conn = conn;
 		req->method = xstrdup(method); /* MHD's copy is gone by the time the request is logged */
 		req->path = xstrdup(url);
-		req->start_ms = lms_now_ms();
+		req->start_ms = lms_monotonic_ms();
 		set_request_id(req);
 		*con_cls = req;
 		return begin_request(req);

@@ -9,6 +9,7 @@
 #include "api/exec-json.h"
 #include "api/exec-request.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/utf8.h"
 #include "server/server.h"
 
@@ -78,7 +79,7 @@ start_exec(struct lms_request *req, enum MHD_Result *reply)
 	x->req = req;
 	x->server = s;
 	x->client_fd = lms_request_socket(req);
-	x->start_ms = lms_now_ms();
+	x->start_ms = lms_monotonic_ms();
 	if (lms_exec_request_parse(req->body.data ? req->body.data : "", req->body.len, &policy, &x->xr, &err) < 0) {
 		exec_free(x);
 		*reply = lms_reply_lms_error(req, err);
@@ -133,7 +134,7 @@ static void
 record(struct exec *x, const struct lms_job_event *ev)
 {
 	enum lms_exec_outcome o = ev->type == LMS_JOB_RESULT ? outcome_of(&ev->result) : LMS_OUTCOME_ERROR;
-	lms_metrics_exec(&x->server->metrics, o, (lms_now_ms() - x->start_ms) / 1e3);
+	lms_metrics_exec(&x->server->metrics, o, (lms_monotonic_ms() - x->start_ms) / 1e3);
 }
 
 /* ---- one JSON response ---- */
@@ -309,12 +310,7 @@ sse_free(void *cls)
 static enum MHD_Result
 exec_streamed(struct lms_request *req, struct exec *x)
 {
-	struct MHD_Response *resp =
-	    MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, sse_read, x, sse_free);
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-	MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-	return lms_reply(req, 200, resp);
+	return lms_reply_event_stream(req, sse_read, x, sse_free);
 }
 
 enum MHD_Result

@@ -118,16 +118,12 @@ lms_route_models(struct lms_request *req)
 
 /* ---- /v1/chat/completions ---- */
 
-struct relay_stream {
-	struct lms_relay *relay;
-};
-
+/* The relay itself is the reader's state. */
 static ssize_t
 stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
 	(void)pos;
-	struct relay_stream *rs = cls;
-	ssize_t n = lms_relay_read(rs->relay, buf, max);
+	ssize_t n = lms_relay_read(cls, buf, max);
 	if (n == LMS_RELAY_CLIENT_GONE)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
 	return n > 0 ? n : MHD_CONTENT_READER_END_OF_STREAM;
@@ -136,9 +132,7 @@ stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 static void
 stream_free(void *cls)
 {
-	struct relay_stream *rs = cls;
-	lms_relay_free(rs->relay);
-	free(rs);
+	lms_relay_free(cls);
 }
 
 enum MHD_Result
@@ -185,14 +179,7 @@ lms_route_chat_completions(struct lms_request *req)
 		return reply;
 	}
 	if (backend_status == 200 && strncmp(ctype, "text/event-stream", 17) == 0) {
-		struct relay_stream *rs = xcalloc(1, sizeof(*rs));
-		rs->relay = r;
-		struct MHD_Response *resp =
-		    MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, rs, stream_free);
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-		MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-		return lms_reply(req, 200, resp);
+		return lms_reply_event_stream(req, stream_read, r, stream_free);
 	}
 	json_t *answer = NULL;
 	if (json_answer(req, b, r, &answer, &status, &reply))
@@ -287,10 +274,8 @@ lms_route_ollama_api(struct lms_request *req)
 		return reply;
 	}
 	/* Status, type and bytes as Ollama sends them: its clients must see no difference. */
-	struct relay_stream *rs = xcalloc(1, sizeof(*rs));
-	rs->relay = r;
 	struct MHD_Response *resp =
-	    MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, rs, stream_free);
+	    MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, r, stream_free);
 	if (ctype && *ctype)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
 	return lms_reply(req, (unsigned)backend_status, resp);

@@ -77,9 +77,11 @@ enum MHD_Result lms_reply_json(struct lms_request *req, unsigned status, json_t 
 __attribute__((format(printf, 5, 6))) enum MHD_Result
 lms_reply_error(struct lms_request *req, unsigned status, const char *type, const char *code, const char *fmt, ...);
 enum MHD_Result lms_reply_lms_error(struct lms_request *req, const struct lms_error *e);
+/* 200 with Server-Sent Events read from `reader` as they come (cls freed by free_cls). */
+enum MHD_Result lms_reply_event_stream(struct lms_request *req, MHD_ContentReaderCallback reader, void *cls,
+				       MHD_ContentReaderFreeCallback free_cls);
 unsigned lms_error_status(const struct lms_error *e);
 int lms_request_socket(const struct lms_request *req);
-double lms_now_ms(void);
 
 /* Registers a running job so that shutdown can cancel it. */
 void lms_server_track_job(struct lms_server *s, struct lms_job *job);
