@@ -494,3 +494,12 @@ def wait_until(predicate, timeout, interval=0.02):
 
 def new_request_id():
     return f"t-{uuid.uuid4().hex}"
+
+
+def closed_url():
+    """The URL of a port on 127.0.0.1 that nothing listens on (a backend that is down)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}"

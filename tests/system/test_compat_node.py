@@ -10,14 +10,13 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
-from server_fixtures import cut, start_server
+from server_fixtures import closed_url, cut, start_server
 
 REPO = Path(__file__).resolve().parents[2]
 COMPAT = REPO / "tests" / "compat"
@@ -29,15 +28,6 @@ NPM_TIMEOUT = 300
 NODE_TIMEOUT = 120
 CHUNKS = 8
 MODEL = "tiny.gguf"  # the llamacpp fake's default model
-
-
-def closed_url():
-    """The URL of a port on 127.0.0.1 that nothing listens on (a backend that is down)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}"
 
 
 def pinned_sdk_version():

@@ -11,7 +11,6 @@ import http.client
 import importlib.util
 import json
 import re
-import socket
 import threading
 import time
 import uuid
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from server_fixtures import assert_error, run_serve, show, start_server
+from server_fixtures import assert_error, closed_url, run_serve, show, start_server
 
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("fake_llm", REPO / "tests" / "fakes" / "fake_llm.py")
@@ -94,15 +93,6 @@ def fake():
     yield _fake
     for f in made:
         f.stop()
-
-
-def closed_url():
-    """The URL of a port on 127.0.0.1 that nothing listens on (a backend that is down)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}"
 
 
 class PlainBackend:
