@@ -485,6 +485,17 @@ lms_prepared_free(struct lms_prepared *sp)
 	free(sp);
 }
 
+/* Gives a sandbox prepared at low priority the caller's. Coming down needs CAP_SYS_NICE (or RLIMIT_NICE),
+ * which the pool checks before it prepares at a low priority; elsewhere the values already match. */
+static void
+match_priority(pid_t pid)
+{
+	errno = 0;
+	int nice = getpriority(PRIO_PROCESS, 0);
+	if (errno == 0 && getpriority(PRIO_PROCESS, (id_t)pid) != nice)
+		(void)setpriority(PRIO_PROCESS, (id_t)pid, nice);
+}
+
 /* The launch message of child.c's read_launch: a u32 length and the spec with its whole environment. */
 static int
 send_launch(struct lms_prepared *sp, const struct lms_sandbox_spec *spec, struct lms_error **err)
@@ -560,6 +571,7 @@ lms_sandbox_launch(struct lms_prepared *sp, const struct lms_sandbox_spec *spec,
 		lms_prepared_free(sp);
 		return -1;
 	}
+	match_priority(sp->pid);
 	uint64_t cpu_ns = 0;
 	if (lms_cgroup_cpu_ns(sp->cg, &cpu_ns, NULL) == 0)
 		w.cpu_base_ms = (double)cpu_ns / 1e6;

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -101,13 +102,18 @@ read_fd(int fd, size_t *len, struct lms_error **err)
 	return data;
 }
 
+/* Pool workers prepare at the lowest priority, so that refilling the pool takes only CPU time that
+ * running commands leave idle; a worker given a job comes back to the spawner's priority first. */
+#define POOL_NICE 19
+
 /* Runs one job: in `prepared` when it can hold the spec (same image, limits within its own), else in
  * a sandbox made now. */
 __attribute__((noreturn)) static void
 worker_main(int spec_fd, int events_fd, int cancel_fd, struct lms_prepared *prepared,
-	    const struct lms_sandbox_spec *base)
+	    const struct lms_sandbox_spec *base, int nice)
 {
 	signal(SIGPIPE, SIG_IGN);
+	(void)setpriority(PRIO_PROCESS, 0, nice);
 	struct lms_error *err = NULL;
 	struct lms_sandbox_spec spec;
 	struct lms_sandbox_result res;
@@ -138,16 +144,6 @@ worker_main(int spec_fd, int events_fd, int cancel_fd, struct lms_prepared *prep
 
 /* ---- the spawner process ---- */
 
-static void
-reap(int sigfd)
-{
-	struct signalfd_siginfo si;
-	while (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-		;
-	while (waitpid(-1, NULL, WNOHANG) > 0)
-		;
-}
-
 static int
 receive_job(int sock, int fds[3])
 {
@@ -170,12 +166,56 @@ receive_job(int sock, int fds[3])
 	return 1;
 }
 
+struct pool {
+	const struct lms_sandbox_spec *base;
+	unsigned size;
+	struct {
+		pid_t pid;
+		int ctl;
+		bool ready;
+	} w[LMS_POOL_MAX];
+	unsigned n;
+	unsigned failures; /* in a row: past a few, refilling waits for the next job */
+	int nice;	   /* the spawner's, which every job runs at */
+	bool low_priority; /* whether workers may prepare at POOL_NICE (they can come back) */
+	pid_t *jobs;	   /* workers running a job */
+	size_t n_jobs, jobs_cap;
+};
+
+static void
+jobs_add(struct pool *pool, pid_t pid)
+{
+	if (pool->n_jobs == pool->jobs_cap) {
+		pool->jobs_cap = pool->jobs_cap ? 2 * pool->jobs_cap : 16;
+		pool->jobs = xrealloc(pool->jobs, pool->jobs_cap * sizeof(*pool->jobs));
+	}
+	pool->jobs[pool->n_jobs++] = pid;
+}
+
+static void
+reap(struct pool *pool, int sigfd)
+{
+	struct signalfd_siginfo si;
+	while (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+		;
+	pid_t pid;
+	while ((pid = waitpid(-1, NULL, WNOHANG)) > 0)
+		for (size_t i = 0; i < pool->n_jobs; i++)
+			if (pool->jobs[i] == pid) {
+				pool->jobs[i] = pool->jobs[--pool->n_jobs];
+				break;
+			}
+}
+
 /* A pool worker: prepares a sandbox with the pool's base spec, says "R" (ready) on its control socket,
  * then waits for one job there. End-of-file instead of a job: the pool is closing. */
 __attribute__((noreturn)) static void
-pool_worker_main(int ctl, const struct lms_sandbox_spec *base)
+pool_worker_main(int ctl, const struct pool *pool)
 {
+	const struct lms_sandbox_spec *base = pool->base;
 	prctl(PR_SET_NAME, "lms-pooled", 0, 0, 0);
+	if (pool->low_priority)
+		(void)setpriority(PRIO_PROCESS, 0, POOL_NICE);
 	struct lms_prepared *sp = NULL;
 	if (lms_sandbox_prepare(base, &sp, NULL) < 0) {
 		(void)!write(ctl, "F", 1);
@@ -188,20 +228,20 @@ pool_worker_main(int ctl, const struct lms_sandbox_spec *base)
 		_exit(0);
 	}
 	close(ctl);
-	worker_main(job[0], job[1], job[2], sp, base);
+	worker_main(job[0], job[1], job[2], sp, base, pool->nice);
 }
 
-struct pool {
-	const struct lms_sandbox_spec *base;
-	unsigned size;
-	struct {
-		pid_t pid;
-		int ctl;
-		bool ready;
-	} w[LMS_POOL_MAX];
-	unsigned n;
-	unsigned failures; /* in a row: past a few, refilling waits for the next job */
-};
+/* Whether this process may lower its nice value again (CAP_SYS_NICE or RLIMIT_NICE), tried on itself. */
+static void
+pool_priority_init(struct pool *pool)
+{
+	errno = 0;
+	pool->nice = getpriority(PRIO_PROCESS, 0);
+	if (errno != 0)
+		pool->nice = 0;
+	pool->low_priority = pool->nice < POOL_NICE && setpriority(PRIO_PROCESS, 0, pool->nice + 1) == 0 &&
+			     setpriority(PRIO_PROCESS, 0, pool->nice) == 0;
+}
 
 static void
 pool_fill(struct pool *pool, int sock, int sigfd)
@@ -221,7 +261,7 @@ pool_fill(struct pool *pool, int sock, int sigfd)
 			sigemptyset(&all);
 			sigaddset(&all, SIGCHLD);
 			sigprocmask(SIG_UNBLOCK, &all, NULL);
-			pool_worker_main(sv[1], pool->base);
+			pool_worker_main(sv[1], pool);
 		}
 		close(sv[1]);
 		if (pid < 0) {
@@ -280,9 +320,12 @@ pool_take(struct pool *pool, int job[3])
 		c->cmsg_len = CMSG_LEN(3 * sizeof(int));
 		memcpy(CMSG_DATA(c), job, 3 * sizeof(int));
 		ssize_t n = sendmsg(pool->w[i].ctl, &msg, MSG_NOSIGNAL);
+		pid_t pid = pool->w[i].pid;
 		pool_drop(pool, i);
-		if (n == 1)
+		if (n == 1) {
+			jobs_add(pool, pid);
 			return true;
+		}
 		i--; /* that worker is gone: try the next */
 	}
 	return false;
@@ -295,6 +338,7 @@ spawner_main(int sock, struct pool *pool)
 	prctl(PR_SET_NAME, "lms-spawner", 0, 0, 0);
 	/* Compiled once here, inherited by every worker. */
 	lms_seccomp_program(NULL);
+	pool_priority_init(pool);
 	sigset_t chld;
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
@@ -311,7 +355,7 @@ spawner_main(int sock, struct pool *pool)
 		if (poll(fds, 2 + n_pool, -1) < 0)
 			continue;
 		if (fds[1].revents)
-			reap(sigfd);
+			reap(pool, sigfd);
 		for (unsigned i = n_pool; i-- > 0;)
 			if (fds[2 + i].revents)
 				pool_event(pool, i);
@@ -335,8 +379,10 @@ spawner_main(int sock, struct pool *pool)
 					for (unsigned i = 0; i < pool->n; i++)
 						close(pool->w[i].ctl);
 					sigprocmask(SIG_UNBLOCK, &chld, NULL);
-					worker_main(job[0], job[1], job[2], NULL, NULL);
+					worker_main(job[0], job[1], job[2], NULL, NULL, pool->nice);
 				}
+				if (pid > 0)
+					jobs_add(pool, pid);
 			}
 			if (r > 0) {
 				for (int i = 0; i < 3; i++)
@@ -344,7 +390,11 @@ spawner_main(int sock, struct pool *pool)
 				pool->failures = 0;
 			}
 		}
-		pool_fill(pool, sock, sigfd);
+		/* Preparing a sandbox beside a running one slows that one down by more than the CPU it
+		 * takes (both take the same kernel locks: mounts, namespaces, cgroups), so the pool refills
+		 * only while no job runs. */
+		if (pool->n_jobs == 0)
+			pool_fill(pool, sock, sigfd);
 	}
 }
 
