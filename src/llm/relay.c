@@ -3,7 +3,6 @@
  * transfer (curl_multi_poll) and watches the HTTP client's socket at the same time, so a client that
  * goes away aborts the backend request at once.
  */
-#include <curl/curl.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -11,12 +10,14 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "llm/backend.h"
+#include "llm/curl-load.h"
 
 #define MAX_BODY (64u << 20)
 
 atomic_bool lms_relay_stopping;
 
 struct lms_relay {
+	const struct lms_curl_api *curl;
 	CURLM *multi;
 	CURL *easy;
 	struct curl_slist *headers;
@@ -42,7 +43,7 @@ on_header(char *data, size_t size, size_t n, void *userdata)
 	/* The blank line ends a header block; a 1xx block is followed by another. */
 	if (size * n <= 2 && (data[0] == '\r' || data[0] == '\n')) {
 		long status = 0;
-		curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+		r->curl->easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
 		if (status >= 200) {
 			r->status = status;
 			r->headers_done = true;
@@ -68,26 +69,30 @@ int
 lms_relay_start(struct lms_backends *bs, struct lms_backend *b, const char *method, const char *path, const char *body,
 		size_t len, int client_fd, struct lms_relay **out, struct lms_error **err)
 {
+	const struct lms_curl_api *curl = lms_curl(err);
+	if (curl == NULL)
+		return lms_error_prefix(err, "backend %s", b->name);
 	struct lms_relay *r = xcalloc(1, sizeof(*r));
+	r->curl = curl;
 	r->backend = b;
 	r->client_fd = client_fd;
 	r->idle_ms = (double)bs->timeout_ms;
 	r->first_byte_ms = (double)bs->first_byte_timeout_ms;
 	r->url = xasprintf("%s%s", b->url, path);
-	r->multi = curl_multi_init();
-	r->easy = curl_easy_init();
+	r->multi = r->curl->multi_init();
+	r->easy = r->curl->easy_init();
 	if (r->multi == NULL || r->easy == NULL) {
 		lms_relay_free(r);
 		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "backend %s: cannot start a libcurl transfer", b->name);
 	}
-	r->headers = curl_slist_append(r->headers, "Content-Type: application/json");
-	r->headers = curl_slist_append(r->headers, "Expect:");
+	r->headers = r->curl->slist_append(r->headers, "Content-Type: application/json");
+	r->headers = r->curl->slist_append(r->headers, "Expect:");
 	CURL *e = r->easy;
 	CURLcode c = CURLE_OK;
 #define SET(opt, val)                                                                                                  \
 	do {                                                                                                           \
 		if (c == CURLE_OK)                                                                                     \
-			c = curl_easy_setopt(e, opt, val);                                                             \
+			c = curl->easy_setopt(e, opt, val);                                                            \
 	} while (0)
 	SET(CURLOPT_URL, r->url);
 	SET(CURLOPT_CUSTOMREQUEST, method);
@@ -107,10 +112,10 @@ lms_relay_start(struct lms_backends *bs, struct lms_backend *b, const char *meth
 		SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
 	}
 #undef SET
-	if (c != CURLE_OK || curl_multi_add_handle(r->multi, e) != CURLM_OK) {
+	if (c != CURLE_OK || r->curl->multi_add_handle(r->multi, e) != CURLM_OK) {
 		lms_relay_free(r);
 		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "backend %s: set up the request: %s", b->name,
-				     curl_easy_strerror(c));
+				     r->curl->easy_strerror(c));
 	}
 	r->last_activity = r->started_ms = lms_monotonic_ms();
 	*out = r;
@@ -135,10 +140,10 @@ pump(struct lms_relay *r, bool (*ready)(const struct lms_relay *))
 {
 	while (!r->done && !ready(r)) {
 		int running = 0;
-		curl_multi_perform(r->multi, &running);
+		r->curl->multi_perform(r->multi, &running);
 		CURLMsg *m;
 		int left;
-		while ((m = curl_multi_info_read(r->multi, &left)) != NULL)
+		while ((m = r->curl->multi_info_read(r->multi, &left)) != NULL)
 			if (m->msg == CURLMSG_DONE) {
 				r->done = true;
 				r->result = m->data.result;
@@ -160,8 +165,8 @@ pump(struct lms_relay *r, bool (*ready)(const struct lms_relay *))
 		}
 		int wait = (int)(limit - idle) + 1;
 		struct curl_waitfd extra = {.fd = r->client_fd, .events = CURL_WAIT_POLLIN};
-		curl_multi_poll(r->multi, r->client_fd >= 0 ? &extra : NULL, r->client_fd >= 0 ? 1 : 0,
-				wait < 1000 ? wait : 1000, NULL);
+		r->curl->multi_poll(r->multi, r->client_fd >= 0 ? &extra : NULL, r->client_fd >= 0 ? 1 : 0,
+				    wait < 1000 ? wait : 1000, NULL);
 		if (r->client_fd >= 0 && (extra.revents & CURL_WAIT_POLLIN)) {
 			int state = client_state(r->client_fd);
 			if (state < 0)
@@ -199,13 +204,13 @@ transfer_error(struct lms_relay *r, unsigned *http_status, struct lms_error **er
 				     b->url, r->idle_ms);
 	}
 	curl_off_t connected_us = 0;
-	curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connected_us);
+	r->curl->easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connected_us);
 	bool unreachable = r->result == CURLE_COULDNT_CONNECT || r->result == CURLE_COULDNT_RESOLVE_HOST ||
 			   (r->result == CURLE_OPERATION_TIMEDOUT && connected_us == 0);
 	*http_status = unreachable ? 503 : 502;
 	return lms_error_set(err, LMS_ERR_INTERNAL, 0, "backend %s (%s) %s: %s", b->name, b->url,
 			     unreachable ? "is unreachable" : "answered badly",
-			     r->error[0] ? r->error : curl_easy_strerror(r->result));
+			     r->error[0] ? r->error : r->curl->easy_strerror(r->result));
 }
 
 int
@@ -216,7 +221,7 @@ lms_relay_headers(struct lms_relay *r, long *status, const char **content_type, 
 	if (!r->headers_done || r->client_gone || r->timed_out)
 		return transfer_error(r, http_status, err);
 	char *ct = NULL;
-	curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct);
+	r->curl->easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct);
 	free(r->content_type);
 	r->content_type = xstrdup(ct ? ct : "");
 	*status = r->status;
@@ -279,12 +284,12 @@ lms_relay_free(struct lms_relay *r)
 	if (r == NULL)
 		return;
 	if (r->multi && r->easy)
-		curl_multi_remove_handle(r->multi, r->easy);
+		r->curl->multi_remove_handle(r->multi, r->easy);
 	if (r->easy)
-		curl_easy_cleanup(r->easy); /* closes the connection: the backend sees its client leave */
+		r->curl->easy_cleanup(r->easy); /* closes the connection: the backend sees its client leave */
 	if (r->multi)
-		curl_multi_cleanup(r->multi);
-	curl_slist_free_all(r->headers);
+		r->curl->multi_cleanup(r->multi);
+	r->curl->slist_free_all(r->headers);
 	lms_buf_clear(&r->buf);
 	free(r->content_type);
 	free(r->url);

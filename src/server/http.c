@@ -4,7 +4,6 @@
  * (start, SIGTERM, shutdown). Routes live in routes-*.c and are listed in router.c.
  */
 #include <arpa/inet.h>
-#include <curl/curl.h>
 #include <ctype.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -21,6 +20,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "llm/backend.h"
+#include "llm/curl-load.h"
 #include "server/server.h"
 
 unsigned
@@ -495,12 +495,6 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 				     cfg->listen);
 	}
 
-	/* libcurl's global state, before any thread exists (its documented rule). */
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
-		close(fd);
-		free(s.listen_url);
-		return lms_error_set(err, LMS_ERR_SETUP, 0, "initialise libcurl");
-	}
 	struct lms_backends backends = {
 	    .connect_timeout_ms = cfg->backend_connect_timeout_ms,
 	    .timeout_ms = cfg->backend_timeout_ms,
@@ -560,7 +554,7 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	close(fd);
 	lms_spawner_stop(s.spawner);
 	lms_backends_free(&backends);
-	curl_global_cleanup();
+	lms_curl_cleanup();
 	log_event("info", "stopped", NULL, NULL);
 	free(s.listen_url);
 	return 0;

@@ -388,6 +388,21 @@ def test_models_is_the_union_of_the_reachable_backends(fake, start):
         assert m["owned_by"] == m["id"].split("/", 1)[0], f"owned_by is not the backend: {m}"
 
 
+def _maps_libcurl(pid):
+    return any("libcurl" in line for line in open(f"/proc/{pid}/maps"))
+
+
+def test_libcurl_is_loaded_by_the_first_gateway_request_only(fake, start):
+    # A daemon that only runs commands stays small: libcurl and its TLS stack are mapped on first use.
+    o = fake("ollama", models=["m:latest"])
+    s = start(*backends_args(o, closed_url()))
+    assert s.exec({"argv": ["true"]}).status_code == 200
+    assert not _maps_libcurl(s.pid), "libcurl is mapped before any gateway request"
+    r = s.get("/v1/models")
+    assert r.status_code == 200 and [m["id"] for m in r.json()["data"]] == ["ollama/m:latest"], show(r)
+    assert _maps_libcurl(s.pid), "the gateway answered without libcurl mapped: is it still linked in?"
+
+
 def test_models_with_every_backend_down_is_an_empty_list(start):
     s = start(*backends_args(closed_url(), closed_url(), ("gone", closed_url())))
     r = s.get("/v1/models")
