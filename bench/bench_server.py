@@ -5,7 +5,10 @@ Three figures, each with its anchor measured in the same run:
 
 * Round trip of POST /v1/exec {"argv": ["true"]} on one kept-alive connection, interleaved round by
   round with a bubblewrap process running /usr/bin/true and a bare /usr/bin/true; medians and ratios
-  (goal: exec <= 0.25 x bwrap).
+  (goal: exec <= 0.25 x bwrap). Before each timed run the bench waits until the daemon's pool is full
+  again (every pool worker blocked in recvmsg, read from /proc), as it is when an agent takes seconds
+  between commands, and so that no refill runs beside an anchor. The same without that wait (requests
+  back to back, each refill beside the next request) and with --pool-size 0 are reported too.
 * Sustained rate: wrk with 16 connections for --seconds against POST /v1/exec, beside the rate of two
   parallel bubblewrap loops over the same time (goal: >= 4 x).
 * Idle resident memory of the daemon (VmRSS; goal <= 8 MiB) and of its spawner.
@@ -33,8 +36,11 @@ BWRAP = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--ro-b
 BODY = json.dumps({"argv": ["true"]})
 
 
-def start_server(serve_bin):
-    proc = subprocess.Popen([serve_bin, "--listen", "127.0.0.1:0", "--max-concurrent", "64"],
+POOL_SIZE = 4  # the daemon's default
+
+
+def start_server(serve_bin, extra=()):
+    proc = subprocess.Popen([serve_bin, "--listen", "127.0.0.1:0", "--max-concurrent", "64", *extra],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -89,20 +95,75 @@ def proc_once(argv):
     return wall
 
 
-def round_trips(url, rounds):
+RECVMSG = {"x86_64": 47, "aarch64": 212}.get(os.uname().machine)
+
+
+def descendants(pid):
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return found
+
+
+def pool_ready(daemon_pid):
+    """How many pool workers wait for a job (blocked in recvmsg after saying "ready")."""
+    n = 0
+    for pid in descendants(daemon_pid)[1:]:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "lms-pooled":
+                    continue
+            with open(f"/proc/{pid}/syscall") as f:
+                n += int(f.read().split()[0]) == RECVMSG
+        except (OSError, ValueError, IndexError):
+            pass
+    return n
+
+
+def wait_pool(daemon_pid, size, timeout=5):
+    deadline = time.monotonic() + timeout
+    while size and pool_ready(daemon_pid) < size and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def round_trips(url, rounds, daemon_pid, pool_size):
     host, port = url.split("//")[1].rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port))
     for _ in range(10):
         exec_once(conn)
         proc_once(BWRAP)
-    samples = {"exec": [], "bwrap": [], "bare-true": []}
+    samples = {"exec": [], "bwrap": [], "bare-true": [], "back-to-back": []}
     for i in range(rounds):
         order = [("exec", lambda: exec_once(conn)), ("bwrap", lambda: proc_once(BWRAP)),
                  ("bare-true", lambda: proc_once(["/usr/bin/true"]))]
         for name, fn in order[i % 3:] + order[:i % 3]:
+            wait_pool(daemon_pid, pool_size)
             samples[name].append(fn())
+    wait_pool(daemon_pid, pool_size)
+    for _ in range(rounds):
+        samples["back-to-back"].append(exec_once(conn))
     conn.close()
     return {k: statistics.median(v) / 1e6 for k, v in samples.items()}
+
+
+def round_trips_unpooled(serve_bin, rounds):
+    proc, url = start_server(serve_bin, ["--pool-size", "0"])
+    try:
+        host, port = url.split("//")[1].rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port))
+        samples = [exec_once(conn) for _ in range(rounds + 10)][10:]
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    return statistics.median(samples) / 1e6
 
 
 def wrk_rate(url, seconds):
@@ -192,13 +253,14 @@ def gateway(serve_bin, rounds, chunks):
                 r = stream_once(target, "tiny.gguf" if name == "direct" else "llamacpp/tiny.gguf")
                 if i >= 2:
                     samples[name].append(r)
+        used_rss = rss_kib(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         stop_fake()
     med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v), v[0][2])
            for k, v in samples.items()}
-    return med
+    return med, used_rss
 
 
 def main():
@@ -215,25 +277,32 @@ def main():
         time.sleep(0.5)  # settle before the idle reading; nothing else waits on this
         idle = rss_kib(proc.pid)
         spawner = sum(rss_kib(c) for c in children(proc.pid))
-        rt = round_trips(url, args.rounds)
+        rt = round_trips(url, args.rounds, proc.pid, POOL_SIZE)
         rate, bad, socket_errors = wrk_rate(url, args.seconds)
         brate = bwrap_rate(args.seconds)
-        gw = gateway(os.path.abspath(args.serve_bin), args.stream_rounds, args.stream_chunks)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+    unpooled = round_trips_unpooled(os.path.abspath(args.serve_bin), args.rounds)
+    gw, gw_rss = gateway(os.path.abspath(args.serve_bin), args.stream_rounds, args.stream_chunks)
     lines = [
         "## Server (`lm-sandbox serve`)", "",
-        f"{args.rounds} interleaved rounds on one kept-alive connection; wrk -t2 -c16 for {args.seconds} s; "
-        "the bubblewrap rate is two parallel loops over the same time.", "",
+        f"{args.rounds} interleaved rounds on one kept-alive connection, each run timed once the pool of "
+        f"{POOL_SIZE} is full again (an agent's pace); wrk -t2 -c16 for {args.seconds} s; the bubblewrap rate "
+        "is two parallel loops over the same time.", "",
         "| figure | lm-sandbox | anchor | ratio | goal |", "|---|---:|---:|---:|---|",
         f"| POST /v1/exec round trip (median ms) | {rt['exec']:.3f} | bwrap {rt['bwrap']:.3f} "
         f"| {rt['exec'] / rt['bwrap']:.2f} | <= 0.25 |",
         f"| same, against bare true | {rt['exec']:.3f} | true {rt['bare-true']:.3f} "
         f"| {rt['exec'] / rt['bare-true']:.2f} | about 2 |",
+        f"| round trip back to back (refill beside the next request) | {rt['back-to-back']:.3f} "
+        f"| bwrap {rt['bwrap']:.3f} | {rt['back-to-back'] / rt['bwrap']:.2f} | |",
+        f"| round trip with --pool-size 0 | {unpooled:.3f} | bwrap {rt['bwrap']:.3f} "
+        f"| {unpooled / rt['bwrap']:.2f} | |",
         f"| sustained rate, 16 clients (req/s) | {rate:.0f} | bwrap x2 {brate:.0f} | {rate / brate:.2f} | >= 4 |",
         f"| idle RSS of the daemon (MiB) | {idle / 1024:.1f} | | | <= 8 |",
-        f"| idle RSS of the spawner (MiB) | {spawner / 1024:.1f} | | | |", "",
+        f"| idle RSS of the spawner (MiB) | {spawner / 1024:.1f} | | | |",
+        f"| RSS of a daemon after gateway use, libcurl loaded (MiB) | {gw_rss / 1024:.1f} | | | |", "",
         f"wrk: non-2xx responses {bad}, socket errors {socket_errors}.", "",
         "## LLM gateway", "",
         f"A fake llama-server (tests/fakes/fake_llm.py) streams {args.stream_chunks} chunks as fast as it can; "

@@ -255,11 +255,14 @@ lms_cgroup_destroy(struct lms_cgroup *cg, struct lms_error **err)
 		return 0;
 	int r = 0;
 	for (int i = 0; i < LMS_CG_COUNT; i++) {
+		/* Empty already when its PID 1 was reaped (the common case): killing is for the rest. */
+		bool removed = cg->path[i] == NULL || rmdir(cg->path[i]) == 0 || errno == ENOENT;
 		if (cg->dirfd[i] >= 0) {
-			kill_members(cg->dirfd[i]);
+			if (!removed)
+				kill_members(cg->dirfd[i]);
 			close(cg->dirfd[i]);
 		}
-		if (cg->path[i] != NULL && remove_dir(cg->path[i], err) < 0)
+		if (!removed && remove_dir(cg->path[i], err) < 0)
 			r = -1;
 		free(cg->path[i]);
 	}

@@ -162,11 +162,8 @@ close_other_fds(struct lms_child_ctx *ctx, struct lms_child_msg *msg)
 }
 
 static int
-set_limits(const struct lms_sandbox_spec *spec, struct lms_child_msg *msg)
+set_cpu_limit(const struct lms_sandbox_spec *spec, struct lms_child_msg *msg)
 {
-	/* No core files: they would fill the disk and carry memory contents out. */
-	if (setrlimit(RLIMIT_CORE, &(struct rlimit){0, 0}) < 0)
-		return lms_child_fail(msg, errno, "setrlimit RLIMIT_CORE");
 	/* A per-process backstop for the CPU limit the parent enforces on the whole group. */
 	if (spec->limits.cpu_ms > 0) {
 		rlim_t s = (rlim_t)((spec->limits.cpu_ms + 999) / 1000) + 1;
@@ -268,26 +265,34 @@ contain(struct lms_child_ctx *ctx, struct lms_launch *launch, struct lms_child_m
 	/* After the move, so that the namespace's root is the sandbox's own group. */
 	if (ctx->unshare_cgroupns && unshare(CLONE_NEWCGROUP) < 0)
 		return lms_child_fail(msg, errno, "unshare the cgroup namespace");
+	/* The privileges go before the command is known: what a launch costs is only what depends on it
+	 * (the scratch file system's size is set above, which is why a prepared sandbox takes only
+	 * commands with that disk limit). No core files: they would fill the disk and carry memory out. */
+	if (setrlimit(RLIMIT_CORE, &(struct rlimit){0, 0}) < 0)
+		return lms_child_fail(msg, errno, "setrlimit RLIMIT_CORE");
+	if (drop_capabilities(msg) < 0)
+		return -1;
+	/* Not dumpable: the command cannot ptrace PID 1 to forge its report. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		return lms_child_fail(msg, errno, "prctl PR_SET_DUMPABLE");
+	if (load_seccomp(ctx, msg) < 0)
+		return -1;
 
 	/* Prepared: everything below depends on the command, which arrives now. */
 	if (read_launch(ctx, launch, msg) < 0)
 		return -1;
 	close(ctx->sync_fd);
 	const struct lms_sandbox_spec *spec = &launch->spec;
-	if (spec->limits.disk_mb != ctx->disk_mb && lms_mount_resize_scratch(spec->limits.disk_mb, msg) < 0)
-		return -1;
+	if (spec->limits.disk_mb != ctx->disk_mb)
+		return lms_child_fail(msg, EINVAL, "the sandbox was prepared with a %llu MiB disk, not %llu",
+				      (unsigned long long)ctx->disk_mb, (unsigned long long)spec->limits.disk_mb);
 	if (enter_cwd(spec->cwd ? spec->cwd : LMS_DEFAULT_CWD, msg) < 0 ||
 	    setup_stdio(ctx, spec->stdin_data != NULL, msg) < 0 || close_other_fds(ctx, msg) < 0)
 		return -1;
 	/* A session of its own: no controlling terminal of the caller's to push input into. */
 	if (setsid() < 0)
 		return lms_child_fail(msg, errno, "setsid");
-	if (set_limits(spec, msg) < 0 || drop_capabilities(msg) < 0)
-		return -1;
-	/* Not dumpable: the command cannot ptrace PID 1 to forge its report. */
-	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
-		return lms_child_fail(msg, errno, "prctl PR_SET_DUMPABLE");
-	return load_seccomp(ctx, msg);
+	return set_cpu_limit(spec, msg);
 }
 
 /* posix_spawn shares PID 1's memory until the exec (CLONE_VM|CLONE_VFORK): no page tables to copy.

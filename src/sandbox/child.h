@@ -53,6 +53,3 @@ __attribute__((format(printf, 3, 4))) int lms_child_fail(struct lms_child_msg *m
 
 /* Builds the `host` image's root file system and makes it the root (mount.c). */
 int lms_mount_host_root(uint64_t disk_mb, bool gpu, struct lms_child_msg *msg);
-
-/* Gives /work and /tmp (one tmpfs) a new size, after pivot_root (a prepared sandbox's request). */
-int lms_mount_resize_scratch(uint64_t disk_mb, struct lms_child_msg *msg);

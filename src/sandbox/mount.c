@@ -233,13 +233,3 @@ lms_mount_host_root(uint64_t disk_mb, bool gpu, struct lms_child_msg *msg)
 		return -1;
 	return do_mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL, msg);
 }
-
-int
-lms_mount_resize_scratch(uint64_t disk_mb, struct lms_child_msg *msg)
-{
-	/* A superblock remount through the /work bind: the flags repeat the mount's own, which a remount
-	 * would otherwise clear. */
-	char opts[64];
-	snprintf(opts, sizeof(opts), "size=%llum", (unsigned long long)disk_mb);
-	return do_mount(NULL, "/work", NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, opts, msg);
-}

@@ -540,10 +540,10 @@ fit_limits(struct lms_prepared *sp, const struct lms_sandbox_spec *spec, struct 
 	if (spec->gpu != sp->gpu)
 		return lms_error_set(err, LMS_ERR_INVALID, 0, "the sandbox was prepared %s GPUs",
 				     sp->gpu ? "with" : "without");
-	if (want->memory_mb > base->memory_mb || want->pids > base->pids || want->disk_mb > base->disk_mb)
+	if (want->memory_mb > base->memory_mb || want->pids > base->pids || want->disk_mb != base->disk_mb)
 		return lms_error_set(err, LMS_ERR_INVALID, 0,
 				     "limits exceed those the sandbox was prepared with (memory %llu MiB, pids %llu, "
-				     "disk %llu MiB)",
+				     "disk exactly %llu MiB)",
 				     (unsigned long long)base->memory_mb, (unsigned long long)base->pids,
 				     (unsigned long long)base->disk_mb);
 	if (want->memory_mb == base->memory_mb && want->pids == base->pids)

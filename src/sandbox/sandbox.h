@@ -105,12 +105,13 @@ int lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec,
 
 /*
  * The same in two steps, so that a pool can do the slow half ahead of demand. lms_sandbox_prepare does
- * everything that does not depend on the command (cgroup, namespaces, root file system, uid maps) with
- * base's limits as ceilings (base's argv is not looked at). lms_sandbox_launch runs spec in it, whose
- * limits may be at most base's, and consumes it: when it returns, the sandbox is gone. The sandbox
- * runs at the caller's scheduling priority at launch, whatever it was prepared at (a pool prepares at
- * a low one). lms_prepared_free discards one that is never launched. Same threading rules as
- * lms_sandbox_run.
+ * everything that does not depend on the command (cgroup, namespaces, root file system, uid maps,
+ * privileges dropped, seccomp) with base's limits as ceilings (base's argv is not looked at).
+ * lms_sandbox_launch runs spec in it, whose limits may be at most base's (disk_mb exactly: the scratch
+ * file system is sized when prepared), and consumes it: when it returns, the sandbox is gone. The
+ * sandbox runs at the caller's scheduling priority at launch, whatever it was prepared at (a pool
+ * prepares at a low one). lms_prepared_free discards one that is never launched. Same threading rules
+ * as lms_sandbox_run.
  */
 struct lms_prepared;
 int lms_sandbox_prepare(const struct lms_sandbox_spec *base, struct lms_prepared **out, struct lms_error **err);

@@ -106,8 +106,8 @@ read_fd(int fd, size_t *len, struct lms_error **err)
  * running commands leave idle; a worker given a job comes back to the spawner's priority first. */
 #define POOL_NICE 19
 
-/* Runs one job: in `prepared` when it can hold the spec (same image, limits within its own), else in
- * a sandbox made now. */
+/* Runs one job: in `prepared` when it can hold the spec (same image and disk size, other limits within
+ * its own), else in a sandbox made now. */
 __attribute__((noreturn)) static void
 worker_main(int spec_fd, int events_fd, int cancel_fd, struct lms_prepared *prepared,
 	    const struct lms_sandbox_spec *base, int nice)
@@ -126,7 +126,7 @@ worker_main(int spec_fd, int events_fd, int cancel_fd, struct lms_prepared *prep
 		spec.cancel_fd = cancel_fd;
 		bool fits = prepared && base && !spec.network && !spec.gpu &&
 			    spec.limits.memory_mb <= base->limits.memory_mb && spec.limits.pids <= base->limits.pids &&
-			    spec.limits.disk_mb <= base->limits.disk_mb &&
+			    spec.limits.disk_mb == base->limits.disk_mb &&
 			    (spec.image == NULL || strcmp(spec.image, "host") == 0);
 		if (fits) {
 			r = lms_sandbox_launch(prepared, &spec, emit_output, &events_fd, &res, &err);
