@@ -32,12 +32,17 @@ load(void)
 {
 	void *lib = NULL;
 	const char *soname = NULL;
-	for (size_t i = 0; i < sizeof(sonames) / sizeof(sonames[0]) && lib == NULL; i++)
+	char first[256] = "";
+	for (size_t i = 0; i < sizeof(sonames) / sizeof(sonames[0]) && lib == NULL; i++) {
 		lib = dlopen(soname = sonames[i], RTLD_NOW | RTLD_LOCAL);
+		if (lib == NULL && i == 0)
+			snprintf(first, sizeof(first), "%s", dlerror());
+	}
 	if (lib == NULL) {
 		snprintf(failure, sizeof(failure),
-			 "cannot load libcurl (%s); install it (Debian and Ubuntu: apt-get install libcurl3-gnutls)",
-			 dlerror());
+			 "the LLM gateway cannot load libcurl (%s); install it (Debian and Ubuntu: apt-get install "
+			 "libcurl3-gnutls)",
+			 first);
 		return;
 	}
 	CURLcode (*global_init)(long) = NULL;
@@ -82,7 +87,7 @@ lms_curl(struct lms_error **err)
 {
 	pthread_once(&once, load);
 	if (loaded == NULL)
-		lms_error_set(err, LMS_ERR_SETUP, 0, "%s", failure);
+		lms_error_set(err, LMS_ERR_INTERNAL, 0, "%s", failure);
 	return loaded;
 }
 

@@ -27,7 +27,7 @@ struct lms_curl_api {
 };
 
 /* The table, loading libcurl and running curl_global_init the first time (once, from any thread); NULL
- * with LMS_ERR_SETUP when libcurl cannot be loaded, which only the gateway's routes then report. */
+ * with LMS_ERR_INTERNAL when libcurl cannot be loaded, which only the gateway's routes then report. */
 const struct lms_curl_api *lms_curl(struct lms_error **err);
 
 /* curl_global_cleanup when libcurl was loaded; for the daemon's exit, after every transfer ended. */

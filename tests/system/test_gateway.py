@@ -10,7 +10,9 @@ the fake's blocking /_fake/* queries. Timing assertions compare one run's own ti
 import http.client
 import importlib.util
 import json
+import os
 import re
+import subprocess
 import threading
 import time
 import uuid
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from server_fixtures import assert_error, closed_url, run_serve, show, start_server
+from server_fixtures import Server, assert_error, clean_env, closed_url, run_serve, serve_argv, show, start_server
 
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("fake_llm", REPO / "tests" / "fakes" / "fake_llm.py")
@@ -401,6 +403,36 @@ def test_libcurl_is_loaded_by_the_first_gateway_request_only(fake, start):
     r = s.get("/v1/models")
     assert r.status_code == 200 and [m["id"] for m in r.json()["data"]] == ["ollama/m:latest"], show(r)
     assert _maps_libcurl(s.pid), "the gateway answered without libcurl mapped: is it still linked in?"
+
+
+def _libcurl_files():
+    """The real files of every libcurl the daemon could load (ldconfig's cache)."""
+    out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    names = re.findall(r"^\s*(libcurl(?:-gnutls)?\.so\.4) .* => (\S+)$", out, re.M)
+    return sorted({os.path.realpath(path) for _, path in names})
+
+
+@pytest.mark.require_root
+def test_without_libcurl_commands_run_and_the_gateway_says_what_is_missing(fake, lms_bin):
+    o = fake("ollama", models=["m:latest"])
+    hidden = _libcurl_files()
+    assert hidden, "no libcurl in ldconfig's cache: the daemon could never have loaded one"
+    # The daemon in a mount namespace of its own, where every libcurl is an empty file.
+    script = 'for f in "$0"; do mount --bind /dev/null "$f" || exit 99; done; exec "$@"'
+    script = script.replace('"$0"', " ".join(f"'{f}'" for f in hidden))
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+            *serve_argv(lms_bin), "--listen", "127.0.0.1:0", "--ollama-url", o.url, "--llamacpp-url", closed_url()]
+    s = Server(argv, clean_env())
+    try:
+        s.wait_listening()
+        r = s.exec({"argv": ["echo", "ran"]})
+        assert r.status_code == 200 and r.json()["stdout"] == "ran\n", show(r)
+        r = s.post(CHAT, {"model": "ollama/m:latest", "messages": [{"role": "user", "content": "hi"}]})
+        assert_error(r, 500)
+        assert "libcurl" in r.json()["error"]["message"] and "apt-get install" in r.json()["error"]["message"], show(r)
+        assert o.generations() == [], "a request reached the backend without libcurl?"
+    finally:
+        s.stop()
 
 
 def test_models_with_every_backend_down_is_an_empty_list(start):
