@@ -67,7 +67,7 @@ fuzz:
 		build-fuzz/fuzz-$$name -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus-new/$$name \
 			tests/fuzz/corpus/$$name || exit 1; done
 
-# The unit tests and a few sandbox runs under valgrind (a dynamically linked build: valgrind cannot see
+# The unit tests, a few sandbox runs and the daemon under valgrind (a dynamically linked build: valgrind cannot see
 # into a static glibc).
 VALGRIND_BUILD ?= build-valgrind
 valgrind:

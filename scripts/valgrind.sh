@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs the unit tests and lm-sandbox itself under valgrind (memcheck, full leak check); any error fails.
+# Runs the unit tests, lm-sandbox and the daemon under valgrind (memcheck, full leak check); any error fails.
 # Ends with `N passed, N failed`.
 set -u
 build=${1:-build-valgrind}
@@ -27,6 +27,7 @@ check "run timeout" sh -c "$vg $build/lm-sandbox run --timeout-ms 200 -- sleep 5
 check "run not found" sh -c "$vg $build/lm-sandbox run -- no-such-program; [ \$? -eq 127 ]"
 check "run usage error" sh -c "$vg $build/lm-sandbox run --pids x -- true; [ \$? -eq 2 ]"
 check "run stdin" sh -c "echo hello | $vg $build/lm-sandbox run -i -- cat | grep -qx hello"
+check "serve: every kind of route, then SIGTERM" /usr/bin/python3 "$(dirname "$0")/valgrind-serve.py" $vg -- "$build/lm-sandbox-serve"
 rm -f /tmp/lms-valgrind.$$
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
