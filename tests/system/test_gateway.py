@@ -406,10 +406,12 @@ def test_libcurl_is_loaded_by_the_first_gateway_request_only(fake, start):
 
 
 def _libcurl_files():
-    """The real files of every libcurl the daemon could load (ldconfig's cache)."""
+    """The real files of every libcurl the daemon could load: ldconfig's cache and LD_LIBRARY_PATH."""
     out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
-    names = re.findall(r"^\s*(libcurl(?:-gnutls)?\.so\.4) .* => (\S+)$", out, re.M)
-    return sorted({os.path.realpath(path) for _, path in names})
+    paths = [path for _, path in re.findall(r"^\s*(libcurl(?:-gnutls)?\.so\.4) .* => (\S+)$", out, re.M)]
+    for d in filter(None, os.environ.get("LD_LIBRARY_PATH", "").split(":")):
+        paths += [os.path.join(d, n) for n in ("libcurl-gnutls.so.4", "libcurl.so.4") if os.path.exists(os.path.join(d, n))]
+    return sorted({os.path.realpath(path) for path in paths})
 
 
 @pytest.mark.require_root
