@@ -214,7 +214,8 @@ def report(args, cands, stats, missing):
         + goal_lines(stats)
         + ["", "## How to reproduce", "",
            "`make bench` (runs `/usr/bin/python3 bench/bench.py "
-           "--out bench/RESULTS.md`; see the docstring for the method).", ""])
+           "--out bench/RESULTS.md`; see the docstring for the method). "
+           "The same benchmark on other machines: `bench/RESULTS-*.md`.", ""])
 
 
 def parse_args():
