@@ -29,6 +29,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "system"))
+from procinfo import ready_pool_workers  # noqa: E402 (standard library only, shared with the tests)
+
 BWRAP = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr",
          "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
          "--symlink", "usr/sbin", "/sbin", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--",
@@ -95,41 +98,9 @@ def proc_once(argv):
     return wall
 
 
-RECVMSG = {"x86_64": 47, "aarch64": 212}.get(os.uname().machine)
-
-
-def descendants(pid):
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        try:
-            for t in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{t}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
-        except OSError:
-            pass
-    return found
-
-
-def pool_ready(daemon_pid):
-    """How many pool workers wait for a job (blocked in recvmsg after saying "ready")."""
-    n = 0
-    for pid in descendants(daemon_pid)[1:]:
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() != "lms-pooled":
-                    continue
-            with open(f"/proc/{pid}/syscall") as f:
-                n += int(f.read().split()[0]) == RECVMSG
-        except (OSError, ValueError, IndexError):
-            pass
-    return n
-
-
 def wait_pool(daemon_pid, size, timeout=5):
     deadline = time.monotonic() + timeout
-    while size and pool_ready(daemon_pid) < size and time.monotonic() < deadline:
+    while size and len(ready_pool_workers(daemon_pid)) < size and time.monotonic() < deadline:
         time.sleep(0.001)
 
 

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import requests
 
 from conftest import cgroup_is_v2, own_cgroup_dir
+from procinfo import descendants  # noqa: F401 (re-exported for the tests)
 
 # The documented result of POST /v1/exec (API.md, "Execution") and its types.
 EXEC_FIELDS = {
@@ -443,24 +444,6 @@ def proc_usage(pid):
         elif line.startswith("VmRSS:"):
             rss = int(line.split()[1])
     return fds, threads, rss
-
-
-def descendants(pid):
-    """`pid` and every process below it (through /proc/PID/task/*/children)."""
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        try:
-            tasks = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for t in tasks:
-            try:
-                todo += [int(c) for c in Path(f"/proc/{p}/task/{t}/children").read_text().split()]
-            except OSError:
-                pass
-    return found
 
 
 def cgroup_dirs_of(pid):

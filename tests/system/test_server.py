@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from conftest import OuterCgroup, host_pids_with, unique_marker, wait_pids_gone
+from procinfo import RECVMSG, comm_and_nice, ready_pool_workers
 from server_fixtures import (
     DAEMON_ONLY_VAR,
     EXEC_FIELDS,
@@ -1073,40 +1074,24 @@ def test_load_does_not_leak(start):
     assert not grown, f"fds of the daemon's helper processes grew (before, after): {grown}"
 
 
-def _stat(pid):
-    """(comm, nice) from /proc/PID/stat."""
-    text = open(f"/proc/{pid}/stat").read()
-    return text[text.index("(") + 1:text.rindex(")")], int(text[text.rindex(")") + 2:].split()[16])
-
-
-RECVMSG = {"x86_64": 47, "aarch64": 212}.get(os.uname().machine)
-
-
-def _pool_ready(server, size):
-    """The pool workers once `size` of them wait for a job (blocked in recvmsg, after saying "ready")."""
-    workers = []
-    for pid in descendants(server.pid)[1:]:
-        try:
-            if _stat(pid)[0] == "lms-pooled" and int(open(f"/proc/{pid}/syscall").read().split()[0]) == RECVMSG:
-                workers.append(pid)
-        except (OSError, ValueError, IndexError):
-            pass
-    return workers if len(workers) >= size else None
-
-
 @root
 @pytest.mark.skipif(RECVMSG is None, reason="the recvmsg number of this architecture is not listed")
 def test_pool_prepares_at_low_priority_and_commands_run_at_the_daemons(start):
     s = start("--pool-size", "2")
-    daemon_nice = _stat(s.pid)[1]
-    workers = wait_until(lambda: _pool_ready(s, 2), 20)
+    daemon_nice = comm_and_nice(s.pid)[1]
+
+    def two_ready():
+        ready = ready_pool_workers(s.pid)
+        return ready if len(ready) >= 2 else None
+
+    workers = wait_until(two_ready, 20)
     assert workers, f"the pool never had 2 prepared sandboxes:\n{s.describe()}"
     # Preparing takes only CPU time that running commands leave idle: the workers and their sandboxes'
     # PID 1 wait at the lowest priority.
     for pid in workers:
-        assert _stat(pid)[1] == 19, f"pool worker {pid} prepared at nice {_stat(pid)[1]}"
+        assert comm_and_nice(pid)[1] == 19, f"pool worker {pid} prepared at nice {comm_and_nice(pid)[1]}"
         for child in descendants(pid)[1:]:
-            assert _stat(child)[1] == 19, f"prepared sandbox {child} at nice {_stat(child)[1]}"
+            assert comm_and_nice(child)[1] == 19, f"prepared sandbox {child} at nice {comm_and_nice(child)[1]}"
     # A command given a prepared sandbox runs at the daemon's priority, not the pool's.
     r = s.exec({"cmd": "cut -d' ' -f19 /proc/self/stat; cut -d' ' -f19 /proc/1/stat"})
     assert_exec_result(r)
