@@ -192,19 +192,23 @@ jobs_add(struct pool *pool, pid_t pid)
 	pool->jobs[pool->n_jobs++] = pid;
 }
 
-static void
+/* Reaps every exited child; true when one of them had run a job. */
+static bool
 reap(struct pool *pool, int sigfd)
 {
 	struct signalfd_siginfo si;
 	while (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
 		;
+	bool job_ended = false;
 	pid_t pid;
 	while ((pid = waitpid(-1, NULL, WNOHANG)) > 0)
 		for (size_t i = 0; i < pool->n_jobs; i++)
 			if (pool->jobs[i] == pid) {
 				pool->jobs[i] = pool->jobs[--pool->n_jobs];
+				job_ended = true;
 				break;
 			}
+	return job_ended;
 }
 
 /* A pool worker: prepares a sandbox with the pool's base spec, says "R" (ready) on its control socket,
@@ -354,8 +358,7 @@ spawner_main(int sock, struct pool *pool)
 			fds[2 + i] = (struct pollfd){.fd = pool->w[i].ctl, .events = POLLIN};
 		if (poll(fds, 2 + n_pool, -1) < 0)
 			continue;
-		if (fds[1].revents)
-			reap(pool, sigfd);
+		bool job_ended = fds[1].revents && reap(pool, sigfd);
 		for (unsigned i = n_pool; i-- > 0;)
 			if (fds[2 + i].revents)
 				pool_event(pool, i);
@@ -390,10 +393,10 @@ spawner_main(int sock, struct pool *pool)
 				pool->failures = 0;
 			}
 		}
-		/* Preparing a sandbox beside a running one slows that one down by more than the CPU it
-		 * takes (both take the same kernel locks: mounts, namespaces, cgroups), so the pool refills
-		 * only while no job runs. */
-		if (pool->n_jobs == 0)
+		/* Preparing a sandbox beside a command that is starting slows it down by more than the CPU
+		 * it takes (both take the same kernel locks: mounts, namespaces, cgroups), so a sandbox is
+		 * replaced when a command ends, or when none runs, rather than when one is taken. */
+		if (pool->n_jobs == 0 || job_ended)
 			pool_fill(pool, sock, sigfd);
 	}
 }

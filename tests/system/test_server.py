@@ -1100,6 +1100,26 @@ def test_pool_prepares_at_low_priority_and_commands_run_at_the_daemons(start):
 
 
 @root
+@pytest.mark.skipif(RECVMSG is None, reason="the recvmsg number of this architecture is not listed")
+def test_pool_refills_while_a_long_command_runs(start):
+    s = start("--pool-size", "2")
+
+    def full():
+        return len(ready_pool_workers(s.pid)) == 2
+
+    assert wait_until(full, 20), f"the pool never had 2 prepared sandboxes:\n{s.describe()}"
+    long = s.sse({"cmd": "echo started; sleep 60", "stream": True, "timeout_ms": 60000})
+    try:
+        assert long.next_event() == ("stdout", {"data": "started\n"})
+        assert_exec_result(s.exec({"argv": ["true"]}))
+        # The quick command ended: its sandbox is replaced although the long one still runs, so later
+        # requests keep finding prepared sandboxes.
+        assert wait_until(full, 20), f"the pool was not refilled while a command ran:\n{s.describe()}"
+    finally:
+        long.close()
+
+
+@root
 def test_sigterm_ends_everything(start):
     s = start()
     marker = unique_marker()
