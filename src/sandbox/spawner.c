@@ -1,6 +1,7 @@
 #include "sandbox/spawner.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <poll.h>
 #include <signal.h>
@@ -340,8 +341,12 @@ spawner_main(int sock, struct pool *pool)
 {
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 	prctl(PR_SET_NAME, "lms-spawner", 0, 0, 0);
-	/* Compiled once here, inherited by every worker. */
+	/* Compiled once here, inherited by every worker. libseccomp leaves the heap strewn with free
+	 * chunks, which each forked worker's first malloc would consolidate, writing to pages it shares
+	 * copy-on-write with the spawner: a fault and a TLB flush each (about 5% of the sustained rate on
+	 * the development VM). Trimmed once here, the children find a tidy heap. */
 	lms_seccomp_program(NULL);
+	malloc_trim(0);
 	pool_priority_init(pool);
 	sigset_t chld;
 	sigemptyset(&chld);
