@@ -41,12 +41,12 @@ bench: build
 	$(PYTHON) bench/bench_server.py --serve-bin $(BUILD)/lm-sandbox-serve --stream-rounds 40 --append bench/RESULTS.md
 
 format:
-	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c')
+	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'bench/*.c')
 
 # CI: the C sources are as clang-format (.clang-format) writes them; ends with `N passed, N failed`.
 format-check:
 	@./scripts/deps.sh --quiet
-	@if clang-format --dry-run --Werror $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c'); then \
+	@if clang-format --dry-run --Werror $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'bench/*.c'); then \
 		echo "1 passed, 0 failed"; else echo "run make format"; echo "0 passed, 1 failed"; exit 1; fi
 
 clean:

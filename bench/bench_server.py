@@ -12,6 +12,9 @@ Three figures, each with its anchor measured in the same run:
 * Sustained rate: wrk with 16 connections for --seconds against POST /v1/exec, beside the rate of two
   parallel bubblewrap loops over the same time (goal: >= 4 x).
 * Idle resident memory of the daemon (VmRSS; goal <= 8 MiB) and of its spawner.
+* The floor under the round trip: build/bench/lms-floor (floor.c) times the engine alone launching
+  /usr/bin/true in a prepared sandbox, teardown included, with no HTTP and no process in between,
+  beside a bare posix_spawn of it from C.
 
 Standard library only; wrk and bwrap from Debian. Run via `make bench`, which appends this section to
 bench/RESULTS.md.
@@ -122,6 +125,18 @@ def round_trips(url, rounds, daemon_pid, pool_size):
         samples["back-to-back"].append(exec_once(conn))
     conn.close()
     return {k: statistics.median(v) / 1e6 for k, v in samples.items()}
+
+
+def engine_floor(serve_bin, rounds, pause_ms=20):
+    floor = os.path.join(os.path.dirname(serve_bin), "bench", "lms-floor")
+    if not os.access(floor, os.X_OK):
+        return None
+    out = subprocess.run([floor, str(rounds), str(pause_ms), "/usr/bin/true"], capture_output=True, text=True,
+                         timeout=600)
+    if out.returncode != 0:
+        print(f"bench_server: no floor row: {out.stderr.strip()}", file=sys.stderr)
+        return None
+    return json.loads(out.stdout)
 
 
 def round_trips_unpooled(serve_bin, rounds):
@@ -255,6 +270,7 @@ def main():
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     unpooled = round_trips_unpooled(os.path.abspath(args.serve_bin), args.rounds)
+    floor = engine_floor(os.path.abspath(args.serve_bin), args.rounds)
     gw, gw_rss = gateway(os.path.abspath(args.serve_bin), args.stream_rounds, args.stream_chunks)
     lines = [
         "## Server (`lm-sandbox serve`)", "",
@@ -270,6 +286,10 @@ def main():
         f"| bwrap {rt['bwrap']:.3f} | {rt['back-to-back'] / rt['bwrap']:.2f} | |",
         f"| round trip with --pool-size 0 | {unpooled:.3f} | bwrap {rt['bwrap']:.3f} "
         f"| {unpooled / rt['bwrap']:.2f} | |",
+        *([f"| floor: the engine alone in a prepared sandbox, no HTTP (lms-floor) | {floor['launch_ms']:.3f} "
+           f"| bwrap {rt['bwrap']:.3f} | {floor['launch_ms'] / rt['bwrap']:.2f} | |",
+           f"| same floor, against a bare posix_spawn of true from C | {floor['launch_ms']:.3f} "
+           f"| spawn {floor['bare_ms']:.3f} | {floor['launch_ms'] / floor['bare_ms']:.2f} | |"] if floor else []),
         f"| sustained rate, 16 clients (req/s) | {rate:.0f} | bwrap x2 {brate:.0f} | {rate / brate:.2f} | >= 4 |",
         f"| idle RSS of the daemon (MiB) | {idle / 1024:.1f} | | | <= 8 |",
         f"| idle RSS of the spawner (MiB) | {spawner / 1024:.1f} | | | |",
