@@ -3,8 +3,8 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdbool.h>
-#include <string.h>
 #include <stdio.h>
+#include <string.h>
 
 /* The libcurl ABI (soname 4) is the same in Debian's GnuTLS and OpenSSL builds; the first found wins. */
 static const char *const sonames[] = {"libcurl-gnutls.so.4", "libcurl.so.4"};
