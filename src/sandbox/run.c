@@ -540,7 +540,7 @@ fit_limits(struct lms_prepared *sp, const struct lms_sandbox_spec *spec, struct 
 	if (spec->gpu != sp->gpu)
 		return lms_error_set(err, LMS_ERR_INVALID, 0, "the sandbox was prepared %s GPUs",
 				     sp->gpu ? "with" : "without");
-	if (want->memory_mb > base->memory_mb || want->pids > base->pids || want->disk_mb != base->disk_mb)
+	if (!lms_limits_fit_prepared(base, want))
 		return lms_error_set(err, LMS_ERR_INVALID, 0,
 				     "limits exceed those the sandbox was prepared with (memory %llu MiB, pids %llu, "
 				     "disk exactly %llu MiB)",

@@ -114,6 +114,8 @@ int lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec,
  * as lms_sandbox_run.
  */
 struct lms_prepared;
+/* lms_sandbox_launch's rule for limits, for callers choosing between a prepared sandbox and a new one. */
+bool lms_limits_fit_prepared(const struct lms_limits *base, const struct lms_limits *want);
 int lms_sandbox_prepare(const struct lms_sandbox_spec *base, struct lms_prepared **out, struct lms_error **err);
 int lms_sandbox_launch(struct lms_prepared *sp, const struct lms_sandbox_spec *spec, lms_output_fn on_output,
 		       void *userdata, struct lms_sandbox_result *result, struct lms_error **err);

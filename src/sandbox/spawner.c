@@ -126,8 +126,7 @@ worker_main(int spec_fd, int events_fd, int cancel_fd, struct lms_prepared *prep
 	if (r == 0) {
 		spec.cancel_fd = cancel_fd;
 		bool fits = prepared && base && !spec.network && !spec.gpu &&
-			    spec.limits.memory_mb <= base->limits.memory_mb && spec.limits.pids <= base->limits.pids &&
-			    spec.limits.disk_mb == base->limits.disk_mb &&
+			    lms_limits_fit_prepared(&base->limits, &spec.limits) &&
 			    (spec.image == NULL || strcmp(spec.image, "host") == 0);
 		if (fits) {
 			r = lms_sandbox_launch(prepared, &spec, emit_output, &events_fd, &res, &err);

@@ -89,3 +89,11 @@ lms_signal_name(int sig)
 			return names[i].name;
 	return NULL;
 }
+
+bool
+lms_limits_fit_prepared(const struct lms_limits *base, const struct lms_limits *want)
+{
+	/* Memory and pids are cgroup values a launch can lower; the disk is the size of the scratch tmpfs,
+	 * fixed before the sandbox dropped the privileges that could change it. */
+	return want->memory_mb <= base->memory_mb && want->pids <= base->pids && want->disk_mb == base->disk_mb;
+}

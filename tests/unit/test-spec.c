@@ -93,6 +93,31 @@ signal_names(void **state)
 	assert_null(lms_signal_name(200));
 }
 
+/* What a prepared sandbox can take: lower memory and pids (cgroup writes), the very same disk size. */
+static void
+limits_fit_a_prepared_sandbox(void **state)
+{
+	(void)state;
+	const struct lms_limits base = {.memory_mb = 512, .pids = 256, .disk_mb = 1024, .timeout_ms = 1000};
+	struct lms_limits want = base;
+	assert_true(lms_limits_fit_prepared(&base, &want));
+	want.memory_mb = 64;
+	want.pids = 8;
+	want.timeout_ms = 5000; /* the clock is the caller's, not the sandbox's */
+	assert_true(lms_limits_fit_prepared(&base, &want));
+	want = base;
+	want.memory_mb = 513;
+	assert_false(lms_limits_fit_prepared(&base, &want));
+	want = base;
+	want.pids = 257;
+	assert_false(lms_limits_fit_prepared(&base, &want));
+	want = base;
+	want.disk_mb = 512;
+	assert_false(lms_limits_fit_prepared(&base, &want));
+	want.disk_mb = 2048;
+	assert_false(lms_limits_fit_prepared(&base, &want));
+}
+
 int
 main(void)
 {
@@ -100,6 +125,7 @@ main(void)
 	    cmocka_unit_test(defaults_are_api_md_defaults),
 	    cmocka_unit_test(bad_specs_name_the_field),
 	    cmocka_unit_test(signal_names),
+	    cmocka_unit_test(limits_fit_a_prepared_sandbox),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
