@@ -6,6 +6,7 @@ Every daemon listens on 127.0.0.1:0 (a port the kernel picks) unless a test says
 temporary directory, and gets our environment without any LM_SANDBOX_* variable plus the ones a test gives.
 """
 
+import contextlib
 import http.client
 import json
 import os
@@ -333,6 +334,32 @@ def start_server(lms_bin, args=(), *, env=None, state_dir=None, listen="127.0.0.
             server.stop()
             raise
     return server
+
+
+@contextlib.contextmanager
+def daemons(lms_bin, tmp_path, *, base_args=(), must_keep_running=False):
+    """The body of a `start` fixture: yields start(*args, **start_server's keywords) -> Server, each daemon with
+    its own state dir under tmp_path and base_args before args. On leaving, each gets SIGTERM; one that was
+    running must exit 0 within STOP_TIMEOUT, and with `must_keep_running` one that had exited on its own fails
+    the test too (a test that means a daemon to refuse to start leaves that out)."""
+    started = []
+
+    def start(*args, **kwargs):
+        state = tmp_path / f"state-{len(started)}"
+        state.mkdir()
+        s = start_server(lms_bin, [*base_args, *args], state_dir=state, **kwargs)
+        started.append(s)
+        return s
+
+    yield start
+    problems = []
+    for s in started:
+        was_running = s.alive()
+        status, killed = s.stop()
+        if (was_running or must_keep_running) and (not was_running or killed or status != 0):
+            problems.append(f"running at the end: {was_running}; after SIGTERM: status {status}, "
+                            f"needed SIGKILL: {killed}\n{s.describe()}")
+    assert not problems, "\n".join(problems)
 
 
 def run_serve(lms_bin, args, *, env=None, timeout=20):

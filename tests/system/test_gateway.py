@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from server_fixtures import Server, assert_error, clean_env, closed_url, run_serve, serve_argv, show, start_server
+from server_fixtures import Server, assert_error, clean_env, closed_url, daemons, run_serve, serve_argv, show
 
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("fake_llm", REPO / "tests" / "fakes" / "fake_llm.py")
@@ -153,25 +153,9 @@ class PlainBackend:
 @pytest.fixture
 def start(lms_bin, tmp_path):
     """start(*args, env=None) -> Server: a daemon on 127.0.0.1:0 with its own state dir and no prepared sandboxes.
-    After the test each one gets SIGTERM and must exit 0 within 10 s."""
-    started = []
-
-    def _start(*args, env=None):
-        state = tmp_path / f"state-{len(started)}"
-        state.mkdir()
-        s = start_server(lms_bin, ["--pool-size", "0", *args], env=env, state_dir=state)
-        started.append(s)
-        return s
-
-    yield _start
-    problems = []
-    for s in started:
-        was_running = s.alive()
-        status, killed = s.stop()
-        if not was_running or killed or status != 0:
-            problems.append(f"running at the end: {was_running}; after SIGTERM: status {status}, "
-                            f"needed SIGKILL: {killed}\n{s.describe()}")
-    assert not problems, "\n".join(problems)
+    After the test each one gets SIGTERM and must exit 0 within 10 s; one that exited before fails the test."""
+    with daemons(lms_bin, tmp_path, base_args=["--pool-size", "0"], must_keep_running=True) as start:
+        yield start
 
 
 def backends_args(ollama, llamacpp, *extras):

@@ -29,6 +29,7 @@ from server_fixtures import (
     assert_error,
     assert_exec_result,
     cgroup_dirs_of,
+    daemons,
     descendants,
     lms_cgroup_dirs_below,
     metric_sum,
@@ -79,23 +80,8 @@ def server(shared_server):
 def start(lms_bin, tmp_path):
     """start(*args, env=None, listen="127.0.0.1:0", wait=True, cgroup=None) -> Server with its own state dir.
     After the test each one gets SIGTERM; one that was running must exit 0 within 10 s."""
-    started = []
-
-    def _start(*args, env=None, listen="127.0.0.1:0", wait=True, cgroup=None):
-        state = tmp_path / f"state-{len(started)}"
-        state.mkdir()
-        s = start_server(lms_bin, args, env=env, state_dir=state, listen=listen, wait=wait, cgroup=cgroup)
-        started.append(s)
-        return s
-
-    yield _start
-    problems = []
-    for s in started:
-        was_running = s.alive()
-        status, killed = s.stop()
-        if was_running and (killed or status != 0):
-            problems.append(f"after SIGTERM: status {status}, needed SIGKILL: {killed}\n{s.describe()}")
-    assert not problems, "\n".join(problems)
+    with daemons(lms_bin, tmp_path) as start:
+        yield start
 
 
 @pytest.fixture
