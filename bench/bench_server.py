@@ -295,6 +295,8 @@ def main():
         f"| idle RSS of the spawner (MiB) | {spawner / 1024:.1f} | | | |",
         f"| RSS of a daemon after gateway use, libcurl loaded (MiB) | {gw_rss / 1024:.1f} | | | |", "",
         f"wrk: non-2xx responses {bad}, socket errors {socket_errors}.", "",
+        "Where the floor's time goes, phase by phase, and what the init and the mount teardown cost: "
+        "[docs/PERFORMANCE.md](../docs/PERFORMANCE.md) (`bench/experiments/init-cost.sh`).", "",
         "## LLM gateway", "",
         f"A fake llama-server (tests/fakes/fake_llm.py) streams {args.stream_chunks} chunks as fast as it can; "
         f"{args.stream_rounds} streamed chats straight to it and through lm-sandbox, interleaved; medians.", "",
