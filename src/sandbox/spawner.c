@@ -107,39 +107,148 @@ read_fd(int fd, size_t *len, struct lms_error **err)
  * running commands leave idle; a worker given a job comes back to the spawner's priority first. */
 #define POOL_NICE 19
 
-/* Runs one job: in `prepared` when it can hold the spec (same image and disk size, other limits within
- * its own), else in a sandbox made now. */
-__attribute__((noreturn)) static void
-worker_main(int spec_fd, int events_fd, int cancel_fd, struct lms_prepared *prepared,
-	    const struct lms_sandbox_spec *base, int nice)
+/* Workers left waiting without a sandbox (past this many, one that finishes a job ends instead). */
+#define IDLE_MAX 16
+
+/*
+ * Workers live across jobs. Each talks with the spawner on a SOCK_SEQPACKET socket of its own:
+ *   worker -> spawner: "R" a sandbox is prepared, "F" preparing failed (the worker ends), "D" job done;
+ *   spawner -> worker: a job (three descriptors), "p" prepare a sandbox, end-of-file: end.
+ * Reusing a worker spares each call a fork and an exit: the copied page tables, the copy-on-write faults
+ * and the teardown were most of a worker's cost.
+ */
+enum worker_state {
+	W_PREPARING, /* preparing a sandbox; says "R" or "F" next */
+	W_READY,     /* holds a prepared sandbox and waits for a job */
+	W_BUSY,	     /* runs a job; says "D" next */
+	W_IDLE,	     /* waits for a job or for "p", holding no sandbox */
+};
+
+struct worker {
+	pid_t pid;
+	int ctl; /* the spawner's end of the worker's socket */
+	enum worker_state state;
+};
+
+struct pool {
+	const struct lms_sandbox_spec *base;
+	unsigned size;
+	struct worker *w;
+	unsigned n, cap;
+	unsigned failures; /* in a row: past a few, refilling waits for the next job */
+	int nice;	   /* the spawner's, which every job runs at */
+	bool low_priority; /* whether workers may prepare at POOL_NICE (they can come back) */
+};
+
+/* One job, in `prepared` when it can hold the spec (same image and disk size, other limits within its
+ * own), else in a sandbox made now. Frees `prepared` and closes the job's descriptors. */
+static void
+run_job(const int job[3], struct lms_prepared *prepared, const struct pool *pool)
 {
-	signal(SIGPIPE, SIG_IGN);
-	(void)setpriority(PRIO_PROCESS, 0, nice);
+	(void)setpriority(PRIO_PROCESS, 0, pool->nice);
+	const struct lms_sandbox_spec *base = pool->base;
+	int events_fd = job[1];
 	struct lms_error *err = NULL;
 	struct lms_sandbox_spec spec;
 	struct lms_sandbox_result res;
 	void *storage = NULL;
 	size_t len = 0;
-	char *data = read_fd(spec_fd, &len, &err);
-	close(spec_fd);
+	char *data = read_fd(job[0], &len, &err);
 	int r = data ? lms_spec_decode(data, len, &spec, &storage, &err) : -1;
 	if (r == 0) {
-		spec.cancel_fd = cancel_fd;
+		spec.cancel_fd = job[2];
 		bool fits = prepared && base && !spec.network && !spec.gpu &&
 			    lms_limits_fit_prepared(&base->limits, &spec.limits) &&
 			    (spec.image == NULL || strcmp(spec.image, "host") == 0);
 		if (fits) {
-			r = lms_sandbox_launch(prepared, &spec, emit_output, &events_fd, &res, &err);
+			r = lms_sandbox_launch(steal_pointer(&prepared), &spec, emit_output, &events_fd, &res, &err);
 		} else {
-			lms_prepared_free(prepared);
+			lms_prepared_free(steal_pointer(&prepared));
 			r = lms_sandbox_run(&spec, emit_output, &events_fd, &res, &err);
 		}
 	}
+	lms_prepared_free(prepared);
 	if (r < 0)
 		send_error(events_fd, err);
 	else
 		send_frame(events_fd, LMS_JOB_RESULT, &res, sizeof(res));
-	_exit(0);
+	lms_error_free(err);
+	free(storage);
+	free(data);
+	for (int i = 0; i < 3; i++)
+		close(job[i]);
+}
+
+/* A message from the spawner: 1 with a job's descriptors, 0 with another byte in *byte, -1 at the end. */
+static int
+receive_order(int ctl, int job[3], char *byte)
+{
+	union {
+		char buf[CMSG_SPACE(3 * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = {byte, 1};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+	ssize_t n;
+	while ((n = recvmsg(ctl, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+		;
+	if (n <= 0)
+		return -1;
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	if (c == NULL || c->cmsg_type != SCM_RIGHTS)
+		return 0;
+	if (c->cmsg_len != CMSG_LEN(3 * sizeof(int)))
+		return -1; /* the spawner never sends this */
+	memcpy(job, CMSG_DATA(c), 3 * sizeof(int));
+	return 1;
+}
+
+static void
+tell(int ctl, char what)
+{
+	(void)!send(ctl, &what, 1, MSG_NOSIGNAL);
+}
+
+/* A worker: prepares a sandbox when told (or when `prepare`), runs jobs (`first`, when given, at once),
+ * and ends at the spawner's end-of-file. Its name says what it does: lms-pooled while it prepares or
+ * holds a prepared sandbox, lms-worker while it runs a job, lms-idle while it waits without one. */
+__attribute__((noreturn)) static void
+worker_main(int ctl, const struct pool *pool, const int *first, bool prepare)
+{
+	signal(SIGPIPE, SIG_IGN);
+	for (;;) {
+		struct lms_prepared *sp = NULL;
+		if (prepare) {
+			prctl(PR_SET_NAME, "lms-pooled", 0, 0, 0);
+			if (pool->low_priority)
+				(void)setpriority(PRIO_PROCESS, 0, POOL_NICE);
+			if (lms_sandbox_prepare(pool->base, &sp, NULL) < 0) {
+				tell(ctl, 'F');
+				_exit(1);
+			}
+			tell(ctl, 'R');
+		}
+		int job[3];
+		char byte = 0;
+		int r = 1;
+		if (first != NULL)
+			memcpy(job, first, sizeof(job));
+		else
+			while ((r = receive_order(ctl, job, &byte)) == 0 && !(byte == 'p' && sp == NULL))
+				;
+		first = NULL;
+		if (r < 0) {
+			lms_prepared_free(sp);
+			_exit(0);
+		}
+		prepare = r == 0; /* "p" */
+		if (prepare)
+			continue;
+		prctl(PR_SET_NAME, "lms-worker", 0, 0, 0);
+		run_job(job, sp, pool);
+		prctl(PR_SET_NAME, "lms-idle", 0, 0, 0);
+		tell(ctl, 'D');
+	}
 }
 
 /* ---- the spawner process ---- */
@@ -166,73 +275,15 @@ receive_job(int sock, int fds[3])
 	return 1;
 }
 
-struct pool {
-	const struct lms_sandbox_spec *base;
-	unsigned size;
-	struct {
-		pid_t pid;
-		int ctl;
-		bool ready;
-	} w[LMS_POOL_MAX];
-	unsigned n;
-	unsigned failures; /* in a row: past a few, refilling waits for the next job */
-	int nice;	   /* the spawner's, which every job runs at */
-	bool low_priority; /* whether workers may prepare at POOL_NICE (they can come back) */
-	pid_t *jobs;	   /* workers running a job */
-	size_t n_jobs, jobs_cap;
-};
-
+/* Reaps every exited child (workers that ended; their sandboxes are their own children). */
 static void
-jobs_add(struct pool *pool, pid_t pid)
-{
-	if (pool->n_jobs == pool->jobs_cap) {
-		pool->jobs_cap = pool->jobs_cap ? 2 * pool->jobs_cap : 16;
-		pool->jobs = xrealloc(pool->jobs, pool->jobs_cap * sizeof(*pool->jobs));
-	}
-	pool->jobs[pool->n_jobs++] = pid;
-}
-
-/* Reaps every exited child; true when one of them had run a job. */
-static bool
-reap(struct pool *pool, int sigfd)
+reap(int sigfd)
 {
 	struct signalfd_siginfo si;
 	while (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
 		;
-	bool job_ended = false;
-	pid_t pid;
-	while ((pid = waitpid(-1, NULL, WNOHANG)) > 0)
-		for (size_t i = 0; i < pool->n_jobs; i++)
-			if (pool->jobs[i] == pid) {
-				pool->jobs[i] = pool->jobs[--pool->n_jobs];
-				job_ended = true;
-				break;
-			}
-	return job_ended;
-}
-
-/* A pool worker: prepares a sandbox with the pool's base spec, says "R" (ready) on its control socket,
- * then waits for one job there. End-of-file instead of a job: the pool is closing. */
-__attribute__((noreturn)) static void
-pool_worker_main(int ctl, const struct pool *pool)
-{
-	const struct lms_sandbox_spec *base = pool->base;
-	prctl(PR_SET_NAME, "lms-pooled", 0, 0, 0);
-	if (pool->low_priority)
-		(void)setpriority(PRIO_PROCESS, 0, POOL_NICE);
-	struct lms_prepared *sp = NULL;
-	if (lms_sandbox_prepare(base, &sp, NULL) < 0) {
-		(void)!write(ctl, "F", 1);
-		_exit(1);
-	}
-	(void)!write(ctl, "R", 1);
-	int job[3];
-	if (receive_job(ctl, job) <= 0) {
-		lms_prepared_free(sp);
-		_exit(0);
-	}
-	close(ctl);
-	worker_main(job[0], job[1], job[2], sp, base, pool->nice);
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		;
 }
 
 /* Whether this process may lower its nice value again (CAP_SYS_NICE or RLIMIT_NICE), tried on itself. */
@@ -247,36 +298,61 @@ pool_priority_init(struct pool *pool)
 			     setpriority(PRIO_PROCESS, 0, pool->nice) == 0;
 }
 
+static unsigned
+pool_count(const struct pool *pool, enum worker_state state)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < pool->n; i++)
+		n += pool->w[i].state == state;
+	return n;
+}
+
+/* Forks a worker in `state`: W_PREPARING, or W_BUSY with `job`. Returns its index, or -1. */
+static int
+pool_spawn(struct pool *pool, int sock, int sigfd, enum worker_state state, const int *job)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return -1;
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(sock);
+		close(sigfd);
+		close(sv[0]);
+		for (unsigned i = 0; i < pool->n; i++)
+			close(pool->w[i].ctl);
+		sigset_t chld;
+		sigemptyset(&chld);
+		sigaddset(&chld, SIGCHLD);
+		sigprocmask(SIG_UNBLOCK, &chld, NULL);
+		worker_main(sv[1], pool, job, state == W_PREPARING);
+	}
+	close(sv[1]);
+	if (pid < 0) {
+		close(sv[0]);
+		return -1;
+	}
+	if (pool->n == pool->cap) {
+		pool->cap = pool->cap ? 2 * pool->cap : 16;
+		pool->w = xrealloc(pool->w, pool->cap * sizeof(*pool->w));
+	}
+	pool->w[pool->n] = (struct worker){.pid = pid, .ctl = sv[0], .state = state};
+	return (int)pool->n++;
+}
+
+/* Tops the pool up to `size` sandboxes prepared or being prepared: idle workers first, then new ones. */
 static void
 pool_fill(struct pool *pool, int sock, int sigfd)
 {
-	while (pool->n < pool->size && pool->failures < 3) {
-		int sv[2];
-		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-			return;
-		pid_t pid = fork();
-		if (pid == 0) {
-			close(sock);
-			close(sigfd);
-			close(sv[0]);
-			for (unsigned i = 0; i < pool->n; i++)
-				close(pool->w[i].ctl);
-			sigset_t all;
-			sigemptyset(&all);
-			sigaddset(&all, SIGCHLD);
-			sigprocmask(SIG_UNBLOCK, &all, NULL);
-			pool_worker_main(sv[1], pool);
+	unsigned have = pool_count(pool, W_PREPARING) + pool_count(pool, W_READY);
+	for (unsigned i = 0; i < pool->n && have < pool->size && pool->failures < 3; i++)
+		if (pool->w[i].state == W_IDLE && send(pool->w[i].ctl, "p", 1, MSG_NOSIGNAL) == 1) {
+			pool->w[i].state = W_PREPARING;
+			have++;
 		}
-		close(sv[1]);
-		if (pid < 0) {
-			close(sv[0]);
+	for (; have < pool->size && pool->failures < 3; have++)
+		if (pool_spawn(pool, sock, sigfd, W_PREPARING, NULL) < 0)
 			return;
-		}
-		pool->w[pool->n].pid = pid;
-		pool->w[pool->n].ctl = sv[0];
-		pool->w[pool->n].ready = false;
-		pool->n++;
-	}
 }
 
 static void
@@ -286,53 +362,69 @@ pool_drop(struct pool *pool, unsigned i)
 	pool->w[i] = pool->w[--pool->n];
 }
 
-/* A pool worker's control socket spoke: "R" ready, "F" or end-of-file failed. */
-static void
+/* A worker's socket spoke: "R" ready, "D" done, "F" or end-of-file failed. True when a job ended. */
+static bool
 pool_event(struct pool *pool, unsigned i)
 {
 	char c = 0;
 	ssize_t n = recv(pool->w[i].ctl, &c, 1, MSG_DONTWAIT);
-	if (n == 1 && c == 'R') {
-		pool->w[i].ready = true;
-		pool->failures = 0;
-		return;
-	}
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return;
-	pool->failures++;
+		return false;
+	bool was_busy = pool->w[i].state == W_BUSY;
+	if (n == 1 && c == 'R' && pool->w[i].state == W_PREPARING) {
+		pool->w[i].state = W_READY;
+		pool->failures = 0;
+		return false;
+	}
+	if (n == 1 && c == 'D' && was_busy) {
+		pool->w[i].state = W_IDLE;
+		if (pool_count(pool, W_IDLE) > IDLE_MAX)
+			pool_drop(pool, i); /* it reads end-of-file and ends */
+		return true;
+	}
+	if (!was_busy)
+		pool->failures++;
 	pool_drop(pool, i);
+	return was_busy;
 }
 
-/* Hands the job to a ready pool worker; false when none is ready. */
 static bool
-pool_take(struct pool *pool, int job[3])
+send_job(int ctl, const int job[3])
 {
-	for (unsigned i = 0; i < pool->n; i++) {
-		if (!pool->w[i].ready)
-			continue;
-		union {
-			char buf[CMSG_SPACE(3 * sizeof(int))];
-			struct cmsghdr align;
-		} u;
-		memset(&u, 0, sizeof(u));
-		struct iovec iov = {"j", 1};
-		struct msghdr msg = {
-		    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
-		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(3 * sizeof(int));
-		memcpy(CMSG_DATA(c), job, 3 * sizeof(int));
-		ssize_t n = sendmsg(pool->w[i].ctl, &msg, MSG_NOSIGNAL);
-		pid_t pid = pool->w[i].pid;
-		pool_drop(pool, i);
-		if (n == 1) {
-			jobs_add(pool, pid);
-			return true;
+	union {
+		char buf[CMSG_SPACE(3 * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	memset(&u, 0, sizeof(u));
+	struct iovec iov = {"j", 1};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(3 * sizeof(int));
+	memcpy(CMSG_DATA(c), job, 3 * sizeof(int));
+	return sendmsg(ctl, &msg, MSG_NOSIGNAL) == 1;
+}
+
+/* Hands the job to a worker with a prepared sandbox, else to an idle one (which makes a sandbox for it),
+ * else to a new worker. */
+static void
+pool_take(struct pool *pool, int sock, int sigfd, const int job[3])
+{
+	for (enum worker_state want = W_READY;; want = W_IDLE) {
+		for (unsigned i = 0; i < pool->n; i++) {
+			if (pool->w[i].state != want)
+				continue;
+			if (send_job(pool->w[i].ctl, job)) {
+				pool->w[i].state = W_BUSY;
+				return;
+			}
+			pool_drop(pool, i--); /* that worker is gone: try the next */
 		}
-		i--; /* that worker is gone: try the next */
+		if (want == W_IDLE)
+			break;
 	}
-	return false;
+	pool_spawn(pool, sock, sigfd, W_BUSY, job);
 }
 
 __attribute__((noreturn)) static void
@@ -353,45 +445,41 @@ spawner_main(int sock, struct pool *pool)
 	sigprocmask(SIG_BLOCK, &chld, NULL);
 	int sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
 	pool_fill(pool, sock, sigfd);
+	struct pollfd *fds = NULL;
+	unsigned fds_cap = 0;
 	for (;;) {
-		struct pollfd fds[2 + LMS_POOL_MAX];
+		unsigned n_workers = pool->n;
+		if (fds_cap < 2 + n_workers) {
+			fds_cap = 2 * (2 + n_workers);
+			fds = xrealloc(fds, fds_cap * sizeof(*fds));
+		}
 		fds[0] = (struct pollfd){.fd = sock, .events = POLLIN};
 		fds[1] = (struct pollfd){.fd = sigfd, .events = POLLIN};
-		unsigned n_pool = pool->n;
-		for (unsigned i = 0; i < n_pool; i++)
+		for (unsigned i = 0; i < n_workers; i++)
 			fds[2 + i] = (struct pollfd){.fd = pool->w[i].ctl, .events = POLLIN};
-		if (poll(fds, 2 + n_pool, -1) < 0)
+		if (poll(fds, 2 + n_workers, -1) < 0)
 			continue;
-		bool job_ended = fds[1].revents && reap(pool, sigfd);
-		for (unsigned i = n_pool; i-- > 0;)
+		if (fds[1].revents)
+			reap(sigfd);
+		bool job_ended = false;
+		/* From the last: pool_drop moves the last worker into the slot it frees. */
+		for (unsigned i = n_workers; i-- > 0;)
 			if (fds[2 + i].revents)
-				pool_event(pool, i);
+				job_ended |= pool_event(pool, i);
 		if (fds[0].revents) {
 			int job[3];
 			int r = receive_job(sock, job);
 			if (r < 0) {
-				/* The daemon is stopping (or gone): pool workers read end-of-file and clean up,
-				 * and the spawner exits only once every worker has, so that nothing outlives it. */
+				/* The daemon is stopping (or gone): workers read end-of-file and clean up, and the
+				 * spawner exits only once every worker has, so that nothing outlives it. */
 				for (unsigned i = 0; i < pool->n; i++)
 					close(pool->w[i].ctl);
 				while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
 					;
 				_exit(0);
 			}
-			if (r > 0 && !pool_take(pool, job)) {
-				pid_t pid = fork();
-				if (pid == 0) {
-					close(sock);
-					close(sigfd);
-					for (unsigned i = 0; i < pool->n; i++)
-						close(pool->w[i].ctl);
-					sigprocmask(SIG_UNBLOCK, &chld, NULL);
-					worker_main(job[0], job[1], job[2], NULL, NULL, pool->nice);
-				}
-				if (pid > 0)
-					jobs_add(pool, pid);
-			}
 			if (r > 0) {
+				pool_take(pool, sock, sigfd, job);
 				for (int i = 0; i < 3; i++)
 					close(job[i]);
 				pool->failures = 0;
@@ -400,7 +488,7 @@ spawner_main(int sock, struct pool *pool)
 		/* Preparing a sandbox beside a command that is starting slows it down by more than the CPU
 		 * it takes (both take the same kernel locks: mounts, namespaces, cgroups), so a sandbox is
 		 * replaced when a command ends, or when none runs, rather than when one is taken. */
-		if (pool->n_jobs == 0 || job_ended)
+		if (pool_count(pool, W_BUSY) == 0 || job_ended)
 			pool_fill(pool, sock, sigfd);
 	}
 }

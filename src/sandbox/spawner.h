@@ -2,9 +2,10 @@
 /*
  * Running sandboxes from a threaded process. lms_sandbox_run() must not be called after fork() in a
  * threaded process (STYLE.md, "Threads and namespaces"), so the daemon forks a spawner before its first
- * thread. Each job goes to the spawner as a serialized spec in a memfd; the spawner forks a worker
- * (single-threaded) that runs the sandbox and streams frames back on a pipe: output chunks as they
- * are read, then the result or the error. Closing the job's cancel pipe kills the sandbox.
+ * thread. Each job goes to the spawner as a serialized spec in a memfd; the spawner hands it to a worker
+ * (single-threaded, forked by the spawner and kept across jobs) that runs the sandbox and streams frames
+ * back on a pipe: output chunks as they are read, then the result or the error. Closing the job's cancel
+ * pipe kills the sandbox.
  */
 #include <stdbool.h>
 #include <stddef.h>
