@@ -1,0 +1,48 @@
+#!/bin/sh
+# What the network namespace costs the sustained rate: builds lm-sandbox with bench/experiments/no-netns.patch
+# in a scratch worktree of BASE (HEAD), which leaves the network namespace out while /run/lms-exp-nonet
+# exists, then alternates `wrk -t2 -c16` runs of SECONDS against POST /v1/exec {"argv":["true"]}, with and
+# without it, and prints each rate with the CPU time the machine spent (/proc/stat ticks).
+# An experiment, not a mode: without a namespace of its own a sandbox shares the host's loopback and abstract
+# Unix sockets. Written against commit 3d88fbe. Usage (as root, in the repository):
+#   bench/experiments/no-netns.sh [SECONDS [BASE]]
+set -eu
+seconds=${1:-6}
+base=${2:-HEAD}
+repo=$(git rev-parse --show-toplevel)
+work=$(mktemp -d /tmp/lms-no-netns.XXXXXX)
+cleanup() {
+	rm -f /run/lms-exp-nonet
+	git -C "$repo" worktree remove --force "$work/tree" 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 1' HUP INT PIPE TERM
+git -C "$repo" worktree add --quiet --detach "$work/tree" "$base"
+git -C "$work/tree" apply "$repo/bench/experiments/no-netns.patch"
+meson setup --buildtype=release "$work/build" "$work/tree" >/dev/null
+ninja -C "$work/build" lm-sandbox lm-sandbox-serve >/dev/null
+cat >"$work/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"argv":["true"]}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+ticks() { awk '/^cpu / {print $2 + $3, $4, $5}' /proc/stat; }
+for pass in 1 2; do
+	for mode in netns no-netns; do
+		if [ "$mode" = no-netns ]; then touch /run/lms-exp-nonet; else rm -f /run/lms-exp-nonet; fi
+		"$work/build/lm-sandbox-serve" --listen 127.0.0.1:0 --max-concurrent 64 2>"$work/serve.log" &
+		serve=$!
+		url=
+		for _ in $(seq 100); do
+			url=$(grep -o 'http://127.0.0.1:[0-9]*' "$work/serve.log" | head -n 1) && [ -n "$url" ] && break
+			sleep 0.1
+		done
+		before=$(ticks)
+		rate=$(wrk -t2 -c16 -d"${seconds}s" -s "$work/post.lua" "$url/v1/exec" | awk '/Requests\/sec/ {print $2}')
+		after=$(ticks)
+		kill "$serve"
+		wait "$serve" || true
+		echo "$mode $rate req/s; ticks user, system, idle: $before -> $after"
+	done
+done
