@@ -177,6 +177,10 @@ run_job(const int job[3], struct lms_prepared *prepared, const struct pool *pool
 	free(data);
 	for (int i = 0; i < 3; i++)
 		close(job[i]);
+	/* A large input would otherwise stay in this long-lived worker's heap (and in the copy its next
+	 * prepared sandbox's PID 1 starts with); small jobs skip the trim and the faults after it. */
+	if (len > (1u << 20))
+		malloc_trim(0);
 }
 
 /* A message from the spawner: 1 with a job's descriptors, 0 with another byte in *byte, -1 at the end. */

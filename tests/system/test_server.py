@@ -1144,6 +1144,34 @@ def test_pool_refills_while_a_long_command_runs(start):
 
 
 @root
+@pytest.mark.skipif(bool(os.environ.get("LMS_SANITIZED")), reason="a sanitizer's allocator keeps freed memory")
+def test_workers_give_back_the_memory_of_a_large_input(start):
+    s = start("--pool-size", "1")
+
+    def children(pid):
+        return [int(c) for t in os.listdir(f"/proc/{pid}/task")
+                for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
+
+    # The spawner is the daemon's child (named once it runs); the workers are the spawner's children.
+    spawner = wait_until(lambda: next((p for p in children(s.pid) if comm_and_nice(p)[0] == "lms-spawner"), None), 10)
+    assert spawner, f"no lms-spawner below the daemon:\n{s.describe()}"
+    for size in (7_000_000, 3_000_000, 7_500_000):
+        r = s.exec({"argv": ["wc", "-c"], "stdin": "x" * size})
+        assert_exec_result(r)
+        assert r.json()["stdout"].strip() == str(size), show(r)
+
+    def workers_rss():
+        workers = children(spawner)
+        rss = {p: proc_usage(p)[2] for p in workers}
+        return rss if rss and all(comm_and_nice(p)[0] != "lms-worker" for p in workers) else None
+
+    # A worker lives on after its job: the 7 MB it read must not stay in its heap (nor in the copy its
+    # next prepared sandbox's PID 1 starts with).
+    rss = wait_until(workers_rss, 10)
+    assert rss and max(rss.values()) < 2560, f"workers' VmRSS (KiB) after large inputs: {rss}"
+
+
+@root
 def test_sigterm_ends_everything(start):
     s = start()
     marker = unique_marker()
