@@ -1144,7 +1144,6 @@ def test_pool_refills_while_a_long_command_runs(start):
 
 
 @root
-@pytest.mark.skipif(bool(os.environ.get("LMS_SANITIZED")), reason="a sanitizer's allocator keeps freed memory")
 def test_workers_give_back_the_memory_of_a_large_input(start):
     s = start("--pool-size", "1")
 
@@ -1167,8 +1166,10 @@ def test_workers_give_back_the_memory_of_a_large_input(start):
 
     # A worker lives on after its job: the 7 MB it read must not stay in its heap (nor in the copy its
     # next prepared sandbox's PID 1 starts with).
+    # Under AddressSanitizer freed memory sits in its quarantine by design, as in test_load_does_not_leak.
+    limit = 2560 + (64 << 10 if os.environ.get("LMS_SANITIZED") else 0)
     rss = wait_until(workers_rss, 10)
-    assert rss and max(rss.values()) < 2560, f"workers' VmRSS (KiB) after large inputs: {rss}"
+    assert rss and max(rss.values()) < limit, f"workers' VmRSS (KiB) after large inputs: {rss}"
 
 
 @root
