@@ -13,17 +13,8 @@
 set -eu
 rounds=${1:-200}
 base=${2:-HEAD}
-repo=$(git rev-parse --show-toplevel)
-work=$(mktemp -d /tmp/lms-init-cost.XXXXXX)
-cleanup() {
-	git -C "$repo" worktree remove --force "$work/tree" 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 1' HUP INT PIPE TERM
-git -C "$repo" worktree add --quiet --detach "$work/tree" "$base"
-git -C "$work/tree" apply "$repo/bench/experiments/init-cost.patch"
-meson setup --buildtype=release "$work/build" "$work/tree" >/dev/null
+. "$(dirname "$0")/lib.sh"
+patched_tree init-cost.patch "$base"
 ninja -C "$work/build" bench/lms-floor >/dev/null
 floor=$work/build/bench/lms-floor
 for pass in 1 2 3; do

@@ -9,18 +9,9 @@
 set -eu
 seconds=${1:-6}
 base=${2:-HEAD}
-repo=$(git rev-parse --show-toplevel)
-work=$(mktemp -d /tmp/lms-no-netns.XXXXXX)
-cleanup() {
-	rm -f /run/lms-exp-nonet
-	git -C "$repo" worktree remove --force "$work/tree" 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 1' HUP INT PIPE TERM
-git -C "$repo" worktree add --quiet --detach "$work/tree" "$base"
-git -C "$work/tree" apply "$repo/bench/experiments/no-netns.patch"
-meson setup --buildtype=release "$work/build" "$work/tree" >/dev/null
+. "$(dirname "$0")/lib.sh"
+cleanup_extra="rm -f /run/lms-exp-nonet"
+patched_tree no-netns.patch "$base"
 ninja -C "$work/build" lm-sandbox lm-sandbox-serve >/dev/null
 cat >"$work/post.lua" <<'LUA'
 wrk.method = "POST"

@@ -183,9 +183,10 @@ run_job(const int job[3], struct lms_prepared *prepared, const struct pool *pool
 		malloc_trim(0);
 }
 
-/* A message from the spawner: 1 with a job's descriptors, 0 with another byte in *byte, -1 at the end. */
+/* One message of the spawner's protocols: 1 with three descriptors in fds (a job), 0 with only a byte
+ * (in *byte), -1 at end-of-file or on error. */
 static int
-receive_order(int ctl, int job[3], char *byte)
+receive_fds(int sock, int fds[3], char *byte)
 {
 	union {
 		char buf[CMSG_SPACE(3 * sizeof(int))];
@@ -194,17 +195,37 @@ receive_order(int ctl, int job[3], char *byte)
 	struct iovec iov = {byte, 1};
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
 	ssize_t n;
-	while ((n = recvmsg(ctl, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+	while ((n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
 		;
 	if (n <= 0)
 		return -1;
 	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	if (c == NULL || c->cmsg_type != SCM_RIGHTS)
+	if (c == NULL || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(3 * sizeof(int)))
 		return 0;
-	if (c->cmsg_len != CMSG_LEN(3 * sizeof(int)))
-		return -1; /* the spawner never sends this */
-	memcpy(job, CMSG_DATA(c), 3 * sizeof(int));
+	memcpy(fds, CMSG_DATA(c), 3 * sizeof(int));
 	return 1;
+}
+
+/* Sends three descriptors with the byte "j": the sendmsg result. */
+static ssize_t
+send_fds(int sock, const int fds[3])
+{
+	union {
+		char buf[CMSG_SPACE(3 * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	memset(&u, 0, sizeof(u));
+	struct iovec iov = {"j", 1};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(3 * sizeof(int));
+	memcpy(CMSG_DATA(c), fds, 3 * sizeof(int));
+	ssize_t n;
+	while ((n = sendmsg(sock, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+		;
+	return n;
 }
 
 static void
@@ -238,7 +259,7 @@ worker_main(int ctl, const struct pool *pool, const int *first, bool prepare)
 		if (first != NULL)
 			memcpy(job, first, sizeof(job));
 		else
-			while ((r = receive_order(ctl, job, &byte)) == 0 && !(byte == 'p' && sp == NULL))
+			while ((r = receive_fds(ctl, job, &byte)) == 0 && !(byte == 'p' && sp == NULL))
 				;
 		first = NULL;
 		if (r < 0) {
@@ -256,28 +277,6 @@ worker_main(int ctl, const struct pool *pool, const int *first, bool prepare)
 }
 
 /* ---- the spawner process ---- */
-
-static int
-receive_job(int sock, int fds[3])
-{
-	char byte;
-	struct iovec iov = {&byte, 1};
-	union {
-		char buf[CMSG_SPACE(3 * sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
-	ssize_t n;
-	while ((n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
-		;
-	if (n <= 0)
-		return -1; /* the daemon is gone */
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	if (c == NULL || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(3 * sizeof(int)))
-		return 0; /* not a job: ignore it */
-	memcpy(fds, CMSG_DATA(c), 3 * sizeof(int));
-	return 1;
-}
 
 /* Reaps every exited child (workers that ended; their sandboxes are their own children). */
 static void
@@ -392,24 +391,6 @@ pool_event(struct pool *pool, unsigned i)
 	return was_busy;
 }
 
-static bool
-send_job(int ctl, const int job[3])
-{
-	union {
-		char buf[CMSG_SPACE(3 * sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	memset(&u, 0, sizeof(u));
-	struct iovec iov = {"j", 1};
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(3 * sizeof(int));
-	memcpy(CMSG_DATA(c), job, 3 * sizeof(int));
-	return sendmsg(ctl, &msg, MSG_NOSIGNAL) == 1;
-}
-
 /* Hands the job to a worker with a prepared sandbox, else to an idle one (which makes a sandbox for it),
  * else to a new worker. */
 static void
@@ -419,7 +400,7 @@ pool_take(struct pool *pool, int sock, int sigfd, const int job[3])
 		for (unsigned i = 0; i < pool->n; i++) {
 			if (pool->w[i].state != want)
 				continue;
-			if (send_job(pool->w[i].ctl, job)) {
+			if (send_fds(pool->w[i].ctl, job) == 1) {
 				pool->w[i].state = W_BUSY;
 				return;
 			}
@@ -472,7 +453,8 @@ spawner_main(int sock, struct pool *pool)
 				job_ended |= pool_event(pool, i);
 		if (fds[0].revents) {
 			int job[3];
-			int r = receive_job(sock, job);
+			char byte;
+			int r = receive_fds(sock, job, &byte);
 			if (r < 0) {
 				/* The daemon is stopping (or gone): workers read end-of-file and clean up, and the
 				 * spawner exits only once every worker has, so that nothing outlives it. */
@@ -600,21 +582,7 @@ lms_spawner_submit(struct lms_spawner *sp, const struct lms_sandbox_spec *spec, 
 		return lms_error_set(err, LMS_ERR_INTERNAL, e, "spawner: pipe");
 	}
 	int fds[3] = {spec_fd, events[1], cancel[0]};
-	union {
-		char buf[CMSG_SPACE(sizeof(fds))];
-		struct cmsghdr align;
-	} u;
-	memset(&u, 0, sizeof(u));
-	struct iovec iov = {"j", 1};
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(fds));
-	memcpy(CMSG_DATA(c), fds, sizeof(fds));
-	ssize_t n;
-	while ((n = sendmsg(sp->sock, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR)
-		;
+	ssize_t n = send_fds(sp->sock, fds);
 	int e = errno;
 	close(events[1]);
 	close(cancel[0]);
