@@ -14,6 +14,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "system"))
+from procinfo import descendants  # noqa: E402 (standard library only, shared with the tests and the bench)
+
 TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 
 
@@ -27,23 +30,13 @@ def comm(pid):
     return open(f"/proc/{pid}/comm").read().strip()
 
 
-def tree(root):
-    out, todo = [], [root]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for t in os.listdir(f"/proc/{p}/task"):
-            todo += [int(c) for c in open(f"/proc/{p}/task/{t}/children").read().split()]
-    return out
-
-
 WORKERS = ("lms-pooled", "lms-worker", "lms-idle")  # one worker's names as its state changes
 
 
 def snapshot(root):
     """pid -> (name, times) for the daemon's tree and for the kernel threads that serve it."""
     found = {}
-    for p in tree(root):
+    for p in descendants(root):
         try:
             name = comm(p)
             found[p] = ("workers (" + ", ".join(WORKERS) + ")" if name in WORKERS else name, times(p))

@@ -310,7 +310,7 @@ pool_count(const struct pool *pool, enum worker_state state)
 	return n;
 }
 
-/* Forks a worker in `state`: W_PREPARING, or W_BUSY with `job`. Returns its index, or -1. */
+/* Forks a worker in `state`: W_PREPARING, or W_BUSY with `job`. Returns 0, or -1. */
 static int
 pool_spawn(struct pool *pool, int sock, int sigfd, enum worker_state state, const int *job)
 {
@@ -339,8 +339,8 @@ pool_spawn(struct pool *pool, int sock, int sigfd, enum worker_state state, cons
 		pool->cap = pool->cap ? 2 * pool->cap : 16;
 		pool->w = xrealloc(pool->w, pool->cap * sizeof(*pool->w));
 	}
-	pool->w[pool->n] = (struct worker){.pid = pid, .ctl = sv[0], .state = state};
-	return (int)pool->n++;
+	pool->w[pool->n++] = (struct worker){.pid = pid, .ctl = sv[0], .state = state};
+	return 0;
 }
 
 /* Tops the pool up to `size` sandboxes prepared or being prepared: idle workers first, then new ones. */

@@ -6,21 +6,28 @@ from pathlib import Path
 RECVMSG = {"x86_64": 47, "aarch64": 212}.get(os.uname().machine)
 
 
+def children(pid):
+    """The direct children of `pid`, of all its threads (/proc/PID/task/*/children); [] once it is gone."""
+    found = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for t in tasks:
+        try:
+            found += [int(c) for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
 def descendants(pid):
-    """`pid` and every process below it (through /proc/PID/task/*/children)."""
+    """`pid` and every process below it."""
     found, todo = [], [pid]
     while todo:
         p = todo.pop()
         found.append(p)
-        try:
-            tasks = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for t in tasks:
-            try:
-                todo += [int(c) for c in Path(f"/proc/{p}/task/{t}/children").read_text().split()]
-            except OSError:
-                pass
+        todo += children(p)
     return found
 
 

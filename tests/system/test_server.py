@@ -16,13 +16,12 @@ import subprocess
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
 
 from conftest import OuterCgroup, host_pids_with, unique_marker, wait_pids_gone
-from procinfo import RECVMSG, comm_and_nice, ready_pool_workers
+from procinfo import RECVMSG, children, comm_and_nice, ready_pool_workers
 from server_fixtures import (
     DAEMON_ONLY_VAR,
     EXEC_FIELDS,
@@ -1041,7 +1040,7 @@ def test_load_does_not_leak(start):
             try:
                 name, n = comm_and_nice(pid)[0], len(os.listdir(f"/proc/{pid}/fd"))
                 if name == "lms-spawner":
-                    n -= len(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+                    n -= len(children(pid))
                 out[pid] = (name, n)
             except OSError:
                 pass
@@ -1146,11 +1145,6 @@ def test_pool_refills_while_a_long_command_runs(start):
 @root
 def test_workers_give_back_the_memory_of_a_large_input(start):
     s = start("--pool-size", "1")
-
-    def children(pid):
-        return [int(c) for t in os.listdir(f"/proc/{pid}/task")
-                for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
-
     # The spawner is the daemon's child (named once it runs); the workers are the spawner's children.
     spawner = wait_until(lambda: next((p for p in children(s.pid) if comm_and_nice(p)[0] == "lms-spawner"), None), 10)
     assert spawner, f"no lms-spawner below the daemon:\n{s.describe()}"
