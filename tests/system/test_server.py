@@ -1142,12 +1142,36 @@ def test_pool_refills_while_a_long_command_runs(start):
         long.close()
 
 
+def spawner_of(server):
+    """The daemon's spawner: its child, named lms-spawner once it runs. The workers are the spawner's children."""
+    spawner = wait_until(lambda: next((p for p in children(server.pid) if comm_and_nice(p)[0] == "lms-spawner"),
+                                      None), 10)
+    assert spawner, f"no lms-spawner below the daemon:\n{server.describe()}"
+    return spawner
+
+
+@root
+def test_at_most_16_workers_wait_idle(start):
+    s = start("--pool-size", "0", "--max-concurrent", "24")
+    spawner = spawner_of(s)
+
+    def names():
+        return sorted(comm_and_nice(p)[0] for p in children(spawner))
+
+    with ThreadPoolExecutor(20) as pool:
+        running = [pool.submit(s.exec, {"cmd": "sleep 3", "timeout_ms": 30000}) for _ in range(20)]
+        # Twenty commands at once need twenty workers ...
+        assert wait_until(lambda: names().count("lms-worker") == 20, 20), f"workers: {names()}"
+        for r in running:
+            assert_exec_result(r.result())
+    # ... and once they are done, 16 of them wait for the next jobs while the other 4 end.
+    assert wait_until(lambda: names() == ["lms-idle"] * 16, 10), f"workers after the jobs: {names()}"
+
+
 @root
 def test_workers_give_back_the_memory_of_a_large_input(start):
     s = start("--pool-size", "1")
-    # The spawner is the daemon's child (named once it runs); the workers are the spawner's children.
-    spawner = wait_until(lambda: next((p for p in children(s.pid) if comm_and_nice(p)[0] == "lms-spawner"), None), 10)
-    assert spawner, f"no lms-spawner below the daemon:\n{s.describe()}"
+    spawner = spawner_of(s)
     for size in (7_000_000, 3_000_000, 7_500_000):
         r = s.exec({"argv": ["wc", "-c"], "stdin": "x" * size})
         assert_exec_result(r)
