@@ -37,6 +37,18 @@ def comm_and_nice(pid):
     return text[text.index("(") + 1:text.rindex(")")], int(text[text.rindex(")") + 2:].split()[16])
 
 
+def named_children(pid):
+    """{child: comm} of `pid`'s direct children that are still there when read: a worker may end between
+    the listing and the read of its stat."""
+    named = {}
+    for child in children(pid):
+        try:
+            named[child] = comm_and_nice(child)[0]
+        except OSError:
+            pass
+    return named
+
+
 def ready_pool_workers(daemon_pid):
     """The daemon's pool workers that wait for a job: prepared, said "ready", blocked in recvmsg."""
     ready = []

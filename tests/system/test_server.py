@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from conftest import OuterCgroup, host_pids_with, unique_marker, wait_pids_gone
-from procinfo import RECVMSG, children, comm_and_nice, ready_pool_workers
+from procinfo import RECVMSG, children, comm_and_nice, named_children, ready_pool_workers
 from server_fixtures import (
     DAEMON_ONLY_VAR,
     EXEC_FIELDS,
@@ -1144,8 +1144,8 @@ def test_pool_refills_while_a_long_command_runs(start):
 
 def spawner_of(server):
     """The daemon's spawner: its child, named lms-spawner once it runs. The workers are the spawner's children."""
-    spawner = wait_until(lambda: next((p for p in children(server.pid) if comm_and_nice(p)[0] == "lms-spawner"),
-                                      None), 10)
+    spawner = wait_until(lambda: next((p for p, name in named_children(server.pid).items()
+                                       if name == "lms-spawner"), None), 10)
     assert spawner, f"no lms-spawner below the daemon:\n{server.describe()}"
     return spawner
 
@@ -1156,7 +1156,7 @@ def test_at_most_16_workers_wait_idle(start):
     spawner = spawner_of(s)
 
     def names():
-        return sorted(comm_and_nice(p)[0] for p in children(spawner))
+        return sorted(named_children(spawner).values())
 
     with ThreadPoolExecutor(20) as pool:
         running = [pool.submit(s.exec, {"cmd": "sleep 3", "timeout_ms": 30000}) for _ in range(20)]
@@ -1178,9 +1178,12 @@ def test_workers_give_back_the_memory_of_a_large_input(start):
         assert r.json()["stdout"].strip() == str(size), show(r)
 
     def workers_rss():
-        workers = children(spawner)
-        rss = {p: proc_usage(p)[2] for p in workers}
-        return rss if rss and all(comm_and_nice(p)[0] != "lms-worker" for p in workers) else None
+        try:
+            workers = named_children(spawner)
+            rss = {p: proc_usage(p)[2] for p in workers}
+        except OSError:  # a worker ended between the listing and the read: look again
+            return None
+        return rss if rss and "lms-worker" not in workers.values() else None
 
     # A worker lives on after its job: the 7 MB it read must not stay in its heap (nor in the copy its
     # next prepared sandbox's PID 1 starts with).
