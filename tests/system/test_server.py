@@ -1158,14 +1158,18 @@ def test_at_most_16_workers_wait_idle(start):
     def names():
         return sorted(named_children(spawner).values())
 
-    with ThreadPoolExecutor(20) as pool:
-        running = [pool.submit(s.exec, {"cmd": "sleep 3", "timeout_ms": 30000}) for _ in range(20)]
+    marker = unique_marker()
+    running = [s.raw_request("POST", "/v1/exec", {"argv": ["sleep", marker], "timeout_ms": 60000},
+                             headers={"Content-Type": "application/json"}) for _ in range(20)]
+    try:
         # Twenty commands at once need twenty workers ...
         assert wait_until(lambda: names().count("lms-worker") == 20, 20), f"workers: {names()}"
-        for r in running:
-            assert_exec_result(r.result())
+    finally:
+        for sock in running:  # the clients leave: their commands end
+            sock.close()
     # ... and once they are done, 16 of them wait for the next jobs while the other 4 end.
     assert wait_until(lambda: names() == ["lms-idle"] * 16, 10), f"workers after the jobs: {names()}"
+    assert not host_pids_with(marker), "a command outlived its client"
 
 
 @root
