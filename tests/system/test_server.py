@@ -1169,7 +1169,7 @@ def test_at_most_16_workers_wait_idle(start):
             sock.close()
     # ... and once they are done, 16 of them wait for the next jobs while the other 4 end.
     assert wait_until(lambda: names() == ["lms-idle"] * 16, 10), f"workers after the jobs: {names()}"
-    assert not host_pids_with(marker), "a command outlived its client"
+    assert not wait_pids_gone(host_pids_with(marker), 5), "a command outlived its client"
 
 
 @root
