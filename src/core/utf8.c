@@ -4,10 +4,9 @@
 
 #include "core/buf.h"
 
-/* Length of the well-formed sequence at s (1..4), or 0 with *bad set to the length of the maximal
- * invalid subpart (at least 1). Table 3-7 of the Unicode standard gives the valid second bytes. */
-static size_t
-valid_sequence(const uint8_t *s, size_t avail, size_t *bad)
+/* Table 3-7 of the Unicode standard gives the valid second bytes. */
+size_t
+lms_utf8_sequence(const unsigned char *s, size_t avail, size_t *bad)
 {
 	uint8_t c = s[0];
 	size_t need;
@@ -53,7 +52,7 @@ lms_utf8_sanitize(const char *in, size_t len, size_t *out_len)
 	size_t i = 0, run = 0;
 
 	while (i < len) {
-		size_t bad = 0, n = valid_sequence(s + i, len - i, &bad);
+		size_t bad = 0, n = lms_utf8_sequence(s + i, len - i, &bad);
 		if (n > 0) {
 			i += n;
 			run += n;

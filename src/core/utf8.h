@@ -8,3 +8,9 @@
  * *out_len receives the length. The caller frees the result.
  */
 char *lms_utf8_sanitize(const char *in, size_t len, size_t *out_len);
+
+/*
+ * The length (1..4) of the well-formed UTF-8 sequence at s (avail >= 1 bytes), or 0 with *bad set to
+ * the length of its maximal invalid subpart (at least 1). No allocation, no locks: safe anywhere.
+ */
+size_t lms_utf8_sequence(const unsigned char *s, size_t avail, size_t *bad);
