@@ -51,8 +51,8 @@ static int
 round_once(const struct lms_sandbox_spec *spec, long pause, double *launch, double *bare)
 {
 	struct lms_error *err = NULL;
-	struct lms_prepared *sp = NULL;
-	if (lms_sandbox_prepare(spec, &sp, &err) < 0) {
+	struct lms_sandbox *sp = NULL;
+	if (lms_sandbox_create(spec, &sp, &err) < 0) {
 		fprintf(stderr, "lms-floor: prepare a sandbox: %s\n", err->message);
 		lms_error_free(err);
 		return -1;

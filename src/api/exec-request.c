@@ -345,13 +345,12 @@ parse_image(const json_t *root, struct lms_exec_request *req, struct lms_error *
 		return r;
 	const char *s = json_string_value(image);
 	size_t len = json_string_length(image);
-	if (len != strlen("host") || strcmp(s, "host") != 0) {
+	/* The name is shown quoted (cut at a NUL or past QUOTE_MAX), never cut silently. */
+	if (memchr(s, '\0', len) != NULL || !lms_image_is_host(s)) {
 		_cleanup_free_ char *q = quote(s, len);
-		return lms_error_set(err, LMS_ERR_NOT_FOUND, 0,
-				     "image '%s' does not exist: only 'host' is available (imported images come later)",
-				     q);
+		return lms_image_check(q, err);
 	}
-	req->image = xstrdup("host");
+	req->image = xstrdup(s);
 	return 0;
 }
 

@@ -1,8 +1,8 @@
 /*
- * The sandbox's PID 1. Every hardening step, in order, reads top to bottom in contain() (as nsjail's
- * containProc() does); the command is then forked and exec'd, and PID 1 reaps until it exits. When
- * PID 1 exits, the kernel kills every process left in the PID namespace: nothing survives the call,
- * however it daemonised.
+ * The sandbox's PID 1, before its first command: every hardening step, in order, reads top to bottom
+ * in contain() (as nsjail's containProc() does). Then PID 1 says READY and serves launches (init.c).
+ * When PID 1 exits, the kernel kills every process left in the PID namespace: nothing survives the
+ * sandbox, however it daemonised.
  */
 #include "sandbox/child.h"
 
@@ -14,7 +14,6 @@
 #include <linux/seccomp.h>
 #include <net/if.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +24,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -42,33 +40,34 @@ static const int kept_caps[] = {
 };
 
 int
-lms_child_fail(struct lms_child_msg *msg, int errnum, const char *fmt, ...)
+lms_child_fail(struct lms_init_msg *msg, int errnum, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg->what, sizeof(msg->what), fmt, ap);
 	va_end(ap);
-	msg->type = LMS_CHILD_SETUP_FAILED;
+	msg->type = LMS_INIT_FAILED;
 	msg->errnum = errnum;
 	return -1;
 }
 
-static void
-report(int fd, const struct lms_child_msg *msg)
+int
+lms_child_report(int ctl, const struct lms_init_msg *msg)
 {
-	/* One write of less than PIPE_BUF bytes is atomic. */
-	while (write(fd, msg, sizeof(*msg)) < 0 && errno == EINTR)
+	ssize_t n;
+	while ((n = send(ctl, msg, sizeof(*msg), MSG_NOSIGNAL)) < 0 && errno == EINTR)
 		;
+	return n == (ssize_t)sizeof(*msg) ? 0 : -1;
 }
 
-/* The parent sends one byte once the uid maps are written, and a second once the cgroup holds us:
+/* The parent sends one record once the uid maps are written, and a second once the cgroup holds us:
  * the mounts are built in between, while the parent does the (slow) cgroup move. */
 static int
-wait_for_parent(const struct lms_child_ctx *ctx, const char *what, struct lms_child_msg *msg)
+wait_for_parent(const struct lms_child_ctx *ctx, const char *what, struct lms_init_msg *msg)
 {
 	char byte;
 	ssize_t n;
-	while ((n = read(ctx->sync_fd, &byte, 1)) < 0 && errno == EINTR)
+	while ((n = recv(ctx->ctl, &byte, 1, 0)) < 0 && errno == EINTR)
 		;
 	if (n != 1)
 		return lms_child_fail(msg, n < 0 ? errno : EPIPE, "wait for the parent to %s", what);
@@ -76,7 +75,7 @@ wait_for_parent(const struct lms_child_ctx *ctx, const char *what, struct lms_ch
 }
 
 static int
-become_root(const struct lms_child_ctx *ctx, struct lms_child_msg *msg)
+become_root(const struct lms_child_ctx *ctx, struct lms_init_msg *msg)
 {
 	if (ctx->privileged && setgroups(0, NULL) < 0)
 		return lms_child_fail(msg, errno, "setgroups");
@@ -88,7 +87,7 @@ become_root(const struct lms_child_ctx *ctx, struct lms_child_msg *msg)
 }
 
 static int
-loopback_up(struct lms_child_msg *msg)
+loopback_up(struct lms_init_msg *msg)
 {
 	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (s < 0)
@@ -105,52 +104,22 @@ loopback_up(struct lms_child_msg *msg)
 	return r < 0 ? lms_child_fail(msg, e, "bring up loopback") : 0;
 }
 
+/* PID 1's own 0, 1 and 2 become the sandbox's /dev/null (nothing of the caller's stays open in here),
+ * its socket 3, and every other descriptor it inherited is closed. */
 static int
-enter_cwd(const char *cwd, struct lms_child_msg *msg)
+own_descriptors(struct lms_child_ctx *ctx, struct lms_init_msg *msg)
 {
-	if (chdir(cwd) == 0)
-		return 0;
-	if (errno != ENOENT)
-		return lms_child_fail(msg, errno, "chdir %s", cwd);
-	/* Like `docker run -w`, a missing working directory is created where the file system allows. */
-	char path[4096];
-	snprintf(path, sizeof(path), "%s", cwd);
-	for (char *p = path + 1;; p++) {
-		if (*p == '/' || *p == '\0') {
-			char c = *p;
-			*p = '\0';
-			if (mkdir(path, 0755) < 0 && errno != EEXIST)
-				return lms_child_fail(msg, errno, "create working directory %s", path);
-			*p = c;
-			if (c == '\0')
-				break;
-		}
+	if (ctx->ctl != 3) {
+		if (dup3(ctx->ctl, 3, O_CLOEXEC) < 0)
+			return lms_child_fail(msg, errno, "dup3 the parent's socket");
+		ctx->ctl = 3;
 	}
-	if (chdir(cwd) < 0)
-		return lms_child_fail(msg, errno, "chdir %s", cwd);
-	return 0;
-}
-
-static int
-setup_stdio(const struct lms_child_ctx *ctx, bool with_stdin, struct lms_child_msg *msg)
-{
-	int in = with_stdin ? ctx->stdin_fd : -1;
-	if (in < 0 && (in = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
-		return lms_child_fail(msg, errno, "open /dev/null for stdin");
-	if (dup2(in, 0) < 0 || dup2(ctx->stdout_fd, 1) < 0 || dup2(ctx->stderr_fd, 2) < 0)
-		return lms_child_fail(msg, errno, "dup2 stdio");
-	return 0;
-}
-
-/* Leaves only 0, 1, 2 and the report pipe (close-on-exec, so the command sees none of it). */
-static int
-close_other_fds(struct lms_child_ctx *ctx, struct lms_child_msg *msg)
-{
-	if (ctx->report_fd != 3) {
-		if (dup3(ctx->report_fd, 3, O_CLOEXEC) < 0)
-			return lms_child_fail(msg, errno, "dup3 report pipe");
-		ctx->report_fd = 3;
-	}
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null < 0)
+		return lms_child_fail(msg, errno, "open /dev/null");
+	for (int fd = 0; fd < 3; fd++)
+		if (dup2(null, fd) < 0)
+			return lms_child_fail(msg, errno, "dup2 /dev/null to %d", fd);
 #if HAVE_SYS_CLOSE_RANGE
 	if (syscall(SYS_close_range, 4U, ~0U, 0U) == 0)
 		return 0;
@@ -162,19 +131,7 @@ close_other_fds(struct lms_child_ctx *ctx, struct lms_child_msg *msg)
 }
 
 static int
-set_cpu_limit(const struct lms_sandbox_spec *spec, struct lms_child_msg *msg)
-{
-	/* A per-process backstop for the CPU limit the parent enforces on the whole group. */
-	if (spec->limits.cpu_ms > 0) {
-		rlim_t s = (rlim_t)((spec->limits.cpu_ms + 999) / 1000) + 1;
-		if (setrlimit(RLIMIT_CPU, &(struct rlimit){s, s}) < 0)
-			return lms_child_fail(msg, errno, "setrlimit RLIMIT_CPU");
-	}
-	return 0;
-}
-
-static int
-drop_capabilities(struct lms_child_msg *msg)
+drop_capabilities(struct lms_init_msg *msg)
 {
 	uint64_t keep = 0;
 	for (size_t i = 0; i < sizeof(kept_caps) / sizeof(kept_caps[0]); i++)
@@ -202,7 +159,7 @@ drop_capabilities(struct lms_child_msg *msg)
 }
 
 static int
-load_seccomp(const struct lms_child_ctx *ctx, struct lms_child_msg *msg)
+load_seccomp(const struct lms_child_ctx *ctx, struct lms_init_msg *msg)
 {
 	/* no_new_privs first: setuid binaries then cannot gain what the filter and bounding set took. */
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
@@ -212,43 +169,11 @@ load_seccomp(const struct lms_child_ctx *ctx, struct lms_child_msg *msg)
 	return 0;
 }
 
-/* The launch message: a u32 length, then the command's spec (spec-codec.c) with its whole environment
- * in env and, when it has input, an empty stdin_data as the sign to read the stdin pipe. */
+/* Every step, in order: what any command needs. What depends on the command (its working directory,
+ * stdio, session, CPU limit) is done per launch (init.c). Returns -1 with *msg filled on the first
+ * failure. */
 static int
-read_launch(const struct lms_child_ctx *ctx, struct lms_launch *launch, struct lms_child_msg *msg)
-{
-	uint32_t len = 0;
-	char *p = (char *)&len;
-	size_t want = sizeof(len), got = 0;
-	for (int part = 0; part < 2; part++) {
-		while (got < want) {
-			ssize_t n = read(ctx->sync_fd, p + got, want - got);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0)
-				return lms_child_fail(msg, n < 0 ? errno : EPIPE, "read the launch message");
-			got += (size_t)n;
-		}
-		if (part == 1)
-			break;
-		if (len == 0 || len > LMS_LAUNCH_MAX)
-			return lms_child_fail(msg, EMSGSIZE, "read the launch message");
-		launch->data = malloc(len);
-		if (launch->data == NULL)
-			return lms_child_fail(msg, ENOMEM, "read the launch message");
-		p = launch->data;
-		want = len;
-		got = 0;
-	}
-	if (lms_spec_decode(launch->data, len, &launch->spec, &launch->storage, NULL) < 0)
-		return lms_child_fail(msg, EINVAL, "decode the launch message");
-	return 0;
-}
-
-/* Every step, in order: first what any command needs (a prepared sandbox waits after these), then what
- * this command asks. Returns -1 with *msg filled on the first failure. */
-static int
-contain(struct lms_child_ctx *ctx, struct lms_launch *launch, struct lms_child_msg *msg)
+contain(struct lms_child_ctx *ctx, struct lms_init_msg *msg)
 {
 	if (wait_for_parent(ctx, "write the uid maps", msg) < 0 || become_root(ctx, msg) < 0)
 		return -1;
@@ -265,95 +190,33 @@ contain(struct lms_child_ctx *ctx, struct lms_launch *launch, struct lms_child_m
 	/* After the move, so that the namespace's root is the sandbox's own group. */
 	if (ctx->unshare_cgroupns && unshare(CLONE_NEWCGROUP) < 0)
 		return lms_child_fail(msg, errno, "unshare the cgroup namespace");
-	/* The privileges go before the command is known: what a launch costs is only what depends on it
+	if (own_descriptors(ctx, msg) < 0)
+		return -1;
+	/* The privileges go before any command is known: what a launch costs is only what depends on it
 	 * (the scratch file system's size is set above, which is why a prepared sandbox takes only
 	 * commands with that disk limit). No core files: they would fill the disk and carry memory out. */
 	if (setrlimit(RLIMIT_CORE, &(struct rlimit){0, 0}) < 0)
 		return lms_child_fail(msg, errno, "setrlimit RLIMIT_CORE");
 	if (drop_capabilities(msg) < 0)
 		return -1;
-	/* Not dumpable: the command cannot ptrace PID 1 to forge its report. */
+	/* Not dumpable: no command can ptrace PID 1 to forge its reports or start processes through it. */
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		return lms_child_fail(msg, errno, "prctl PR_SET_DUMPABLE");
-	if (load_seccomp(ctx, msg) < 0)
-		return -1;
-
-	/* Prepared: everything below depends on the command, which arrives now. */
-	if (read_launch(ctx, launch, msg) < 0)
-		return -1;
-	close(ctx->sync_fd);
-	/* Its limits fit this sandbox's, disk size included: the parent checked (lms_limits_fit_prepared). */
-	const struct lms_sandbox_spec *spec = &launch->spec;
-	if (enter_cwd(spec->cwd ? spec->cwd : LMS_DEFAULT_CWD, msg) < 0 ||
-	    setup_stdio(ctx, spec->stdin_data != NULL, msg) < 0 || close_other_fds(ctx, msg) < 0)
-		return -1;
-	/* A session of its own: no controlling terminal of the caller's to push input into. */
-	if (setsid() < 0)
-		return lms_child_fail(msg, errno, "setsid");
-	return set_cpu_limit(spec, msg);
-}
-
-/* posix_spawn shares PID 1's memory until the exec (CLONE_VM|CLONE_VFORK): no page tables to copy.
- * The search uses the sandbox's PATH (environ is the command's own environment by then). Returns
- * the command's pid, or -1 after writing the shell-style message and setting *status to 127/126. */
-static pid_t
-spawn_command(char *const *argv, char *const *envp, int *status)
-{
-	posix_spawnattr_t attr;
-	sigset_t none, all;
-	sigemptyset(&none);
-	sigfillset(&all);
-	pid_t pid = -1;
-	int r = posix_spawnattr_init(&attr);
-	if (r == 0) {
-		posix_spawnattr_setsigmask(&attr, &none);
-		posix_spawnattr_setsigdefault(&attr, &all);
-		posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-		environ = (char **)envp;
-		r = posix_spawnp(&pid, argv[0], NULL, &attr, argv, (char **)envp);
-		posix_spawnattr_destroy(&attr);
-	}
-	if (r == 0)
-		return pid;
-	dprintf(2, "lm-sandbox: %s: %s\n", argv[0], strerror(r));
-	*status = W_EXITCODE(r == ENOENT || r == ENOTDIR ? 127 : 126, 0);
-	return -1;
+	return load_seccomp(ctx, msg);
 }
 
 void
 lms_child_main(const struct lms_child_ctx *ctx)
 {
-	struct lms_child_msg msg = {0};
+	struct lms_init_msg msg = {0};
 	struct lms_child_ctx own = *ctx;
-	struct lms_launch launch = {0};
-
-	if (contain(&own, &launch, &msg) < 0) {
-		report(own.report_fd, &msg);
+	prctl(PR_SET_NAME, "lms-init", 0, 0, 0);
+	if (contain(&own, &msg) < 0) {
+		(void)lms_child_report(own.ctl, &msg);
 		_exit(125);
 	}
-
-	int status = 0;
-	pid_t cmd = spawn_command(launch.spec.argv, launch.spec.env, &status);
-	if (cmd < 0) {
-		msg = (struct lms_child_msg){.type = LMS_CHILD_EXITED, .status = status};
-		report(own.report_fd, &msg);
-		_exit(0);
-	}
-
-	/* PID 1 reaps every orphan until the command itself exits. */
-	for (;;) {
-		pid_t pid = waitpid(-1, &status, 0);
-		if (pid < 0 && errno == EINTR)
-			continue;
-		if (pid < 0) {
-			lms_child_fail(&msg, errno, "wait for the command");
-			break;
-		}
-		if (pid == cmd) {
-			msg = (struct lms_child_msg){.type = LMS_CHILD_EXITED, .status = status};
-			break;
-		}
-	}
-	report(own.report_fd, &msg);
-	_exit(0);
+	msg = (struct lms_init_msg){.type = LMS_INIT_READY};
+	if (lms_child_report(own.ctl, &msg) < 0)
+		_exit(125);
+	lms_init_serve(own.ctl);
 }

@@ -32,7 +32,7 @@ static const char *const proc_readonly[] = {"sys", "sysrq-trigger", "irq", "bus"
 
 static int
 do_mount(const char *src, const char *dst, const char *type, unsigned long flags, const char *data,
-	 struct lms_child_msg *msg)
+	 struct lms_init_msg *msg)
 {
 	/* The kernel ignores source and type for binds, remounts and propagation changes; "none" keeps
 	 * checkers such as valgrind from flagging NULL. */
@@ -43,7 +43,7 @@ do_mount(const char *src, const char *dst, const char *type, unsigned long flags
 
 /* Makes a bind mount read-only, nosuid and nodev, submounts included where the kernel can (5.12+). */
 static int
-make_readonly(const char *path, struct lms_child_msg *msg)
+make_readonly(const char *path, struct lms_init_msg *msg)
 {
 #if HAVE_SYS_MOUNT_SETATTR
 	struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
@@ -61,7 +61,7 @@ make_readonly(const char *path, struct lms_child_msg *msg)
 }
 
 static int
-bind_readonly(const char *src, const char *dst, struct lms_child_msg *msg)
+bind_readonly(const char *src, const char *dst, struct lms_init_msg *msg)
 {
 	if (do_mount(src, dst, NULL, MS_BIND | MS_REC, NULL, msg) < 0)
 		return -1;
@@ -69,7 +69,7 @@ bind_readonly(const char *src, const char *dst, struct lms_child_msg *msg)
 }
 
 static int
-host_entries(struct lms_child_msg *msg)
+host_entries(struct lms_init_msg *msg)
 {
 	char src[64], target[256];
 	for (const char *const *d = host_dirs; *d; d++) {
@@ -97,7 +97,7 @@ host_entries(struct lms_child_msg *msg)
 }
 
 static int
-bind_device(const char *src, const char *dst, struct lms_child_msg *msg)
+bind_device(const char *src, const char *dst, struct lms_init_msg *msg)
 {
 	int fd = open(dst, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0666);
 	if (fd < 0)
@@ -112,7 +112,7 @@ bind_device(const char *src, const char *dst, struct lms_child_msg *msg)
 /* What `docker run --gpus all` gives: every /dev/nvidia* device node and the /dev/nvidia-caps folder.
  * The driver's user-space libraries and nvidia-smi come with the host's /usr and /etc (ld.so.cache). */
 static int
-add_nvidia_devices(struct lms_child_msg *msg)
+add_nvidia_devices(struct lms_init_msg *msg)
 {
 	DIR *d = opendir("/dev");
 	if (d == NULL)
@@ -142,7 +142,7 @@ add_nvidia_devices(struct lms_child_msg *msg)
 }
 
 static int
-make_dev(bool gpu, struct lms_child_msg *msg)
+make_dev(bool gpu, struct lms_init_msg *msg)
 {
 	char src[64], dst[64];
 	if (mkdir("dev", 0755) < 0)
@@ -177,7 +177,7 @@ make_dev(bool gpu, struct lms_child_msg *msg)
 }
 
 static int
-make_proc(struct lms_child_msg *msg)
+make_proc(struct lms_init_msg *msg)
 {
 	char path[64];
 	if (mkdir("proc", 0555) < 0)
@@ -196,7 +196,7 @@ make_proc(struct lms_child_msg *msg)
 }
 
 static int
-make_scratch(const char *dir, mode_t mode, struct lms_child_msg *msg)
+make_scratch(const char *dir, mode_t mode, struct lms_init_msg *msg)
 {
 	/* Bound onto itself, so that it stays writable when the root is made read-only. */
 	if (mkdir(dir, mode) < 0 || chmod(dir, mode) < 0)
@@ -205,7 +205,7 @@ make_scratch(const char *dir, mode_t mode, struct lms_child_msg *msg)
 }
 
 int
-lms_mount_host_root(uint64_t disk_mb, bool gpu, struct lms_child_msg *msg)
+lms_mount_host_root(uint64_t disk_mb, bool gpu, struct lms_init_msg *msg)
 {
 	char opts[64];
 	/* Nothing of the sandbox's mounts may propagate back to the host. */

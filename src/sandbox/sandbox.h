@@ -46,7 +46,7 @@ struct lms_sandbox_spec {
 	char *const *argv;	/* NULL-terminated, argv[0] looked up in the sandbox's PATH */
 	char *const *env;	/* "K=V" added to the minimal environment; NULL-terminated or NULL */
 	const char *cwd;	/* inside the sandbox; NULL = /work; created when missing and possible */
-	const char *image;	/* NULL or "host" */
+	const char *image;	/* NULL or LMS_IMAGE_HOST */
 	const void *stdin_data; /* fed to the command then closed; NULL = /dev/null */
 	size_t stdin_len;
 	struct lms_limits limits;
@@ -104,22 +104,44 @@ int lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec,
 		    struct lms_error **err);
 
 /*
- * The same in two steps, so that a pool can do the slow half ahead of demand. lms_sandbox_prepare does
- * everything that does not depend on the command (cgroup, namespaces, root file system, uid maps,
- * privileges dropped, seccomp) with base's limits as ceilings (base's argv is not looked at).
- * lms_sandbox_launch runs spec in it, whose limits may be at most base's (disk_mb exactly: the scratch
- * file system is sized when prepared), and consumes it: when it returns, the sandbox is gone. The
- * sandbox runs at the caller's scheduling priority at launch, whatever it was prepared at (a pool
- * prepares at a low one). lms_prepared_free discards one that is never launched. Same threading rules
- * as lms_sandbox_run.
+ * A sandbox that lasts: lms_sandbox_create does everything that does not depend on a command (cgroup,
+ * namespaces, root file system, uid maps, privileges dropped, seccomp) with base's limits as ceilings
+ * (base's argv is not looked at) and returns once its PID 1 is ready; it then takes any number of
+ * commands, one lms_sandbox_exec at a time, each in a session of its own, with its own pipes, limits
+ * and report. Files and background processes stay between commands. lms_sandbox_destroy kills every
+ * process of it and removes its cgroup. Same threading rules as lms_sandbox_run.
+ *
+ * A one-shot sandbox is the special case of one exec with LMS_EXEC_LAST: PID 1 ends with the command,
+ * and everything the command left behind dies with it. A pool does the slow half (create) ahead of
+ * demand; lms_sandbox_launch is that LAST exec followed by destroy.
+ *
+ * A command's limits may be at most base's (disk_mb exactly: the scratch file system is sized at
+ * create). A one-shot command's memory and pids limits become the sandbox's; in a lasting sandbox the
+ * sandbox's own stay (its commands share them). The sandbox runs at the caller's scheduling priority
+ * at each exec, whatever it was created at (a pool creates at a low one).
  */
-struct lms_prepared;
-/* lms_sandbox_launch's rule for limits, for callers choosing between a prepared sandbox and a new one. */
+struct lms_sandbox;
+#define LMS_EXEC_LAST 1u /* the sandbox's last command: it ends with it */
+/* lms_sandbox_exec's rule for limits, for callers choosing between a prepared sandbox and a new one. */
 bool lms_limits_fit_prepared(const struct lms_limits *base, const struct lms_limits *want);
-int lms_sandbox_prepare(const struct lms_sandbox_spec *base, struct lms_prepared **out, struct lms_error **err);
-int lms_sandbox_launch(struct lms_prepared *sp, const struct lms_sandbox_spec *spec, lms_output_fn on_output,
+int lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox **out, struct lms_error **err);
+/* Runs spec in sb and waits for it (not for what it leaves in the background). Returns as
+ * lms_sandbox_run. After a LAST exec, or once the sandbox has died, only lms_sandbox_destroy remains. */
+int lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, unsigned flags,
+		     lms_output_fn on_output, void *userdata, struct lms_sandbox_result *result,
+		     struct lms_error **err);
+/* A LAST exec, then destroy: consumes sb. */
+int lms_sandbox_launch(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, lms_output_fn on_output,
 		       void *userdata, struct lms_sandbox_result *result, struct lms_error **err);
-void lms_prepared_free(struct lms_prepared *sp);
+/* Ends sb (NULL is a no-op); the checked variant says when its cgroup could not be removed. */
+void lms_sandbox_destroy(struct lms_sandbox *sb);
+int lms_sandbox_destroy_checked(struct lms_sandbox *sb, struct lms_error **err);
+
+/* The root file systems a sandbox can have: only the host's for now (NULL means it too). */
+#define LMS_IMAGE_HOST "host"
+bool lms_image_is_host(const char *image);
+/* 0 for an image that exists, else LMS_ERR_NOT_FOUND naming it and what does exist. */
+int lms_image_check(const char *image, struct lms_error **err);
 
 /* "SIGKILL" for SIGKILL; NULL for 0 or an unknown number. */
 const char *lms_signal_name(int sig);

@@ -2,10 +2,11 @@
 /*
  * Running sandboxes from a threaded process. lms_sandbox_run() must not be called after fork() in a
  * threaded process (STYLE.md, "Threads and namespaces"), so the daemon forks a spawner before its first
- * thread. Each job goes to the spawner as a serialized spec in a memfd; the spawner hands it to a worker
+ * thread. Each request goes to the spawner with its spec in a memfd; the spawner hands it to a worker
  * (single-threaded, forked by the spawner and kept across jobs) that runs the sandbox and streams frames
- * back on a pipe: output chunks as they are read, then the result or the error. Closing the job's cancel
- * pipe kills the sandbox.
+ * back on a pipe: output chunks as they are read, then the result or the error. A byte on the job's
+ * cancel pipe kills its command. Lasting sandboxes are named by a 64-bit id the daemon chooses: the
+ * spawner routes each one's commands to the one worker that holds it. docs/ARCHITECTURE.md.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -45,12 +46,29 @@ int lms_spawner_start(const char *helper, const struct lms_sandbox_spec *pool_ba
  * above names that binary; NULL forks the caller instead. Never returns but on a bad start. */
 int lms_spawner_helper_main(int sock, int base_fd, unsigned pool_size);
 
+/* The spawner's loop on its socket (pool.c). Never returns. */
+__attribute__((noreturn)) void lms_spawner_serve(int sock, const struct lms_sandbox_spec *pool_base,
+						 unsigned pool_size);
+
 /* Stops the spawner (running workers keep their sandboxes until their jobs are cancelled or end). */
 void lms_spawner_stop(struct lms_spawner *sp);
 
 /* Sends a job. Thread-safe. The spec is copied; the caller keeps it. */
 int lms_spawner_submit(struct lms_spawner *sp, const struct lms_sandbox_spec *spec, struct lms_job **out,
 		       struct lms_error **err);
+
+/* A lasting sandbox (sandbox.h, lms_sandbox_create) under the daemon's id `sandbox`, made with base's
+ * limits: blocks until it is ready (a few ms), or fails (an id in use is LMS_ERR_INVALID). */
+int lms_spawner_create(struct lms_spawner *sp, uint64_t sandbox, const struct lms_sandbox_spec *base,
+		       struct lms_error **err);
+
+/* A command in lasting sandbox `sandbox`, as lms_spawner_submit (an unknown id is an ERROR event,
+ * LMS_ERR_NOT_FOUND). Commands of one sandbox run one after the other, in the order sent. */
+int lms_spawner_exec(struct lms_spawner *sp, uint64_t sandbox, const struct lms_sandbox_spec *spec,
+		     struct lms_job **out, struct lms_error **err);
+
+/* Ends lasting sandbox `sandbox`: every process killed, its cgroup and mounts gone when it returns. */
+int lms_spawner_destroy(struct lms_spawner *sp, uint64_t sandbox, struct lms_error **err);
 
 /* The descriptor that becomes readable when the job has an event: poll it, then lms_job_next. */
 int lms_job_fd(const struct lms_job *job);

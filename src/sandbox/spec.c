@@ -54,10 +54,8 @@ lms_sandbox_spec_validate(const struct lms_sandbox_spec *spec, struct lms_error 
 		return -1;
 	if (spec->cwd != NULL && (spec->cwd[0] != '/' || strlen(spec->cwd) >= 4096))
 		return lms_error_set(err, LMS_ERR_INVALID, 0, "cwd must be an absolute path, not '%s'", spec->cwd);
-	if (spec->image != NULL && strcmp(spec->image, "host") != 0)
-		return lms_error_set(err, LMS_ERR_NOT_FOUND, 0,
-				     "image '%s' does not exist: only 'host' is available (imported images come later)",
-				     spec->image);
+	if (lms_image_check(spec->image, err) < 0)
+		return -1;
 	if (check_range("timeout_ms", l->timeout_ms, 1, LMS_MAX_TIMEOUT_MS, err) < 0 ||
 	    check_range("memory_mb", l->memory_mb, 4, LMS_MAX_MEMORY_MB, err) < 0 ||
 	    check_range("pids", l->pids, 1, LMS_MAX_PIDS, err) < 0 ||
@@ -96,4 +94,20 @@ lms_limits_fit_prepared(const struct lms_limits *base, const struct lms_limits *
 	/* Memory and pids are cgroup values a launch can lower; the disk is the size of the scratch tmpfs,
 	 * fixed before the sandbox dropped the privileges that could change it. */
 	return want->memory_mb <= base->memory_mb && want->pids <= base->pids && want->disk_mb == base->disk_mb;
+}
+
+bool
+lms_image_is_host(const char *image)
+{
+	return image == NULL || strcmp(image, LMS_IMAGE_HOST) == 0;
+}
+
+int
+lms_image_check(const char *image, struct lms_error **err)
+{
+	if (lms_image_is_host(image))
+		return 0;
+	return lms_error_set(
+	    err, LMS_ERR_NOT_FOUND, 0,
+	    "image '%s' does not exist: only '" LMS_IMAGE_HOST "' is available (imported images come later)", image);
 }

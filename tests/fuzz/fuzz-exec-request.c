@@ -52,7 +52,7 @@ check_request(const struct lms_exec_request *r)
 		abort();
 	if (s->stdin_data == NULL && s->stdin_len != 0)
 		abort();
-	if (s->image != NULL && strcmp(s->image, "host") != 0)
+	if (!lms_image_is_host(s->image))
 		abort();
 	if (r->encoding != LMS_ENCODING_UTF8 && r->encoding != LMS_ENCODING_BASE64)
 		abort();

@@ -1,0 +1,69 @@
+#pragma once
+/*
+ * The spawner's protocols (docs/ARCHITECTURE.md draws them), private to sandbox/:
+ *
+ *   daemon -> spawner, on the spawner's socket, and spawner -> worker, on each worker's own socket:
+ *     one `struct lms_spawn_msg` record per message (SOCK_SEQPACKET), its descriptors attached;
+ *   worker -> spawner: one `struct lms_worker_msg` record (READY, FAILED with the cause, DONE, OWNS);
+ *   worker (or spawner) -> daemon, on the events pipe of one request: frames (frames.c), a header
+ *     {type, len} and len bytes: output chunks, then one RESULT or ERROR.
+ *
+ * Every message that names a lasting sandbox carries the daemon's 64-bit id for it, so the spawner
+ * routes it to the one worker that holds that sandbox.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "sandbox/sandbox.h"
+#include "sandbox/spawner.h"
+
+enum lms_spawn_type {
+	LMS_SPAWN_JOB = 1,     /* a one-shot command; fds: spec, events, cancel */
+	LMS_SPAWN_CREATE = 2,  /* make lasting sandbox `sandbox`; fds: base spec, events (RESULT or ERROR) */
+	LMS_SPAWN_EXEC = 3,    /* a command in `sandbox`; fds as JOB */
+	LMS_SPAWN_DESTROY = 4, /* end `sandbox`; fds: events (RESULT once it is gone, or ERROR) */
+	LMS_SPAWN_PREPARE = 5, /* spawner -> idle worker: prepare a sandbox for the pool; no fds */
+};
+
+struct lms_spawn_msg {
+	uint32_t type;
+	uint32_t reserved;
+	uint64_t sandbox; /* CREATE, EXEC, DESTROY: the daemon's id; else 0 */
+};
+
+/* The largest spec a request may carry (its stdin included). */
+#define LMS_SPAWN_SPEC_MAX (1ull << 31)
+
+/* How many descriptors each type carries, in the order above. */
+#define LMS_SPAWN_MAX_FDS 3
+size_t lms_spawn_nfds(uint32_t type);
+
+enum lms_worker_say {
+	LMS_WORKER_READY = 1,  /* a pool sandbox is prepared */
+	LMS_WORKER_FAILED = 2, /* preparing it failed (what: the cause); the worker ends */
+	LMS_WORKER_DONE = 3,   /* a job (or a DESTROY) is done: the worker is idle */
+	LMS_WORKER_OWNS = 4,   /* a CREATE succeeded: the worker holds that sandbox */
+};
+
+struct lms_worker_msg {
+	uint32_t type;
+	char what[1024]; /* FAILED: NUL-terminated */
+};
+
+/* The events pipe (frames.c). Writers ignore a reader that went away: its cancel pipe ends the job. */
+void lms_frame_output(int fd, enum lms_stream stream, const char *data, size_t len);
+void lms_frame_result(int fd, const struct lms_sandbox_result *res);
+void lms_frame_error(int fd, const struct lms_error *e);
+void lms_frame_error_text(int fd, enum lms_error_kind kind, const char *message);
+/* Reads one frame into *ev (lms_job_next's contract). */
+int lms_frame_read(int fd, struct lms_job_event *ev, struct lms_error **err);
+
+/* The worker process (worker.c): serves its socket until end-of-file. Never returns. */
+struct lms_pool_config {
+	const struct lms_sandbox_spec *base; /* of pool sandboxes */
+	int nice;			     /* every command runs at the spawner's priority */
+	bool low_priority;		     /* workers may prepare at LMS_POOL_NICE (they can come back) */
+};
+#define LMS_POOL_NICE 19
+__attribute__((noreturn)) void lms_worker_main(int ctl, const struct lms_pool_config *cfg, bool prepare);

@@ -1,0 +1,194 @@
+/*
+ * A worker: a single-threaded process forked by the spawner and kept across jobs. It holds at most one
+ * sandbox at a time: one prepared for the pool (which the next fitting one-shot job takes), or one
+ * lasting sandbox that it owns from CREATE to DESTROY and runs every EXEC of. Its name says what it
+ * does: lms-pooled while it prepares or holds a pool sandbox, lms-worker while it runs a job, lms-owner
+ * while it holds a lasting sandbox, lms-idle while it waits with none.
+ */
+#include <malloc.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/fdio.h"
+#include "sandbox/spawner-proto.h"
+
+/* A job larger than this (its stdin) leaves the heap trimmed after it. */
+#define TRIM_AFTER (1u << 20)
+
+static void
+tell(int ctl, uint32_t type, const char *what)
+{
+	struct lms_worker_msg m = {.type = type};
+	if (what != NULL)
+		snprintf(m.what, sizeof(m.what), "%s", what);
+	(void)!send(ctl, &m, sizeof(m), MSG_NOSIGNAL);
+}
+
+static void
+emit_output(void *userdata, enum lms_stream stream, const char *data, size_t len)
+{
+	lms_frame_output(*(int *)userdata, stream, data, len);
+}
+
+/* Reads a request's spec from its memfd. NULL with *err. *data and *storage are the caller's to free. */
+static int
+read_spec(int fd, struct lms_sandbox_spec *spec, char **data, void **storage, size_t *len, struct lms_error **err)
+{
+	*data = lms_fd_read_whole(fd, LMS_SPAWN_SPEC_MAX, len, "the job", err);
+	if (*data == NULL)
+		return -1;
+	return lms_spec_decode(*data, *len, spec, storage, err);
+}
+
+/* Whether a one-shot job can take the pool's prepared sandbox: the same image, no network or GPU, and
+ * limits within the base's. */
+static bool
+fits_pool(const struct lms_pool_config *cfg, const struct lms_sandbox_spec *spec)
+{
+	return cfg->base && !spec->network && !spec->gpu && lms_image_is_host(spec->image) &&
+	       lms_limits_fit_prepared(&cfg->base->limits, &spec->limits);
+}
+
+/* One command: a one-shot job (in `prepared` when it fits, else in a sandbox made now, which `prepared`
+ * is then freed for) or an EXEC in the lasting sandbox `owned`. The events fd gets its frames. */
+static void
+run_command(const int fds[3], struct lms_sandbox **prepared, struct lms_sandbox *owned,
+	    const struct lms_pool_config *cfg)
+{
+	(void)setpriority(PRIO_PROCESS, 0, cfg->nice);
+	int events = fds[1];
+	_cleanup_error_ struct lms_error *err = NULL;
+	struct lms_sandbox_spec spec;
+	struct lms_sandbox_result res;
+	void *storage = NULL;
+	char *data = NULL;
+	size_t len = 0;
+	int r = read_spec(fds[0], &spec, &data, &storage, &len, &err);
+	if (r == 0) {
+		spec.cancel_fd = fds[2];
+		if (owned != NULL)
+			r = lms_sandbox_exec(owned, &spec, 0, emit_output, &events, &res, &err);
+		else if (*prepared != NULL && fits_pool(cfg, &spec))
+			r = lms_sandbox_launch(steal_pointer(prepared), &spec, emit_output, &events, &res, &err);
+		else {
+			lms_sandbox_destroy(steal_pointer(prepared));
+			r = lms_sandbox_run(&spec, emit_output, &events, &res, &err);
+		}
+	}
+	if (r < 0)
+		lms_frame_error(events, err);
+	else
+		lms_frame_result(events, &res);
+	free(storage);
+	free(data);
+	/* A large input would otherwise stay in this long-lived worker's heap (and in the copy its next
+	 * sandbox's PID 1 starts with); small jobs skip the trim and the faults after it. */
+	if (len > TRIM_AFTER)
+		malloc_trim(0);
+}
+
+/* CREATE: the lasting sandbox, made with the request's base spec. 0 when the worker now owns it. */
+static int
+create_owned(const int fds[2], struct lms_sandbox **owned)
+{
+	_cleanup_error_ struct lms_error *err = NULL;
+	struct lms_sandbox_spec base;
+	void *storage = NULL;
+	char *data = NULL;
+	size_t len = 0;
+	int r = read_spec(fds[0], &base, &data, &storage, &len, &err);
+	if (r == 0)
+		r = lms_sandbox_create(&base, owned, &err);
+	struct lms_sandbox_result none = {0};
+	if (r < 0)
+		lms_frame_error(fds[1], err);
+	else
+		lms_frame_result(fds[1], &none);
+	free(storage);
+	free(data);
+	return r;
+}
+
+static void
+destroy_owned(int events, struct lms_sandbox **owned)
+{
+	_cleanup_error_ struct lms_error *err = NULL;
+	struct lms_sandbox_result none = {0};
+	if (lms_sandbox_destroy_checked(steal_pointer(owned), &err) < 0)
+		lms_frame_error(events, err);
+	else
+		lms_frame_result(events, &none);
+}
+
+static void
+set_name(const char *name)
+{
+	prctl(PR_SET_NAME, name, 0, 0, 0);
+}
+
+void
+lms_worker_main(int ctl, const struct lms_pool_config *cfg, bool prepare)
+{
+	signal(SIGPIPE, SIG_IGN);
+	struct lms_sandbox *prepared = NULL, *owned = NULL;
+	for (;;) {
+		if (prepare && prepared == NULL && owned == NULL) {
+			set_name("lms-pooled");
+			if (cfg->low_priority)
+				(void)setpriority(PRIO_PROCESS, 0, LMS_POOL_NICE);
+			_cleanup_error_ struct lms_error *err = NULL;
+			if (lms_sandbox_create(cfg->base, &prepared, &err) < 0) {
+				tell(ctl, LMS_WORKER_FAILED, err->message);
+				_exit(1);
+			}
+			tell(ctl, LMS_WORKER_READY, NULL);
+		}
+		prepare = false;
+		set_name(owned ? "lms-owner" : prepared ? "lms-pooled" : "lms-idle");
+		struct lms_spawn_msg msg;
+		int fds[LMS_SPAWN_MAX_FDS] = {-1, -1, -1};
+		size_t nfds = 0;
+		ssize_t n = lms_fd_recv(ctl, &msg, sizeof(msg), fds, LMS_SPAWN_MAX_FDS, &nfds);
+		if (n <= 0) {
+			/* The spawner is gone or stopping: nothing of ours may outlive it. */
+			lms_sandbox_destroy(prepared);
+			lms_sandbox_destroy(owned);
+			_exit(0);
+		}
+		if (n != (ssize_t)sizeof(msg) || nfds != lms_spawn_nfds(msg.type)) {
+			lms_fd_close_all(fds, nfds);
+			continue;
+		}
+		switch ((enum lms_spawn_type)msg.type) {
+		case LMS_SPAWN_PREPARE:
+			prepare = true;
+			break;
+		case LMS_SPAWN_JOB:
+			set_name("lms-worker");
+			run_command(fds, &prepared, NULL, cfg);
+			tell(ctl, LMS_WORKER_DONE, NULL);
+			break;
+		case LMS_SPAWN_EXEC:
+			/* The spawner routes a sandbox's EXEC only to its owner. */
+			if (owned != NULL)
+				run_command(fds, &prepared, owned, cfg);
+			else
+				lms_frame_error_text(fds[1], LMS_ERR_NOT_FOUND, "this worker holds no sandbox");
+			break;
+		case LMS_SPAWN_CREATE:
+			lms_sandbox_destroy(steal_pointer(&prepared));
+			tell(ctl, create_owned(fds, &owned) == 0 ? LMS_WORKER_OWNS : LMS_WORKER_DONE, NULL);
+			break;
+		case LMS_SPAWN_DESTROY:
+			destroy_owned(fds[0], &owned);
+			tell(ctl, LMS_WORKER_DONE, NULL);
+			break;
+		}
+		lms_fd_close_all(fds, nfds);
+	}
+}
