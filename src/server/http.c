@@ -13,12 +13,12 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "api/exec-json.h"
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "core/log.h"
 #include "llm/backend.h"
 #include "llm/curl-load.h"
 #include "server/server.h"
@@ -172,43 +172,11 @@ set_request_id(struct lms_request *req)
 }
 
 static void
-log_json(json_t *line)
-{
-	char *text = json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(6));
-	json_decref(line);
-	if (text == NULL)
-		return;
-	size_t len = strlen(text);
-	text = xrealloc(text, len + 2);
-	text[len++] = '\n';
-	/* One write per line, so that lines of concurrent requests never interleave. */
-	(void)!write(STDERR_FILENO, text, len);
-	free(text);
-}
-
-static json_t *
-log_base(const char *level, const char *msg)
-{
-	char stamp[40];
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	struct tm tm;
-	gmtime_r(&ts.tv_sec, &tm);
-	size_t n = strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(stamp + n, sizeof(stamp) - n, ".%03ldZ", ts.tv_nsec / 1000000);
-	return json_pack("{s:s, s:s, s:s}", "time", stamp, "level", level, "msg", msg);
-}
-
-static void
 log_request(const struct lms_request *req)
 {
-	json_t *line = log_base("info", "request");
-	json_object_set_new(line, "request_id", json_string(req->id));
-	json_object_set_new(line, "method", json_string(req->method));
-	json_object_set_new(line, "path", json_stringn(req->path, strnlen(req->path, 512)));
-	json_object_set_new(line, "status", json_integer(req->status));
-	json_object_set_new(line, "duration_ms", json_real(lms_monotonic_ms() - req->start_ms));
-	log_json(line);
+	lms_log_fields(LMS_LOG_INFO, req->id, "request", LMS_LOG_STR("method", req->method),
+		       LMS_LOG_STRN("path", req->path, 512), LMS_LOG_INT("status", req->status),
+		       LMS_LOG_REAL("duration_ms", lms_monotonic_ms() - req->start_ms));
 }
 
 /* ---- MHD callbacks ---- */
@@ -362,12 +330,12 @@ __attribute__((format(printf, 2, 0))) static void
 on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	(void)cls;
+	if (!lms_log_enabled(LMS_LOG_WARNING))
+		return;
 	char text[512];
 	vsnprintf(text, sizeof(text), fmt, ap);
 	text[strcspn(text, "\n")] = '\0';
-	json_t *line = log_base("warning", "libmicrohttpd");
-	json_object_set_new(line, "detail", json_string(text));
-	log_json(line);
+	lms_log(LMS_LOG_WARNING, NULL, "libmicrohttpd", "detail", text, NULL);
 }
 
 /* ---- the listening socket ---- */
@@ -434,15 +402,6 @@ open_listener(const struct lms_config *cfg, bool *loopback, char **url, struct l
 }
 
 /* ---- life ---- */
-
-static void
-log_event(const char *level, const char *msg, const char *key, const char *value)
-{
-	json_t *line = log_base(level, msg);
-	if (key)
-		json_object_set_new(line, key, json_string(value));
-	log_json(line);
-}
 
 static void
 cancel_all(struct lms_server *s)
@@ -541,11 +500,11 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 		free(s.listen_url);
 		return lms_error_set(err, LMS_ERR_SETUP, 0, "start the HTTP server on %s", cfg->listen);
 	}
-	log_event("info", "listening", "url", s.listen_url);
+	lms_log(LMS_LOG_INFO, NULL, "listening", "url", s.listen_url, NULL);
 
 	int sig = 0;
 	sigwait(&stop, &sig);
-	log_event("info", "shutting down", "signal", strsignal(sig));
+	lms_log(LMS_LOG_INFO, NULL, "shutting down", "signal", strsignal(sig), NULL);
 	atomic_store(&s.stopping, true);
 	atomic_store(&lms_relay_stopping, true);
 	MHD_quiesce_daemon(s.mhd);
@@ -555,7 +514,7 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	lms_spawner_stop(s.spawner);
 	lms_backends_free(&backends);
 	lms_curl_cleanup();
-	log_event("info", "stopped", NULL, NULL);
+	lms_log(LMS_LOG_INFO, NULL, "stopped", NULL);
 	free(s.listen_url);
 	return 0;
 }

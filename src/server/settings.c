@@ -8,7 +8,13 @@
 #include "core/buf.h"
 #include "core/file.h"
 
-enum setting_type { T_STRING, T_U64, T_BOOL, T_LIST /* a string; repeated flags join with ',' */ };
+enum setting_type {
+	T_STRING,
+	T_U64,
+	T_BOOL,
+	T_LIST,	     /* a string; repeated flags join with ',' */
+	T_LOG_LEVEL, /* debug, info, warning or error (core/log.h) */
+};
 
 struct setting {
 	const char *flag; /* --flag; the variable is LM_SANDBOX_ + FLAG with '-' as '_' */
@@ -28,6 +34,8 @@ static const struct setting settings[] = {
     {"token-file", T_STRING, NULL, 0, 0, F(token_file),
      "file holding the API token (or set LM_SANDBOX_API_TOKEN); requests then need Authorization: Bearer"},
     {"env-file", T_STRING, NULL, 0, 0, F(env_file), "read LM_SANDBOX_* settings from KEY=VALUE lines"},
+    {"log-level", T_LOG_LEVEL, "info", 0, 0, F(log_level),
+     "least level logged on standard error: debug, info, warning or error"},
     {"max-concurrent", T_U64, "16", 1, 4096, F(max_concurrent), "executions at once; more get 429 with Retry-After"},
     {"pool-size", T_U64, "4", 0, 64, F(pool_size), "sandboxes kept prepared ahead of demand (0: make each on demand)"},
     {"max-timeout-ms", T_U64, "300000", 1, LMS_MAX_TIMEOUT_MS, F(max_timeout_ms), "ceiling for a request's timeout_ms"},
@@ -88,6 +96,14 @@ assign(struct lms_config *cfg, const struct setting *s, const char *value, const
 		else
 			return lms_error_set(err, LMS_ERR_INVALID, 0, "%s: '%s' is not true or false", source, value);
 		return 0;
+	case T_LOG_LEVEL: {
+		int level = lms_log_level_parse(value);
+		if (level < 0)
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "%s: '%s' is not debug, info, warning or error",
+					     source, value);
+		*(enum lms_log_level *)field = (enum lms_log_level)level;
+		return 0;
+	}
 	case T_U64: {
 		char *end;
 		errno = 0;

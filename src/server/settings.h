@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "sandbox/sandbox.h"
 
 struct lms_config {
@@ -16,6 +17,7 @@ struct lms_config {
 	char *state_dir;
 	char *token_file;
 	char *env_file;
+	enum lms_log_level log_level;
 	uint64_t max_concurrent;
 	uint64_t pool_size;
 	uint64_t max_timeout_ms;
