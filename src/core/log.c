@@ -196,9 +196,9 @@ format_time(char *out)
 	long long day = doy - (153 * mp + 2) / 5 + 1, month = mp < 10 ? mp + 3 : mp - 9;
 	long long year = yoe + era * 400 + (month <= 2);
 	size_t n = format_uint(out, (unsigned long long)(year < 0 ? 0 : year), 4);
-	const unsigned long long parts[] = {(unsigned long long)month,	     (unsigned long long)day,
-					    (unsigned long long)rem / 3600,  (unsigned long long)rem / 60 % 60,
-					    (unsigned long long)rem % 60,    (unsigned long long)ts.tv_nsec / 1000000};
+	const unsigned long long parts[] = {(unsigned long long)month,	    (unsigned long long)day,
+					    (unsigned long long)rem / 3600, (unsigned long long)rem / 60 % 60,
+					    (unsigned long long)rem % 60,   (unsigned long long)ts.tv_nsec / 1000000};
 	const char seps[] = "--T::.";
 	for (size_t i = 0; i < 6; i++) {
 		out[n++] = seps[i];

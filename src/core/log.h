@@ -78,8 +78,7 @@ extern int lms_log_threshold;
 	} while (0)
 
 /* The emitters behind the macros: they do not test the level (call the macros instead). */
-void lms_log_emit(enum lms_log_level level, const char *request_id, const char *msg, ...)
-    __attribute__((sentinel));
+void lms_log_emit(enum lms_log_level level, const char *request_id, const char *msg, ...) __attribute__((sentinel));
 void lms_log_emit_fields(enum lms_log_level level, const char *request_id, const char *msg,
 			 const struct lms_log_field *fields, size_t n);
 
