@@ -62,7 +62,7 @@ lms_reply_json(struct lms_request *req, unsigned status, json_t *body)
 	return reply_json(req, status, body, NULL);
 }
 
-static enum MHD_Result
+__attribute__((format(printf, 6, 0))) static enum MHD_Result
 reply_verror(struct lms_request *req, unsigned status, const struct lms_header *headers, const char *type,
 	     const char *code, const char *fmt, va_list ap)
 {

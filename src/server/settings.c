@@ -174,18 +174,18 @@ trim(char *s)
 	return s;
 }
 
-static int
-load_env_file(struct lms_config *cfg, const char *path, struct lms_error **err)
+int
+lms_config_parse_env(struct lms_config *cfg, const char *text, size_t len, const char *name, struct lms_error **err)
 {
-	_cleanup_free_ char *text = lms_file_read_at(AT_FDCWD, path, 1 << 20, err);
-	if (text == NULL)
-		return lms_error_prefix(err, "--env-file");
 	int lineno = 0;
-	for (char *line = text, *next; line; line = next) {
-		next = strchr(line, '\n');
-		if (next)
-			*next++ = '\0';
+	for (size_t pos = 0; pos < len;) {
+		const char *start = text + pos, *nl = memchr(start, '\n', len - pos);
+		size_t n = nl ? (size_t)(nl - start) : len - pos;
+		pos += n + (nl != NULL);
 		lineno++;
+		if (memchr(start, '\0', n) != NULL)
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "%s:%d: a NUL byte in the line", name, lineno);
+		_cleanup_free_ char *line = xstrndup(start, n);
 		char *l = trim(line);
 		if (*l == '\0' || *l == '#')
 			continue;
@@ -193,7 +193,7 @@ load_env_file(struct lms_config *cfg, const char *path, struct lms_error **err)
 			l = trim(l + 7);
 		char *eq = strchr(l, '=');
 		if (eq == NULL)
-			return lms_error_set(err, LMS_ERR_INVALID, 0, "%s:%d: not a KEY=VALUE line", path, lineno);
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "%s:%d: not a KEY=VALUE line", name, lineno);
 		*eq = '\0';
 		char *key = trim(l), *value = trim(eq + 1);
 		size_t vlen = strlen(value);
@@ -201,11 +201,26 @@ load_env_file(struct lms_config *cfg, const char *path, struct lms_error **err)
 			value[vlen - 1] = '\0';
 			value++;
 		}
-		_cleanup_free_ char *source = xasprintf("%s:%d:", path, lineno);
+		_cleanup_free_ char *source = xasprintf("%s:%d:", name, lineno);
 		if (apply_env_entry(cfg, key, value, source, true, err) < 0)
 			return -1;
 	}
 	return 0;
+}
+
+#define ENV_FILE_MAX (1 << 20)
+
+static int
+load_env_file(struct lms_config *cfg, const char *path, struct lms_error **err)
+{
+	size_t len = 0;
+	_cleanup_free_ char *text = lms_file_read_len_at(AT_FDCWD, path, ENV_FILE_MAX + 1, &len, NULL);
+	if (text == NULL)
+		return lms_error_set(err, LMS_ERR_INVALID, errno, "--env-file %s", path);
+	if (len > ENV_FILE_MAX)
+		return lms_error_set(err, LMS_ERR_INVALID, 0,
+				     "--env-file %s: larger than %d bytes: is it the right file?", path, ENV_FILE_MAX);
+	return lms_config_parse_env(cfg, text, len, path, err);
 }
 
 static int

@@ -41,5 +41,12 @@ struct lms_config {
  * when asked. Errors are LMS_ERR_INVALID and name the flag or variable. */
 int lms_config_load(struct lms_config *cfg, int argc, char **argv, char **envp, struct lms_error **err);
 
+/* Applies the entries of env-file text (len bytes; `name`, the file's path, prefixes messages as
+ * "name:LINE:"): KEY=VALUE lines, '#' comments, blank lines, an optional `export `, values in matching
+ * single or double quotes. LM_SANDBOX_* keys must be settings (or LM_SANDBOX_API_TOKEN); other keys are
+ * ignored. Errors are LMS_ERR_INVALID. cfg may be zeroed or loaded; lms_config_free() frees it. */
+int lms_config_parse_env(struct lms_config *cfg, const char *text, size_t len, const char *name,
+			 struct lms_error **err);
+
 void lms_config_help(FILE *f);
 void lms_config_free(struct lms_config *cfg);

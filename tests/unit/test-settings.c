@@ -306,11 +306,26 @@ env_file_syntax(void **state)
 	    xasprintf("%s:3: LM_SANDBOX_PIDS: 'lots' is not a non-negative integer", bad_value);
 	fails_with((const char *[]){"--env-file", bad_value, NULL}, NULL, want3);
 
-	struct load l2;
-	load(&l2, (const char *[]){"--env-file", "/nonexistent/lms.env", NULL}, NULL);
-	assert_int_equal(l2.rc, -1);
-	assert_string_equal(l2.err->message, "--env-file: open /nonexistent/lms.env: No such file or directory");
-	unload(&l2);
+	fails_with((const char *[]){"--env-file", "/nonexistent/lms.env", NULL}, NULL,
+		   "--env-file /nonexistent/lms.env: No such file or directory");
+}
+
+static void
+env_text_from_a_buffer(void **state)
+{
+	(void)state;
+	struct lms_config cfg = {0};
+	_cleanup_error_ struct lms_error *err = NULL;
+	/* Not NUL-terminated: the length counts, a final line needs no newline, CRLF lines are trimmed. */
+	const char text[] = "LM_SANDBOX_PIDS=5\r\nLM_SANDBOX_LISTEN=[::1]:0XXXX";
+	assert_int_equal(lms_config_parse_env(&cfg, text, sizeof(text) - 5, "mem", &err), 0);
+	assert_int_equal(cfg.defaults.pids, 5);
+	assert_string_equal(cfg.listen, "[::1]:0");
+	assert_int_equal(lms_config_parse_env(&cfg, "", 0, "mem", &err), 0);
+	const char nul[] = "# ok\nLM_SANDBOX_PIDS=5\0 and more\n";
+	assert_int_equal(lms_config_parse_env(&cfg, nul, sizeof(nul) - 1, "mem", &err), -1);
+	assert_string_equal(err->message, "mem:2: a NUL byte in the line");
+	lms_config_free(&cfg);
 }
 
 static void
@@ -343,6 +358,7 @@ main(void)
 	    cmocka_unit_test(repeated_list_flags_join_and_replace_the_variable),
 	    cmocka_unit_test(help_lists_every_setting),
 	    cmocka_unit_test(env_file_syntax),
+	    cmocka_unit_test(env_text_from_a_buffer),
 	    cmocka_unit_test(token_and_timeout_clamp),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
