@@ -11,6 +11,7 @@
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "core/self.h"
 #include "llm/backend.h"
 #include "llm/curl-load.h"
 #include "server/listener.h"
@@ -26,26 +27,6 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
 	vsnprintf(text, sizeof(text), fmt, ap);
 	text[strcspn(text, "\n")] = '\0';
 	lms_log(LMS_LOG_WARNING, NULL, "libmicrohttpd", "detail", text, NULL);
-}
-
-/* A binary installed beside this one, or NULL. */
-static char *
-sibling_binary(const char *name)
-{
-	char self[4096];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n <= 0)
-		return NULL;
-	self[n] = '\0';
-	char *slash = strrchr(self, '/');
-	if (slash == NULL)
-		return NULL;
-	*slash = '\0';
-	char *path = xasprintf("%s/%s", self, name);
-	if (access(path, X_OK) == 0)
-		return path;
-	free(path);
-	return NULL;
 }
 
 int
@@ -98,7 +79,8 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	static struct lms_sandbox_spec pool_base;
 	lms_sandbox_spec_init(&pool_base);
 	pool_base.limits = cfg->defaults;
-	_cleanup_free_ char *helper = sibling_binary("lm-sandbox");
+	/* The static lm-sandbox beside this binary; without it the spawner serves from a fork of the daemon. */
+	_cleanup_free_ char *helper = lms_self_sibling("lm-sandbox");
 	if (lms_spawner_start(helper, &pool_base, (unsigned)cfg->pool_size, &s.spawner, err) < 0) {
 		lms_backends_free(&backends);
 		close(fd);

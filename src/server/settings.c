@@ -7,6 +7,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/file.h"
+#include "core/stringify.h"
 
 enum setting_type {
 	T_STRING,
@@ -26,6 +27,8 @@ struct setting {
 };
 
 #define F(field) offsetof(struct lms_config, field)
+/* The request defaults are the sandbox's own (sandbox.h), written once. */
+#define S(number) LMS_STRINGIFY(number)
 
 static const struct setting settings[] = {
     {"listen", T_STRING, "127.0.0.1:8000", 0, 0, F(listen),
@@ -58,13 +61,16 @@ static const struct setting settings[] = {
     {"backend-timeout-ms", T_U64, "300000", 1, 3600000, F(backend_timeout_ms),
      "a backend's silence between two bytes of its answer (504 past it)"},
     {"models-cache-ms", T_U64, "2000", 0, 3600000, F(models_cache_ms), "how long backends' model lists are reused"},
-    {"timeout-ms", T_U64, "30000", 1, LMS_MAX_TIMEOUT_MS, F(defaults.timeout_ms), "default timeout_ms of a request"},
-    {"memory-mb", T_U64, "512", 4, LMS_MAX_MEMORY_MB, F(defaults.memory_mb), "default and ceiling of limits.memory_mb"},
-    {"pids", T_U64, "256", 1, LMS_MAX_PIDS, F(defaults.pids), "default and ceiling of limits.pids"},
+    {"timeout-ms", T_U64, S(LMS_DEFAULT_TIMEOUT_MS), 1, LMS_MAX_TIMEOUT_MS, F(defaults.timeout_ms),
+     "default timeout_ms of a request"},
+    {"memory-mb", T_U64, S(LMS_DEFAULT_MEMORY_MB), 4, LMS_MAX_MEMORY_MB, F(defaults.memory_mb),
+     "default and ceiling of limits.memory_mb"},
+    {"pids", T_U64, S(LMS_DEFAULT_PIDS), 1, LMS_MAX_PIDS, F(defaults.pids), "default and ceiling of limits.pids"},
     {"cpu-ms", T_U64, "0", 0, LMS_MAX_TIMEOUT_MS, F(defaults.cpu_ms), "default and ceiling of limits.cpu_ms (0: none)"},
-    {"output-bytes", T_U64, "1048576", 0, LMS_MAX_OUTPUT_BYTES, F(defaults.output_bytes),
+    {"output-bytes", T_U64, S(LMS_DEFAULT_OUTPUT_BYTES), 0, LMS_MAX_OUTPUT_BYTES, F(defaults.output_bytes),
      "default and ceiling of limits.output_bytes, per stream"},
-    {"disk-mb", T_U64, "1024", 1, LMS_MAX_DISK_MB, F(defaults.disk_mb), "default and ceiling of limits.disk_mb"},
+    {"disk-mb", T_U64, S(LMS_DEFAULT_DISK_MB), 1, LMS_MAX_DISK_MB, F(defaults.disk_mb),
+     "default and ceiling of limits.disk_mb"},
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
