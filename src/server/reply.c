@@ -45,7 +45,8 @@ reply_json(struct lms_request *req, unsigned status, json_t *body, const struct 
 	char *text = json_dumps(body, LMS_JSON_FLAGS);
 	json_decref(body);
 	if (text == NULL)
-		return lms_reply_error(req, 500, "server_error", "internal_error", "could not encode the response");
+		return lms_reply_error_headers(req, 500, NULL, "server_error", "internal_error",
+					       "could not encode the response");
 	size_t len = strlen(text);
 	text = xrealloc(text, len + 2);
 	text[len++] = '\n';
@@ -62,33 +63,15 @@ lms_reply_json(struct lms_request *req, unsigned status, json_t *body)
 	return reply_json(req, status, body, NULL);
 }
 
-__attribute__((format(printf, 6, 0))) static enum MHD_Result
-reply_verror(struct lms_request *req, unsigned status, const struct lms_header *headers, const char *type,
-	     const char *code, const char *fmt, va_list ap)
-{
-	_cleanup_free_ char *message = xvasprintf(fmt, ap);
-	return reply_json(req, status, lms_api_error_json(type, code, message), headers);
-}
-
-enum MHD_Result
-lms_reply_error(struct lms_request *req, unsigned status, const char *type, const char *code, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	enum MHD_Result r = reply_verror(req, status, NULL, type, code, fmt, ap);
-	va_end(ap);
-	return r;
-}
-
 enum MHD_Result
 lms_reply_error_headers(struct lms_request *req, unsigned status, const struct lms_header *headers, const char *type,
 			const char *code, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	enum MHD_Result r = reply_verror(req, status, headers, type, code, fmt, ap);
+	_cleanup_free_ char *message = xvasprintf(fmt, ap);
 	va_end(ap);
-	return r;
+	return reply_json(req, status, lms_api_error_json(type, code, message), headers);
 }
 
 enum MHD_Result

@@ -96,14 +96,14 @@ struct lms_header {
 enum MHD_Result lms_reply(struct lms_request *req, unsigned status, struct MHD_Response *resp);
 /* Takes the reference to body; adds a newline. */
 enum MHD_Result lms_reply_json(struct lms_request *req, unsigned status, json_t *body);
-/* API.md's error shape, {"error": {"message", "type", "code"}}; the message from fmt. */
-__attribute__((format(printf, 5, 6))) enum MHD_Result
-lms_reply_error(struct lms_request *req, unsigned status, const char *type, const char *code, const char *fmt, ...);
-/* The same with extra headers (Allow, Retry-After): an array ending with {NULL, NULL}, or NULL. */
+/* API.md's error shape, {"error": {"message", "type", "code"}}, the message from fmt, with extra headers
+ * (Allow, Retry-After): an array ending with {NULL, NULL}, or NULL. */
 __attribute__((format(printf, 6, 7))) enum MHD_Result lms_reply_error_headers(struct lms_request *req, unsigned status,
 									      const struct lms_header *headers,
 									      const char *type, const char *code,
 									      const char *fmt, ...);
+/* The same without extra headers: lms_reply_error(req, status, type, code, fmt, ...). */
+#define lms_reply_error(req, status, type, ...) lms_reply_error_headers((req), (status), NULL, (type), __VA_ARGS__)
 enum MHD_Result lms_reply_lms_error(struct lms_request *req, const struct lms_error *e);
 /* 200 with Server-Sent Events read from `reader` as they come (cls freed by free_cls). */
 enum MHD_Result lms_reply_event_stream(struct lms_request *req, MHD_ContentReaderCallback reader, void *cls,
