@@ -55,6 +55,11 @@ lms_error_json(const struct lms_error *e)
 	const char *type = e->kind == LMS_ERR_INVALID || e->kind == LMS_ERR_NOT_FOUND ? "invalid_request_error"
 			   : e->kind == LMS_ERR_FORBIDDEN			      ? "permission_error"
 										      : "server_error";
-	return json_pack("{s:{s:s, s:s, s:s}}", "error", "message", e->message, "type", type, "code",
-			 lms_error_kind_name(e->kind));
+	return lms_api_error_json(type, lms_error_kind_name(e->kind), e->message);
+}
+
+json_t *
+lms_api_error_json(const char *type, const char *code, const char *message)
+{
+	return json_pack("{s:{s:s, s:s, s:s}}", "error", "message", message, "type", type, "code", code);
 }

@@ -19,7 +19,9 @@ enum lms_encoding {
 json_t *lms_exec_result_json(const struct lms_sandbox_result *res, const char *out, size_t out_len, const char *err,
 			     size_t err_len, enum lms_encoding encoding);
 
-/* API.md's one error shape: {"error": {"message", "type", "code"}}. */
+/* API.md's one error shape: {"error": {"message", "type", "code"}}. Every error body is made here. */
+json_t *lms_api_error_json(const char *type, const char *code, const char *message);
+/* The same for an lms_error: its kind gives the type and the code. */
 json_t *lms_error_json(const struct lms_error *e);
 
 /* json_dump flags for API output: compact, and reals at a readable precision (12.346, not 12.3460000001). */

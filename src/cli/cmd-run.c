@@ -16,6 +16,7 @@
 #include "cli/commands.h"
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "core/stringify.h"
 #include "sandbox/sandbox.h"
 
 #define EXIT_USAGE 2
@@ -23,31 +24,58 @@
 #define EXIT_SETUP 125
 #define MAX_STDIN (256u << 20)
 
+/* The defaults are the sandbox's own (sandbox.h), written once. */
+#define S(number) LMS_STRINGIFY(number)
+
 static const char help_text[] =
     "usage: lm-sandbox run [OPTIONS] -- PROGRAM [ARG...]\n"
     "\n"
     "Runs PROGRAM in a fresh one-shot sandbox: new user (uid 0 inside, never root outside), PID, mount,\n"
     "network (loopback only), IPC, UTS and cgroup namespaces; the host's /usr, /bin, /lib*, /sbin and /etc\n"
-    "read-only; a private writable /work (the default directory) and /tmp; seccomp; cgroup limits.\n"
+    "read-only; a private writable " LMS_DEFAULT_CWD " (the default directory) and /tmp; seccomp; cgroup limits.\n"
     "\n"
     "options:\n"
     "  --image NAME         the root file system: host, the default\n"
-    "  --timeout-ms N       wall-clock limit; the whole tree is killed (default: 30000)\n"
-    "  --memory-mb N        memory of all processes together (default: 512)\n"
-    "  --pids N             processes and threads at once (default: 256)\n"
-    "  --cpu-ms N           CPU time of all processes together (default: none)\n"
-    "  --output-bytes N     per stream; the rest is discarded (default: 1048576)\n"
-    "  --disk-mb N          writable space of /work and /tmp together (default: 1024)\n"
-    "  --network            reach the network (not available yet)\n"
-    "  --gpu                pass the NVIDIA GPUs through (device nodes; driver from the host)\n"
-    "  --env NAME=VALUE     add a variable (repeatable); the caller's environment is never passed\n"
-    "  --cwd DIR            working directory inside (default: /work; created if missing)\n"
-    "  -i, --stdin          feed this command's standard input to PROGRAM (default: empty)\n"
-    "  --json               capture the output and print the result as one JSON object\n"
-    "  -h, --help           show this help\n"
-    "\n"
-    "exit status: PROGRAM's (128+N if signal N ended it), 124 timeout, 125 sandbox setup failed,\n"
-    "126 not executable, 127 not found, 2 usage error; with --json, 0 once the sandbox ran.\n";
+    "  --timeout-ms N       wall-clock limit; the whole tree is killed (default: " S(
+	LMS_DEFAULT_TIMEOUT_MS) ")\n"
+				"  --memory-mb N        memory of all processes together (default: " S(
+				    LMS_DEFAULT_MEMORY_MB) ")\n"
+							   "  --pids N             processes and threads at once "
+							   "(default: " S(
+							       LMS_DEFAULT_PIDS) ")\n"
+										 "  --cpu-ms N           CPU time of "
+										 "all processes together (default: "
+										 "none)\n"
+										 "  --output-bytes N     per stream; "
+										 "the rest is discarded (default: " S(
+										     LMS_DEFAULT_OUTPUT_BYTES) ")\n"
+													       "  "
+													       "--disk-"
+													       "mb N   "
+													       "       "
+													       "writabl"
+													       "e "
+													       "space "
+													       "of "
+													       "/work "
+													       "and "
+													       "/tmp "
+													       "togethe"
+													       "r "
+													       "(defaul"
+													       "t: " S(
+														   LMS_DEFAULT_DISK_MB) ")\n"
+																	"  --network            reach the network (not available yet)\n"
+																	"  --gpu                pass the NVIDIA GPUs through (device nodes; driver from the host)\n"
+																	"  --env NAME=VALUE     add a variable (repeatable); the caller's environment is never passed\n"
+																	"  --cwd DIR            working directory inside (default: " LMS_DEFAULT_CWD
+																	"; created if missing)\n"
+																	"  -i, --stdin          feed this command's standard input to PROGRAM (default: empty)\n"
+																	"  --json               capture the output and print the result as one JSON object\n"
+																	"  -h, --help           show this help\n"
+																	"\n"
+																	"exit status: PROGRAM's (128+N if signal N ended it), 124 timeout, 125 sandbox setup failed,\n"
+																	"126 not executable, 127 not found, 2 usage error; with --json, 0 once the sandbox ran.\n";
 
 enum {
 	OPT_IMAGE = 256,

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "core/alloc.h"
+#include "core/self.h"
 #include "sandbox/spawner.h"
 #include "config.h"
 
@@ -25,25 +27,17 @@ usage(FILE *f)
 
 /* `serve` lives in its own binary beside this one (it links libmicrohttpd; this one stays static). */
 static int
-exec_sibling(const char *name, int argc, char **argv)
+exec_sibling(const char *name, char **argv)
 {
-	char self[4096];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	char path[4200];
-	if (n > 0) {
-		self[n] = '\0';
-		char *slash = strrchr(self, '/');
-		if (slash)
-			*slash = '\0';
-		snprintf(path, sizeof(path), "%s/%s", self, name);
+	_cleanup_free_ char *path = lms_self_sibling(name);
+	if (path != NULL) {
 		argv[0] = path;
 		execv(path, argv);
 	}
-	(void)argc;
 	argv[0] = (char *)name;
 	execvp(name, argv);
-	fprintf(stderr, "lm-sandbox: cannot run %s (looked beside %s and in PATH): %s\n", name,
-		n > 0 ? self : "this program", strerror(errno));
+	fprintf(stderr, "lm-sandbox: cannot run %s (looked beside this program and in PATH): %s\n", name,
+		strerror(errno));
 	return 125;
 }
 
@@ -83,7 +77,7 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "__spawner") == 0 && argc == 5)
 		return lms_spawner_helper_main(atoi(argv[2]), atoi(argv[3]), (unsigned)atoi(argv[4]));
 	if (strcmp(cmd, "serve") == 0)
-		return exec_sibling("lm-sandbox-serve", argc - 1, argv + 1);
+		return exec_sibling("lm-sandbox-serve", argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("lm-sandbox %s\n", LMS_VERSION);
 		return 0;

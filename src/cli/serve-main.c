@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "server/settings.h"
 #include "server/server.h"
 
@@ -30,6 +31,7 @@ main(int argc, char **argv)
 		lms_config_free(&cfg);
 		return 2;
 	}
+	lms_log_set_level(cfg.log_level);
 	r = lms_server_run(&cfg, &err);
 	if (r < 0)
 		fprintf(stderr, "lm-sandbox serve: %s\n", err->message);

@@ -29,6 +29,12 @@ lms_file_write(const char *path, const char *text, struct lms_error **err)
 char *
 lms_file_read_at(int dirfd, const char *name, size_t max, struct lms_error **err)
 {
+	return lms_file_read_len_at(dirfd, name, max, NULL, err);
+}
+
+char *
+lms_file_read_len_at(int dirfd, const char *name, size_t max, size_t *len, struct lms_error **err)
+{
 	_cleanup_fd_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
 		lms_error_set(err, LMS_ERR_INTERNAL, errno, "open %s", name);
@@ -50,5 +56,5 @@ lms_file_read_at(int dirfd, const char *name, size_t max, struct lms_error **err
 			break;
 		lms_buf_append(&b, chunk, (size_t)n);
 	}
-	return lms_buf_steal(&b, NULL);
+	return lms_buf_steal(&b, len);
 }

@@ -9,3 +9,5 @@ int lms_file_write(const char *path, const char *text, struct lms_error **err);
 int lms_file_write_at(int dirfd, const char *name, const char *text, struct lms_error **err);
 /* Reads at most `max` bytes of a small file into a NUL-terminated string (caller frees). */
 char *lms_file_read_at(int dirfd, const char *name, size_t max, struct lms_error **err);
+/* Same, with the length in *len (the bytes may hold NULs). */
+char *lms_file_read_len_at(int dirfd, const char *name, size_t max, size_t *len, struct lms_error **err);

@@ -88,16 +88,9 @@ start_exec(struct lms_request *req, enum MHD_Result *reply)
 	x->counted = true;
 	if (atomic_fetch_add(&s->active, 1) >= (int)cfg->max_concurrent) {
 		exec_free(x);
-		struct MHD_Response *resp = NULL;
-		json_t *body =
-		    json_pack("{s:{s:s, s:s, s:s}}", "error", "message", "too many executions at once: retry shortly",
-			      "type", "rate_limit_error", "code", "too_many_requests");
-		char *text = json_dumps(body, LMS_JSON_FLAGS);
-		json_decref(body);
-		resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
-		*reply = lms_reply(req, 429, resp);
+		const struct lms_header retry[] = {{MHD_HTTP_HEADER_RETRY_AFTER, "1"}, {NULL, NULL}};
+		*reply = lms_reply_error_headers(req, 429, retry, "rate_limit_error", "too_many_requests",
+						 "too many executions at once: retry shortly");
 		return NULL;
 	}
 	if (lms_spawner_submit(s->spawner, &x->xr->spec, &x->job, &err) < 0) {

@@ -1,9 +1,16 @@
 #pragma once
 /*
- * `lm-sandbox serve`: HTTP on libmicrohttpd, one thread per connection. Layers: http.c (plumbing:
- * request context, body, auth, errors, request ids, logs), router.c (the route table, also the source
- * of /openapi.json), routes-*.c (one file per group of routes), metrics.c. Sandboxes run through the
- * spawner (sandbox/spawner.h), forked before the first thread.
+ * `lm-sandbox serve`: HTTP on libmicrohttpd, one thread per connection. Files:
+ *   daemon.c    the daemon's life: start, signals, shutdown
+ *   listener.c  the listening socket, the loopback check (listener.h)
+ *   request.c   libmicrohttpd's callbacks: request context, X-Request-Id, body, the per-request log line
+ *   auth.c      the token check (auth.h)
+ *   reply.c     replies, API.md's one error shape, Server-Sent Events, error kind -> status
+ *   jobs.c      the registry of running jobs that SIGTERM cancels
+ *   router.c    the route table and how a request finds its route
+ *   openapi.c   /openapi.json, made from the route table
+ *   routes-*.c  one file per group of routes; metrics.c, settings.c
+ * Sandboxes run through the spawner (sandbox/spawner.h), forked before the first thread.
  */
 #include <jansson.h>
 #include <microhttpd.h>
@@ -26,7 +33,7 @@ typedef enum MHD_Result (*lms_handler_fn)(struct lms_request *req);
 
 struct lms_route {
 	const char *method; /* "GET", "POST" */
-	const char *path;   /* exact path */
+	const char *path;   /* exact path, or a prefix ending in "/{path}" */
 	lms_handler_fn handler;
 	bool auth;		     /* needs the token when one is configured */
 	bool json_body;		     /* takes a JSON body (415 for other content types) */
@@ -70,28 +77,56 @@ struct lms_request {
 	bool first_call_done;
 };
 
-/* http.c */
+/* daemon.c: serves until SIGTERM, SIGINT or SIGHUP; < 0 when it cannot start. */
 int lms_server_run(struct lms_config *cfg, struct lms_error **err);
+
+/* request.c: libmicrohttpd's access handler and completion callback (cls: the struct lms_server). */
+enum MHD_Result lms_request_on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+				       const char *version, const char *upload_data, size_t *upload_size,
+				       void **con_cls);
+void lms_request_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			      enum MHD_RequestTerminationCode toe);
+/* The client's socket, to watch for a hang-up; -1 if unknown. */
+int lms_request_socket(const struct lms_request *req);
+
+/* reply.c. Every reply carries X-Request-Id; each returns what the handler returns to libmicrohttpd. */
+struct lms_header {
+	const char *name, *value;
+};
 enum MHD_Result lms_reply(struct lms_request *req, unsigned status, struct MHD_Response *resp);
+/* Takes the reference to body; adds a newline. */
 enum MHD_Result lms_reply_json(struct lms_request *req, unsigned status, json_t *body);
-__attribute__((format(printf, 5, 6))) enum MHD_Result
-lms_reply_error(struct lms_request *req, unsigned status, const char *type, const char *code, const char *fmt, ...);
+/* API.md's error shape, {"error": {"message", "type", "code"}}, the message from fmt, with extra headers
+ * (Allow, Retry-After): an array ending with {NULL, NULL}, or NULL. */
+__attribute__((format(printf, 6, 7))) enum MHD_Result lms_reply_error_headers(struct lms_request *req, unsigned status,
+									      const struct lms_header *headers,
+									      const char *type, const char *code,
+									      const char *fmt, ...);
+/* The same without extra headers: lms_reply_error(req, status, type, code, fmt, ...). */
+#define lms_reply_error(req, status, type, ...) lms_reply_error_headers((req), (status), NULL, (type), __VA_ARGS__)
 enum MHD_Result lms_reply_lms_error(struct lms_request *req, const struct lms_error *e);
 /* 200 with Server-Sent Events read from `reader` as they come (cls freed by free_cls). */
 enum MHD_Result lms_reply_event_stream(struct lms_request *req, MHD_ContentReaderCallback reader, void *cls,
 				       MHD_ContentReaderFreeCallback free_cls);
+/* The HTTP status of an error's kind. */
 unsigned lms_error_status(const struct lms_error *e);
-int lms_request_socket(const struct lms_request *req);
 
-/* Registers a running job so that shutdown can cancel it. */
+/* jobs.c: registers a running job so that shutdown can cancel it (a job tracked once shutdown has begun
+ * is cancelled at once). */
 void lms_server_track_job(struct lms_server *s, struct lms_job *job);
 void lms_server_untrack_job(struct lms_server *s, struct lms_job *job);
-
-bool lms_route_matches(const struct lms_route *r, const char *path);
+void lms_server_cancel_jobs(struct lms_server *s);
 
 /* router.c */
 extern const struct lms_route lms_routes[];
 extern const size_t lms_n_routes;
+/* An exact path, or a prefix route ending in "/{path}" for any non-empty rest without "..". */
+bool lms_route_matches(const struct lms_route *r, const char *path);
+/* The route of method and path, or NULL; allow receives the methods of every route of that path,
+ * "GET, POST" (empty: no route has it, a 404; else a 405 with Allow). */
+const struct lms_route *lms_router_find(const char *method, const char *path, char *allow, size_t allow_size);
+
+/* openapi.c */
 json_t *lms_openapi_document(void);
 
 /* routes-exec.c */

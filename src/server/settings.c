@@ -7,8 +7,15 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/file.h"
+#include "core/stringify.h"
 
-enum setting_type { T_STRING, T_U64, T_BOOL, T_LIST /* a string; repeated flags join with ',' */ };
+enum setting_type {
+	T_STRING,
+	T_U64,
+	T_BOOL,
+	T_LIST,	     /* a string; repeated flags join with ',' */
+	T_LOG_LEVEL, /* debug, info, warning or error (core/log.h) */
+};
 
 struct setting {
 	const char *flag; /* --flag; the variable is LM_SANDBOX_ + FLAG with '-' as '_' */
@@ -20,14 +27,19 @@ struct setting {
 };
 
 #define F(field) offsetof(struct lms_config, field)
+/* The request defaults are the sandbox's own (sandbox.h), written once. */
+#define S(number) LMS_STRINGIFY(number)
 
 static const struct setting settings[] = {
     {"listen", T_STRING, "127.0.0.1:8000", 0, 0, F(listen),
      "address:port to serve on (port 0 picks a free one); any non-loopback address needs a token"},
-    {"state-dir", T_STRING, "/var/lib/lm-sandbox", 0, 0, F(state_dir), "where the daemon keeps its state"},
+    {"state-dir", T_STRING, "/var/lib/lm-sandbox", 0, 0, F(state_dir),
+     "persistent sandboxes and images will keep their state here; not used yet"},
     {"token-file", T_STRING, NULL, 0, 0, F(token_file),
      "file holding the API token (or set LM_SANDBOX_API_TOKEN); requests then need Authorization: Bearer"},
     {"env-file", T_STRING, NULL, 0, 0, F(env_file), "read LM_SANDBOX_* settings from KEY=VALUE lines"},
+    {"log-level", T_LOG_LEVEL, "info", 0, 0, F(log_level),
+     "least level logged on standard error: debug, info, warning or error"},
     {"max-concurrent", T_U64, "16", 1, 4096, F(max_concurrent), "executions at once; more get 429 with Retry-After"},
     {"pool-size", T_U64, "4", 0, 64, F(pool_size), "sandboxes kept prepared ahead of demand (0: make each on demand)"},
     {"max-timeout-ms", T_U64, "300000", 1, LMS_MAX_TIMEOUT_MS, F(max_timeout_ms), "ceiling for a request's timeout_ms"},
@@ -50,13 +62,16 @@ static const struct setting settings[] = {
     {"backend-timeout-ms", T_U64, "300000", 1, 3600000, F(backend_timeout_ms),
      "a backend's silence between two bytes of its answer (504 past it)"},
     {"models-cache-ms", T_U64, "2000", 0, 3600000, F(models_cache_ms), "how long backends' model lists are reused"},
-    {"timeout-ms", T_U64, "30000", 1, LMS_MAX_TIMEOUT_MS, F(defaults.timeout_ms), "default timeout_ms of a request"},
-    {"memory-mb", T_U64, "512", 4, LMS_MAX_MEMORY_MB, F(defaults.memory_mb), "default and ceiling of limits.memory_mb"},
-    {"pids", T_U64, "256", 1, LMS_MAX_PIDS, F(defaults.pids), "default and ceiling of limits.pids"},
+    {"timeout-ms", T_U64, S(LMS_DEFAULT_TIMEOUT_MS), 1, LMS_MAX_TIMEOUT_MS, F(defaults.timeout_ms),
+     "default timeout_ms of a request"},
+    {"memory-mb", T_U64, S(LMS_DEFAULT_MEMORY_MB), 4, LMS_MAX_MEMORY_MB, F(defaults.memory_mb),
+     "default and ceiling of limits.memory_mb"},
+    {"pids", T_U64, S(LMS_DEFAULT_PIDS), 1, LMS_MAX_PIDS, F(defaults.pids), "default and ceiling of limits.pids"},
     {"cpu-ms", T_U64, "0", 0, LMS_MAX_TIMEOUT_MS, F(defaults.cpu_ms), "default and ceiling of limits.cpu_ms (0: none)"},
-    {"output-bytes", T_U64, "1048576", 0, LMS_MAX_OUTPUT_BYTES, F(defaults.output_bytes),
+    {"output-bytes", T_U64, S(LMS_DEFAULT_OUTPUT_BYTES), 0, LMS_MAX_OUTPUT_BYTES, F(defaults.output_bytes),
      "default and ceiling of limits.output_bytes, per stream"},
-    {"disk-mb", T_U64, "1024", 1, LMS_MAX_DISK_MB, F(defaults.disk_mb), "default and ceiling of limits.disk_mb"},
+    {"disk-mb", T_U64, S(LMS_DEFAULT_DISK_MB), 1, LMS_MAX_DISK_MB, F(defaults.disk_mb),
+     "default and ceiling of limits.disk_mb"},
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -88,6 +103,14 @@ assign(struct lms_config *cfg, const struct setting *s, const char *value, const
 		else
 			return lms_error_set(err, LMS_ERR_INVALID, 0, "%s: '%s' is not true or false", source, value);
 		return 0;
+	case T_LOG_LEVEL: {
+		int level = lms_log_level_parse(value);
+		if (level < 0)
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "%s: '%s' is not debug, info, warning or error",
+					     source, value);
+		*(enum lms_log_level *)field = (enum lms_log_level)level;
+		return 0;
+	}
 	case T_U64: {
 		char *end;
 		errno = 0;
@@ -158,18 +181,18 @@ trim(char *s)
 	return s;
 }
 
-static int
-load_env_file(struct lms_config *cfg, const char *path, struct lms_error **err)
+int
+lms_config_parse_env(struct lms_config *cfg, const char *text, size_t len, const char *name, struct lms_error **err)
 {
-	_cleanup_free_ char *text = lms_file_read_at(AT_FDCWD, path, 1 << 20, err);
-	if (text == NULL)
-		return lms_error_prefix(err, "--env-file");
 	int lineno = 0;
-	for (char *line = text, *next; line; line = next) {
-		next = strchr(line, '\n');
-		if (next)
-			*next++ = '\0';
+	for (size_t pos = 0; pos < len;) {
+		const char *start = text + pos, *nl = memchr(start, '\n', len - pos);
+		size_t n = nl ? (size_t)(nl - start) : len - pos;
+		pos += n + (nl != NULL);
 		lineno++;
+		if (memchr(start, '\0', n) != NULL)
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "%s:%d: a NUL byte in the line", name, lineno);
+		_cleanup_free_ char *line = xstrndup(start, n);
 		char *l = trim(line);
 		if (*l == '\0' || *l == '#')
 			continue;
@@ -177,7 +200,7 @@ load_env_file(struct lms_config *cfg, const char *path, struct lms_error **err)
 			l = trim(l + 7);
 		char *eq = strchr(l, '=');
 		if (eq == NULL)
-			return lms_error_set(err, LMS_ERR_INVALID, 0, "%s:%d: not a KEY=VALUE line", path, lineno);
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "%s:%d: not a KEY=VALUE line", name, lineno);
 		*eq = '\0';
 		char *key = trim(l), *value = trim(eq + 1);
 		size_t vlen = strlen(value);
@@ -185,11 +208,26 @@ load_env_file(struct lms_config *cfg, const char *path, struct lms_error **err)
 			value[vlen - 1] = '\0';
 			value++;
 		}
-		_cleanup_free_ char *source = xasprintf("%s:%d:", path, lineno);
+		_cleanup_free_ char *source = xasprintf("%s:%d:", name, lineno);
 		if (apply_env_entry(cfg, key, value, source, true, err) < 0)
 			return -1;
 	}
 	return 0;
+}
+
+#define ENV_FILE_MAX (1 << 20)
+
+static int
+load_env_file(struct lms_config *cfg, const char *path, struct lms_error **err)
+{
+	size_t len = 0;
+	_cleanup_free_ char *text = lms_file_read_len_at(AT_FDCWD, path, ENV_FILE_MAX + 1, &len, NULL);
+	if (text == NULL)
+		return lms_error_set(err, LMS_ERR_INVALID, errno, "--env-file %s", path);
+	if (len > ENV_FILE_MAX)
+		return lms_error_set(err, LMS_ERR_INVALID, 0,
+				     "--env-file %s: larger than %d bytes: is it the right file?", path, ENV_FILE_MAX);
+	return lms_config_parse_env(cfg, text, len, path, err);
 }
 
 static int

@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "sandbox/sandbox.h"
 
 struct lms_config {
@@ -16,6 +17,7 @@ struct lms_config {
 	char *state_dir;
 	char *token_file;
 	char *env_file;
+	enum lms_log_level log_level;
 	uint64_t max_concurrent;
 	uint64_t pool_size;
 	uint64_t max_timeout_ms;
@@ -38,6 +40,13 @@ struct lms_config {
 /* Fills cfg from argv (the words after `serve`), envp and the env file. Prints --help and returns 1
  * when asked. Errors are LMS_ERR_INVALID and name the flag or variable. */
 int lms_config_load(struct lms_config *cfg, int argc, char **argv, char **envp, struct lms_error **err);
+
+/* Applies the entries of env-file text (len bytes; `name`, the file's path, prefixes messages as
+ * "name:LINE:"): KEY=VALUE lines, '#' comments, blank lines, an optional `export `, values in matching
+ * single or double quotes. LM_SANDBOX_* keys must be settings (or LM_SANDBOX_API_TOKEN); other keys are
+ * ignored. Errors are LMS_ERR_INVALID. cfg may be zeroed or loaded; lms_config_free() frees it. */
+int lms_config_parse_env(struct lms_config *cfg, const char *text, size_t len, const char *name,
+			 struct lms_error **err);
 
 void lms_config_help(FILE *f);
 void lms_config_free(struct lms_config *cfg);

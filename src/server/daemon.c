@@ -1,0 +1,120 @@
+/*
+ * The daemon's life: the listening socket and the token rule, the backends, the spawner (forked before
+ * any thread), libmicrohttpd, then SIGTERM / SIGINT / SIGHUP: stop accepting, cancel every running job,
+ * finish the responses, clean up.
+ */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+#include "core/self.h"
+#include "llm/backend.h"
+#include "llm/curl-load.h"
+#include "server/listener.h"
+#include "server/server.h"
+
+__attribute__((format(printf, 2, 0))) static void
+on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	(void)cls;
+	if (!lms_log_enabled(LMS_LOG_WARNING))
+		return;
+	char text[512];
+	vsnprintf(text, sizeof(text), fmt, ap);
+	text[strcspn(text, "\n")] = '\0';
+	lms_log(LMS_LOG_WARNING, NULL, "libmicrohttpd", "detail", text, NULL);
+}
+
+int
+lms_server_run(struct lms_config *cfg, struct lms_error **err)
+{
+	struct lms_server s = {.cfg = cfg};
+	lms_metrics_init(&s.metrics);
+	pthread_mutex_init(&s.jobs_lock, NULL);
+	s.have_bash = access("/bin/bash", X_OK) == 0;
+
+	bool loopback = false;
+	int fd = lms_listener_open(cfg->listen, &loopback, &s.listen_url, err);
+	if (fd < 0)
+		return -1;
+	if (!loopback && cfg->token == NULL && !cfg->insecure_no_auth) {
+		close(fd);
+		free(s.listen_url);
+		return lms_error_set(err, LMS_ERR_FORBIDDEN, 0,
+				     "refusing to serve %s without a token: anyone who reaches it could run commands. "
+				     "Set --token-file or LM_SANDBOX_API_TOKEN (or, at your own risk, "
+				     "--insecure-no-auth)",
+				     cfg->listen);
+	}
+
+	struct lms_backends backends = {
+	    .connect_timeout_ms = cfg->backend_connect_timeout_ms,
+	    .timeout_ms = cfg->backend_timeout_ms,
+	    .first_byte_timeout_ms =
+		cfg->backend_first_byte_timeout_ms ? cfg->backend_first_byte_timeout_ms : cfg->backend_timeout_ms,
+	    .cache_ms = cfg->models_cache_ms,
+	};
+	if (lms_backends_init(&backends, cfg->ollama_url, cfg->llamacpp_url, cfg->backends, err) < 0) {
+		lms_backends_free(&backends);
+		close(fd);
+		free(s.listen_url);
+		return -1;
+	}
+	s.backends = &backends;
+
+	/* Signals are blocked before any thread or the spawner exists, and then read with sigwait. */
+	sigset_t stop;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGHUP);
+	sigprocmask(SIG_BLOCK, &stop, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	/* Pooled sandboxes are prepared with the server's limits, the ceilings of every request. */
+	static struct lms_sandbox_spec pool_base;
+	lms_sandbox_spec_init(&pool_base);
+	pool_base.limits = cfg->defaults;
+	/* The static lm-sandbox beside this binary; without it the spawner serves from a fork of the daemon. */
+	_cleanup_free_ char *helper = lms_self_sibling("lm-sandbox");
+	if (lms_spawner_start(helper, &pool_base, (unsigned)cfg->pool_size, &s.spawner, err) < 0) {
+		lms_backends_free(&backends);
+		close(fd);
+		free(s.listen_url);
+		return -1;
+	}
+	s.mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
+				     MHD_USE_ERROR_LOG | MHD_USE_POLL,
+				 0, NULL, NULL, lms_request_on_request, &s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, &s,
+				 MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, lms_request_on_completed,
+				 &s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT,
+				 (unsigned)1024, MHD_OPTION_END);
+	if (s.mhd == NULL) {
+		close(fd);
+		lms_spawner_stop(s.spawner);
+		lms_backends_free(&backends);
+		free(s.listen_url);
+		return lms_error_set(err, LMS_ERR_SETUP, 0, "start the HTTP server on %s", cfg->listen);
+	}
+	lms_log(LMS_LOG_INFO, NULL, "listening", "url", s.listen_url, NULL);
+
+	int sig = 0;
+	sigwait(&stop, &sig);
+	lms_log(LMS_LOG_INFO, NULL, "shutting down", "signal", strsignal(sig), NULL);
+	atomic_store(&s.stopping, true);
+	atomic_store(&lms_relay_stopping, true);
+	MHD_quiesce_daemon(s.mhd);
+	lms_server_cancel_jobs(&s);
+	MHD_stop_daemon(s.mhd);
+	close(fd);
+	lms_spawner_stop(s.spawner);
+	lms_backends_free(&backends);
+	lms_curl_cleanup();
+	lms_log(LMS_LOG_INFO, NULL, "stopped", NULL);
+	free(s.listen_url);
+	return 0;
+}

@@ -1,0 +1,220 @@
+/* GET /openapi.json's document, made from the route table (router.c). */
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "core/stringify.h"
+#include "server/server.h"
+
+/* The defaults are the sandbox's own (sandbox.h), written once. */
+#define S(number) LMS_STRINGIFY(number)
+
+static const char components[] =
+    "{\"securitySchemes\": {\"bearer\": {\"type\": \"http\", \"scheme\": \"bearer\"}},"
+    " \"schemas\": {"
+    "  \"Limits\": {\"type\": \"object\", \"properties\": {"
+    "    \"memory_mb\": {\"type\": \"integer\", \"minimum\": 4, \"default\": " S(
+	LMS_DEFAULT_MEMORY_MB) "},"
+			       "    \"pids\": {\"type\": \"integer\", \"minimum\": 1, \"default\": " S(
+				   LMS_DEFAULT_PIDS) "},"
+						     "    \"cpu_ms\": {\"type\": \"integer\", \"minimum\": 0},"
+						     "    \"output_bytes\": {\"type\": \"integer\", \"minimum\": 0, "
+						     "\"default\": " S(
+							 LMS_DEFAULT_OUTPUT_BYTES) "},"
+										   "    \"disk_mb\": {\"type\": "
+										   "\"integer\", \"minimum\": 1, "
+										   "\"default\": " S(
+										       LMS_DEFAULT_DISK_MB) "}},"
+													    "    "
+													    "\"descript"
+													    "ion\": "
+													    "\"May "
+													    "tighten "
+													    "the "
+													    "server's "
+													    "limits, "
+													    "never "
+													    "loosen "
+													    "them: "
+													    "larger "
+													    "values "
+													    "are "
+													    "clamped."
+													    "\"},"
+													    "  "
+													    "\"ExecRequ"
+													    "est\": "
+													    "{\"type\":"
+													    " \"object"
+													    "\", "
+													    "\"descript"
+													    "ion\": "
+													    "\"Exactly "
+													    "one of "
+													    "cmd and "
+													    "argv.\","
+													    "   "
+													    "\"properti"
+													    "es\": {"
+													    "    "
+													    "\"cmd\": "
+													    "{\"type\":"
+													    " \"string"
+													    "\", "
+													    "\"descript"
+													    "ion\": "
+													    "\"run as "
+													    "bash -c "
+													    "(sh -c "
+													    "without "
+													    "bash)\"},"
+													    "    "
+													    "\"argv\": "
+													    "{\"type\":"
+													    " \"array\""
+													    ", "
+													    "\"items\":"
+													    " {"
+													    "\"type\": "
+													    "\"string\""
+													    "}, "
+													    "\"minItems"
+													    "\": 1},"
+													    "    "
+													    "\"stdin\":"
+													    " {"
+													    "\"type\": "
+													    "\"string\""
+													    "},"
+													    "    "
+													    "\"env\": "
+													    "{\"type\":"
+													    " \"object"
+													    "\", "
+													    "\"addition"
+													    "alProperti"
+													    "es\": "
+													    "{\"type\":"
+													    " \"string"
+													    "\"}},"
+													    "    "
+													    "\"cwd\": "
+													    "{\"type\":"
+													    " \"string"
+													    "\", "
+													    "\"default"
+													    "\": "
+													    "\"" LMS_DEFAULT_CWD
+													    "\"},"
+													    "    "
+													    "\"timeout_"
+													    "ms\": "
+													    "{\"type\":"
+													    " \"integer"
+													    "\", "
+													    "\"minimum"
+													    "\": 1, "
+													    "\"default"
+													    "\": " S(
+														LMS_DEFAULT_TIMEOUT_MS) "},"
+																	"    \"limits\": {\"$ref\": \"#/components/schemas/Limits\"},"
+																	"    \"network\": {\"type\": \"boolean\", \"default\": false},"
+																	"    \"image\": {\"type\": \"string\", \"default\": \"host\"},"
+																	"    \"gpu\": {\"type\": \"boolean\", \"default\": false},"
+																	"    \"encoding\": {\"type\": \"string\", \"enum\": [\"utf-8\", \"base64\"], \"default\": \"utf-8\"},"
+																	"    \"stream\": {\"type\": \"boolean\", \"default\": false}}},"
+																	"  \"ExecResult\": {\"type\": \"object\", \"required\": [\"stdout\", \"stderr\", \"exit_code\", \"signal\","
+																	"    \"timed_out\", \"oom_killed\", \"stdout_truncated\", \"stderr_truncated\", \"duration_ms\", \"cpu_ms\","
+																	"    \"max_rss_kb\"], \"properties\": {"
+																	"    \"stdout\": {\"type\": \"string\"}, \"stderr\": {\"type\": \"string\"},"
+																	"    \"exit_code\": {\"type\": \"integer\", \"description\": \"128+N when signal N ended it\"},"
+																	"    \"signal\": {\"type\": [\"string\", \"null\"], \"examples\": [\"SIGKILL\"]},"
+																	"    \"timed_out\": {\"type\": \"boolean\"}, \"oom_killed\": {\"type\": \"boolean\"},"
+																	"    \"stdout_truncated\": {\"type\": \"boolean\"}, \"stderr_truncated\": {\"type\": \"boolean\"},"
+																	"    \"duration_ms\": {\"type\": \"number\"}, \"cpu_ms\": {\"type\": \"number\"},"
+																	"    \"max_rss_kb\": {\"type\": \"integer\"}}},"
+																	"  \"RunBashRequest\": {\"type\": \"object\", \"required\": [\"cmd\"], \"properties\": {"
+																	"    \"cmd\": {\"type\": \"string\"}}, \"description\": \"and every field of ExecRequest\"},"
+																	"  \"RunBashResult\": {\"allOf\": [{\"$ref\": \"#/components/schemas/ExecResult\"}, {\"type\": \"object\","
+																	"    \"properties\": {\"output\": {\"type\": \"string\", \"description\": \"= stdout\"},"
+																	"    \"error\": {\"type\": \"string\", \"description\": \"= stderr\"}}}]},"
+																	"  \"ChatRequest\": {\"type\": \"object\", \"required\": [\"model\", \"messages\"], \"properties\": {"
+																	"    \"model\": {\"type\": \"string\", \"description\": \"backend/name, or a bare name\"},"
+																	"    \"messages\": {\"type\": \"array\"}, \"stream\": {\"type\": \"boolean\"}},"
+																	"    \"description\": \"OpenAI's chat completion request; every field passes through untouched\"},"
+																	"  \"SeedChatRequest\": {\"type\": \"object\", \"required\": [\"cmd\"], \"properties\": {"
+																	"    \"cmd\": {\"type\": \"string\", \"description\": \"the prompt (data, never shell text)\"},"
+																	"    \"model\": {\"type\": \"string\"}}},"
+																	"  \"LlamaCppResult\": {\"type\": \"object\", \"properties\": {\"output\": {\"type\": \"string\"},"
+																	"    \"error\": {\"type\": \"string\"}, \"model\": {\"type\": \"string\"}, \"usage\": {\"type\": \"object\"}}},"
+																	"  \"Health\": {\"type\": \"object\", \"properties\": {\"status\": {\"type\": \"string\"},"
+																	"    \"version\": {\"type\": \"string\"}, \"backends\": {\"type\": \"object\"}}},"
+																	"  \"Error\": {\"type\": \"object\", \"required\": [\"error\"], \"properties\": {\"error\": {"
+																	"    \"type\": \"object\", \"required\": [\"message\", \"type\", \"code\"], \"properties\": {"
+																	"    \"message\": {\"type\": \"string\"}, \"type\": {\"type\": \"string\"}, \"code\": {\"type\": \"string\"}}}}}"
+																	" }}";
+
+static json_t *
+schema_ref(const char *name)
+{
+	/* One formatted string: a pack format of "s+" with the wrong count of parts reads past the arguments. */
+	char ref[128];
+	snprintf(ref, sizeof(ref), "#/components/schemas/%s", name);
+	return json_pack("{s:{s:{s:s}}}", "application/json", "schema", "$ref", ref);
+}
+
+static json_t *
+operation(const struct lms_route *r)
+{
+	json_t *error =
+	    json_pack("{s:s, s:o}", "description", "error (API.md's one shape)", "content", schema_ref("Error"));
+	json_t *ok = json_pack("{s:s}", "description", "success");
+	if (r->response_schema)
+		json_object_set_new(ok, "content", schema_ref(r->response_schema));
+	else if (strcmp(r->path, "/metrics") == 0)
+		json_object_set_new(ok, "content", json_pack("{s:{}}", "text/plain"));
+	else if (strcmp(r->path, "/docs") == 0)
+		json_object_set_new(ok, "content", json_pack("{s:{}}", "text/html"));
+	if (strcmp(r->path, "/v1/exec") == 0)
+		json_object_set_new(json_object_get(ok, "content"), "text/event-stream",
+				    json_pack("{s:{s:s}}", "schema", "description",
+					      "events stdout/stderr {data} as read, then exit {result less output}"));
+	json_t *op = json_pack("{s:s, s:{s:o, s:o}}", "summary", r->summary, "responses", "200", ok, "default", error);
+	if (r->request_schema)
+		json_object_set_new(op, "requestBody",
+				    json_pack("{s:b, s:o}", "required", 1, "content", schema_ref(r->request_schema)));
+	if (!r->auth)
+		json_object_set_new(op, "security", json_array());
+	if (strstr(r->path, "{path}") != NULL)
+		json_object_set_new(op, "parameters",
+				    json_pack("[{s:s, s:s, s:b, s:{s:s}}]", "name", "path", "in", "path", "required", 1,
+					      "schema", "type", "string"));
+	return op;
+}
+
+json_t *
+lms_openapi_document(void)
+{
+	json_t *doc =
+	    json_pack("{s:s, s:{s:s, s:s, s:s}, s:[{s:[]}]}", "openapi", "3.1.0", "info", "title", "lm-sandbox",
+		      "version", LMS_VERSION, "description",
+		      "Runs the commands of local language models in isolated sandboxes.", "security", "bearer");
+	json_t *paths = json_object();
+	for (size_t i = 0; i < lms_n_routes; i++) {
+		const struct lms_route *r = &lms_routes[i];
+		json_t *item = json_object_get(paths, r->path);
+		if (item == NULL) {
+			item = json_object();
+			json_object_set_new(paths, r->path, item);
+		}
+		char method[8];
+		size_t n = 0;
+		for (; r->method[n] && n < sizeof(method) - 1; n++)
+			method[n] = (char)(r->method[n] | 0x20);
+		method[n] = '\0';
+		json_object_set_new(item, method, operation(r));
+	}
+	json_object_set_new(doc, "paths", paths);
+	json_object_set_new(doc, "components", json_loads(components, 0, NULL));
+	return doc;
+}

@@ -1,0 +1,94 @@
+/*
+ * Replies: every response leaves through lms_reply() (which adds X-Request-Id), every error through
+ * lms_reply_error_headers() in API.md's one shape, and the error kinds map to statuses here.
+ */
+#include <stdarg.h>
+#include <string.h>
+
+#include "api/exec-json.h"
+#include "core/alloc.h"
+#include "server/server.h"
+
+unsigned
+lms_error_status(const struct lms_error *e)
+{
+	switch (e->kind) {
+	case LMS_ERR_INVALID:
+		return 400;
+	case LMS_ERR_FORBIDDEN:
+		return 403;
+	case LMS_ERR_NOT_FOUND:
+		return 404;
+	case LMS_ERR_UNSUPPORTED:
+		return 422;
+	case LMS_ERR_SETUP:
+	case LMS_ERR_INTERNAL:
+		return 500;
+	}
+	return 500;
+}
+
+enum MHD_Result
+lms_reply(struct lms_request *req, unsigned status, struct MHD_Response *resp)
+{
+	MHD_add_response_header(resp, "X-Request-Id", req->id);
+	enum MHD_Result r = MHD_queue_response(req->conn, status, resp);
+	MHD_destroy_response(resp);
+	req->status = status;
+	req->replied = true;
+	return r;
+}
+
+static enum MHD_Result
+reply_json(struct lms_request *req, unsigned status, json_t *body, const struct lms_header *headers)
+{
+	char *text = json_dumps(body, LMS_JSON_FLAGS);
+	json_decref(body);
+	if (text == NULL)
+		return lms_reply_error_headers(req, 500, NULL, "server_error", "internal_error",
+					       "could not encode the response");
+	size_t len = strlen(text);
+	text = xrealloc(text, len + 2);
+	text[len++] = '\n';
+	struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	for (const struct lms_header *h = headers; h && h->name; h++)
+		MHD_add_response_header(resp, h->name, h->value);
+	return lms_reply(req, status, resp);
+}
+
+enum MHD_Result
+lms_reply_json(struct lms_request *req, unsigned status, json_t *body)
+{
+	return reply_json(req, status, body, NULL);
+}
+
+enum MHD_Result
+lms_reply_error_headers(struct lms_request *req, unsigned status, const struct lms_header *headers, const char *type,
+			const char *code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	_cleanup_free_ char *message = xvasprintf(fmt, ap);
+	va_end(ap);
+	return reply_json(req, status, lms_api_error_json(type, code, message), headers);
+}
+
+enum MHD_Result
+lms_reply_lms_error(struct lms_request *req, const struct lms_error *e)
+{
+	return reply_json(req, lms_error_status(e), lms_error_json(e), NULL);
+}
+
+enum MHD_Result
+lms_reply_event_stream(struct lms_request *req, MHD_ContentReaderCallback reader, void *cls,
+		       MHD_ContentReaderFreeCallback free_cls)
+{
+	struct MHD_Response *resp =
+	    MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, reader, cls, free_cls);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+	/* Proxies such as nginx must not hold the events back. */
+	MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+	return lms_reply(req, 200, resp);
+}

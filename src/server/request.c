@@ -1,0 +1,161 @@
+/*
+ * One request's life in libmicrohttpd's callbacks: its context and X-Request-Id, what can be decided
+ * from the headers alone (route, method, token, content type, size), the body, the handler, and the
+ * one log line when it completes.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "server/auth.h"
+#include "server/server.h"
+
+int
+lms_request_socket(const struct lms_request *req)
+{
+	const union MHD_ConnectionInfo *info = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	return info ? info->connect_fd : -1;
+}
+
+static bool
+valid_request_id(const char *id)
+{
+	size_t n = strlen(id);
+	if (n == 0 || n > 63)
+		return false;
+	for (const char *p = id; *p; p++)
+		if (!(isalnum((unsigned char)*p) || *p == '-' || *p == '_' || *p == '.' || *p == ':'))
+			return false;
+	return true;
+}
+
+static void
+set_request_id(struct lms_request *req)
+{
+	const char *given = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "X-Request-Id");
+	if (given && valid_request_id(given)) {
+		snprintf(req->id, sizeof(req->id), "%s", given);
+		return;
+	}
+	unsigned char raw[16];
+	if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) {
+		static atomic_ulong counter;
+		snprintf(req->id, sizeof(req->id), "req-%lu-%lu", (unsigned long)getpid(),
+			 atomic_fetch_add(&counter, 1));
+		return;
+	}
+	for (size_t i = 0; i < sizeof(raw); i++)
+		snprintf(req->id + 2 * i, 3, "%02x", raw[i]);
+}
+
+static void
+log_request(const struct lms_request *req)
+{
+	lms_log_fields(LMS_LOG_INFO, req->id, "request", LMS_LOG_STR("method", req->method),
+		       LMS_LOG_STRN("path", req->path, 512), LMS_LOG_INT("status", req->status),
+		       LMS_LOG_REAL("duration_ms", lms_monotonic_ms() - req->start_ms));
+}
+
+static bool
+content_type_ok(const struct lms_route *route, struct MHD_Connection *conn)
+{
+	const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+	if (ct == NULL)
+		return true; /* as FastAPI does, a body without a type is read as JSON */
+	size_t n = strcspn(ct, "; \t");
+	if (n == 16 && strncasecmp(ct, "application/json", n) == 0)
+		return true;
+	return route->form_ok && n == 33 && strncasecmp(ct, "application/x-www-form-urlencoded", n) == 0;
+}
+
+/* Decides what can be decided from the headers alone: route, method, auth, type, declared size. */
+static enum MHD_Result
+begin_request(struct lms_request *req)
+{
+	struct lms_server *s = req->server;
+	char allow[64];
+	req->route = lms_router_find(req->method, req->path, allow, sizeof(allow));
+	if (req->route == NULL && allow[0] == '\0')
+		return lms_reply_error(req, 404, "invalid_request_error", "not_found", "no route %s %s: see GET /docs",
+				       req->method, req->path);
+	if (req->route == NULL) {
+		const struct lms_header allow_header[] = {{MHD_HTTP_HEADER_ALLOW, allow}, {NULL, NULL}};
+		return lms_reply_error_headers(req, 405, allow_header, "invalid_request_error", "method_not_allowed",
+					       "method not allowed here");
+	}
+	if (req->route->auth && !lms_auth_ok(s->cfg->token, MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
+											MHD_HTTP_HEADER_AUTHORIZATION)))
+		return lms_reply_error(req, 401, "authentication_error", "invalid_token",
+				       "missing or wrong token: send Authorization: Bearer <token>");
+	if (atomic_load(&s->stopping))
+		return lms_reply_error(req, 503, "server_error", "shutting_down", "the server is shutting down");
+	if (req->route->json_body && !content_type_ok(req->route, req->conn))
+		return lms_reply_error(req, 415, "invalid_request_error", "unsupported_media_type",
+				       "send the body as Content-Type: application/json");
+	const char *length = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (length && strtoull(length, NULL, 10) > s->cfg->max_body_bytes)
+		return lms_reply_error(req, 413, "invalid_request_error", "body_too_large",
+				       "the body is larger than %llu bytes",
+				       (unsigned long long)s->cfg->max_body_bytes);
+	return MHD_YES;
+}
+
+enum MHD_Result
+lms_request_on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method, const char *version,
+		       const char *upload_data, size_t *upload_size, void **con_cls)
+{
+	(void)version;
+	struct lms_server *s = cls;
+	struct lms_request *req = *con_cls;
+	if (req == NULL) {
+		req = xcalloc(1, sizeof(*req));
+		req->server = s;
+		req->conn = conn;
+		req->method = xstrdup(method); /* MHD's copy is gone by the time the request is logged */
+		req->path = xstrdup(url);
+		req->start_ms = lms_monotonic_ms();
+		set_request_id(req);
+		*con_cls = req;
+		return begin_request(req);
+	}
+	if (req->replied) {
+		*upload_size = 0; /* an early error is queued: the rest of the body is dropped */
+		return MHD_YES;
+	}
+	if (*upload_size > 0) {
+		if (req->body.len + *upload_size > req->server->cfg->max_body_bytes)
+			req->body_too_large = true;
+		else
+			lms_buf_append(&req->body, upload_data, *upload_size);
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (req->body_too_large)
+		return lms_reply_error(req, 413, "invalid_request_error", "body_too_large",
+				       "the body is larger than %llu bytes",
+				       (unsigned long long)req->server->cfg->max_body_bytes);
+	return req->route->handler(req);
+}
+
+void
+lms_request_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	(void)conn, (void)toe;
+	struct lms_server *s = cls;
+	struct lms_request *req = *con_cls;
+	if (req == NULL)
+		return;
+	lms_metrics_request(&s->metrics, req->route ? req->route->path : "unmatched", req->status);
+	log_request(req);
+	lms_buf_clear(&req->body);
+	free(req->path);
+	free(req->method);
+	free(req);
+	*con_cls = NULL;
+}
