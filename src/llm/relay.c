@@ -89,10 +89,11 @@ lms_relay_start(struct lms_backends *bs, struct lms_backend *b, const char *meth
 	r->headers = r->curl->slist_append(r->headers, "Expect:");
 	CURL *e = r->easy;
 	CURLcode c = CURLE_OK;
+	const char *failed = NULL; /* the option that libcurl refused */
 #define SET(opt, val)                                                                                                  \
 	do {                                                                                                           \
-		if (c == CURLE_OK)                                                                                     \
-			c = curl->easy_setopt(e, opt, val);                                                            \
+		if (c == CURLE_OK && (c = curl->easy_setopt(e, opt, val)) != CURLE_OK)                                 \
+			failed = #opt;                                                                                 \
 	} while (0)
 	SET(CURLOPT_URL, r->url);
 	SET(CURLOPT_CUSTOMREQUEST, method);
@@ -112,10 +113,19 @@ lms_relay_start(struct lms_backends *bs, struct lms_backend *b, const char *meth
 		SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
 	}
 #undef SET
-	if (c != CURLE_OK || r->curl->multi_add_handle(r->multi, e) != CURLM_OK) {
+	if (c != CURLE_OK) {
+		/* The message first: it reads curl's table, and lms_relay_free frees r. */
+		lms_error_set(err, LMS_ERR_INTERNAL, 0, "backend %s: set %s: %s", b->name, failed,
+			      curl->easy_strerror(c));
 		lms_relay_free(r);
-		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "backend %s: set up the request: %s", b->name,
-				     r->curl->easy_strerror(c));
+		return -1;
+	}
+	CURLMcode mc = curl->multi_add_handle(r->multi, e);
+	if (mc != CURLM_OK) {
+		lms_relay_free(r);
+		return lms_error_set(err, LMS_ERR_INTERNAL, 0,
+				     "backend %s: add the transfer to libcurl's multi handle: CURLMcode %d", b->name,
+				     (int)mc);
 	}
 	r->last_activity = r->started_ms = lms_monotonic_ms();
 	*out = r;
