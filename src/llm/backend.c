@@ -70,13 +70,13 @@ fetch_models(struct lms_backends *bs, struct lms_backend *b)
 {
 	struct lms_relay *r = NULL;
 	struct lms_buf body = {0};
-	unsigned status = 0;
+	long status = 0;
 	char **ids = NULL;
 	int started = lms_relay_start(bs, b, "GET", "/v1/models", NULL, 0, -1, &r, NULL);
 	/* A model list is a probe: a backend that says nothing for a few seconds counts as down. */
 	if (started == 0)
 		lms_relay_set_timeout(r, bs->timeout_ms < MODELS_TIMEOUT_MS ? bs->timeout_ms : MODELS_TIMEOUT_MS);
-	if (started == 0 && lms_relay_body(r, &body, &status, NULL) == 0 && status == 200) {
+	if (started == 0 && lms_relay_body(r, &status, &body, NULL) == 0 && status == 200) {
 		json_t *root = json_loadb(body.data ? body.data : "", body.len, 0, NULL);
 		json_t *data = json_object_get(root, "data");
 		size_t n = json_array_size(data), k = 0;
