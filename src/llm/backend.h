@@ -51,8 +51,10 @@ json_t *lms_backends_models_json(struct lms_backends *bs);
 /* {"ollama": {"url", "reachable"}, ...} */
 json_t *lms_backends_health_json(struct lms_backends *bs);
 
-/* Finds the backend of `model` ("backend/name", or a bare name looked up in configured order). Returns
- * the backend and sets *bare (caller frees) to the name the backend knows, or NULL (LMS_ERR_NOT_FOUND). */
+/* Finds the backend of `model` ("backend/name", or a bare name looked up in the model lists in
+ * configured order). Returns the backend and sets *bare (caller frees) to the name the backend knows,
+ * or NULL (LMS_ERR_NOT_FOUND). For an Ollama backend a name without a tag means NAME:latest, as Ollama
+ * itself reads it: "llama3.2" matches "llama3.2:latest", and "ollama/llama3.2" is sent as that. */
 struct lms_backend *lms_backends_resolve(struct lms_backends *bs, const char *model, char **bare,
 					 struct lms_error **err);
 

@@ -93,8 +93,8 @@ merge_indexed(json_t *dst, json_t *delta, struct lms_error **err)
 		json_t *have = find_indexed(dst, json_integer_value(json_object_get(v, "index")));
 		if (have == NULL) {
 			if (json_array_size(dst) >= MAX_INDEXED)
-				return lms_error_set(err, LMS_ERR_BAD_GATEWAY, 0, "a stream has more than %d tool calls",
-						     MAX_INDEXED);
+				return lms_error_set(err, LMS_ERR_BAD_GATEWAY, 0,
+						     "a stream has more than %d tool calls", MAX_INDEXED);
 			json_array_append_new(dst, have = json_object());
 		}
 		if (merge_delta(have, v, err) < 0)
@@ -412,8 +412,8 @@ lms_chat_finish(struct lms_relay *relay, const struct lms_chat_options *opts, st
 }
 
 int
-lms_chat(struct lms_backends *bs, json_t *request, const struct lms_chat_options *opts,
-	 struct lms_chat_result *res, struct lms_error **err)
+lms_chat(struct lms_backends *bs, json_t *request, const struct lms_chat_options *opts, struct lms_chat_result *res,
+	 struct lms_error **err)
 {
 	struct lms_relay *relay = NULL;
 	if (lms_chat_open(bs, request, opts, res, &relay, err) < 0)

@@ -49,8 +49,8 @@ struct lms_chat_result {
  * LMS_ERR_CANCELLED, LMS_ERR_INTERNAL (libcurl cannot be loaded). `opts` may be NULL. The caller clears
  * `res` (zeroed before the call) with lms_chat_result_clear in every case.
  */
-int lms_chat(struct lms_backends *bs, json_t *request, const struct lms_chat_options *opts,
-	     struct lms_chat_result *res, struct lms_error **err);
+int lms_chat(struct lms_backends *bs, json_t *request, const struct lms_chat_options *opts, struct lms_chat_result *res,
+	     struct lms_error **err);
 
 /*
  * lms_chat in two halves, for a caller that relays the backend's bytes itself (/v1/chat/completions:

@@ -43,11 +43,13 @@ assemble(const char *text, size_t step, struct seen *seen, struct lms_error **er
 	"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"tiny.gguf\","     \
 	"\"choices\":[{\"index\":0,\"delta\":" delta ",\"finish_reason\":" finish "}]}\n\n"
 
-static const char content_stream[] = CHUNK("{\"role\":\"assistant\",\"content\":null}", "null") CHUNK(
-    "{\"content\":\"Hel\"}", "null") CHUNK("{\"content\":\"lo ✓\"}", "null") CHUNK("{}", "\"stop\"")
-    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"tiny.gguf\","
-    "\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n"
-    "data: [DONE]\n\n";
+static const char content_stream[] = CHUNK("{\"role\":\"assistant\",\"content\":null}", "null")
+    CHUNK("{\"content\":\"Hel\"}", "null") CHUNK("{\"content\":\"lo ✓\"}", "null") CHUNK(
+	"{}",
+	"\"stop\"") "data: "
+		    "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"tiny.gguf\","
+		    "\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n"
+		    "data: [DONE]\n\n";
 
 static void
 content_is_assembled_whatever_the_reads(void **state)
@@ -76,11 +78,10 @@ content_is_assembled_whatever_the_reads(void **state)
 }
 
 /* llama-server's shape (shared/fixtures/llama-server/chat-with-tools-required-stream.txt, shortened). */
-static const char tool_stream[] =
-    CHUNK("{\"role\":\"assistant\",\"content\":null}", "null") CHUNK(
-	"{\"tool_calls\":[{\"index\":0,\"id\":\"t0\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
-	"\"arguments\":\"{\"}}]}",
-	"null") CHUNK("{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"city\\\"\"}}]}", "null")
+static const char tool_stream[] = CHUNK("{\"role\":\"assistant\",\"content\":null}", "null")
+    CHUNK("{\"tool_calls\":[{\"index\":0,\"id\":\"t0\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+	  "\"arguments\":\"{\"}}]}",
+	  "null") CHUNK("{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"city\\\"\"}}]}", "null")
 	CHUNK("{\"tool_calls\":[{\"index\":1,\"id\":\"t1\",\"type\":\"function\",\"function\":{\"name\":\"ls\","
 	      "\"arguments\":\"{}\"}}]}",
 	      "null") CHUNK("{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\":\\\"\\\"}\"}}]}", "null")
