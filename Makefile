@@ -53,7 +53,9 @@ clean:
 	rm -rf $(BUILD) $(CHECK_BUILD) build-fuzz $(VALGRIND_BUILD)
 
 # libFuzzer for every target in tests/fuzz/ (clang), FUZZ_SECONDS each; new inputs go to tests/fuzz/corpus-new/.
+# The gateway's sources (src/llm/, not in liblms) are compiled into each target, with libcurl's headers.
 FUZZ_SECONDS ?= 60
+FUZZ_LLM = $(wildcard src/llm/*.c)
 fuzz:
 	@./scripts/deps.sh --quiet
 	test -f build-fuzz/build.ninja || CC=clang $(MESON) setup build-fuzz --buildtype=debug \
@@ -62,8 +64,9 @@ fuzz:
 	$(MESON) compile -C build-fuzz lms
 	for t in tests/fuzz/fuzz-*.c; do name=$$(basename $$t .c | sed 's/^fuzz-//'); \
 		mkdir -p tests/fuzz/corpus-new/$$name; \
-		clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc -Ibuild-fuzz $$t \
-			build-fuzz/src/liblms.a -lseccomp -ljansson -lm -o build-fuzz/fuzz-$$name && \
+		clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc -Ibuild-fuzz \
+			$$(pkg-config --cflags libcurl) $$t $(FUZZ_LLM) \
+			build-fuzz/src/liblms.a -lseccomp -ljansson -lm -ldl -lpthread -o build-fuzz/fuzz-$$name && \
 		build-fuzz/fuzz-$$name -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus-new/$$name \
 			tests/fuzz/corpus/$$name || exit 1; done
 

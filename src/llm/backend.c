@@ -12,8 +12,12 @@
 static int
 add(struct lms_backends *bs, const char *name, enum lms_backend_kind kind, const char *url, struct lms_error **err)
 {
-	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+	size_t scheme = strncmp(url, "http://", 7) == 0 ? 7 : strncmp(url, "https://", 8) == 0 ? 8 : 0;
+	if (scheme == 0)
 		return lms_error_set(err, LMS_ERR_INVALID, 0, "backend %s: '%s' is not an http:// or https:// URL",
+				     name, url);
+	if (url[scheme] == '\0' || url[scheme] == '/')
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "backend %s: '%s' has no host: give http://HOST:PORT",
 				     name, url);
 	for (size_t i = 0; i < bs->n; i++)
 		if (strcmp(bs->v[i].name, name) == 0)

@@ -115,9 +115,9 @@ static void
 bare_names_are_looked_up_in_configured_order(void **state)
 {
 	struct lms_backends *bs = *state;
-	resolves_to(bs, "shared:1b", "ollama", "shared:1b");  /* ollama before llamacpp */
-	resolves_to(bs, "dup.gguf", "llamacpp", "dup.gguf");  /* llamacpp before the extras */
-	resolves_to(bs, "x.gguf", "vllm", "x.gguf");	      /* the extras in the order given */
+	resolves_to(bs, "shared:1b", "ollama", "shared:1b"); /* ollama before llamacpp */
+	resolves_to(bs, "dup.gguf", "llamacpp", "dup.gguf"); /* llamacpp before the extras */
+	resolves_to(bs, "x.gguf", "vllm", "x.gguf");	     /* the extras in the order given */
 	resolves_to(bs, "only-lab2", "lab2", "only-lab2");
 	resolves_to(bs, "hf.co/org/m:q4", "ollama", "hf.co/org/m:q4"); /* no backend is called "hf.co" */
 }
@@ -162,6 +162,31 @@ unknown_models_are_not_found(void **state)
 	not_found(bs, "");
 }
 
+static void
+refused(const char *extra, const char *words)
+{
+	struct lms_backends bs = {0};
+	_cleanup_error_ struct lms_error *err = NULL;
+	assert_int_equal(lms_backends_init(&bs, "http://127.0.0.1:1", "http://127.0.0.1:2", extra, &err), -1);
+	assert_int_equal(err->kind, LMS_ERR_INVALID);
+	if (strstr(err->message, words) == NULL)
+		fail_msg("\"%s\" does not say \"%s\"", err->message, words);
+	lms_backends_free(&bs);
+}
+
+static void
+bad_backend_lists_are_refused_with_a_reason(void **state)
+{
+	(void)state;
+	refused("vllm", "expected NAME=URL");
+	refused("=http://x", "expected NAME=URL");
+	refused("a/b=http://x", "may not contain '/'");
+	refused("ollama=http://x", "configured twice");
+	refused("a=ftp://x", "not an http:// or https:// URL");
+	refused("a=http://", "has no host");
+	refused("a=https:////", "has no host");
+}
+
 int
 main(void)
 {
@@ -170,6 +195,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(bare_names_are_looked_up_in_configured_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(an_untagged_name_means_latest_on_ollama, setup, teardown),
 	    cmocka_unit_test_setup_teardown(unknown_models_are_not_found, setup, teardown),
+	    cmocka_unit_test(bad_backend_lists_are_refused_with_a_reason),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
