@@ -878,6 +878,14 @@ def test_seed_prompt_is_data_not_shell(seeded, path, tmp_path):
     assert (canary / "keep").exists(), "a shell ran the prompt (rm -rf)"
 
 
+def test_seed_ollama_passes_the_backends_own_error_on(seeded):
+    s, o, l = seeded
+    r = s.post("/ollama/", {"cmd": "hi", "model": "missing:1b"})
+    assert r.status_code == 404, show(r)
+    assert "missing:1b" in r.json()["error"]["message"], f"not Ollama's own message: {show(r)}"
+    assert [e["json"]["model"] for e in o.generations()] == ["missing:1b"]
+
+
 @pytest.mark.parametrize("path", ["/ollama/", "/llama-cpp/"])
 @pytest.mark.parametrize("model", [None, "some-model"], ids=["default-model", "model"])
 def test_seed_with_the_backend_down_is_503(start, path, model):
