@@ -53,6 +53,7 @@ clean:
 	rm -rf $(BUILD) $(CHECK_BUILD) build-fuzz $(VALGRIND_BUILD)
 
 # libFuzzer for every target in tests/fuzz/ (clang), FUZZ_SECONDS each; new inputs go to tests/fuzz/corpus-new/.
+# The gateway's sources (src/llm/, not in liblms) are compiled into each target, with libcurl's headers.
 FUZZ_SECONDS ?= 60
 fuzz:
 	@./scripts/deps.sh --quiet
@@ -62,7 +63,8 @@ fuzz:
 	$(MESON) compile -C build-fuzz lms lms-server
 	for t in tests/fuzz/fuzz-*.c; do name=$$(basename $$t .c | sed 's/^fuzz-//'); \
 		mkdir -p tests/fuzz/corpus-new/$$name; \
-		clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc -Ibuild-fuzz $$t \
+		clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc -Ibuild-fuzz \
+			$$(pkg-config --cflags libcurl) $$t \
 			build-fuzz/src/liblms-server.a build-fuzz/src/liblms.a -lseccomp -ljansson -lmicrohttpd -lm -ldl \
 			-lpthread -o build-fuzz/fuzz-$$name && \
 		build-fuzz/fuzz-$$name -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus-new/$$name \

@@ -71,6 +71,16 @@ lms_error_kind_name(enum lms_error_kind kind)
 		return "unsupported";
 	case LMS_ERR_SETUP:
 		return "sandbox_setup_failed";
+	case LMS_ERR_UNREACHABLE:
+		return "backend_unavailable";
+	case LMS_ERR_TIMEOUT:
+		return "backend_timeout";
+	case LMS_ERR_BAD_GATEWAY:
+		return "bad_backend_response";
+	case LMS_ERR_BACKEND:
+		return "backend_error";
+	case LMS_ERR_CANCELLED:
+		return "cancelled";
 	}
 	return "internal_error";
 }

@@ -1,6 +1,6 @@
 #pragma once
 /*
- * Error values (docs/ERRORS.md).
+ * Error values (docs/CONVENTIONS.md, "Errors": each kind's HTTP status, API code and CLI exit status).
  *
  * A function that can fail takes `struct lms_error **err` last and returns < 0 (or NULL). It fills *err
  * with lms_error_set(), which returns -1 so that failing fits on one line:
@@ -19,7 +19,15 @@ enum lms_error_kind {
 	LMS_ERR_FORBIDDEN,   /* asks for something this server or host does not allow */
 	LMS_ERR_UNSUPPORTED, /* the host lacks something (a GPU, a kernel feature) */
 	LMS_ERR_SETUP,	     /* the sandbox could not be set up: the message names the step */
+	/* An LLM backend (llm/): */
+	LMS_ERR_UNREACHABLE, /* cannot be reached: connection refused, unknown host, connect timeout */
+	LMS_ERR_TIMEOUT,     /* reached, but did not answer in time (first byte, or silence between two bytes) */
+	LMS_ERR_BAD_GATEWAY, /* answered with nothing usable: dropped the connection, not JSON, cut short */
+	LMS_ERR_BACKEND,     /* answered with an error status of its own (the caller has its status and body) */
+	LMS_ERR_CANCELLED,   /* the caller went away (its cancel descriptor fired) or the server is stopping */
 };
+/* The last kind: a kind read from another process is checked against it. */
+#define LMS_ERR_KIND_MAX LMS_ERR_CANCELLED
 
 struct lms_error {
 	enum lms_error_kind kind;

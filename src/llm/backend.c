@@ -12,8 +12,12 @@
 static int
 add(struct lms_backends *bs, const char *name, enum lms_backend_kind kind, const char *url, struct lms_error **err)
 {
-	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+	size_t scheme = strncmp(url, "http://", 7) == 0 ? 7 : strncmp(url, "https://", 8) == 0 ? 8 : 0;
+	if (scheme == 0)
 		return lms_error_set(err, LMS_ERR_INVALID, 0, "backend %s: '%s' is not an http:// or https:// URL",
+				     name, url);
+	if (url[scheme] == '\0' || url[scheme] == '/')
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "backend %s: '%s' has no host: give http://HOST:PORT",
 				     name, url);
 	for (size_t i = 0; i < bs->n; i++)
 		if (strcmp(bs->v[i].name, name) == 0)
@@ -70,13 +74,13 @@ fetch_models(struct lms_backends *bs, struct lms_backend *b)
 {
 	struct lms_relay *r = NULL;
 	struct lms_buf body = {0};
-	unsigned status = 0;
+	long status = 0;
 	char **ids = NULL;
 	int started = lms_relay_start(bs, b, "GET", "/v1/models", NULL, 0, -1, &r, NULL);
 	/* A model list is a probe: a backend that says nothing for a few seconds counts as down. */
 	if (started == 0)
 		lms_relay_set_timeout(r, bs->timeout_ms < MODELS_TIMEOUT_MS ? bs->timeout_ms : MODELS_TIMEOUT_MS);
-	if (started == 0 && lms_relay_body(r, &body, &status, NULL) == 0 && status == 200) {
+	if (started == 0 && lms_relay_body(r, &status, &body, NULL) == 0 && status == 200) {
 		json_t *root = json_loadb(body.data ? body.data : "", body.len, 0, NULL);
 		json_t *data = json_object_get(root, "data");
 		size_t n = json_array_size(data), k = 0;
@@ -151,6 +155,26 @@ lms_backends_health_json(struct lms_backends *bs)
 	return out;
 }
 
+/* Ollama's own rule for a name without a tag (none after its last '/'): it means NAME:latest. Returns
+ * that name (caller frees), or NULL when the name has a tag or is empty. */
+static char *
+ollama_latest(const char *name)
+{
+	const char *last = strrchr(name, '/');
+	if (*name == '\0' || strchr(last ? last + 1 : name, ':') != NULL)
+		return NULL;
+	return xasprintf("%s:latest", name);
+}
+
+static bool
+lists(const struct lms_backend *b, const char *model)
+{
+	for (char **m = b->models; m && *m; m++)
+		if (strcmp(*m, model) == 0)
+			return true;
+	return false;
+}
+
 struct lms_backend *
 lms_backends_resolve(struct lms_backends *bs, const char *model, char **bare, struct lms_error **err)
 {
@@ -159,25 +183,31 @@ lms_backends_resolve(struct lms_backends *bs, const char *model, char **bare, st
 		for (size_t i = 0; i < bs->n; i++)
 			if (strlen(bs->v[i].name) == (size_t)(slash - model) &&
 			    strncmp(bs->v[i].name, model, (size_t)(slash - model)) == 0) {
-				*bare = xstrdup(slash + 1);
+				/* Named with its backend: no model list is needed (nor waited for). */
+				char *latest = bs->v[i].kind == LMS_BACKEND_OLLAMA ? ollama_latest(slash + 1) : NULL;
+				*bare = latest ? latest : xstrdup(slash + 1);
 				return &bs->v[i];
 			}
 	lms_backends_refresh(bs);
 	struct lms_backend *found = NULL;
+	_cleanup_free_ char *latest = ollama_latest(model);
 	pthread_mutex_lock(&bs->lock);
-	for (size_t i = 0; i < bs->n && !found; i++)
-		for (char **m = bs->v[i].models; m && *m && !found; m++)
-			if (strcmp(*m, model) == 0)
-				found = &bs->v[i];
+	for (size_t i = 0; i < bs->n && !found; i++) {
+		struct lms_backend *b = &bs->v[i];
+		if (lists(b, model)) {
+			found = b;
+			*bare = xstrdup(model);
+		} else if (b->kind == LMS_BACKEND_OLLAMA && latest && lists(b, latest)) {
+			found = b;
+			*bare = steal_pointer(&latest);
+		}
+	}
 	pthread_mutex_unlock(&bs->lock);
-	if (found == NULL) {
+	if (found == NULL)
 		lms_error_set(err, LMS_ERR_NOT_FOUND, 0,
 			      "model '%s' is not served by any reachable backend: see GET /v1/models, or name it as "
 			      "backend/model",
 			      model);
-		return NULL;
-	}
-	*bare = xstrdup(model);
 	return found;
 }
 

@@ -51,8 +51,10 @@ json_t *lms_backends_models_json(struct lms_backends *bs);
 /* {"ollama": {"url", "reachable"}, ...} */
 json_t *lms_backends_health_json(struct lms_backends *bs);
 
-/* Finds the backend of `model` ("backend/name", or a bare name looked up in configured order). Returns
- * the backend and sets *bare (caller frees) to the name the backend knows, or NULL (LMS_ERR_NOT_FOUND). */
+/* Finds the backend of `model` ("backend/name", or a bare name looked up in the model lists in
+ * configured order). Returns the backend and sets *bare (caller frees) to the name the backend knows,
+ * or NULL (LMS_ERR_NOT_FOUND). For an Ollama backend a name without a tag means NAME:latest, as Ollama
+ * itself reads it: "llama3.2" matches "llama3.2:latest", and "ollama/llama3.2" is sent as that. */
 struct lms_backend *lms_backends_resolve(struct lms_backends *bs, const char *model, char **bare,
 					 struct lms_error **err);
 
@@ -65,21 +67,29 @@ char *lms_backend_first_model(struct lms_backends *bs, struct lms_backend *b);
 /*
  * One request to a backend, its response read as it arrives (llm/relay.c). lms_relay_start sends it;
  * lms_relay_headers waits for the status line and headers; lms_relay_read returns body bytes as they
- * come (0 at the end). While waiting, client_fd (the HTTP client's socket, or -1) is watched: when the
- * client has gone, the transfer is aborted and LMS_RELAY_CLIENT_GONE returned.
+ * come (0 at the end). While waiting, client_fd is watched (the HTTP client's socket, or -1): when it
+ * becomes readable with nothing to read (the peer closed a socket; any other descriptor: a byte written
+ * to a pipe, an eventfd signalled), the transfer is aborted and the call fails with LMS_ERR_CANCELLED.
+ *
+ * Failures are error kinds (core/error.h), never HTTP statuses: LMS_ERR_UNREACHABLE, LMS_ERR_TIMEOUT,
+ * LMS_ERR_BAD_GATEWAY, LMS_ERR_CANCELLED. A backend's own 4xx or 5xx is not a failure here: it is the
+ * status and body the backend sent.
  */
 struct lms_relay;
 enum { LMS_RELAY_CLIENT_GONE = -2 };
 
+/* Sends the request; `body` (NULL for none) is copied. */
 int lms_relay_start(struct lms_backends *bs, struct lms_backend *b, const char *method, const char *path,
 		    const char *body, size_t len, int client_fd, struct lms_relay **out, struct lms_error **err);
-/* 0 with *status and *content_type (owned by the relay) set; < 0 with *err: 503 unreachable, 504 timeout,
- * 502 for a backend that answered nothing usable. *http_status gets the status to reply with. */
-int lms_relay_headers(struct lms_relay *r, long *status, const char **content_type, unsigned *http_status,
-		      struct lms_error **err);
+/* 0 with the backend's *status and *content_type (owned by the relay) set; -1 with *err. */
+int lms_relay_headers(struct lms_relay *r, long *status, const char **content_type, struct lms_error **err);
+/* Body bytes as they arrive: > 0, 0 at the end (lms_relay_end then says how it ended), or
+ * LMS_RELAY_CLIENT_GONE. */
 ssize_t lms_relay_read(struct lms_relay *r, char *buf, size_t max);
-/* Reads the whole body (bounded). < 0 as lms_relay_headers. */
-int lms_relay_body(struct lms_relay *r, struct lms_buf *out, unsigned *http_status, struct lms_error **err);
+/* After lms_relay_read returned 0: 0 when the transfer completed, -1 with *err when it was cut short. */
+int lms_relay_end(struct lms_relay *r, struct lms_error **err);
+/* Reads the whole body (bounded), with the backend's *status. -1 with *err as lms_relay_headers. */
+int lms_relay_body(struct lms_relay *r, long *status, struct lms_buf *out, struct lms_error **err);
 void lms_relay_free(struct lms_relay *r);
 /* Seconds from the request to the response's headers (or to now when there are none). */
 double lms_relay_seconds(const struct lms_relay *r);

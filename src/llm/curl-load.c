@@ -14,6 +14,7 @@ static struct lms_curl_api api;
 static const struct lms_curl_api *loaded;
 static void (*global_cleanup)(void);
 static char failure[512];
+static const struct lms_curl_api *test_api;
 
 static bool
 resolve(void *lib, const char *soname, const char *name, void *slot)
@@ -82,9 +83,17 @@ fail:
 	dlclose(lib);
 }
 
+void
+lms_curl_set_api_for_tests(const struct lms_curl_api *fake)
+{
+	test_api = fake;
+}
+
 const struct lms_curl_api *
 lms_curl(struct lms_error **err)
 {
+	if (test_api != NULL)
+		return test_api;
 	pthread_once(&once, load);
 	if (loaded == NULL)
 		lms_error_set(err, LMS_ERR_INTERNAL, 0, "%s", failure);

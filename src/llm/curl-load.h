@@ -30,5 +30,9 @@ struct lms_curl_api {
  * with LMS_ERR_INTERNAL when libcurl cannot be loaded, which only the gateway's routes then report. */
 const struct lms_curl_api *lms_curl(struct lms_error **err);
 
+/* For unit tests only: makes lms_curl() return `api` (a fake table; NULL: load libcurl again as usual)
+ * without loading libcurl. Not thread-safe: call it before any transfer starts. */
+void lms_curl_set_api_for_tests(const struct lms_curl_api *api);
+
 /* curl_global_cleanup when libcurl was loaded; for the daemon's exit, after every transfer ended. */
 void lms_curl_cleanup(void);

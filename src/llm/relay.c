@@ -4,6 +4,7 @@
  * goes away aborts the backend request at once.
  */
 #include <stdatomic.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -22,10 +23,11 @@ struct lms_relay {
 	CURL *easy;
 	struct curl_slist *headers;
 	char *url;
+	char *body; /* the request's, copied: libcurl reads it while the transfer runs */
 	const struct lms_backend *backend;
 	struct lms_buf buf;
 	size_t off;
-	bool headers_done, done, client_gone, timed_out;
+	bool headers_done, done, client_gone, timed_out, too_large;
 	CURLcode result;
 	long status;
 	char *content_type;
@@ -59,8 +61,10 @@ on_body(char *data, size_t size, size_t n, void *userdata)
 	struct lms_relay *r = userdata;
 	r->last_activity = lms_monotonic_ms();
 	r->headers_done = true;
-	if (r->buf.len - r->off + size * n > MAX_BODY)
+	if (r->buf.len - r->off + size * n > MAX_BODY) {
+		r->too_large = true;
 		return 0; /* aborts: a backend may not flood us */
+	}
 	lms_buf_append(&r->buf, data, size * n);
 	return size * n;
 }
@@ -89,10 +93,11 @@ lms_relay_start(struct lms_backends *bs, struct lms_backend *b, const char *meth
 	r->headers = r->curl->slist_append(r->headers, "Expect:");
 	CURL *e = r->easy;
 	CURLcode c = CURLE_OK;
+	const char *failed = NULL; /* the option that libcurl refused */
 #define SET(opt, val)                                                                                                  \
 	do {                                                                                                           \
-		if (c == CURLE_OK)                                                                                     \
-			c = curl->easy_setopt(e, opt, val);                                                            \
+		if (c == CURLE_OK && (c = curl->easy_setopt(e, opt, val)) != CURLE_OK)                                 \
+			failed = #opt;                                                                                 \
 	} while (0)
 	SET(CURLOPT_URL, r->url);
 	SET(CURLOPT_CUSTOMREQUEST, method);
@@ -108,14 +113,25 @@ lms_relay_start(struct lms_backends *bs, struct lms_backend *b, const char *meth
 	SET(CURLOPT_FOLLOWLOCATION, 0L);
 	SET(CURLOPT_ACCEPT_ENCODING, NULL);
 	if (body != NULL) {
-		SET(CURLOPT_POSTFIELDS, body);
+		r->body = xmalloc(len ? len : 1);
+		memcpy(r->body, body, len);
+		SET(CURLOPT_POSTFIELDS, r->body);
 		SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
 	}
 #undef SET
-	if (c != CURLE_OK || r->curl->multi_add_handle(r->multi, e) != CURLM_OK) {
+	if (c != CURLE_OK) {
+		/* The message first: it reads curl's table, and lms_relay_free frees r. */
+		lms_error_set(err, LMS_ERR_INTERNAL, 0, "backend %s: set %s: %s", b->name, failed,
+			      curl->easy_strerror(c));
 		lms_relay_free(r);
-		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "backend %s: set up the request: %s", b->name,
-				     r->curl->easy_strerror(c));
+		return -1;
+	}
+	CURLMcode mc = curl->multi_add_handle(r->multi, e);
+	if (mc != CURLM_OK) {
+		lms_relay_free(r);
+		return lms_error_set(err, LMS_ERR_INTERNAL, 0,
+				     "backend %s: add the transfer to libcurl's multi handle: CURLMcode %d", b->name,
+				     (int)mc);
 	}
 	r->last_activity = r->started_ms = lms_monotonic_ms();
 	*out = r;
@@ -191,42 +207,43 @@ have_data(const struct lms_relay *r)
 	return r->buf.len > r->off;
 }
 
-/* The API's error for a transfer that gave nothing usable. */
+/* The error of a transfer that gave nothing usable, by kind: cancelled, timed out, unreachable, bad. */
 static int
-transfer_error(struct lms_relay *r, unsigned *http_status, struct lms_error **err)
+transfer_error(struct lms_relay *r, struct lms_error **err)
 {
 	const struct lms_backend *b = r->backend;
 	if (r->client_gone)
-		return LMS_RELAY_CLIENT_GONE;
-	if (r->timed_out) {
-		*http_status = 504;
-		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "backend %s (%s) did not answer within %.0f ms", b->name,
-				     b->url, r->idle_ms);
-	}
+		return lms_error_set(err, LMS_ERR_CANCELLED, 0, "backend %s (%s): the request was cancelled", b->name,
+				     b->url);
+	if (r->timed_out)
+		return lms_error_set(err, LMS_ERR_TIMEOUT, 0,
+				     "backend %s (%s) did not answer within %.0f ms: is the model loading or stuck? "
+				     "(--backend-first-byte-timeout-ms, --backend-timeout-ms)",
+				     b->name, b->url, r->headers_done ? r->idle_ms : r->first_byte_ms);
+	if (r->too_large)
+		return lms_error_set(err, LMS_ERR_BAD_GATEWAY, 0, "backend %s (%s) answered badly: more than %u MiB",
+				     b->name, b->url, MAX_BODY >> 20);
 	curl_off_t connected_us = 0;
 	r->curl->easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connected_us);
 	bool unreachable = r->result == CURLE_COULDNT_CONNECT || r->result == CURLE_COULDNT_RESOLVE_HOST ||
 			   (r->result == CURLE_OPERATION_TIMEDOUT && connected_us == 0);
-	*http_status = unreachable ? 503 : 502;
-	return lms_error_set(err, LMS_ERR_INTERNAL, 0, "backend %s (%s) %s: %s", b->name, b->url,
-			     unreachable ? "is unreachable" : "answered badly",
+	return lms_error_set(err, unreachable ? LMS_ERR_UNREACHABLE : LMS_ERR_BAD_GATEWAY, 0, "backend %s (%s) %s: %s",
+			     b->name, b->url, unreachable ? "is unreachable: is it running?" : "answered badly",
 			     r->error[0] ? r->error : r->curl->easy_strerror(r->result));
 }
 
 int
-lms_relay_headers(struct lms_relay *r, long *status, const char **content_type, unsigned *http_status,
-		  struct lms_error **err)
+lms_relay_headers(struct lms_relay *r, long *status, const char **content_type, struct lms_error **err)
 {
 	pump(r, have_headers);
 	if (!r->headers_done || r->client_gone || r->timed_out)
-		return transfer_error(r, http_status, err);
+		return transfer_error(r, err);
 	char *ct = NULL;
 	r->curl->easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct);
 	free(r->content_type);
 	r->content_type = xstrdup(ct ? ct : "");
 	*status = r->status;
 	*content_type = r->content_type;
-	*http_status = (unsigned)r->status;
 	return 0;
 }
 
@@ -256,13 +273,24 @@ never(const struct lms_relay *r)
 }
 
 int
-lms_relay_body(struct lms_relay *r, struct lms_buf *out, unsigned *http_status, struct lms_error **err)
+lms_relay_body(struct lms_relay *r, long *status, struct lms_buf *out, struct lms_error **err)
 {
 	pump(r, never);
 	if (!r->headers_done || r->client_gone || r->timed_out || r->result != CURLE_OK)
-		return transfer_error(r, http_status, err);
-	*http_status = (unsigned)r->status;
+		return transfer_error(r, err);
+	*status = r->status;
 	lms_buf_append(out, r->buf.data ? r->buf.data + r->off : "", r->buf.len - r->off);
+	return 0;
+}
+
+int
+lms_relay_end(struct lms_relay *r, struct lms_error **err)
+{
+	if (r->client_gone || r->timed_out || (r->done && r->result != CURLE_OK))
+		return transfer_error(r, err);
+	if (!r->done || r->buf.len > r->off)
+		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "backend %s: the answer was not read to its end",
+				     r->backend->name);
 	return 0;
 }
 
@@ -293,5 +321,6 @@ lms_relay_free(struct lms_relay *r)
 	lms_buf_clear(&r->buf);
 	free(r->content_type);
 	free(r->url);
+	free(r->body);
 	free(r);
 }

@@ -80,7 +80,7 @@ lms_frame_read(int fd, struct lms_job_event *ev, struct lms_error **err)
 		int32_t kind = LMS_ERR_INTERNAL;
 		if (f.len >= sizeof(kind))
 			memcpy(&kind, payload, sizeof(kind));
-		if (kind < LMS_ERR_INTERNAL || kind > LMS_ERR_SETUP)
+		if (kind < LMS_ERR_INTERNAL || kind > LMS_ERR_KIND_MAX)
 			kind = LMS_ERR_INTERNAL;
 		lms_error_set(&ev->error, (enum lms_error_kind)kind, 0, "%s",
 			      f.len >= sizeof(kind) ? payload + sizeof(kind) : "unknown error");

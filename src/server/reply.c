@@ -24,6 +24,15 @@ lms_error_status(const struct lms_error *e)
 	case LMS_ERR_SETUP:
 	case LMS_ERR_INTERNAL:
 		return 500;
+	case LMS_ERR_BAD_GATEWAY:
+	case LMS_ERR_BACKEND: /* the backend's own status, when the caller has it, is better */
+		return 502;
+	case LMS_ERR_UNREACHABLE:
+		return 503;
+	case LMS_ERR_TIMEOUT:
+		return 504;
+	case LMS_ERR_CANCELLED:
+		return 499; /* never sent (the client has gone): what nginx logs for a client that closed */
 	}
 	return 500;
 }

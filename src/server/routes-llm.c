@@ -8,23 +8,16 @@
 #include "api/exec-json.h"
 #include "core/alloc.h"
 #include "llm/backend.h"
+#include "llm/chat.h"
 #include "server/server.h"
 
+/* A backend's own 4xx/5xx (LMS_ERR_BACKEND): passed on with its status, as it is when it already has
+ * the API's error shape, else wrapped in it with the backend's message. */
 static enum MHD_Result
-reply_backend_error(struct lms_request *req, unsigned status, const struct lms_error *e)
+reply_backend_failure(struct lms_request *req, const struct lms_chat_result *res, const struct lms_error *e)
 {
-	const char *code = status == 503   ? "backend_unavailable"
-			   : status == 504 ? "backend_timeout"
-					   : "bad_backend_response";
-	return lms_reply_error(req, status, "server_error", code, "%s", e->message);
-}
-
-/* A backend's 4xx/5xx: passed on with its status, in the API's shape when it is not already. */
-static enum MHD_Result
-reply_backend_failure(struct lms_request *req, const struct lms_backend *b, unsigned status, const char *body,
-		      size_t len)
-{
-	json_t *root = json_loadb(body, len, 0, NULL);
+	unsigned status = (unsigned)res->status;
+	json_t *root = json_loadb(res->body.data ? res->body.data : "", res->body.len, 0, NULL);
 	json_t *error = json_object_get(root, "error");
 	if (json_is_object(error) && json_is_string(json_object_get(error, "message"))) {
 		if (!json_is_string(json_object_get(error, "code")))
@@ -33,81 +26,36 @@ reply_backend_failure(struct lms_request *req, const struct lms_backend *b, unsi
 			json_object_set_new(error, "type", json_string("invalid_request_error"));
 		return lms_reply_json(req, status, root);
 	}
-	const char *message = json_is_string(error) ? json_string_value(error) : NULL;
-	enum MHD_Result r =
-	    lms_reply_error(req, status, status < 500 ? "invalid_request_error" : "server_error", "backend_error",
-			    "backend %s (%s) answered %u: %.*s", b->name, b->url, status,
-			    message ? (int)strlen(message) : (int)(len > 300 ? 300 : len), message ? message : body);
 	json_decref(root);
-	return r;
+	return lms_reply_error(req, status, status < 500 ? "invalid_request_error" : "server_error", "backend_error",
+			       "%s", e->message);
 }
 
-/* Waits for a backend's headers, counting the request in /metrics. Returns 0, or < 0 with *reply queued. */
-static int
-await_headers(struct lms_request *req, struct lms_backend *b, struct lms_relay *r, long *backend_status,
-	      const char **ctype, enum MHD_Result *reply)
+/* The reply to a failed gateway call: nothing for a client that left; 404 model_not_found for a model
+ * no backend serves; a backend's own error as it sent it; else the kind's status (lms_error_status). */
+static enum MHD_Result
+reply_llm_error(struct lms_request *req, const struct lms_chat_result *res, const struct lms_error *e)
 {
-	_cleanup_error_ struct lms_error *err = NULL;
-	unsigned status = 0;
-	int rc = lms_relay_headers(r, backend_status, ctype, &status, &err);
-	if (rc != LMS_RELAY_CLIENT_GONE)
-		lms_metrics_backend(&req->server->metrics, b->name, status, lms_relay_seconds(r));
-	if (rc < 0)
-		*reply = rc == LMS_RELAY_CLIENT_GONE ? MHD_NO : reply_backend_error(req, status, err);
-	return rc < 0 ? -1 : 0;
+	if (e->kind == LMS_ERR_CANCELLED)
+		return MHD_NO;
+	if (e->kind == LMS_ERR_NOT_FOUND)
+		return lms_reply_error(req, 404, "invalid_request_error", "model_not_found", "%s", e->message);
+	if (e->kind == LMS_ERR_BACKEND && res != NULL && res->status >= 400)
+		return reply_backend_failure(req, res, e);
+	return lms_reply_lms_error(req, e);
 }
 
-/* Reads the rest of a backend's answer as JSON. True with *out (a 2xx answer) and *status; false with
- * *reply queued (the backend's own error, or ours for an answer that is not JSON). */
-static bool
-json_answer(struct lms_request *req, struct lms_backend *b, struct lms_relay *r, json_t **out, unsigned *status,
-	    enum MHD_Result *reply)
+/* Counts a backend request in /metrics by the backend's status, or the status its failure maps to; a
+ * request that never reached a backend (unknown model, no libcurl) or whose client left is not counted. */
+static void
+count_backend(struct lms_request *req, const struct lms_backend *b, long status, double seconds,
+	      const struct lms_error *e)
 {
-	struct lms_buf resp = {0};
-	_cleanup_error_ struct lms_error *err = NULL;
-	int rc = lms_relay_body(r, &resp, status, &err);
-	bool ok = false;
-	if (rc == LMS_RELAY_CLIENT_GONE) {
-		*reply = MHD_NO;
-	} else if (rc < 0) {
-		*reply = reply_backend_error(req, *status, err);
-	} else if (*status >= 400) {
-		*reply = reply_backend_failure(req, b, *status, resp.data ? resp.data : "", resp.len);
-	} else {
-		json_error_t jerr;
-		*out = json_loadb(resp.data ? resp.data : "", resp.len, 0, &jerr);
-		if (*out == NULL) {
-			lms_error_set(&err, LMS_ERR_INTERNAL, 0, "backend %s (%s) answered with invalid JSON: %s",
-				      b->name, b->url, jerr.text);
-			*reply = reply_backend_error(req, 502, err);
-		}
-		ok = *out != NULL;
-	}
-	lms_buf_clear(&resp);
-	return ok;
-}
-
-/* Posts `body` to the backend and parses its JSON answer into *out. True on success; false with the
- * reply queued. */
-static bool
-exchange(struct lms_request *req, struct lms_backend *b, const char *path, json_t *body, json_t **out,
-	 enum MHD_Result *reply)
-{
-	_cleanup_free_ char *text = json_dumps(body, JSON_COMPACT);
-	_cleanup_error_ struct lms_error *err = NULL;
-	struct lms_relay *r = NULL;
-	long backend_status;
-	const char *ctype;
-	unsigned status;
-	if (lms_relay_start(req->server->backends, b, "POST", path, text, strlen(text), lms_request_socket(req), &r,
-			    &err) < 0) {
-		*reply = lms_reply_lms_error(req, err);
-		return false;
-	}
-	bool ok = await_headers(req, b, r, &backend_status, &ctype, reply) == 0 &&
-		  json_answer(req, b, r, out, &status, reply);
-	lms_relay_free(r);
-	return ok;
+	bool reached = status > 0 || (e != NULL && (e->kind == LMS_ERR_UNREACHABLE || e->kind == LMS_ERR_TIMEOUT ||
+						    e->kind == LMS_ERR_BAD_GATEWAY));
+	if (b != NULL && reached)
+		lms_metrics_backend(&req->server->metrics, b->name, status > 0 ? (unsigned)status : lms_error_status(e),
+				    seconds);
 }
 
 enum MHD_Result
@@ -138,7 +86,6 @@ stream_free(void *cls)
 enum MHD_Result
 lms_route_chat_completions(struct lms_request *req)
 {
-	struct lms_server *s = req->server;
 	json_error_t jerr;
 	json_t *body = json_loadb(req->body.data ? req->body.data : "", req->body.len, 0, &jerr);
 	if (!json_is_object(body)) {
@@ -148,43 +95,26 @@ lms_route_chat_completions(struct lms_request *req)
 					    : "malformed JSON at line %d, column %d: %s",
 				       jerr.line, jerr.column, jerr.text);
 	}
-	const char *model = json_string_value(json_object_get(body, "model"));
-	if (model == NULL) {
-		json_decref(body);
-		return lms_reply_error(req, 400, "invalid_request_error", "missing_field",
-				       "\"model\" must be a string: see GET /v1/models");
-	}
-	_cleanup_free_ char *bare = NULL;
-	_cleanup_error_ struct lms_error *err = NULL;
-	struct lms_backend *b = lms_backends_resolve(s->backends, model, &bare, &err);
-	if (b == NULL) {
-		json_decref(body);
-		return lms_reply_error(req, 404, "invalid_request_error", "model_not_found", "%s", err->message);
-	}
-	/* Only the model changes: tools and every other field pass through untouched. */
-	json_object_set_new(body, "model", json_string(bare));
-	_cleanup_free_ char *text = json_dumps(body, JSON_COMPACT);
-	json_decref(body);
-
+	/* Model resolution and errors are the chat service's; the answer's bytes are relayed as the backend
+	 * sends them when it streams, so that clients see its chunks unchanged. */
+	struct lms_chat_options opts = {.cancel_fd = lms_request_socket(req)};
+	struct lms_chat_result res = {0};
 	struct lms_relay *r = NULL;
-	unsigned status = 0;
-	long backend_status = 0;
-	const char *ctype = NULL;
-	enum MHD_Result reply = MHD_NO;
-	if (lms_relay_start(s->backends, b, "POST", "/v1/chat/completions", text, strlen(text), lms_request_socket(req),
-			    &r, &err) < 0)
-		return lms_reply_lms_error(req, err);
-	if (await_headers(req, b, r, &backend_status, &ctype, &reply) < 0) {
-		lms_relay_free(r);
-		return reply;
-	}
-	if (backend_status == 200 && strncmp(ctype, "text/event-stream", 17) == 0) {
-		return lms_reply_event_stream(req, stream_read, r, stream_free);
-	}
-	json_t *answer = NULL;
-	if (json_answer(req, b, r, &answer, &status, &reply))
-		reply = lms_reply_json(req, status, answer);
+	_cleanup_error_ struct lms_error *err = NULL;
+	int rc = lms_chat_open(req->server->backends, body, &opts, &res, &r, &err);
+	json_decref(body);
+	count_backend(req, res.backend, res.status, res.seconds, err);
+	enum MHD_Result reply;
+	if (rc < 0)
+		reply = reply_llm_error(req, &res, err);
+	else if (res.status == 200 && strncmp(res.content_type, "text/event-stream", 17) == 0)
+		reply = lms_reply_event_stream(req, stream_read, steal_pointer(&r), stream_free);
+	else if (lms_chat_finish(r, &opts, &res, &err) < 0)
+		reply = reply_llm_error(req, &res, err);
+	else
+		reply = lms_reply_json(req, (unsigned)res.status, steal_pointer(&res.answer));
 	lms_relay_free(r);
+	lms_chat_result_clear(&res);
 	return reply;
 }
 
@@ -209,36 +139,47 @@ seed_chat(struct lms_request *req, enum lms_backend_kind kind)
 	_cleanup_free_ char *model = json_is_string(model_field) ? xstrdup(json_string_value(model_field))
 				     : configured && *configured ? xstrdup(configured)
 								 : lms_backend_first_model(s->backends, b);
+	_cleanup_error_ struct lms_error *err = NULL;
 	if (model == NULL) {
 		json_decref(in);
 		lms_backends_refresh(s->backends);
-		return lms_reply_error(req, b->reachable ? 404 : 503, "server_error",
-				       b->reachable ? "model_not_found" : "backend_unavailable",
-				       b->reachable ? "backend %s (%s) has no model: pull or load one"
-						    : "backend %s (%s) is unreachable",
-				       b->name, b->url);
+		if (b->reachable)
+			lms_error_set(&err, LMS_ERR_NOT_FOUND, 0, "backend %s (%s) has no model: pull or load one",
+				      b->name, b->url);
+		else
+			lms_error_set(&err, LMS_ERR_UNREACHABLE, 0, "backend %s (%s) is unreachable: is it running?",
+				      b->name, b->url);
+		return reply_llm_error(req, NULL, err);
 	}
-	/* The prompt is data in a JSON body, never shell text. */
-	json_t *chat = json_pack("{s:s, s:[{s:s, s:s}], s:b}", "model", model, "messages", "role", "user", "content",
+	/* The model is this backend's: named as backend/model, the chat service sends it there. The prompt
+	 * is data in a JSON body, never shell text. */
+	_cleanup_free_ char *named = xasprintf("%s/%s", b->name, model);
+	json_t *chat = json_pack("{s:s, s:[{s:s, s:s}], s:b}", "model", named, "messages", "role", "user", "content",
 				 cmd, "stream", 0);
 	json_decref(in);
-	json_t *answer = NULL;
-	enum MHD_Result reply = MHD_NO;
-	bool ok = exchange(req, b, "/v1/chat/completions", chat, &answer, &reply);
+	struct lms_chat_options opts = {.cancel_fd = lms_request_socket(req)};
+	struct lms_chat_result res = {0};
+	int rc = lms_chat(s->backends, chat, &opts, &res, &err);
 	json_decref(chat);
-	if (!ok)
-		return reply;
-	if (kind == LMS_BACKEND_OLLAMA)
-		return lms_reply_json(req, 200, answer);
-	json_t *message = json_object_get(json_array_get(json_object_get(answer, "choices"), 0), "message");
-	const char *content = json_string_value(json_object_get(message, "content"));
-	json_t *out = json_pack(
-	    "{s:s, s:s, s:s, s:O}", "output", content ? content : "", "error", "", "model",
-	    json_string_value(json_object_get(answer, "model")) ? json_string_value(json_object_get(answer, "model"))
-								: model,
-	    "usage", json_object_get(answer, "usage") ? json_object_get(answer, "usage") : json_null());
-	json_decref(answer);
-	return lms_reply_json(req, 200, out);
+	count_backend(req, res.backend, res.status, res.seconds, err);
+	enum MHD_Result reply;
+	if (rc < 0) {
+		reply = reply_llm_error(req, &res, err);
+	} else if (kind == LMS_BACKEND_OLLAMA) {
+		reply = lms_reply_json(req, 200, steal_pointer(&res.answer));
+	} else {
+		json_t *answer = res.answer;
+		json_t *message = json_object_get(json_array_get(json_object_get(answer, "choices"), 0), "message");
+		const char *content = json_string_value(json_object_get(message, "content"));
+		const char *answered = json_string_value(json_object_get(answer, "model"));
+		json_t *usage = json_object_get(answer, "usage");
+		reply = lms_reply_json(req, 200,
+				       json_pack("{s:s, s:s, s:s, s:O}", "output", content ? content : "", "error", "",
+						 "model", answered ? answered : res.model, "usage",
+						 usage ? usage : json_null()));
+	}
+	lms_chat_result_clear(&res);
+	return reply;
 }
 
 enum MHD_Result
@@ -268,10 +209,11 @@ lms_route_ollama_api(struct lms_request *req)
 	if (lms_relay_start(s->backends, b, req->method, req->path, has_body ? req->body.data : NULL, req->body.len,
 			    lms_request_socket(req), &r, &err) < 0)
 		return lms_reply_lms_error(req, err);
-	enum MHD_Result reply = MHD_NO;
-	if (await_headers(req, b, r, &backend_status, &ctype, &reply) < 0) {
+	int rc = lms_relay_headers(r, &backend_status, &ctype, &err);
+	count_backend(req, b, rc == 0 ? backend_status : 0, lms_relay_seconds(r), err);
+	if (rc < 0) {
 		lms_relay_free(r);
-		return reply;
+		return reply_llm_error(req, NULL, err);
 	}
 	/* Status, type and bytes as Ollama sends them: its clients must see no difference. */
 	struct MHD_Response *resp =

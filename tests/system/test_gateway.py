@@ -878,6 +878,14 @@ def test_seed_prompt_is_data_not_shell(seeded, path, tmp_path):
     assert (canary / "keep").exists(), "a shell ran the prompt (rm -rf)"
 
 
+def test_seed_ollama_passes_the_backends_own_error_on(seeded):
+    s, o, l = seeded
+    r = s.post("/ollama/", {"cmd": "hi", "model": "missing:1b"})
+    assert r.status_code == 404, show(r)
+    assert "missing:1b" in r.json()["error"]["message"], f"not Ollama's own message: {show(r)}"
+    assert [e["json"]["model"] for e in o.generations()] == ["missing:1b"]
+
+
 @pytest.mark.parametrize("path", ["/ollama/", "/llama-cpp/"])
 @pytest.mark.parametrize("model", [None, "some-model"], ids=["default-model", "model"])
 def test_seed_with_the_backend_down_is_503(start, path, model):
@@ -999,3 +1007,38 @@ def test_first_byte_timeout_is_its_own(fake, start):
     assert time.monotonic() - t < QUICK, "the first-byte limit was not applied"
     r = chat(s, "llamacpp/tiny.gguf", stream=True)
     assert r.status_code == 200 and "data: [DONE]" in r.text, show(r)
+
+
+# ---- model names as Ollama users type them ------------------------------------------------------------------------
+
+
+def test_an_untagged_model_name_means_latest_as_ollama_reads_it(fake, start):
+    """`llama3.2` is `llama3.2:latest` to Ollama: /v1/models lists the tagged name, and the untagged one works in a
+    chat, with or without the backend's prefix, and in the seed endpoint; the backend gets its own (tagged) name."""
+    o = fake("ollama", models=["llama3.2:latest", "qwen2.5:0.5b"], chunks=2)
+    l = fake("llamacpp", models=["tiny.gguf", "phi3"], chunks=2)
+    s = start(*backends_args(o, l))
+    ids = {m["id"] for m in s.get("/v1/models").json()["data"]}
+    assert "ollama/llama3.2:latest" in ids and "ollama/llama3.2" not in ids, ids
+
+    for model in ("llama3.2", "ollama/llama3.2", "llama3.2:latest"):
+        r = chat(s, model)
+        assert r.status_code == 200, f"{model!r}: {show(r)}"
+        assert r.json()["choices"][0]["message"]["content"] == text_of(2), show(r)
+    st = Stream(s, {"model": "llama3.2", "stream": True, "messages": [{"role": "user", "content": "x"}]})
+    try:
+        assert st.status == 200, f"status {st.status}: {st.resp.read(2000)!r}"
+        _, payloads = st.read_all()
+    finally:
+        st.close()
+    assert payloads[-1:] == ["[DONE]"] and reassemble(payloads)[0] == text_of(2), st.raw
+    r = s.post("/ollama/", {"cmd": "hi", "model": "llama3.2"})
+    assert r.status_code == 200 and r.json()["object"] == "chat.completion", show(r)
+    assert [e["json"]["model"] for e in o.generations()] == ["llama3.2:latest"] * 5, \
+        "Ollama did not get its own name for the model"
+
+    # The rule is Ollama's: another tag is another model, and llama-server's names are taken as they are.
+    assert_error(chat(s, "qwen2.5"), 404, "model_not_found")
+    r = chat(s, "phi3")
+    assert r.status_code == 200, show(r)
+    assert [e["json"]["model"] for e in l.generations()] == ["phi3"]

@@ -43,6 +43,19 @@ null_err_is_allowed(void **state)
 	lms_error_free(NULL);
 }
 
+static void
+backend_kinds_have_the_api_codes(void **state)
+{
+	(void)state;
+	/* The codes the API has always used for these failures (docs/API-NOTES.md): clients match them. */
+	assert_string_equal(lms_error_kind_name(LMS_ERR_UNREACHABLE), "backend_unavailable");
+	assert_string_equal(lms_error_kind_name(LMS_ERR_TIMEOUT), "backend_timeout");
+	assert_string_equal(lms_error_kind_name(LMS_ERR_BAD_GATEWAY), "bad_backend_response");
+	assert_string_equal(lms_error_kind_name(LMS_ERR_BACKEND), "backend_error");
+	assert_string_equal(lms_error_kind_name(LMS_ERR_CANCELLED), "cancelled");
+	assert_string_equal(lms_error_kind_name(LMS_ERR_SETUP), "sandbox_setup_failed");
+}
+
 int
 main(void)
 {
@@ -50,6 +63,7 @@ main(void)
 	    cmocka_unit_test(set_formats_step_target_and_cause),
 	    cmocka_unit_test(first_error_wins_and_prefix_adds_context),
 	    cmocka_unit_test(null_err_is_allowed),
+	    cmocka_unit_test(backend_kinds_have_the_api_codes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
