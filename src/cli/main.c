@@ -74,8 +74,9 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "run") == 0)
 		return lms_cmd_run(argc - 1, argv + 1);
 	/* Internal: the daemon's spawner (sandbox/spawner.h), not for people. */
-	if (strcmp(cmd, "__spawner") == 0 && argc == 5)
-		return lms_spawner_helper_main(atoi(argv[2]), atoi(argv[3]), (unsigned)atoi(argv[4]));
+	if (strcmp(cmd, "__spawner") == 0 && (argc == 5 || argc == 6))
+		return lms_spawner_helper_main(atoi(argv[2]), atoi(argv[3]), (unsigned)atoi(argv[4]),
+					       argc == 6 ? argv[5] : NULL);
 	if (strcmp(cmd, "serve") == 0)
 		return exec_sibling("lm-sandbox-serve", argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

@@ -79,6 +79,8 @@ lms_error_kind_name(enum lms_error_kind kind)
 		return "bad_backend_response";
 	case LMS_ERR_BACKEND:
 		return "backend_error";
+	case LMS_ERR_BUSY:
+		return "too_many_requests";
 	case LMS_ERR_CANCELLED:
 		return "cancelled";
 	}

@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/log.h"
 #include "core/clock.h"
 
 #define MODELS_TIMEOUT_MS 5000
@@ -62,25 +63,31 @@ lms_backends_free(struct lms_backends *bs)
 	for (size_t i = 0; i < bs->n; i++) {
 		free(bs->v[i].name);
 		free(bs->v[i].url);
+		free(bs->v[i].error);
 		lms_strv_free(bs->v[i].models);
 	}
 	free(bs->v);
 	pthread_mutex_destroy(&bs->lock);
 }
 
-/* GET /v1/models of one backend; returns the ids, or NULL when it cannot be reached or answers badly. */
+/* GET /v1/models of one backend; returns the ids, or NULL with *err when it cannot be reached or answers
+ * badly. */
 static char **
-fetch_models(struct lms_backends *bs, struct lms_backend *b)
+fetch_models(struct lms_backends *bs, struct lms_backend *b, struct lms_error **err)
 {
 	struct lms_relay *r = NULL;
 	struct lms_buf body = {0};
 	long status = 0;
 	char **ids = NULL;
-	int started = lms_relay_start(bs, b, "GET", "/v1/models", NULL, 0, -1, &r, NULL);
+	int started = lms_relay_start(bs, b, "GET", "/v1/models", NULL, 0, -1, &r, err);
 	/* A model list is a probe: a backend that says nothing for a few seconds counts as down. */
 	if (started == 0)
 		lms_relay_set_timeout(r, bs->timeout_ms < MODELS_TIMEOUT_MS ? bs->timeout_ms : MODELS_TIMEOUT_MS);
-	if (started == 0 && lms_relay_body(r, &status, &body, NULL) == 0 && status == 200) {
+	int got = started == 0 ? lms_relay_body(r, &status, &body, err) : -1;
+	if (got == 0 && status != 200)
+		lms_error_set(err, LMS_ERR_BACKEND, 0, "backend %s (%s): GET /v1/models answered %ld", b->name, b->url,
+			      status);
+	if (got == 0 && status == 200) {
 		json_t *root = json_loadb(body.data ? body.data : "", body.len, 0, NULL);
 		json_t *data = json_object_get(root, "data");
 		size_t n = json_array_size(data), k = 0;
@@ -93,6 +100,8 @@ fetch_models(struct lms_backends *bs, struct lms_backend *b)
 		if (root == NULL) {
 			lms_strv_free(ids);
 			ids = NULL;
+			lms_error_set(err, LMS_ERR_BAD_GATEWAY, 0, "backend %s (%s): GET /v1/models is not JSON",
+				      b->name, b->url);
 		}
 		json_decref(root);
 	}
@@ -114,13 +123,24 @@ lms_backends_refresh(struct lms_backends *bs)
 	for (size_t i = 0; i < bs->n; i++) {
 		if (!stale[i])
 			continue;
-		char **models = fetch_models(bs, &bs->v[i]);
+		_cleanup_error_ struct lms_error *err = NULL;
+		char **models = fetch_models(bs, &bs->v[i], &err);
 		pthread_mutex_lock(&bs->lock);
+		bool was = bs->v[i].reachable, first = bs->v[i].fetched_ms <= 0;
 		lms_strv_free(bs->v[i].models);
 		bs->v[i].models = models;
 		bs->v[i].reachable = models != NULL;
+		free(bs->v[i].error);
+		bs->v[i].error = models == NULL && err != NULL ? xstrdup(err->message) : NULL;
 		bs->v[i].fetched_ms = lms_monotonic_ms();
 		pthread_mutex_unlock(&bs->lock);
+		/* Nobody above asked for this list's failure: the daemon's log says when a backend goes, and
+		 * why, and when it is back (once per change, not per request). */
+		if (models == NULL && (was || first))
+			lms_log(LMS_LOG_WARNING, NULL, "backend unreachable", "backend", bs->v[i].name, "error",
+				err ? err->message : "no answer", NULL);
+		else if (models != NULL && !was && !first)
+			lms_log(LMS_LOG_INFO, NULL, "backend reachable again", "backend", bs->v[i].name, NULL);
 	}
 	free(stale);
 }
@@ -148,9 +168,12 @@ lms_backends_health_json(struct lms_backends *bs)
 	lms_backends_refresh(bs);
 	json_t *out = json_object();
 	pthread_mutex_lock(&bs->lock);
-	for (size_t i = 0; i < bs->n; i++)
-		json_object_set_new(out, bs->v[i].name,
-				    json_pack("{s:s, s:b}", "url", bs->v[i].url, "reachable", bs->v[i].reachable));
+	for (size_t i = 0; i < bs->n; i++) {
+		json_t *b = json_pack("{s:s, s:b}", "url", bs->v[i].url, "reachable", bs->v[i].reachable);
+		if (bs->v[i].error != NULL)
+			json_object_set_new(b, "error", json_string(bs->v[i].error));
+		json_object_set_new(out, bs->v[i].name, b);
+	}
 	pthread_mutex_unlock(&bs->lock);
 	return out;
 }

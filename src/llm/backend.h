@@ -23,6 +23,7 @@ struct lms_backend {
 	char *url; /* without a trailing slash */
 	/* cache, under lms_backends.lock */
 	bool reachable;
+	char *error;   /* why the last model list failed (NULL when it did not), for /healthz and the log */
 	char **models; /* NULL-terminated ids as the backend names them */
 	double fetched_ms;
 };
@@ -48,7 +49,7 @@ void lms_backends_refresh(struct lms_backends *bs);
 /* {"object": "list", "data": [{"id": "backend/model", "object": "model", "owned_by": "backend"}, ...]} */
 json_t *lms_backends_models_json(struct lms_backends *bs);
 
-/* {"ollama": {"url", "reachable"}, ...} */
+/* {"ollama": {"url", "reachable"[, "error"]}, ...} */
 json_t *lms_backends_health_json(struct lms_backends *bs);
 
 /* Finds the backend of `model` ("backend/name", or a bare name looked up in the model lists in

@@ -59,6 +59,9 @@ void lms_frame_error_text(int fd, enum lms_error_kind kind, const char *message)
 /* Reads one frame into *ev (lms_job_next's contract). */
 int lms_frame_read(int fd, struct lms_job_event *ev, struct lms_error **err);
 
+/* A job reading frames from events_fd; cancel_fd (or -1) is the write end of its cancel pipe (job.c). */
+struct lms_job *lms_job_new(int events_fd, int cancel_fd);
+
 /* The worker process (worker.c): serves its socket until end-of-file. Never returns. */
 struct lms_pool_config {
 	const struct lms_sandbox_spec *base; /* of pool sandboxes */

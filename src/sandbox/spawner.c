@@ -3,7 +3,7 @@
  * lasting sandboxes' CREATE, EXEC and DESTROY). Each request is one record on the spawner's socket
  * with its descriptors: the spec in a memfd, the write end of an events pipe the daemon reads frames
  * from (frames.c), and for commands the read end of a cancel pipe. The spawner itself is pool.c, its
- * workers worker.c; docs/ARCHITECTURE.md draws the whole.
+ * workers worker.c, a request's events job.c; docs/ARCHITECTURE.md draws the whole.
  */
 #include "sandbox/spawner.h"
 
@@ -24,12 +24,6 @@
 struct lms_spawner {
 	int sock;
 	pid_t pid;
-};
-
-struct lms_job {
-	int events_fd;
-	int cancel_fd;
-	bool done;
 };
 
 /* The spawner's process image: `helper` (the static lm-sandbox) when given, so that every worker and
@@ -56,7 +50,10 @@ exec_helper(const char *helper, int sock, const struct lms_sandbox_spec *pool_ba
 	if (ok && dup2(high_sock, 3) >= 0 && dup2(base_fd, 4) >= 0) {
 		char size[16];
 		snprintf(size, sizeof(size), "%u", pool_size);
-		char *argv[] = {(char *)"lm-sandbox", (char *)"__spawner", (char *)"3", (char *)"4", size, NULL};
+		/* The daemon's log level travels as an argument: the helper gets no environment. */
+		const char *level = lms_log_level_name((enum lms_log_level)lms_log_threshold);
+		char *argv[] = {
+		    (char *)"lm-sandbox", (char *)"__spawner", (char *)"3", (char *)"4", size, (char *)level, NULL};
 		char *envp[] = {NULL};
 		execve(helper, argv, envp);
 	}
@@ -97,8 +94,11 @@ lms_spawner_start(const char *helper, const struct lms_sandbox_spec *pool_base, 
 }
 
 int
-lms_spawner_helper_main(int sock, int base_fd, unsigned pool_size)
+lms_spawner_helper_main(int sock, int base_fd, unsigned pool_size, const char *log_level)
 {
+	int level = log_level ? lms_log_level_parse(log_level) : -1;
+	if (level >= 0)
+		lms_log_set_level((enum lms_log_level)level);
 	static struct lms_sandbox_spec base;
 	_cleanup_error_ struct lms_error *err = NULL;
 	size_t len = 0;
@@ -170,10 +170,7 @@ send_request(struct lms_spawner *sp, uint32_t type, uint64_t sandbox, const stru
 		lms_fd_close_all(cancel + 1, 1);
 		return -1;
 	}
-	struct lms_job *job = xcalloc(1, sizeof(*job));
-	job->events_fd = events[0];
-	job->cancel_fd = cancel[1];
-	*out = job;
+	*out = lms_job_new(events[0], cancel[1]);
 	return 0;
 }
 
@@ -225,41 +222,4 @@ int
 lms_spawner_destroy(struct lms_spawner *sp, uint64_t sandbox, struct lms_error **err)
 {
 	return request_answer(sp, LMS_SPAWN_DESTROY, sandbox, NULL, err);
-}
-
-int
-lms_job_fd(const struct lms_job *job)
-{
-	return job->events_fd;
-}
-
-int
-lms_job_next(struct lms_job *job, struct lms_job_event *ev, struct lms_error **err)
-{
-	*ev = (struct lms_job_event){0};
-	if (job->done)
-		return 0;
-	int r = lms_frame_read(job->events_fd, ev, err);
-	if (r < 0 || ev->type == LMS_JOB_RESULT || ev->type == LMS_JOB_ERROR)
-		job->done = true;
-	return r;
-}
-
-void
-lms_job_cancel(struct lms_job *job)
-{
-	/* A byte rather than a close: safe from another thread while the owner still uses the job. */
-	if (job->cancel_fd >= 0)
-		(void)!write(job->cancel_fd, "x", 1);
-}
-
-void
-lms_job_free(struct lms_job *job)
-{
-	if (job == NULL)
-		return;
-	if (job->cancel_fd >= 0)
-		close(job->cancel_fd);
-	close(job->events_fd);
-	free(job);
 }

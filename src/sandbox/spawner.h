@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/buf.h"
 #include "core/error.h"
 #include "sandbox/sandbox.h"
 
@@ -42,9 +43,9 @@ struct lms_job_event {
 int lms_spawner_start(const char *helper, const struct lms_sandbox_spec *pool_base, unsigned pool_size,
 		      struct lms_spawner **out, struct lms_error **err);
 
-/* The spawner in a process of its own image (`lm-sandbox __spawner SOCK BASE_FD POOL_SIZE`): `helper`
- * above names that binary; NULL forks the caller instead. Never returns but on a bad start. */
-int lms_spawner_helper_main(int sock, int base_fd, unsigned pool_size);
+/* The spawner in a process of its own image (`lm-sandbox __spawner SOCK BASE_FD POOL_SIZE [LOG_LEVEL]`):
+ * `helper` above names that binary; NULL forks the caller instead. Never returns but on a bad start. */
+int lms_spawner_helper_main(int sock, int base_fd, unsigned pool_size, const char *log_level);
 
 /* The spawner's loop on its socket (pool.c). Never returns. */
 __attribute__((noreturn)) void lms_spawner_serve(int sock, const struct lms_sandbox_spec *pool_base,
@@ -76,6 +77,21 @@ int lms_job_fd(const struct lms_job *job);
 /* Reads the next event (blocks until one is complete). Returns 1 with *ev filled, 0 after the last
  * event, -1 on error (the worker died without a result: LMS_ERR_INTERNAL). */
 int lms_job_next(struct lms_job *job, struct lms_job_event *ev, struct lms_error **err);
+
+/* lms_job_next, watching hangup_fd (a client's socket, or -1) meanwhile: when it hangs up, the job is
+ * cancelled (once), and its last event, the result of a killed command, follows. */
+int lms_job_next_watching(struct lms_job *job, int hangup_fd, struct lms_job_event *ev, struct lms_error **err);
+
+/* A job's whole output and its result. */
+struct lms_job_output {
+	struct lms_buf out, err; /* within the command's output cap */
+	struct lms_sandbox_result result;
+};
+
+/* Collects a job to its end, watching hangup_fd as lms_job_next_watching. 0 with *out filled (free with
+ * lms_job_output_clear), or -1 with the job's own error (a setup failure, the worker's death). */
+int lms_job_collect(struct lms_job *job, int hangup_fd, struct lms_job_output *out, struct lms_error **err);
+void lms_job_output_clear(struct lms_job_output *o);
 
 /* Kills the job's sandbox (idempotent). */
 void lms_job_cancel(struct lms_job *job);

@@ -31,6 +31,8 @@ lms_error_status(const struct lms_error *e)
 		return 503;
 	case LMS_ERR_TIMEOUT:
 		return 504;
+	case LMS_ERR_BUSY:
+		return 429;
 	case LMS_ERR_CANCELLED:
 		return 499; /* never sent (the client has gone): what nginx logs for a client that closed */
 	}
@@ -41,6 +43,8 @@ enum MHD_Result
 lms_reply(struct lms_request *req, unsigned status, struct MHD_Response *resp)
 {
 	MHD_add_response_header(resp, "X-Request-Id", req->id);
+	/* Counted before it leaves: a client that has its answer finds it in /metrics. */
+	lms_metrics_request(&req->server->metrics, req->route ? req->route->path : "unmatched", status);
 	enum MHD_Result r = MHD_queue_response(req->conn, status, resp);
 	MHD_destroy_response(resp);
 	req->status = status;
@@ -86,7 +90,9 @@ lms_reply_error_headers(struct lms_request *req, unsigned status, const struct l
 enum MHD_Result
 lms_reply_lms_error(struct lms_request *req, const struct lms_error *e)
 {
-	return reply_json(req, lms_error_status(e), lms_error_json(e), NULL);
+	/* A busy server says when to come back, as API.md's 429 does. */
+	static const struct lms_header retry[] = {{MHD_HTTP_HEADER_RETRY_AFTER, "1"}, {NULL, NULL}};
+	return reply_json(req, lms_error_status(e), lms_error_json(e), e->kind == LMS_ERR_BUSY ? retry : NULL);
 }
 
 enum MHD_Result

@@ -151,7 +151,8 @@ lms_request_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	struct lms_request *req = *con_cls;
 	if (req == NULL)
 		return;
-	lms_metrics_request(&s->metrics, req->route ? req->route->path : "unmatched", req->status);
+	if (!req->replied) /* the client left before any answer (a replied request was counted by lms_reply) */
+		lms_metrics_request(&s->metrics, req->route ? req->route->path : "unmatched", req->status);
 	log_request(req);
 	lms_buf_clear(&req->body);
 	free(req->path);

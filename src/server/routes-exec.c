@@ -1,177 +1,91 @@
 /*
  * POST /v1/exec (JSON or Server-Sent Events) and the seed's POST /run-bash/. The request becomes a spec
- * (api/exec-request.c), the spec a job for the spawner, and the job's events the response. A client
- * that goes away (the socket hangs up) cancels the job.
+ * (api/exec-request.c), the spec a call of the exec service (exec-service.h), and its result or its
+ * events the response. A client that goes away (the socket hangs up) cancels the command.
  */
-#include <poll.h>
 #include <string.h>
 
 #include "api/exec-json.h"
 #include "api/exec-request.h"
 #include "core/alloc.h"
-#include "core/clock.h"
 #include "core/utf8.h"
+#include "server/exec-service.h"
 #include "server/server.h"
 
-#ifndef POLLRDHUP
-#define POLLRDHUP 0x2000
-#endif
-
-struct exec {
-	struct lms_request *req;
-	struct lms_server *server;
-	struct lms_exec_request *xr;
-	struct lms_job *job;
-	int client_fd;
-	double start_ms;
-	bool counted;
-	bool finished;
-	/* streaming */
-	struct lms_buf pending;
-	size_t pending_off;
-	char tail[3][4]; /* per stream: an incomplete UTF-8 sequence held for the next chunk */
-	size_t tail_len[3];
-};
-
-static enum lms_exec_outcome
-outcome_of(const struct lms_sandbox_result *r)
+/* What an exec policy is on this server: its defaults are a request's, and its ceilings. */
+static struct lms_exec_policy
+server_policy(const struct lms_server *s)
 {
-	if (r->cancelled)
-		return LMS_OUTCOME_CANCELLED;
-	if (r->timed_out)
-		return LMS_OUTCOME_TIMEOUT;
-	if (r->oom_killed)
-		return LMS_OUTCOME_OOM;
-	return r->exit_code == 0 ? LMS_OUTCOME_OK : LMS_OUTCOME_NONZERO;
-}
-
-static void
-exec_free(struct exec *x)
-{
-	if (x == NULL)
-		return;
-	if (x->job) {
-		lms_server_untrack_job(x->server, x->job);
-		lms_job_free(x->job);
-	}
-	if (x->counted)
-		atomic_fetch_sub(&x->server->active, 1);
-	lms_exec_request_free(x->xr);
-	lms_buf_clear(&x->pending);
-	free(x);
-}
-
-/* Parses, admits (429 past --max-concurrent) and submits. Returns NULL once a reply is queued. */
-static struct exec *
-start_exec(struct lms_request *req, enum MHD_Result *reply)
-{
-	struct lms_server *s = req->server;
-	struct lms_config *cfg = s->cfg;
 	struct lms_exec_policy policy = {
-	    .defaults = cfg->defaults,
-	    .ceilings = cfg->defaults,
-	    .allow_network = cfg->allow_network,
+	    .defaults = s->cfg->defaults,
+	    .ceilings = s->cfg->defaults,
+	    .allow_network = s->cfg->allow_network,
 	    .have_bash = s->have_bash,
 	};
-	policy.ceilings.timeout_ms = cfg->max_timeout_ms;
+	policy.ceilings.timeout_ms = s->cfg->max_timeout_ms;
+	return policy;
+}
+
+/* The body as an exec request. NULL once the error reply is queued. */
+static struct lms_exec_request *
+parse(struct lms_request *req, enum MHD_Result *reply)
+{
+	struct lms_exec_policy policy = server_policy(req->server);
 	_cleanup_error_ struct lms_error *err = NULL;
-	struct exec *x = xcalloc(1, sizeof(*x));
-	x->req = req;
-	x->server = s;
-	x->client_fd = lms_request_socket(req);
-	x->start_ms = lms_monotonic_ms();
-	if (lms_exec_request_parse(req->body.data ? req->body.data : "", req->body.len, &policy, &x->xr, &err) < 0) {
-		exec_free(x);
+	struct lms_exec_request *xr = NULL;
+	if (lms_exec_request_parse(req->body.data ? req->body.data : "", req->body.len, &policy, &xr, &err) < 0) {
 		*reply = lms_reply_lms_error(req, err);
 		return NULL;
 	}
-	x->counted = true;
-	if (atomic_fetch_add(&s->active, 1) >= (int)cfg->max_concurrent) {
-		exec_free(x);
-		const struct lms_header retry[] = {{MHD_HTTP_HEADER_RETRY_AFTER, "1"}, {NULL, NULL}};
-		*reply = lms_reply_error_headers(req, 429, retry, "rate_limit_error", "too_many_requests",
-						 "too many executions at once: retry shortly");
-		return NULL;
-	}
-	if (lms_spawner_submit(s->spawner, &x->xr->spec, &x->job, &err) < 0) {
-		exec_free(x);
-		*reply = lms_reply_lms_error(req, err);
-		return NULL;
-	}
-	lms_server_track_job(s, x->job);
-	return x;
-}
-
-/* Waits for the job's next event, or for the client to hang up (which cancels the job). */
-static int
-next_event(struct exec *x, struct lms_job_event *ev, struct lms_error **err)
-{
-	for (;;) {
-		struct pollfd fds[2] = {
-		    {.fd = lms_job_fd(x->job), .events = POLLIN},
-		    {.fd = x->client_fd, .events = POLLRDHUP},
-		};
-		if (poll(fds, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			return lms_error_set(err, LMS_ERR_INTERNAL, errno, "poll the job");
-		}
-		if (fds[1].revents & (POLLRDHUP | POLLHUP | POLLERR))
-			lms_job_cancel(x->job);
-		if (fds[0].revents)
-			return lms_job_next(x->job, ev, err);
-	}
-}
-
-static void
-record(struct exec *x, const struct lms_job_event *ev)
-{
-	enum lms_exec_outcome o = ev->type == LMS_JOB_RESULT ? outcome_of(&ev->result) : LMS_OUTCOME_ERROR;
-	lms_metrics_exec(&x->server->metrics, o, (lms_monotonic_ms() - x->start_ms) / 1e3);
+	return xr;
 }
 
 /* ---- one JSON response ---- */
 
 static enum MHD_Result
-exec_buffered(struct lms_request *req, struct exec *x, bool seed)
+exec_buffered(struct lms_request *req, struct lms_exec_request *xr, bool seed)
 {
-	enum MHD_Result reply;
-	struct lms_buf out = {0}, errb = {0};
-	struct lms_job_event ev;
+	struct lms_job_output out;
 	_cleanup_error_ struct lms_error *err = NULL;
-	int r;
-	while ((r = next_event(x, &ev, &err)) == 1) {
-		if (ev.type == LMS_JOB_STDOUT || ev.type == LMS_JOB_STDERR) {
-			lms_buf_append(ev.type == LMS_JOB_STDOUT ? &out : &errb, ev.data, ev.len);
-			free(ev.data);
-			continue;
-		}
-		break;
-	}
-	if (r == 1)
-		record(x, &ev);
-	if (r < 0) {
+	enum MHD_Result reply;
+	if (lms_exec_run(req->server, 0, &xr->spec, lms_request_socket(req), &out, &err) < 0) {
 		reply = lms_reply_lms_error(req, err);
-	} else if (ev.type == LMS_JOB_ERROR) {
-		reply = lms_reply_lms_error(req, ev.error);
-		lms_error_free(ev.error);
 	} else {
-		json_t *body =
-		    lms_exec_result_json(&ev.result, out.data, out.len, errb.data, errb.len, x->xr->encoding);
+		json_t *body = lms_exec_result_json(&out.result, out.out.data, out.out.len, out.err.data, out.err.len,
+						    xr->encoding);
 		if (seed) {
 			/* The original sketch's names, beside API.md's. */
 			json_object_set(body, "output", json_object_get(body, "stdout"));
 			json_object_set(body, "error", json_object_get(body, "stderr"));
 		}
 		reply = lms_reply_json(req, 200, body);
+		lms_job_output_clear(&out);
 	}
-	lms_buf_clear(&out);
-	lms_buf_clear(&errb);
-	exec_free(x);
+	lms_exec_request_free(xr);
 	return reply;
 }
 
 /* ---- Server-Sent Events ---- */
+
+struct stream {
+	struct lms_exec_request *xr;
+	struct lms_exec *exec;
+	int client_fd;
+	bool finished;
+	struct lms_buf pending;
+	size_t pending_off;
+	char tail[3][4]; /* per stream: an incomplete UTF-8 sequence held for the next chunk */
+	size_t tail_len[3];
+};
+
+static void
+stream_free(struct stream *x)
+{
+	lms_exec_end(x->exec);
+	lms_exec_request_free(x->xr);
+	lms_buf_clear(&x->pending);
+	free(x);
+}
 
 static size_t
 incomplete_utf8_tail(const char *s, size_t len)
@@ -202,7 +116,7 @@ sse_event(struct lms_buf *out, const char *event, json_t *data)
 }
 
 static void
-sse_output(struct exec *x, int stream, const char *data, size_t len)
+sse_output(struct stream *x, int stream, const char *data, size_t len)
 {
 	struct lms_buf chunk = {0};
 	json_t *value;
@@ -228,7 +142,7 @@ sse_output(struct exec *x, int stream, const char *data, size_t len)
 }
 
 static void
-sse_finish(struct exec *x, const struct lms_job_event *ev)
+sse_finish(struct stream *x, const struct lms_job_event *ev)
 {
 	for (int s = 1; s <= 2; s++)
 		if (x->tail_len[s] > 0) {
@@ -256,7 +170,7 @@ static ssize_t
 sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
 	(void)pos;
-	struct exec *x = cls;
+	struct stream *x = cls;
 	while (x->pending_off >= x->pending.len) {
 		lms_buf_clear(&x->pending);
 		x->pending_off = 0;
@@ -264,7 +178,7 @@ sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 			return MHD_CONTENT_READER_END_OF_STREAM;
 		struct lms_job_event ev;
 		_cleanup_error_ struct lms_error *err = NULL;
-		int r = next_event(x, &ev, &err);
+		int r = lms_exec_next(x->exec, x->client_fd, &ev, &err);
 		if (r < 0) {
 			x->finished = true;
 			sse_event(&x->pending, "error", lms_error_json(err));
@@ -279,7 +193,6 @@ sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 			free(ev.data);
 			continue;
 		}
-		record(x, &ev);
 		sse_finish(x, &ev);
 		lms_error_free(ev.error);
 		x->finished = true;
@@ -297,12 +210,21 @@ sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 static void
 sse_free(void *cls)
 {
-	exec_free(cls);
+	stream_free(cls);
 }
 
+/* The command starts now; its events become the response as they come. */
 static enum MHD_Result
-exec_streamed(struct lms_request *req, struct exec *x)
+exec_streamed(struct lms_request *req, struct lms_exec_request *xr)
 {
+	_cleanup_error_ struct lms_error *err = NULL;
+	struct stream *x = xcalloc(1, sizeof(*x));
+	x->xr = xr;
+	x->client_fd = lms_request_socket(req);
+	if (lms_exec_start(req->server, 0, &xr->spec, &x->exec, &err) < 0) {
+		stream_free(x);
+		return lms_reply_lms_error(req, err);
+	}
 	return lms_reply_event_stream(req, sse_read, x, sse_free);
 }
 
@@ -310,18 +232,18 @@ enum MHD_Result
 lms_route_exec(struct lms_request *req)
 {
 	enum MHD_Result reply = MHD_NO;
-	struct exec *x = start_exec(req, &reply);
-	if (x == NULL)
+	struct lms_exec_request *xr = parse(req, &reply);
+	if (xr == NULL)
 		return reply;
-	return x->xr->stream ? exec_streamed(req, x) : exec_buffered(req, x, false);
+	return xr->stream ? exec_streamed(req, xr) : exec_buffered(req, xr, false);
 }
 
 enum MHD_Result
 lms_route_run_bash(struct lms_request *req)
 {
 	enum MHD_Result reply = MHD_NO;
-	struct exec *x = start_exec(req, &reply);
-	if (x == NULL)
+	struct lms_exec_request *xr = parse(req, &reply);
+	if (xr == NULL)
 		return reply;
-	return exec_buffered(req, x, true);
+	return exec_buffered(req, xr, true);
 }

@@ -3,9 +3,10 @@
  * HTTP, so that the system tests can check the process model itself: one-shot jobs, and lasting
  * sandboxes that keep their files and background processes between commands.
  *
- *   lms-spawner-driver HELPER [POOL_SIZE] < requests
+ *   lms-spawner-driver HELPER [POOL_SIZE [LOG_LEVEL]] < requests
  *
- * HELPER is the lm-sandbox binary, as the daemon uses it; POOL_SIZE defaults to the server's 4.
+ * HELPER is the lm-sandbox binary, as the daemon uses it; POOL_SIZE defaults to the server's 4, LOG_LEVEL
+ * (debug, info, warning, error) to info, as `lm-sandbox serve --log-level`.
  *
  * Each line of standard input is one JSON request, answered by one JSON line on standard output:
  *   {"op": "run", "request": {...}}                 a one-shot job (the body of POST /v1/exec)
@@ -22,7 +23,7 @@
 
 #include "api/exec-json.h"
 #include "api/exec-request.h"
-#include "core/buf.h"
+#include "core/log.h"
 #include "sandbox/spawner.h"
 
 static const struct lms_exec_policy policy = {
@@ -56,29 +57,21 @@ answer_error(const struct lms_error *e)
 	answer(lms_error_json(e)); /* {"error": {...}}, API.md's one shape */
 }
 
-/* Collects a job's events into one result, as POST /v1/exec does. */
+/* The whole output and the result, as POST /v1/exec collects them. */
 static void
 collect(struct lms_job *job, const struct lms_exec_request *xr)
 {
-	struct lms_buf out = {0}, err = {0};
-	struct lms_job_event ev;
+	struct lms_job_output out;
 	struct lms_error *e = NULL;
-	int r;
-	while ((r = lms_job_next(job, &ev, &e)) == 1 && (ev.type == LMS_JOB_STDOUT || ev.type == LMS_JOB_STDERR)) {
-		lms_buf_append(ev.type == LMS_JOB_STDOUT ? &out : &err, ev.data, ev.len);
-		free(ev.data);
-	}
-	if (r < 0)
+	if (lms_job_collect(job, -1, &out, &e) < 0) {
 		answer_error(e);
-	else if (ev.type == LMS_JOB_ERROR)
-		answer_error(ev.error);
-	else
-		answer(json_pack("{s:o}", "result",
-				 lms_exec_result_json(&ev.result, out.data, out.len, err.data, err.len, xr->encoding)));
-	lms_error_free(e);
-	lms_error_free(ev.error);
-	lms_buf_clear(&out);
-	lms_buf_clear(&err);
+		lms_error_free(e);
+		return;
+	}
+	answer(json_pack(
+	    "{s:o}", "result",
+	    lms_exec_result_json(&out.result, out.out.data, out.out.len, out.err.data, out.err.len, xr->encoding)));
+	lms_job_output_clear(&out);
 }
 
 static void
@@ -123,10 +116,12 @@ serve_line(struct lms_spawner *sp, const char *line)
 int
 main(int argc, char **argv)
 {
-	if (argc != 2 && argc != 3) {
-		fputs("usage: lms-spawner-driver HELPER [POOL_SIZE] < requests\n", stderr);
+	if (argc < 2 || argc > 4 || (argc == 4 && lms_log_level_parse(argv[3]) < 0)) {
+		fputs("usage: lms-spawner-driver HELPER [POOL_SIZE [LOG_LEVEL]] < requests\n", stderr);
 		return 2;
 	}
+	if (argc == 4)
+		lms_log_set_level((enum lms_log_level)lms_log_level_parse(argv[3]));
 	unsigned pool_size = argc == 3 ? (unsigned)strtoul(argv[2], NULL, 10) : 4;
 	signal(SIGPIPE, SIG_IGN);
 	struct lms_sandbox_spec base;

@@ -353,6 +353,23 @@ def test_healthz_is_ok_with_every_backend_down_and_needs_no_token(start):
     assert got == {"ollama": (urls[0], False), "llamacpp": (urls[1], False)}, show(r)
 
 
+def test_healthz_says_why_a_backend_is_down_and_the_log_says_it_once(start):
+    down = closed_url()
+    s = start("--ollama-url", down, "--models-cache-ms", "0")
+    for _ in range(3):
+        ollama = s.get("/healthz").json()["backends"]["ollama"]
+        assert ollama["reachable"] is False and down in ollama["error"] and "unreachable" in ollama["error"], ollama
+    # One line when it went, not one per request.
+    gone = [line for line in s.logs() if line.get("msg") == "backend unreachable" and line["backend"] == "ollama"]
+    assert len(gone) == 1 and gone[0]["level"] == "warning" and down in gone[0]["error"], s.stderr_text()
+
+
+def test_healthz_has_no_error_for_a_backend_that_answers(fake, start):
+    o = fake("ollama")
+    s = start(*backends_args(o, closed_url()))
+    assert "error" not in s.get("/healthz").json()["backends"]["ollama"]
+
+
 # ---- GET /v1/models -----------------------------------------------------------------------------------------------
 
 

@@ -195,23 +195,31 @@ def world_dir():
     shutil.rmtree(d)
 
 
-def test_a_pool_that_cannot_prepare_says_why(world_dir):
-    """Unprivileged and without a delegated cgroup, no sandbox can be made: each pool worker's failure reaches
-    the log with its cause, the pool says once that it stopped refilling, and a job still gets the cause."""
-    tmp_path = world_dir
+def unprivileged_driver(world_dir, *args):
+    """The driver as nobody, with copies of the binaries that nobody can run."""
     lms_bin = lms_bin_path()
     driver = Path(lms_bin).parent / "tests" / "driver" / "lms-spawner-driver"
     for exe in (lms_bin, driver):
-        shutil.copy(exe, tmp_path / exe.name)
-        os.chmod(tmp_path / exe.name, 0o755)
-    proc = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                             str(tmp_path / driver.name), str(tmp_path / lms_bin.name), "4"],
+        shutil.copy(exe, world_dir / exe.name)
+        os.chmod(world_dir / exe.name, 0o755)
+    return subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             str(world_dir / driver.name), str(world_dir / lms_bin.name), *args],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def one_job(proc):
+    proc.stdin.write(json.dumps({"op": "run", "request": {"argv": ["true"]}}).encode() + b"\n")
+    proc.stdin.flush()
+    return json.loads(proc.stdout.readline())
+
+
+def test_a_pool_that_cannot_prepare_says_why(world_dir):
+    """Unprivileged and without a delegated cgroup, no sandbox can be made: each pool worker's failure reaches
+    the log with its cause, the pool says once that it stopped refilling, and a job still gets the cause."""
+    proc = unprivileged_driver(world_dir, "4")
     try:
         logged = read_log_until(proc, lambda line: line["msg"].startswith("pool: stopped refilling"), 30)
-        proc.stdin.write(json.dumps({"op": "run", "request": {"argv": ["true"]}}).encode() + b"\n")
-        proc.stdin.flush()
-        answer = json.loads(proc.stdout.readline())
+        answer = one_job(proc)
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)
@@ -224,3 +232,18 @@ def test_a_pool_that_cannot_prepare_says_why(world_dir):
     assert all(line["error"].split(":")[0] == cause.split(":")[0] for line in failures), (failures, cause)
     assert "delegated" in failures[0]["error"] or "user namespace" in failures[0]["error"], failures[0]
     assert logged[-1]["msg"].startswith("pool: stopped refilling") and logged[-1]["level"] == "error", logged
+
+
+def test_the_log_level_reaches_the_spawner(world_dir):
+    """At --log-level error the spawner (an exec'd helper, started with no environment) drops the warnings
+    and keeps the error."""
+    proc = unprivileged_driver(world_dir, "4", "error")
+    try:
+        logged = read_log_until(proc, lambda line: line["msg"].startswith("pool: stopped refilling"), 30)
+        answer = one_job(proc)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    if "result" in answer:
+        pytest.skip("this machine lets an unprivileged user make sandboxes: nothing fails to log")
+    assert [line["level"] for line in logged] == ["error"], logged

@@ -53,6 +53,7 @@ backend_kinds_have_the_api_codes(void **state)
 	assert_string_equal(lms_error_kind_name(LMS_ERR_BAD_GATEWAY), "bad_backend_response");
 	assert_string_equal(lms_error_kind_name(LMS_ERR_BACKEND), "backend_error");
 	assert_string_equal(lms_error_kind_name(LMS_ERR_CANCELLED), "cancelled");
+	assert_string_equal(lms_error_kind_name(LMS_ERR_BUSY), "too_many_requests");
 	assert_string_equal(lms_error_kind_name(LMS_ERR_SETUP), "sandbox_setup_failed");
 }
 
