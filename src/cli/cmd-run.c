@@ -16,6 +16,7 @@
 #include "cli/commands.h"
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "core/fdio.h"
 #include "core/stringify.h"
 #include "sandbox/sandbox.h"
 
@@ -130,27 +131,14 @@ parse_u64(const char *flag, const char *text, uint64_t *value)
 }
 
 static void
-write_all(int fd, const char *data, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, data, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return; /* the reader went away: keep draining the sandbox regardless */
-		data += n;
-		len -= (size_t)n;
-	}
-}
-
-static void
 on_output(void *userdata, enum lms_stream stream, const char *data, size_t len)
 {
 	struct capture *c = userdata;
 	if (c->json)
 		lms_buf_append(stream == LMS_STREAM_STDOUT ? &c->out : &c->err, data, len);
 	else
-		write_all(stream == LMS_STREAM_STDOUT ? STDOUT_FILENO : STDERR_FILENO, data, len);
+		/* A reader that went away is no reason to stop: the sandbox is drained regardless. */
+		(void)lms_fd_write_all(stream == LMS_STREAM_STDOUT ? STDOUT_FILENO : STDERR_FILENO, data, len);
 }
 
 static int

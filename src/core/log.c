@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/fdio.h"
 #include "core/utf8.h"
 
 int lms_log_threshold = LMS_LOG_INFO;
@@ -229,15 +230,8 @@ static void
 finish_line(struct line *l)
 {
 	put_closing(l, "}\n");
-	int fd = __atomic_load_n(&log_fd, __ATOMIC_RELAXED);
-	for (size_t off = 0; off < l->len;) {
-		ssize_t n = write(fd, l->buf + off, l->len - off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return; /* the log is where failures are reported: a line that cannot be written is dropped */
-		off += (size_t)n;
-	}
+	/* The log is where failures are reported: a line that cannot be written is dropped. */
+	(void)lms_fd_write_all(__atomic_load_n(&log_fd, __ATOMIC_RELAXED), l->buf, l->len);
 }
 
 void

@@ -381,7 +381,7 @@ lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, un
 	if (sb->dead)
 		return lms_error_set(err, LMS_ERR_SETUP, 0, "the sandbox has ended: its init is gone");
 	if (lms_sandbox_spec_validate(spec, err) < 0 || lms_sandbox_check_support(spec, err) < 0 ||
-	    fit_limits(sb, spec, w.last, err) < 0)
+	    fit_limits(sb, spec, w.last, err) < 0 || lms_sandbox_wait_ready(sb, err) < 0)
 		return -1;
 	match_priority(sb->pid);
 	uint64_t cpu_ns = 0;

@@ -14,6 +14,7 @@ struct lms_sandbox {
 	int ctl;	  /* our end of PID 1's socket (init-proto.h); its end-of-file is PID 1's exit */
 	pid_t pid;	  /* PID 1, in our PID namespace; -1 once reaped */
 	uint32_t next_id; /* of the next launch */
+	bool ready;	  /* PID 1 said READY */
 	bool dead;	  /* PID 1 has exited or was killed: no launch can come */
 };
 

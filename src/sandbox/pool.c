@@ -204,10 +204,18 @@ pool_event(struct pool *pool, unsigned i)
 			pool_drop(pool, i); /* it reads end-of-file and ends */
 		return was_busy;
 	}
-	/* FAILED, end-of-file, or a message that does not fit its state: the worker is gone or lost. */
-	if (w->state == W_PREPARING) {
+	if (type == LMS_WORKER_FAILED) {
+		/* A pool sandbox that failed, while preparing or after it was offered: the worker stays, idle
+		 * (or busy with a job it was given meanwhile, which it serves with a sandbox of its own). */
 		m.what[sizeof(m.what) - 1] = '\0';
-		preparing_failed(pool, type == LMS_WORKER_FAILED ? m.what : "the worker died while preparing");
+		preparing_failed(pool, m.what);
+		if (w->state == W_PREPARING || w->state == W_READY)
+			w->state = W_IDLE;
+		return false;
+	}
+	/* End-of-file, or a message that does not fit its state: the worker is gone or lost. */
+	if (w->state == W_PREPARING || w->state == W_READY) {
+		preparing_failed(pool, "the worker died while preparing");
 	} else if (w->state == W_OWNER || w->state == W_CREATING || w->state == W_DESTROYING) {
 		char id[24];
 		snprintf(id, sizeof(id), "%llu", (unsigned long long)w->sandbox);

@@ -1,7 +1,8 @@
 /*
  * Making a sandbox and ending it: the cgroup, PID 1 cloned into new namespaces, its uid maps, its
- * move into the cgroup, then the wait for its READY (child.c builds the root and drops the privileges
- * meanwhile). What runs in it afterwards is exec.c's.
+ * move into the cgroup. PID 1 then builds its root and drops its privileges (child.c) while the caller
+ * goes on: its READY is awaited by the first exec (or lms_sandbox_wait_ready), so that a pool sandbox is
+ * offered while it finishes. What runs in it afterwards is exec.c's.
  */
 #include <errno.h>
 #include <linux/sched.h>
@@ -100,10 +101,13 @@ clone_sandbox(int cgroup_fd, bool *into_cgroup, struct lms_error **err)
 	return pid;
 }
 
-/* PID 1's first word: READY, or the step that failed. */
-static int
-await_ready(struct lms_sandbox *sb, struct lms_error **err)
+int
+lms_sandbox_wait_ready(struct lms_sandbox *sb, struct lms_error **err)
 {
+	if (sb->ready)
+		return 0;
+	if (sb->dead)
+		return lms_error_set(err, LMS_ERR_SETUP, 0, "the sandbox has ended: its init is gone");
 	struct pollfd pfd = {.fd = sb->ctl, .events = POLLIN};
 	int r;
 	while ((r = poll(&pfd, 1, SETUP_TIMEOUT_MS)) < 0 && errno == EINTR)
@@ -117,10 +121,13 @@ await_ready(struct lms_sandbox *sb, struct lms_error **err)
 	ssize_t n;
 	while ((n = recv(sb->ctl, &msg, sizeof(msg), 0)) < 0 && errno == EINTR)
 		;
-	if (n == (ssize_t)sizeof(msg) && msg.type == LMS_INIT_READY)
+	if (n == (ssize_t)sizeof(msg) && msg.type == LMS_INIT_READY) {
+		sb->ready = true;
 		return 0;
+	}
 	if (n == (ssize_t)sizeof(msg) && msg.type == LMS_INIT_FAILED) {
 		msg.what[sizeof(msg.what) - 1] = '\0';
+		sb->dead = true; /* PID 1 exits after a failed setup */
 		return lms_error_set(err, LMS_ERR_SETUP, msg.errnum, "%s", msg.what);
 	}
 	int status = 0;
@@ -185,8 +192,6 @@ lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox **out
 		r = lms_cgroup_attach(sb->cg, sb->pid, err);
 	if (r == 0 && send(sb->ctl, "c", 1, MSG_NOSIGNAL) != 1)
 		r = lms_error_set(err, LMS_ERR_SETUP, errno, "release the sandbox after the cgroup move");
-	if (r == 0)
-		r = await_ready(sb, err);
 	if (r < 0) {
 		lms_sandbox_destroy(sb);
 		return -1;
@@ -207,6 +212,18 @@ lms_sandbox_kill_init(struct lms_sandbox *sb, int *status)
 	while (waitpid(sb->pid, status, __WALL) < 0 && errno == EINTR)
 		;
 	sb->pid = -1;
+}
+
+bool
+lms_sandbox_is_ready(const struct lms_sandbox *sb)
+{
+	return sb->ready;
+}
+
+int
+lms_sandbox_fd(const struct lms_sandbox *sb)
+{
+	return sb->ctl;
 }
 
 int

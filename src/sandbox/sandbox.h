@@ -106,7 +106,7 @@ int lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec,
 /*
  * A sandbox that lasts: lms_sandbox_create does everything that does not depend on a command (cgroup,
  * namespaces, root file system, uid maps, privileges dropped, seccomp) with base's limits as ceilings
- * (base's argv is not looked at) and returns once its PID 1 is ready; it then takes any number of
+ * (base's argv is not looked at); it then takes any number of
  * commands, one lms_sandbox_exec at a time, each in a session of its own, with its own pipes, limits
  * and report. Files and background processes stay between commands. lms_sandbox_destroy kills every
  * process of it and removes its cgroup. Same threading rules as lms_sandbox_run.
@@ -130,6 +130,13 @@ int lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox *
 int lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, unsigned flags,
 		     lms_output_fn on_output, void *userdata, struct lms_sandbox_result *result,
 		     struct lms_error **err);
+/* lms_sandbox_create returns while PID 1 still builds its root: the first exec waits for it to be ready.
+ * lms_sandbox_wait_ready waits now (0, or the step that failed, LMS_ERR_SETUP); lms_sandbox_fd becomes
+ * readable when PID 1 has something to say (ready, or failed) for a caller that waits on other things
+ * meanwhile. */
+int lms_sandbox_wait_ready(struct lms_sandbox *sb, struct lms_error **err);
+bool lms_sandbox_is_ready(const struct lms_sandbox *sb);
+int lms_sandbox_fd(const struct lms_sandbox *sb);
 /* A LAST exec, then destroy: consumes sb. */
 int lms_sandbox_launch(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, lms_output_fn on_output,
 		       void *userdata, struct lms_sandbox_result *result, struct lms_error **err);

@@ -5,7 +5,9 @@
  * does: lms-pooled while it prepares or holds a pool sandbox, lms-worker while it runs a job, lms-owner
  * while it holds a lasting sandbox, lms-idle while it waits with none.
  */
+#include <errno.h>
 #include <malloc.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -104,6 +106,9 @@ create_owned(const int fds[2], struct lms_sandbox **owned)
 	int r = read_spec(fds[0], &base, &data, &storage, &len, &err);
 	if (r == 0)
 		r = lms_sandbox_create(&base, owned, &err);
+	/* CREATE answers once the sandbox can take a command, or with the step that failed. */
+	if (r == 0 && (r = lms_sandbox_wait_ready(*owned, &err)) < 0)
+		lms_sandbox_destroy(steal_pointer(owned));
 	struct lms_sandbox_result none = {0};
 	if (r < 0)
 		lms_frame_error(fds[1], err);
@@ -131,6 +136,29 @@ set_name(const char *name)
 	prctl(PR_SET_NAME, name, 0, 0, 0);
 }
 
+/* A pool sandbox is offered (READY) while its PID 1 still builds its root, so that a job can take it at
+ * once; its own READY or failure is read here while the worker waits. Returns when the spawner speaks;
+ * a sandbox that failed is dropped, and the spawner told why. */
+static void
+await_spawner(int ctl, struct lms_sandbox **prepared)
+{
+	while (*prepared != NULL && !lms_sandbox_is_ready(*prepared)) {
+		struct pollfd fds[2] = {{.fd = ctl, .events = POLLIN},
+					{.fd = lms_sandbox_fd(*prepared), .events = POLLIN}};
+		if (poll(fds, 2, -1) < 0 && errno != EINTR)
+			return;
+		if (fds[0].revents)
+			return;
+		if (fds[1].revents) {
+			_cleanup_error_ struct lms_error *err = NULL;
+			if (lms_sandbox_wait_ready(*prepared, &err) < 0) {
+				lms_sandbox_destroy(steal_pointer(prepared));
+				tell(ctl, LMS_WORKER_FAILED, err->message);
+			}
+		}
+	}
+}
+
 void
 lms_worker_main(int ctl, const struct lms_pool_config *cfg, bool prepare)
 {
@@ -142,14 +170,15 @@ lms_worker_main(int ctl, const struct lms_pool_config *cfg, bool prepare)
 			if (cfg->low_priority)
 				(void)setpriority(PRIO_PROCESS, 0, LMS_POOL_NICE);
 			_cleanup_error_ struct lms_error *err = NULL;
-			if (lms_sandbox_create(cfg->base, &prepared, &err) < 0) {
+			/* A worker that failed stays, idle: a job the spawner sent meanwhile is still served. */
+			if (lms_sandbox_create(cfg->base, &prepared, &err) < 0)
 				tell(ctl, LMS_WORKER_FAILED, err->message);
-				_exit(1);
-			}
-			tell(ctl, LMS_WORKER_READY, NULL);
+			else
+				tell(ctl, LMS_WORKER_READY, NULL);
 		}
 		prepare = false;
 		set_name(owned ? "lms-owner" : prepared ? "lms-pooled" : "lms-idle");
+		await_spawner(ctl, &prepared);
 		struct lms_spawn_msg msg;
 		int fds[LMS_SPAWN_MAX_FDS] = {-1, -1, -1};
 		size_t nfds = 0;

@@ -15,8 +15,8 @@ struct lms_server;
 struct lms_exec;
 
 /* Starts spec in a fresh one-shot sandbox (sandbox 0) or in lasting sandbox `sandbox`. */
-int lms_exec_start(struct lms_server *s, uint64_t sandbox, const struct lms_sandbox_spec *spec,
-		   struct lms_exec **out, struct lms_error **err);
+int lms_exec_start(struct lms_server *s, uint64_t sandbox, const struct lms_sandbox_spec *spec, struct lms_exec **out,
+		   struct lms_error **err);
 
 /* The next event (lms_job_next_watching); the last one is counted in the metrics. */
 int lms_exec_next(struct lms_exec *x, int hangup_fd, struct lms_job_event *ev, struct lms_error **err);

@@ -207,24 +207,26 @@ def unprivileged_driver(world_dir, *args):
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def one_job(proc):
-    proc.stdin.write(json.dumps({"op": "run", "request": {"argv": ["true"]}}).encode() + b"\n")
-    proc.stdin.flush()
-    return json.loads(proc.stdout.readline())
-
-
-def test_a_pool_that_cannot_prepare_says_why(world_dir):
-    """Unprivileged and without a delegated cgroup, no sandbox can be made: each pool worker's failure reaches
-    the log with its cause, the pool says once that it stopped refilling, and a job still gets the cause."""
-    proc = unprivileged_driver(world_dir, "4")
+def failing_pool(world_dir, *args):
+    """The log of an unprivileged driver's pool up to its "stopped refilling" line, and a job's answer."""
+    proc = unprivileged_driver(world_dir, *args)
     try:
         logged = read_log_until(proc, lambda line: line["msg"].startswith("pool: stopped refilling"), 30)
-        answer = one_job(proc)
+        proc.stdin.write(json.dumps({"op": "run", "request": {"argv": ["true"]}}).encode() + b"\n")
+        proc.stdin.flush()
+        answer = json.loads(proc.stdout.readline())
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)
     if "result" in answer:
         pytest.skip("this machine lets an unprivileged user make sandboxes: nothing fails to log")
+    return logged, answer
+
+
+def test_a_pool_that_cannot_prepare_says_why(world_dir):
+    """Unprivileged and without a delegated cgroup, no sandbox can be made: each pool worker's failure reaches
+    the log with its cause, the pool says once that it stopped refilling, and a job still gets the cause."""
+    logged, answer = failing_pool(world_dir, "4")
     failures = [line for line in logged if line["msg"] == "pool: preparing a sandbox failed"]
     assert len(failures) >= 3 and all(line["level"] == "warning" for line in failures), logged
     # The pool's cause is the job's cause: the same missing piece, named in each.
@@ -237,13 +239,5 @@ def test_a_pool_that_cannot_prepare_says_why(world_dir):
 def test_the_log_level_reaches_the_spawner(world_dir):
     """At --log-level error the spawner (an exec'd helper, started with no environment) drops the warnings
     and keeps the error."""
-    proc = unprivileged_driver(world_dir, "4", "error")
-    try:
-        logged = read_log_until(proc, lambda line: line["msg"].startswith("pool: stopped refilling"), 30)
-        answer = one_job(proc)
-    finally:
-        proc.stdin.close()
-        proc.wait(timeout=30)
-    if "result" in answer:
-        pytest.skip("this machine lets an unprivileged user make sandboxes: nothing fails to log")
+    logged, _ = failing_pool(world_dir, "4", "error")
     assert [line["level"] for line in logged] == ["error"], logged
