@@ -60,7 +60,8 @@ round_once(const struct lms_sandbox_spec *spec, long pause, double *launch, doub
 	pause_ms(pause);
 	struct lms_sandbox_result res;
 	double t = lms_monotonic_ms();
-	int r = lms_sandbox_launch(sp, spec, discard, NULL, &res, &err);
+	struct lms_output out = {.fn = discard, .drain_fd = -1};
+	int r = lms_sandbox_launch(sp, spec, &out, &res, &err);
 	*launch = lms_monotonic_ms() - t;
 	if (r < 0 || res.exit_code != 0) {
 		fprintf(stderr, "lms-floor: run %s in the sandbox: %s\n", spec->argv[0],

@@ -304,7 +304,9 @@ lms_cmd_run(int argc, char **argv)
 	struct capture cap = {.json = json};
 	struct lms_sandbox_result res;
 	_cleanup_error_ struct lms_error *err = NULL;
-	r = lms_sandbox_run(&spec, on_output, &cap, &res, &err);
+	/* The CLI writes to its own stdout and stderr and may block on them: that reader is the user's. */
+	struct lms_output out = {.fn = on_output, .userdata = &cap, .drain_fd = -1};
+	r = lms_sandbox_run(&spec, &out, &res, &err);
 	lms_buf_clear(&in);
 	int sig = res.cancelled ? received_signal(sigfd) : 0;
 	close(sigfd);

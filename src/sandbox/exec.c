@@ -87,8 +87,7 @@ launch_spec_fd(const struct lms_sandbox_spec *spec, struct lms_error **err)
 
 struct watch {
 	const struct lms_sandbox_spec *spec;
-	lms_output_fn on_output;
-	void *userdata;
+	const struct lms_output *out;
 	struct lms_sandbox_result *result;
 	struct lms_sandbox *sb;
 	uint32_t id;
@@ -185,8 +184,8 @@ read_stream(struct watch *w, enum lms_stream s, int rounds)
 		uint64_t room = w->out_seen[s] < cap ? cap - w->out_seen[s] : 0;
 		size_t keep = (uint64_t)n < room ? (size_t)n : (size_t)room;
 		w->out_seen[s] += (uint64_t)n;
-		if (keep > 0 && w->on_output)
-			w->on_output(w->userdata, s, chunk, keep);
+		if (keep > 0 && w->out && w->out->fn)
+			w->out->fn(w->out->userdata, s, chunk, keep);
 		if (keep < (size_t)n)
 			*(s == LMS_STREAM_STDOUT ? &w->result->stdout_truncated : &w->result->stderr_truncated) = true;
 		if ((size_t)n < sizeof(chunk))
@@ -256,23 +255,32 @@ read_report(struct watch *w)
 	}
 }
 
+/* Whether the output's reader is behind: then its descriptor is watched too, and drained as it can. */
+static bool
+output_pending(const struct watch *w)
+{
+	const struct lms_output *o = w->out;
+	return o && o->drain_fd >= 0 && o->pending && o->drain && o->pending(o->userdata);
+}
+
 static int
 watch_loop(struct watch *w, struct lms_error **err)
 {
 	while (!w->exited) {
-		struct pollfd fds[5];
-		enum { OUT, ERR, IN, CTL, CANCEL };
+		struct pollfd fds[6];
+		enum { OUT, ERR, IN, CTL, CANCEL, DRAIN };
 		fds[OUT] = (struct pollfd){.fd = w->out_fd[1], .events = POLLIN};
 		fds[ERR] = (struct pollfd){.fd = w->out_fd[2], .events = POLLIN};
 		fds[IN] = (struct pollfd){.fd = w->in_fd, .events = POLLOUT};
 		fds[CTL] = (struct pollfd){.fd = w->sb->ctl, .events = POLLIN};
 		fds[CANCEL] = (struct pollfd){.fd = w->killed ? -1 : w->spec->cancel_fd, .events = POLLIN};
+		fds[DRAIN] = (struct pollfd){.fd = output_pending(w) ? w->out->drain_fd : -1, .events = POLLOUT};
 
 		double now = lms_monotonic_ms(), wake = w->killed ? -1 : w->deadline;
 		if (!w->killed && w->next_cpu_check > 0 && w->next_cpu_check < wake)
 			wake = w->next_cpu_check;
 		int timeout = wake < 0 ? -1 : wake <= now ? 0 : (int)(wake - now) + 1;
-		int r = poll(fds, 5, timeout);
+		int r = poll(fds, 6, timeout);
 		if (r < 0 && errno != EINTR) {
 			kill_command(w);
 			return lms_error_set(err, LMS_ERR_INTERNAL, errno, "poll the sandbox");
@@ -298,6 +306,8 @@ watch_loop(struct watch *w, struct lms_error **err)
 		}
 		if (fds[CTL].revents)
 			read_report(w);
+		if (fds[DRAIN].revents)
+			w->out->drain(w->out->userdata);
 	}
 	/* Everything the command wrote before it exited is in the pipes now. */
 	read_stream(w, LMS_STREAM_STDOUT, 64);
@@ -363,14 +373,13 @@ fit_limits(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, bool las
 }
 
 int
-lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, unsigned flags, lms_output_fn on_output,
-		 void *userdata, struct lms_sandbox_result *result, struct lms_error **err)
+lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, unsigned flags,
+		 const struct lms_output *out, struct lms_sandbox_result *result, struct lms_error **err)
 {
 	*result = (struct lms_sandbox_result){0};
 	struct watch w = {
 	    .spec = spec,
-	    .on_output = on_output,
-	    .userdata = userdata,
+	    .out = out,
 	    .result = result,
 	    .sb = sb,
 	    .id = sb->next_id++,
@@ -415,10 +424,10 @@ lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, un
 }
 
 int
-lms_sandbox_launch(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, lms_output_fn on_output, void *userdata,
+lms_sandbox_launch(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, const struct lms_output *out,
 		   struct lms_sandbox_result *result, struct lms_error **err)
 {
-	int r = lms_sandbox_exec(sb, spec, LMS_EXEC_LAST, on_output, userdata, result, err);
+	int r = lms_sandbox_exec(sb, spec, LMS_EXEC_LAST, out, result, err);
 	struct lms_error *cleanup_err = NULL;
 	if (lms_sandbox_destroy_checked(sb, &cleanup_err) < 0 && r == 0) {
 		if (err != NULL)
@@ -430,8 +439,8 @@ lms_sandbox_launch(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, 
 }
 
 int
-lms_sandbox_run(const struct lms_sandbox_spec *spec, lms_output_fn on_output, void *userdata,
-		struct lms_sandbox_result *result, struct lms_error **err)
+lms_sandbox_run(const struct lms_sandbox_spec *spec, const struct lms_output *out, struct lms_sandbox_result *result,
+		struct lms_error **err)
 {
 	*result = (struct lms_sandbox_result){0};
 	if (lms_sandbox_spec_validate(spec, err) < 0)
@@ -439,5 +448,5 @@ lms_sandbox_run(const struct lms_sandbox_spec *spec, lms_output_fn on_output, vo
 	struct lms_sandbox *sb;
 	if (lms_sandbox_create(spec, &sb, err) < 0)
 		return -1;
-	return lms_sandbox_launch(sb, spec, on_output, userdata, result, err);
+	return lms_sandbox_launch(sb, spec, out, result, err);
 }

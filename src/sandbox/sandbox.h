@@ -77,6 +77,17 @@ struct lms_sandbox_result {
 /* Called with each chunk of output as soon as it is read, within the output cap. */
 typedef void (*lms_output_fn)(void *userdata, enum lms_stream stream, const char *data, size_t len);
 
+/* Where a command's output goes. fn must not block: a caller whose reader may be slow (a streaming HTTP
+ * client) keeps output back instead, says so through pending, and is called at drain when drain_fd can
+ * be written, so that no reader can stop the command's limits (docs/SECURITY.md). */
+struct lms_output {
+	lms_output_fn fn; /* NULL: output is read and discarded */
+	void *userdata;
+	int drain_fd;			 /* -1: fn never keeps output back */
+	bool (*pending)(void *userdata); /* output is kept back: poll drain_fd for writing */
+	void (*drain)(void *userdata);	 /* drain_fd is writable */
+};
+
 /* Fills in the defaults above; argv stays NULL. */
 void lms_sandbox_spec_init(struct lms_sandbox_spec *spec);
 
@@ -92,7 +103,7 @@ int lms_sandbox_spec_validate(const struct lms_sandbox_spec *spec, struct lms_er
  * Must be called from a single-threaded process (the CLI, or the daemon's spawner): it forks, and the
  * child does more than async-signal-safe work before exec. The caller ignores SIGPIPE.
  */
-int lms_sandbox_run(const struct lms_sandbox_spec *spec, lms_output_fn on_output, void *userdata,
+int lms_sandbox_run(const struct lms_sandbox_spec *spec, const struct lms_output *out,
 		    struct lms_sandbox_result *result, struct lms_error **err);
 
 /* A spec as bytes (spec-codec.c), for the spawner's jobs and a prepared sandbox's launch message.
@@ -128,8 +139,7 @@ int lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox *
 /* Runs spec in sb and waits for it (not for what it leaves in the background). Returns as
  * lms_sandbox_run. After a LAST exec, or once the sandbox has died, only lms_sandbox_destroy remains. */
 int lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, unsigned flags,
-		     lms_output_fn on_output, void *userdata, struct lms_sandbox_result *result,
-		     struct lms_error **err);
+		     const struct lms_output *out, struct lms_sandbox_result *result, struct lms_error **err);
 /* lms_sandbox_create returns while PID 1 still builds its root: the first exec waits for it to be ready.
  * lms_sandbox_wait_ready waits now (0, or the step that failed, LMS_ERR_SETUP); lms_sandbox_fd becomes
  * readable when PID 1 has something to say (ready, or failed) for a caller that waits on other things
@@ -138,8 +148,8 @@ int lms_sandbox_wait_ready(struct lms_sandbox *sb, struct lms_error **err);
 bool lms_sandbox_is_ready(const struct lms_sandbox *sb);
 int lms_sandbox_fd(const struct lms_sandbox *sb);
 /* A LAST exec, then destroy: consumes sb. */
-int lms_sandbox_launch(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, lms_output_fn on_output,
-		       void *userdata, struct lms_sandbox_result *result, struct lms_error **err);
+int lms_sandbox_launch(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, const struct lms_output *out,
+		       struct lms_sandbox_result *result, struct lms_error **err);
 /* Ends sb (NULL is a no-op); the checked variant says when its cgroup could not be removed. */
 void lms_sandbox_destroy(struct lms_sandbox *sb);
 int lms_sandbox_destroy_checked(struct lms_sandbox *sb, struct lms_error **err);

@@ -11,9 +11,11 @@
  * Every message that names a lasting sandbox carries the daemon's 64-bit id for it, so the spawner
  * routes it to the one worker that holds that sandbox.
  */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/buf.h"
 #include "core/error.h"
 #include "sandbox/sandbox.h"
 #include "sandbox/spawner.h"
@@ -52,10 +54,25 @@ struct lms_worker_msg {
 };
 
 /* The events pipe (frames.c). Writers ignore a reader that went away: its cancel pipe ends the job. */
-void lms_frame_output(int fd, enum lms_stream stream, const char *data, size_t len);
 void lms_frame_result(int fd, const struct lms_sandbox_result *res);
 void lms_frame_error(int fd, const struct lms_error *e);
 void lms_frame_error_text(int fd, enum lms_error_kind kind, const char *message);
+/* A command's frames, queued rather than waited for (frames.c). lms_frame_queue_output, _pending_cb and
+ * _drain_cb are a struct lms_output's callbacks (userdata: the queue); _finish writes the rest, blocking. */
+struct lms_frame_queue {
+	int fd;
+	struct lms_buf q;
+	size_t off;
+	bool broken;
+};
+void lms_frame_queue_init(struct lms_frame_queue *q, int fd);
+bool lms_frame_queue_pending(const struct lms_frame_queue *q);
+void lms_frame_queue_drain(struct lms_frame_queue *q);
+void lms_frame_queue_output(void *queue, enum lms_stream stream, const char *data, size_t len);
+bool lms_frame_queue_pending_cb(void *queue);
+void lms_frame_queue_drain_cb(void *queue);
+void lms_frame_queue_finish(struct lms_frame_queue *q);
+
 /* Reads one frame into *ev (lms_job_next's contract). */
 int lms_frame_read(int fd, struct lms_job_event *ev, struct lms_error **err);
 

@@ -31,12 +31,6 @@ tell(int ctl, uint32_t type, const char *what)
 	(void)!send(ctl, &m, sizeof(m), MSG_NOSIGNAL);
 }
 
-static void
-emit_output(void *userdata, enum lms_stream stream, const char *data, size_t len)
-{
-	lms_frame_output(*(int *)userdata, stream, data, len);
-}
-
 /* Reads a request's spec from its memfd. NULL with *err. *data and *storage are the caller's to free. */
 static int
 read_spec(int fd, struct lms_sandbox_spec *spec, char **data, void **storage, size_t *len, struct lms_error **err)
@@ -64,6 +58,15 @@ run_command(const int fds[3], struct lms_sandbox **prepared, struct lms_sandbox 
 {
 	(void)setpriority(PRIO_PROCESS, 0, cfg->nice);
 	int events = fds[1];
+	struct lms_frame_queue queue;
+	lms_frame_queue_init(&queue, events);
+	const struct lms_output out = {
+	    .fn = lms_frame_queue_output,
+	    .userdata = &queue,
+	    .drain_fd = events,
+	    .pending = lms_frame_queue_pending_cb,
+	    .drain = lms_frame_queue_drain_cb,
+	};
 	_cleanup_error_ struct lms_error *err = NULL;
 	struct lms_sandbox_spec spec;
 	struct lms_sandbox_result res;
@@ -74,14 +77,15 @@ run_command(const int fds[3], struct lms_sandbox **prepared, struct lms_sandbox 
 	if (r == 0) {
 		spec.cancel_fd = fds[2];
 		if (owned != NULL)
-			r = lms_sandbox_exec(owned, &spec, 0, emit_output, &events, &res, &err);
+			r = lms_sandbox_exec(owned, &spec, 0, &out, &res, &err);
 		else if (*prepared != NULL && fits_pool(cfg, &spec))
-			r = lms_sandbox_launch(steal_pointer(prepared), &spec, emit_output, &events, &res, &err);
+			r = lms_sandbox_launch(steal_pointer(prepared), &spec, &out, &res, &err);
 		else {
 			lms_sandbox_destroy(steal_pointer(prepared));
-			r = lms_sandbox_run(&spec, emit_output, &events, &res, &err);
+			r = lms_sandbox_run(&spec, &out, &res, &err);
 		}
 	}
+	lms_frame_queue_finish(&queue);
 	if (r < 0)
 		lms_frame_error(events, err);
 	else

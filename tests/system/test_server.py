@@ -1229,3 +1229,37 @@ def test_sigterm_ends_everything(start):
     finally:
         sock.close()
         kill_marked(marker)
+
+
+@root
+def test_a_stream_nobody_reads_still_ends_at_its_timeout(start):
+    """A streaming client that stops reading (its socket buffer full) must not stop the command's limits: the
+    worker keeps undelivered output (up to the output cap) instead of waiting for the reader."""
+    cap = 64 << 20  # far more than the pipe and the socket buffers on the way hold (a few MiB on loopback)
+    s = start("--output-bytes", str(cap))
+    marker = unique_marker()
+    body = {"argv": ["yes", marker], "stream": True, "timeout_ms": 1500, "limits": {"output_bytes": cap}}
+    sock = s.connect(timeout=30)
+    try:
+        raw = json.dumps(body).encode()
+        sock.sendall(f"POST /v1/exec HTTP/1.1\r\nHost: {s.host}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(raw)}\r\n\r\n".encode() + raw)
+        assert sock.recv(64).startswith(b"HTTP/1.1 200"), "the stream did not start"
+        running = wait_marked(marker)
+        # Not another byte read: `yes` fills every buffer on the way within milliseconds.
+        assert not wait_pids_gone(running, 1.5 + DISCONNECT_DEADLINE), \
+            "the command outlived its 1.5 s timeout while its client was not reading"
+        # Reading again, the client gets what was kept (within the cap) and the result.
+        data, seen = bytearray(), 0
+        while (at := data.find(b"event: exit", max(0, seen - 16))) < 0 or b"\n\n" not in data[at:]:
+            seen = len(data)
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the stream ended without its exit event"
+            data += chunk
+        exit_data = json.loads(data[at:].split(b"data: ", 1)[1].split(b"\n", 1)[0])
+        assert exit_data["timed_out"] and exit_data["stdout_truncated"], exit_data
+        assert len(data) > cap, f"{len(data)} bytes arrived of what was kept"
+    finally:
+        sock.close()
+        kill_marked(marker)
+    assert s.alive()
