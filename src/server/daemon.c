@@ -15,6 +15,7 @@
 #include "llm/backend.h"
 #include "llm/curl-load.h"
 #include "server/listener.h"
+#include "server/sandboxes.h"
 #include "server/server.h"
 
 __attribute__((format(printf, 2, 0))) static void
@@ -87,6 +88,14 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 		free(s.listen_url);
 		return -1;
 	}
+	/* Its expiry thread comes after the spawner's fork, before any request can name a sandbox. */
+	if (lms_sandboxes_new(&s, cfg->max_sandboxes, cfg->max_ttl_s, &s.sandboxes, err) < 0) {
+		close(fd);
+		lms_spawner_stop(s.spawner);
+		lms_backends_free(&backends);
+		free(s.listen_url);
+		return -1;
+	}
 	s.mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
 				     MHD_USE_ERROR_LOG | MHD_USE_POLL,
 				 0, NULL, NULL, lms_request_on_request, &s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, &s,
@@ -95,6 +104,7 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 				 (unsigned)1024, MHD_OPTION_END);
 	if (s.mhd == NULL) {
 		close(fd);
+		lms_sandboxes_free(s.sandboxes);
 		lms_spawner_stop(s.spawner);
 		lms_backends_free(&backends);
 		free(s.listen_url);
@@ -111,6 +121,9 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	lms_server_cancel_jobs(&s);
 	MHD_stop_daemon(s.mhd);
 	close(fd);
+	/* Every connection thread has ended: nothing holds a sandbox any more. Their processes end with the
+	 * spawner (its workers destroy them at its end-of-file). */
+	lms_sandboxes_free(s.sandboxes);
 	lms_spawner_stop(s.spawner);
 	lms_backends_free(&backends);
 	lms_curl_cleanup();

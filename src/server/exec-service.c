@@ -68,6 +68,12 @@ lms_exec_next(struct lms_exec *x, int hangup_fd, struct lms_job_event *ev, struc
 	return r;
 }
 
+struct lms_job *
+lms_exec_job(struct lms_exec *x)
+{
+	return x->job;
+}
+
 void
 lms_exec_end(struct lms_exec *x)
 {
@@ -80,6 +86,14 @@ lms_exec_end(struct lms_exec *x)
 }
 
 int
+lms_exec_collect(struct lms_exec *x, int hangup_fd, struct lms_job_output *out, struct lms_error **err)
+{
+	int r = lms_job_collect(x->job, hangup_fd, out, err);
+	record(x, r == 0 ? &out->result : NULL);
+	return r;
+}
+
+int
 lms_exec_run(struct lms_server *s, uint64_t sandbox, const struct lms_sandbox_spec *spec, int hangup_fd,
 	     struct lms_job_output *out, struct lms_error **err)
 {
@@ -87,8 +101,7 @@ lms_exec_run(struct lms_server *s, uint64_t sandbox, const struct lms_sandbox_sp
 	struct lms_exec *x = NULL;
 	if (lms_exec_start(s, sandbox, spec, &x, err) < 0)
 		return -1;
-	int r = lms_job_collect(x->job, hangup_fd, out, err);
-	record(x, r == 0 ? &out->result : NULL);
+	int r = lms_exec_collect(x, hangup_fd, out, err);
 	lms_exec_end(x);
 	return r;
 }

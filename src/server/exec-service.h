@@ -21,9 +21,15 @@ int lms_exec_start(struct lms_server *s, uint64_t sandbox, const struct lms_sand
 /* The next event (lms_job_next_watching); the last one is counted in the metrics. */
 int lms_exec_next(struct lms_exec *x, int hangup_fd, struct lms_job_event *ev, struct lms_error **err);
 
+/* The call's job, for a caller that must be able to cancel it from elsewhere (a DELETE of its sandbox). */
+struct lms_job *lms_exec_job(struct lms_exec *x);
+
 /* Ends the call: cancels the command if it still runs, frees x. NULL is a no-op. */
 void lms_exec_end(struct lms_exec *x);
 
-/* start, collect every event, end: the whole output and the result in *out (lms_job_output_clear). */
+/* Every event to the end: the whole output and the result in *out (lms_job_output_clear). */
+int lms_exec_collect(struct lms_exec *x, int hangup_fd, struct lms_job_output *out, struct lms_error **err);
+
+/* start, collect, end. */
 int lms_exec_run(struct lms_server *s, uint64_t sandbox, const struct lms_sandbox_spec *spec, int hangup_fd,
 		 struct lms_job_output *out, struct lms_error **err);

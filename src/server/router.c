@@ -38,6 +38,18 @@ const struct lms_route lms_routes[] = {
      NULL},
     {"DELETE", "/api/{path}", lms_route_ollama_api, true, false, false, "Ollama's own API, relayed unchanged", NULL,
      NULL},
+    {"POST", "/v1/sandboxes", lms_route_sandbox_create, true, true, false,
+     "Make a persistent sandbox: files and background processes stay between its commands", "SandboxRequest",
+     "Sandbox"},
+    {"GET", "/v1/sandboxes", lms_route_sandbox_list, true, false, false,
+     "The persistent sandboxes (?metadata.KEY=VALUE filters)", NULL, NULL},
+    {"GET", "/v1/sandboxes/{id}", lms_route_sandbox_get, true, false, false, "One persistent sandbox", NULL, "Sandbox"},
+    {"DELETE", "/v1/sandboxes/{id}", lms_route_sandbox_delete, true, false, false,
+     "End a sandbox: every process killed, every mount, cgroup and file removed (204)", NULL, NULL},
+    {"POST", "/v1/sandboxes/{id}/exec", lms_route_sandbox_exec, true, true, false,
+     "Run a command in a persistent sandbox (as POST /v1/exec; it returns when the command exits, whatever it "
+     "left running in the background)",
+     "ExecRequest", "ExecResult"},
     {"GET", "/healthz", lms_route_healthz, false, false, false, "Liveness and version (no token needed)", NULL,
      "Health"},
     {"GET", "/metrics", lms_route_metrics, true, false, false, "Prometheus metrics (text format)", NULL, NULL},
@@ -47,14 +59,28 @@ const struct lms_route lms_routes[] = {
 
 const size_t lms_n_routes = sizeof(lms_routes) / sizeof(lms_routes[0]);
 
-/* An exact path, or a prefix route ending in "/{path}" (the relay of Ollama's /api/...). */
+/* An exact path; a "{id}" segment matches one non-empty segment; a route ending in "/{path}" (the relay
+ * of Ollama's /api/...) any non-empty rest without "..". */
 bool
 lms_route_matches(const struct lms_route *r, const char *path)
 {
 	size_t n = strlen(r->path);
 	if (n > 7 && strcmp(r->path + n - 7, "/{path}") == 0)
 		return strncmp(path, r->path, n - 6) == 0 && path[n - 6] != '\0' && strstr(path, "..") == NULL;
-	return strcmp(r->path, path) == 0;
+	const char *pat = r->path, *p = path;
+	while (*pat != '\0') {
+		if (strncmp(pat, "{id}", 4) == 0 && (pat[4] == '/' || pat[4] == '\0')) {
+			size_t seg = strcspn(p, "/");
+			if (seg == 0)
+				return false;
+			p += seg;
+			pat += 4;
+			continue;
+		}
+		if (*pat++ != *p++)
+			return false;
+	}
+	return *p == '\0';
 }
 
 const struct lms_route *

@@ -10,11 +10,11 @@
 #include "core/alloc.h"
 #include "core/utf8.h"
 #include "server/exec-service.h"
+#include "server/sandboxes.h"
 #include "server/server.h"
 
-/* What an exec policy is on this server: its defaults are a request's, and its ceilings. */
-static struct lms_exec_policy
-server_policy(const struct lms_server *s)
+struct lms_exec_policy
+lms_server_exec_policy(const struct lms_server *s)
 {
 	struct lms_exec_policy policy = {
 	    .defaults = s->cfg->defaults,
@@ -30,7 +30,7 @@ server_policy(const struct lms_server *s)
 static struct lms_exec_request *
 parse(struct lms_request *req, enum MHD_Result *reply)
 {
-	struct lms_exec_policy policy = server_policy(req->server);
+	struct lms_exec_policy policy = lms_server_exec_policy(req->server);
 	_cleanup_error_ struct lms_error *err = NULL;
 	struct lms_exec_request *xr = NULL;
 	if (lms_exec_request_parse(req->body.data ? req->body.data : "", req->body.len, &policy, &xr, &err) < 0) {
@@ -40,15 +40,41 @@ parse(struct lms_request *req, enum MHD_Result *reply)
 	return xr;
 }
 
+/* Starts the command where the target says, the job attached to a held sandbox (a DELETE cancels it). */
+static int
+start(struct lms_request *req, struct lms_exec_request *xr, const struct lms_exec_target *t, struct lms_exec **x,
+      struct lms_error **err)
+{
+	if (lms_exec_start(req->server, t->sandbox, &xr->spec, x, err) < 0)
+		return -1;
+	if (t->entry != NULL)
+		lms_sandboxes_attach_job(t->sbs, t->entry, lms_exec_job(*x));
+	return 0;
+}
+
+/* Ends the call and gives a held sandbox back. */
+static void
+finish(struct lms_exec *x, const struct lms_exec_target *t)
+{
+	if (t->entry != NULL)
+		lms_sandboxes_release(t->sbs, t->entry, x ? lms_exec_job(x) : NULL);
+	lms_exec_end(x);
+}
+
 /* ---- one JSON response ---- */
 
 static enum MHD_Result
-exec_buffered(struct lms_request *req, struct lms_exec_request *xr, bool seed)
+exec_buffered(struct lms_request *req, struct lms_exec_request *xr, const struct lms_exec_target *t, bool seed)
 {
 	struct lms_job_output out;
 	_cleanup_error_ struct lms_error *err = NULL;
 	enum MHD_Result reply;
-	if (lms_exec_run(req->server, 0, &xr->spec, lms_request_socket(req), &out, &err) < 0) {
+	struct lms_exec *x = NULL;
+	int r = start(req, xr, t, &x, &err);
+	if (r == 0)
+		r = lms_exec_collect(x, lms_request_socket(req), &out, &err);
+	finish(x, t);
+	if (r < 0) {
 		reply = lms_reply_lms_error(req, err);
 	} else {
 		json_t *body = lms_exec_result_json(&out.result, out.out.data, out.out.len, out.err.data, out.err.len,
@@ -69,6 +95,7 @@ exec_buffered(struct lms_request *req, struct lms_exec_request *xr, bool seed)
 
 struct stream {
 	struct lms_exec_request *xr;
+	struct lms_exec_target target;
 	struct lms_exec *exec;
 	int client_fd;
 	bool finished;
@@ -81,7 +108,7 @@ struct stream {
 static void
 stream_free(struct stream *x)
 {
-	lms_exec_end(x->exec);
+	finish(x->exec, &x->target);
 	lms_exec_request_free(x->xr);
 	lms_buf_clear(&x->pending);
 	free(x);
@@ -215,17 +242,24 @@ sse_free(void *cls)
 
 /* The command starts now; its events become the response as they come. */
 static enum MHD_Result
-exec_streamed(struct lms_request *req, struct lms_exec_request *xr)
+exec_streamed(struct lms_request *req, struct lms_exec_request *xr, const struct lms_exec_target *t)
 {
 	_cleanup_error_ struct lms_error *err = NULL;
 	struct stream *x = xcalloc(1, sizeof(*x));
 	x->xr = xr;
+	x->target = *t;
 	x->client_fd = lms_request_socket(req);
-	if (lms_exec_start(req->server, 0, &xr->spec, &x->exec, &err) < 0) {
+	if (start(req, xr, t, &x->exec, &err) < 0) {
 		stream_free(x);
 		return lms_reply_lms_error(req, err);
 	}
 	return lms_reply_event_stream(req, sse_read, x, sse_free);
+}
+
+enum MHD_Result
+lms_exec_respond(struct lms_request *req, struct lms_exec_request *xr, const struct lms_exec_target *t)
+{
+	return xr->stream ? exec_streamed(req, xr, t) : exec_buffered(req, xr, t, false);
 }
 
 enum MHD_Result
@@ -235,7 +269,7 @@ lms_route_exec(struct lms_request *req)
 	struct lms_exec_request *xr = parse(req, &reply);
 	if (xr == NULL)
 		return reply;
-	return xr->stream ? exec_streamed(req, xr) : exec_buffered(req, xr, false);
+	return lms_exec_respond(req, xr, &(struct lms_exec_target){0});
 }
 
 enum MHD_Result
@@ -245,5 +279,5 @@ lms_route_run_bash(struct lms_request *req)
 	struct lms_exec_request *xr = parse(req, &reply);
 	if (xr == NULL)
 		return reply;
-	return exec_buffered(req, xr, true);
+	return exec_buffered(req, xr, &(struct lms_exec_target){0}, true);
 }

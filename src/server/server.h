@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "api/exec-request.h"
 #include "core/error.h"
 #include "sandbox/spawner.h"
 #include "server/settings.h"
@@ -53,6 +54,7 @@ struct lms_server {
 	struct MHD_Daemon *mhd;
 	struct lms_spawner *spawner;
 	struct lms_backends *backends;
+	struct lms_sandboxes *sandboxes;
 	struct lms_metrics metrics;
 	atomic_int active; /* executions running now */
 	atomic_bool stopping;
@@ -132,6 +134,26 @@ json_t *lms_openapi_document(void);
 /* routes-exec.c */
 enum MHD_Result lms_route_exec(struct lms_request *req);
 enum MHD_Result lms_route_run_bash(struct lms_request *req);
+/* Where a command runs: a fresh one-shot sandbox ({0}), or persistent sandbox `sandbox`, held as entry of
+ * sbs and released when the reply ends. */
+struct lms_sandboxes;
+struct lms_sandbox_entry;
+struct lms_exec_target {
+	uint64_t sandbox;
+	struct lms_sandboxes *sbs;
+	struct lms_sandbox_entry *entry;
+};
+/* This server's rules for a command's request: its defaults, ceilings, network and shell. */
+struct lms_exec_policy lms_server_exec_policy(const struct lms_server *s);
+/* Runs xr there and replies: its JSON result, or its events with stream: true. Takes xr. */
+enum MHD_Result lms_exec_respond(struct lms_request *req, struct lms_exec_request *xr, const struct lms_exec_target *t);
+
+/* routes-sandboxes.c */
+enum MHD_Result lms_route_sandbox_create(struct lms_request *req);
+enum MHD_Result lms_route_sandbox_list(struct lms_request *req);
+enum MHD_Result lms_route_sandbox_get(struct lms_request *req);
+enum MHD_Result lms_route_sandbox_delete(struct lms_request *req);
+enum MHD_Result lms_route_sandbox_exec(struct lms_request *req);
 
 /* routes-llm.c */
 enum MHD_Result lms_route_models(struct lms_request *req);

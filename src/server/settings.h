@@ -22,6 +22,8 @@ struct lms_config {
 	uint64_t pool_size;
 	uint64_t max_timeout_ms;
 	uint64_t max_body_bytes;
+	uint64_t max_sandboxes;
+	uint64_t max_ttl_s;
 	bool allow_network;
 	bool insecure_no_auth;
 	char *ollama_url;

@@ -406,7 +406,12 @@ def assert_error(resp, status, code=None):
         raise AssertionError(f"the error body is not JSON:\n{show(resp)}") from None
     assert isinstance(body, dict) and set(body) == {"error"}, f"not the one error shape:\n{show(resp)}"
     err = body["error"]
-    assert isinstance(err, dict) and set(err) == {"message", "type", "code"}, f"not the one error shape:\n{show(resp)}"
+    # API.md: a sandbox that is gone says why (reason), when the server still knows.
+    extra = {"reason"} if err.get("code") == "sandbox_not_found" and "reason" in err else set()
+    assert isinstance(err, dict) and set(err) == {"message", "type", "code"} | extra, \
+        f"not the one error shape:\n{show(resp)}"
+    if extra:
+        assert err["reason"] in ("deleted", "expired", "failed"), f"unknown reason:\n{show(resp)}"
     for k in ("message", "type", "code"):
         assert isinstance(err[k], str) and err[k], f"error.{k} is not a non-empty string:\n{show(resp)}"
     if code is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import host_pids_with, lms_bin_path, unique_marker, wait_pids_gone
+from server_fixtures import wait_until
 
 pytestmark = pytest.mark.require_root
 
@@ -122,13 +123,9 @@ def test_destroy_kills_every_process_and_removes_the_cgroup(driver):
     driver.result(op="create", sandbox=1)
     driver.sh(1, f"setsid sh -c 'sleep {marker} & sleep {marker}' >/dev/null 2>&1 &"
                  f" nohup sleep {marker} >/dev/null 2>&1 &")
-    pids = []
-    for _ in range(3):  # the background commands start after their parent returned
-        driver.sh(1, "true")
-        pids = host_pids_with(marker)
-        if len(pids) == 3:
-            break
-    assert len(pids) == 3, pids
+    # The background commands may start after their parent returned: wait for all three.
+    pids = wait_until(lambda: (lambda p: p if len(p) == 3 else None)(host_pids_with(marker)), 10)
+    assert pids, host_pids_with(marker)
     groups = cgroup_dirs(pids[0])
     assert groups, "the sandbox has no cgroup of its own"
     driver.result(op="destroy", sandbox=1)

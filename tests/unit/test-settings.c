@@ -24,6 +24,8 @@ static const char *const all_flags[] = {
     "pool-size",
     "max-timeout-ms",
     "max-body-bytes",
+    "max-sandboxes",
+    "max-ttl-s",
     "allow-network",
     "insecure-no-auth",
     "ollama-url",

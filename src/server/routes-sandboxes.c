@@ -1,0 +1,229 @@
+/*
+ * Persistent sandboxes over HTTP (API.md, "Persistent sandboxes"): POST/GET/DELETE /v1/sandboxes[/{id}]
+ * and POST /v1/sandboxes/{id}/exec. The registry is sandboxes.c; a command runs through the same exec
+ * service and reply as POST /v1/exec (routes-exec.c), in the sandbox's worker.
+ */
+#include <string.h>
+
+#include "api/exec-json.h"
+#include "api/exec-request.h"
+#include "core/alloc.h"
+#include "server/sandboxes.h"
+#include "server/server.h"
+
+#define ID_PREFIX "/v1/sandboxes/"
+#define DEFAULT_TTL_S 3600
+#define METADATA_MAX_KEYS 64
+#define METADATA_MAX_LEN 512
+
+/* The {id} of the path, copied out (at most 23 characters: "sbx_" and 16 hex digits fit). */
+static void
+path_id(const struct lms_request *req, char id[24])
+{
+	const char *p = req->path + strlen(ID_PREFIX);
+	size_t n = strcspn(p, "/");
+	snprintf(id, 24, "%.*s", (int)(n < 23 ? n : 23), p);
+}
+
+static enum MHD_Result
+reply_not_found(struct lms_request *req, const struct lms_error *e, const char *reason)
+{
+	json_t *body = lms_api_error_json("invalid_request_error", "sandbox_not_found", e->message);
+	if (reason != NULL)
+		json_object_set_new(json_object_get(body, "error"), "reason", json_string(reason));
+	return lms_reply_json(req, 404, body);
+}
+
+static json_t *
+body_json(struct lms_request *req, struct lms_error **err)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(req->body.data ? req->body.data : "{}", req->body.len ? req->body.len : 2, 0, &jerr);
+	if (root == NULL)
+		lms_error_set(err, LMS_ERR_INVALID, 0, "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column,
+			      jerr.text);
+	else if (!json_is_object(root)) {
+		json_decref(root);
+		root = NULL;
+		lms_error_set(err, LMS_ERR_INVALID, 0, "the body must be a JSON object");
+	}
+	return root;
+}
+
+/* metadata: an object of short strings (absent: {}). */
+static int
+parse_metadata(const json_t *root, json_t **out, struct lms_error **err)
+{
+	json_t *m = json_object_get(root, "metadata");
+	if (m == NULL || json_is_null(m)) {
+		*out = json_object();
+		return 0;
+	}
+	if (!json_is_object(m) || json_object_size(m) > METADATA_MAX_KEYS)
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "metadata must be an object of at most %d strings",
+				     METADATA_MAX_KEYS);
+	const char *k;
+	json_t *v;
+	json_object_foreach(m, k, v)
+	{
+		if (!json_is_string(v) || strlen(k) > METADATA_MAX_LEN || json_string_length(v) > METADATA_MAX_LEN)
+			return lms_error_set(err, LMS_ERR_INVALID, 0,
+					     "metadata values must be strings, keys and values at most %d bytes",
+					     METADATA_MAX_LEN);
+	}
+	*out = json_incref(m);
+	return 0;
+}
+
+/* The creation body's exec-like fields (image, limits, network, gpu, env) go through the one exec
+ * parser, as a command `true` would: the same rules, the same messages, the server's ceilings. */
+static struct lms_exec_request *
+parse_settings(struct lms_request *req, const json_t *root, struct lms_error **err)
+{
+	json_t *copy = json_deep_copy(root);
+	const char *command_only[] = {"cmd", "argv", "stdin", "stream", "cwd", "timeout_ms", "encoding"};
+	for (size_t i = 0; i < sizeof(command_only) / sizeof(command_only[0]); i++)
+		json_object_del(copy, command_only[i]);
+	json_object_set_new(copy, "argv", json_pack("[s]", "true"));
+	_cleanup_free_ char *text = json_dumps(copy, JSON_COMPACT);
+	json_decref(copy);
+	struct lms_exec_policy policy = lms_server_exec_policy(req->server);
+	struct lms_exec_request *xr = NULL;
+	if (lms_exec_request_parse(text, strlen(text), &policy, &xr, err) < 0)
+		return NULL;
+	return xr;
+}
+
+enum MHD_Result
+lms_route_sandbox_create(struct lms_request *req)
+{
+	_cleanup_error_ struct lms_error *err = NULL;
+	json_t *root = body_json(req, &err);
+	if (root == NULL)
+		return lms_reply_lms_error(req, err);
+	struct lms_sandbox_settings set = {.ttl_s = DEFAULT_TTL_S};
+	if (set.ttl_s > req->server->cfg->max_ttl_s)
+		set.ttl_s = req->server->cfg->max_ttl_s;
+	json_t *ttl = json_object_get(root, "ttl_s");
+	struct lms_exec_request *xr = NULL;
+	if (ttl != NULL && !json_is_null(ttl) && (!json_is_integer(ttl) || json_integer_value(ttl) < 1))
+		lms_error_set(&err, LMS_ERR_INVALID, 0, "ttl_s must be a positive integer (seconds of idle time)");
+	else if (json_is_integer(ttl))
+		set.ttl_s = (uint64_t)json_integer_value(ttl);
+	if (err == NULL && parse_metadata(root, &set.metadata, &err) == 0)
+		xr = parse_settings(req, root, &err);
+	json_decref(root);
+	json_t *obj = NULL;
+	if (xr != NULL) {
+		set.spec = xr->spec;
+		obj = lms_sandboxes_create(req->server->sandboxes, &set, &err);
+	}
+	json_decref(set.metadata);
+	lms_exec_request_free(xr);
+	return obj ? lms_reply_json(req, 201, obj) : lms_reply_lms_error(req, err);
+}
+
+/* ?metadata.KEY=VALUE pairs as a filter object. */
+static enum MHD_Result
+add_filter(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	(void)kind;
+	if (strncmp(key, "metadata.", 9) == 0 && key[9] != '\0')
+		json_object_set_new(cls, key + 9, json_string(value ? value : ""));
+	return MHD_YES;
+}
+
+enum MHD_Result
+lms_route_sandbox_list(struct lms_request *req)
+{
+	json_t *filter = json_object();
+	MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, add_filter, filter);
+	json_t *list = lms_sandboxes_list(req->server->sandboxes, json_object_size(filter) ? filter : NULL);
+	json_decref(filter);
+	return lms_reply_json(req, 200, list);
+}
+
+enum MHD_Result
+lms_route_sandbox_get(struct lms_request *req)
+{
+	char id[24];
+	path_id(req, id);
+	_cleanup_error_ struct lms_error *err = NULL;
+	const char *reason = NULL;
+	json_t *obj = lms_sandboxes_get(req->server->sandboxes, id, &reason, &err);
+	return obj ? lms_reply_json(req, 200, obj) : reply_not_found(req, err, reason);
+}
+
+enum MHD_Result
+lms_route_sandbox_delete(struct lms_request *req)
+{
+	char id[24];
+	path_id(req, id);
+	_cleanup_error_ struct lms_error *err = NULL;
+	const char *reason = NULL;
+	if (lms_sandboxes_delete(req->server->sandboxes, id, &reason, &err) < 0)
+		return err->kind == LMS_ERR_NOT_FOUND ? reply_not_found(req, err, reason) : lms_reply_lms_error(req, err);
+	struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	return lms_reply(req, 204, resp);
+}
+
+/* A command's request in the sandbox: its limits within the sandbox's, its environment added to the
+ * sandbox's, the sandbox's network, GPUs and image. */
+static struct lms_exec_request *
+parse_command(struct lms_request *req, const struct lms_sandbox_settings *base, struct lms_error **err)
+{
+	struct lms_exec_policy policy = lms_server_exec_policy(req->server);
+	policy.ceilings = base->spec.limits;
+	policy.ceilings.timeout_ms = req->server->cfg->max_timeout_ms;
+	policy.defaults = base->spec.limits;
+	policy.defaults.timeout_ms = req->server->cfg->defaults.timeout_ms;
+	struct lms_exec_request *xr = NULL;
+	if (lms_exec_request_parse(req->body.data ? req->body.data : "", req->body.len, &policy, &xr, err) < 0)
+		return NULL;
+	if (xr->spec.image != NULL && strcmp(xr->spec.image, base->spec.image) != 0) {
+		lms_exec_request_free(xr);
+		lms_error_set(err, LMS_ERR_INVALID, 0, "image is the sandbox's (%s), chosen when it was created",
+			      base->spec.image);
+		return NULL;
+	}
+	/* The disk is sized when the sandbox is made: every command shares it. */
+	xr->spec.limits.disk_mb = base->spec.limits.disk_mb;
+	xr->spec.image = base->spec.image;
+	xr->spec.network = base->spec.network;
+	xr->spec.gpu = base->spec.gpu;
+	size_t n_base = 0, n_own = 0;
+	while (base->spec.env && base->spec.env[n_base])
+		n_base++;
+	while (xr->env && xr->env[n_own])
+		n_own++;
+	char **env = xcalloc(n_base + n_own + 1, sizeof(char *));
+	for (size_t i = 0; i < n_base; i++)
+		env[i] = xstrdup(base->spec.env[i]);
+	for (size_t i = 0; i < n_own; i++)
+		env[n_base + i] = xstrdup(xr->env[i]); /* later names win: the command's own */
+	lms_strv_free(xr->env);
+	xr->env = env;
+	xr->spec.env = env;
+	return xr;
+}
+
+enum MHD_Result
+lms_route_sandbox_exec(struct lms_request *req)
+{
+	char id[24];
+	path_id(req, id);
+	struct lms_sandboxes *sbs = req->server->sandboxes;
+	_cleanup_error_ struct lms_error *err = NULL;
+	const char *reason = NULL;
+	struct lms_exec_target t = {.sbs = sbs};
+	const struct lms_sandbox_settings *base = NULL;
+	t.entry = lms_sandboxes_acquire(sbs, id, &t.sandbox, &base, &reason, &err);
+	if (t.entry == NULL)
+		return reply_not_found(req, err, reason);
+	struct lms_exec_request *xr = parse_command(req, base, &err);
+	if (xr == NULL) {
+		lms_sandboxes_release(sbs, t.entry, NULL);
+		return lms_reply_lms_error(req, err);
+	}
+	return lms_exec_respond(req, xr, &t);
+}

@@ -1,0 +1,437 @@
+#include "server/sandboxes.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "server/server.h"
+
+/* How many removed sandboxes are remembered, to say why an id is gone. */
+#define TOMBSTONES 1024
+
+struct lms_sandbox_entry {
+	char id[24];
+	uint64_t key; /* the spawner's */
+	struct lms_sandbox_settings set;
+	char *image;
+	char **env;
+	double created_s, used_s; /* wall clock, for the API */
+	double expires_ms;	  /* monotonic */
+	unsigned users;		  /* commands running in it */
+	bool removing;		  /* deleted: a command that starts now is cancelled at once */
+	struct lms_job **jobs;	  /* theirs, which a DELETE cancels */
+	size_t n_jobs;
+	struct lms_sandbox_entry *next;
+};
+
+struct tombstone {
+	char id[24];
+	const char *reason;
+};
+
+struct lms_sandboxes {
+	struct lms_server *server;
+	uint64_t max, max_ttl_s;
+	pthread_mutex_t lock;
+	pthread_cond_t changed;
+	struct lms_sandbox_entry *list;
+	size_t count, pending; /* live, and being made */
+	uint64_t next_key;
+	struct tombstone gone[TOMBSTONES];
+	size_t gone_next;
+	pthread_t reaper;
+	bool stop, have_reaper;
+};
+
+static double
+wall_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static json_t *
+rfc3339(double s)
+{
+	time_t t = (time_t)s;
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	char text[40];
+	size_t n = strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(text + n, sizeof(text) - n, ".%03dZ", (int)((s - (double)t) * 1000));
+	return json_string(text);
+}
+
+static json_t *
+entry_json(const struct lms_sandbox_entry *e)
+{
+	const struct lms_limits *l = &e->set.spec.limits;
+	json_t *limits = json_pack("{s:I, s:I, s:I, s:I}", "memory_mb", (json_int_t)l->memory_mb, "pids",
+				   (json_int_t)l->pids, "disk_mb", (json_int_t)l->disk_mb, "output_bytes",
+				   (json_int_t)l->output_bytes);
+	double left_s = (e->expires_ms - lms_monotonic_ms()) / 1e3;
+	return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:I, s:o, s:b, s:b, s:O}", "id", e->id, "image", e->image,
+			 "state", "running", "created_at", rfc3339(e->created_s), "last_used_at", rfc3339(e->used_s),
+			 "expires_at", rfc3339(wall_s() + (left_s > 0 ? left_s : 0)), "ttl_s", (json_int_t)e->set.ttl_s,
+			 "limits", limits, "network", e->set.spec.network, "gpu", e->set.spec.gpu, "metadata",
+			 e->set.metadata ? e->set.metadata : json_object());
+}
+
+static void
+touch(struct lms_sandbox_entry *e)
+{
+	e->used_s = wall_s();
+	e->expires_ms = lms_monotonic_ms() + (double)e->set.ttl_s * 1e3;
+}
+
+static void
+bury(struct lms_sandboxes *sbs, const char *id, const char *reason)
+{
+	struct tombstone *t = &sbs->gone[sbs->gone_next++ % TOMBSTONES];
+	snprintf(t->id, sizeof(t->id), "%s", id);
+	t->reason = reason;
+}
+
+static const char *
+reason_of(const struct lms_sandboxes *sbs, const char *id)
+{
+	for (size_t i = 0; i < TOMBSTONES; i++)
+		if (sbs->gone[i].reason && strcmp(sbs->gone[i].id, id) == 0)
+			return sbs->gone[i].reason;
+	return NULL;
+}
+
+static struct lms_sandbox_entry *
+find(struct lms_sandboxes *sbs, const char *id)
+{
+	for (struct lms_sandbox_entry *e = sbs->list; e; e = e->next)
+		if (strcmp(e->id, id) == 0)
+			return e;
+	return NULL;
+}
+
+static void
+unlink_entry(struct lms_sandboxes *sbs, struct lms_sandbox_entry *gone)
+{
+	for (struct lms_sandbox_entry **p = &sbs->list; *p; p = &(*p)->next)
+		if (*p == gone) {
+			*p = gone->next;
+			sbs->count--;
+			return;
+		}
+}
+
+static void
+entry_free(struct lms_sandbox_entry *e)
+{
+	json_decref(e->set.metadata);
+	free(e->image);
+	lms_strv_free(e->env);
+	free(e->jobs);
+	free(e);
+}
+
+/* Ends a sandbox the registry no longer holds: kills what runs, then destroys it in the spawner. */
+static void
+end_sandbox(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, const char *why)
+{
+	_cleanup_error_ struct lms_error *err = NULL;
+	if (lms_spawner_destroy(sbs->server->spawner, e->key, &err) < 0)
+		lms_log(LMS_LOG_ERROR, NULL, "sandbox: could not remove it", "sandbox", e->id, "error", err->message,
+			NULL);
+	else
+		lms_log(LMS_LOG_INFO, NULL, "sandbox removed", "sandbox", e->id, "reason", why, NULL);
+	entry_free(e);
+}
+
+/* Expiry: the nearest deadline is waited for on a condition (no polling); idle sandboxes past theirs go. */
+static void *
+reaper_main(void *arg)
+{
+	struct lms_sandboxes *sbs = arg;
+	pthread_mutex_lock(&sbs->lock);
+	while (!sbs->stop) {
+		double now = lms_monotonic_ms(), next = -1;
+		struct lms_sandbox_entry *expired = NULL;
+		for (struct lms_sandbox_entry *e = sbs->list; e; e = e->next) {
+			if (e->users > 0)
+				continue;
+			if (e->expires_ms <= now) {
+				expired = e;
+				break;
+			}
+			if (next < 0 || e->expires_ms < next)
+				next = e->expires_ms;
+		}
+		if (expired != NULL) {
+			unlink_entry(sbs, expired);
+			bury(sbs, expired->id, "expired");
+			pthread_mutex_unlock(&sbs->lock);
+			end_sandbox(sbs, expired, "expired");
+			pthread_mutex_lock(&sbs->lock);
+			continue;
+		}
+		if (next < 0) {
+			pthread_cond_wait(&sbs->changed, &sbs->lock);
+			continue;
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		double wait_ms = next - now + 1;
+		ts.tv_sec += (time_t)(wait_ms / 1e3);
+		ts.tv_nsec += (long)((wait_ms - (double)(time_t)(wait_ms / 1e3) * 1e3) * 1e6);
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&sbs->changed, &sbs->lock, &ts);
+	}
+	pthread_mutex_unlock(&sbs->lock);
+	return NULL;
+}
+
+int
+lms_sandboxes_new(struct lms_server *s, uint64_t max, uint64_t max_ttl_s, struct lms_sandboxes **out,
+		  struct lms_error **err)
+{
+	struct lms_sandboxes *sbs = xcalloc(1, sizeof(*sbs));
+	sbs->server = s;
+	sbs->max = max;
+	sbs->max_ttl_s = max_ttl_s;
+	sbs->next_key = 1;
+	pthread_mutex_init(&sbs->lock, NULL);
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&sbs->changed, &attr);
+	pthread_condattr_destroy(&attr);
+	int r = pthread_create(&sbs->reaper, NULL, reaper_main, sbs);
+	if (r != 0) {
+		lms_sandboxes_free(sbs);
+		return lms_error_set(err, LMS_ERR_INTERNAL, r, "start the sandboxes' expiry thread");
+	}
+	sbs->have_reaper = true;
+	*out = sbs;
+	return 0;
+}
+
+void
+lms_sandboxes_free(struct lms_sandboxes *sbs)
+{
+	if (sbs == NULL)
+		return;
+	pthread_mutex_lock(&sbs->lock);
+	sbs->stop = true;
+	pthread_cond_broadcast(&sbs->changed);
+	pthread_mutex_unlock(&sbs->lock);
+	if (sbs->have_reaper)
+		pthread_join(sbs->reaper, NULL);
+	/* Their workers and PID 1s end with the spawner, which stops after this. */
+	for (struct lms_sandbox_entry *e = sbs->list, *next; e; e = next) {
+		next = e->next;
+		entry_free(e);
+	}
+	pthread_cond_destroy(&sbs->changed);
+	pthread_mutex_destroy(&sbs->lock);
+	free(sbs);
+}
+
+static void
+new_id(char id[24])
+{
+	unsigned char raw[8];
+	if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) {
+		static uint64_t counter;
+		uint64_t n = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED) ^ (uint64_t)lms_monotonic_ms();
+		memcpy(raw, &n, sizeof(raw));
+	}
+	memcpy(id, "sbx_", 4);
+	for (size_t i = 0; i < sizeof(raw); i++)
+		snprintf(id + 4 + 2 * i, 3, "%02x", raw[i]);
+}
+
+static char **
+strv_copy(char *const *v)
+{
+	size_t n = 0;
+	while (v && v[n])
+		n++;
+	char **out = xcalloc(n + 1, sizeof(char *));
+	for (size_t i = 0; i < n; i++)
+		out[i] = xstrdup(v[i]);
+	return out;
+}
+
+json_t *
+lms_sandboxes_create(struct lms_sandboxes *sbs, const struct lms_sandbox_settings *set, struct lms_error **err)
+{
+	if (set->ttl_s < 1 || set->ttl_s > sbs->max_ttl_s) {
+		lms_error_set(err, LMS_ERR_INVALID, 0, "ttl_s must be 1..%llu (the server's --max-ttl-s), not %llu",
+			      (unsigned long long)sbs->max_ttl_s, (unsigned long long)set->ttl_s);
+		return NULL;
+	}
+	pthread_mutex_lock(&sbs->lock);
+	if (sbs->count + sbs->pending >= sbs->max) {
+		pthread_mutex_unlock(&sbs->lock);
+		lms_error_set(err, LMS_ERR_BUSY, 0,
+			      "%llu sandboxes exist already (--max-sandboxes): delete one or let one expire",
+			      (unsigned long long)sbs->max);
+		return NULL;
+	}
+	sbs->pending++;
+	uint64_t key = sbs->next_key++;
+	pthread_mutex_unlock(&sbs->lock);
+
+	struct lms_sandbox_entry *e = xcalloc(1, sizeof(*e));
+	new_id(e->id);
+	e->key = key;
+	e->set = *set;
+	json_incref(e->set.metadata);
+	e->image = xstrdup(set->spec.image ? set->spec.image : LMS_IMAGE_HOST);
+	e->env = strv_copy(set->spec.env);
+	e->set.spec.env = e->env;
+	e->set.spec.image = e->image;
+	e->set.spec.argv = NULL;
+	e->set.spec.stdin_data = NULL;
+	e->set.spec.stdin_len = 0;
+	e->created_s = wall_s();
+	touch(e);
+	int r = lms_spawner_create(sbs->server->spawner, key, &e->set.spec, err);
+	pthread_mutex_lock(&sbs->lock);
+	sbs->pending--;
+	if (r == 0) {
+		e->next = sbs->list;
+		sbs->list = e;
+		sbs->count++;
+		pthread_cond_broadcast(&sbs->changed);
+	}
+	json_t *obj = r == 0 ? entry_json(e) : NULL;
+	pthread_mutex_unlock(&sbs->lock);
+	if (r < 0) {
+		entry_free(e);
+		return NULL;
+	}
+	lms_log(LMS_LOG_INFO, NULL, "sandbox created", "sandbox", json_string_value(json_object_get(obj, "id")),
+		NULL);
+	return obj;
+}
+
+static bool
+metadata_matches(const json_t *metadata, const json_t *filter)
+{
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)filter, k, v)
+	{
+		const json_t *have = json_object_get(metadata, k);
+		if (!json_is_string(have) || !json_equal(have, v))
+			return false;
+	}
+	return true;
+}
+
+json_t *
+lms_sandboxes_list(struct lms_sandboxes *sbs, const json_t *filter)
+{
+	json_t *data = json_array();
+	pthread_mutex_lock(&sbs->lock);
+	for (struct lms_sandbox_entry *e = sbs->list; e; e = e->next)
+		if (filter == NULL || metadata_matches(e->set.metadata, filter))
+			json_array_append_new(data, entry_json(e));
+	pthread_mutex_unlock(&sbs->lock);
+	return json_pack("{s:o}", "data", data);
+}
+
+static int
+not_found(struct lms_sandboxes *sbs, const char *id, const char **reason, struct lms_error **err)
+{
+	*reason = reason_of(sbs, id);
+	return lms_error_set(err, LMS_ERR_NOT_FOUND, 0, "sandbox %.40s does not exist%s%s", id,
+			     *reason ? ": it was " : "", *reason ? *reason : "");
+}
+
+json_t *
+lms_sandboxes_get(struct lms_sandboxes *sbs, const char *id, const char **reason, struct lms_error **err)
+{
+	pthread_mutex_lock(&sbs->lock);
+	struct lms_sandbox_entry *e = find(sbs, id);
+	json_t *obj = e ? entry_json(e) : NULL;
+	if (e == NULL)
+		not_found(sbs, id, reason, err);
+	pthread_mutex_unlock(&sbs->lock);
+	return obj;
+}
+
+int
+lms_sandboxes_delete(struct lms_sandboxes *sbs, const char *id, const char **reason, struct lms_error **err)
+{
+	pthread_mutex_lock(&sbs->lock);
+	struct lms_sandbox_entry *e = find(sbs, id);
+	if (e == NULL) {
+		not_found(sbs, id, reason, err);
+		pthread_mutex_unlock(&sbs->lock);
+		return -1;
+	}
+	unlink_entry(sbs, e);
+	bury(sbs, e->id, "deleted");
+	e->removing = true;
+	/* Its commands are killed first: the worker runs one thing at a time, and the DESTROY waits behind
+	 * them. Their callers still hold their jobs; the entry's memory waits for the last of them. */
+	for (size_t i = 0; i < e->n_jobs; i++)
+		lms_job_cancel(e->jobs[i]);
+	while (e->users > 0)
+		pthread_cond_wait(&sbs->changed, &sbs->lock);
+	pthread_mutex_unlock(&sbs->lock);
+	end_sandbox(sbs, e, "deleted");
+	return 0;
+}
+
+struct lms_sandbox_entry *
+lms_sandboxes_acquire(struct lms_sandboxes *sbs, const char *id, uint64_t *key,
+		      const struct lms_sandbox_settings **base, const char **reason, struct lms_error **err)
+{
+	pthread_mutex_lock(&sbs->lock);
+	struct lms_sandbox_entry *e = find(sbs, id);
+	if (e == NULL) {
+		not_found(sbs, id, reason, err);
+	} else {
+		e->users++;
+		touch(e);
+		*key = e->key;
+		*base = &e->set;
+	}
+	pthread_mutex_unlock(&sbs->lock);
+	return e;
+}
+
+void
+lms_sandboxes_attach_job(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, struct lms_job *job)
+{
+	pthread_mutex_lock(&sbs->lock);
+	if (e->removing)
+		lms_job_cancel(job);
+	e->jobs = xrealloc(e->jobs, (e->n_jobs + 1) * sizeof(*e->jobs));
+	e->jobs[e->n_jobs++] = job;
+	pthread_mutex_unlock(&sbs->lock);
+}
+
+void
+lms_sandboxes_release(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, struct lms_job *job)
+{
+	pthread_mutex_lock(&sbs->lock);
+	for (size_t i = 0; i < e->n_jobs; i++)
+		if (e->jobs[i] == job) {
+			e->jobs[i] = e->jobs[--e->n_jobs];
+			break;
+		}
+	e->users--;
+	touch(e);
+	pthread_cond_broadcast(&sbs->changed);
+	pthread_mutex_unlock(&sbs->lock);
+}

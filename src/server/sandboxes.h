@@ -1,0 +1,55 @@
+#pragma once
+/*
+ * The daemon's persistent sandboxes (API.md, "Persistent sandboxes"): a registry of the sandboxes it
+ * made through the spawner, by their public id ("sbx_" and 16 hex digits), with their settings, their
+ * idle time to live, and a short memory of those that are gone and why (deleted, expired, failed), so
+ * that a client can tell gone from transient. No HTTP in here: routes-sandboxes.c is the HTTP side.
+ *
+ * Thread-safe. A sandbox in use (an exec running in it) is held by a reference and never expires; a
+ * DELETE cancels what runs in it.
+ */
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "sandbox/spawner.h"
+
+struct lms_server;
+struct lms_sandboxes;
+struct lms_sandbox_entry;
+
+/* What a sandbox is made with: limits (the whole sandbox's), network, gpu, env and image are parsed by
+ * the one exec parser (api/exec-request.c) from the creation body. */
+struct lms_sandbox_settings {
+	struct lms_sandbox_spec spec; /* argv unused; env: the sandbox's, added to every command's */
+	uint64_t ttl_s;
+	json_t *metadata; /* an object of strings; the settings keep a reference */
+};
+
+int lms_sandboxes_new(struct lms_server *s, uint64_t max, uint64_t max_ttl_s, struct lms_sandboxes **out,
+		      struct lms_error **err);
+/* Stops the expiry thread; the sandboxes end with the spawner. NULL is a no-op. */
+void lms_sandboxes_free(struct lms_sandboxes *sbs);
+
+/* Makes one (LMS_ERR_BUSY past --max-sandboxes) and returns its JSON object (new reference). */
+json_t *lms_sandboxes_create(struct lms_sandboxes *sbs, const struct lms_sandbox_settings *set, struct lms_error **err);
+
+/* {"data": [...]} of those whose metadata has every (key, value) of filter (an object; NULL: all). */
+json_t *lms_sandboxes_list(struct lms_sandboxes *sbs, const json_t *filter);
+
+/* The sandbox's object, or NULL with LMS_ERR_NOT_FOUND; *reason is "deleted", "expired", "failed" or NULL. */
+json_t *lms_sandboxes_get(struct lms_sandboxes *sbs, const char *id, const char **reason, struct lms_error **err);
+
+/* Ends it: what runs in it is killed, then every process, mount and cgroup of it is removed. */
+int lms_sandboxes_delete(struct lms_sandboxes *sbs, const char *id, const char **reason, struct lms_error **err);
+
+/* Holds a sandbox for one command: *key is the spawner's id, *base its settings (valid until released).
+ * Pushes its expiry forward. NULL with LMS_ERR_NOT_FOUND (and *reason) when it does not exist. */
+struct lms_sandbox_entry *lms_sandboxes_acquire(struct lms_sandboxes *sbs, const char *id, uint64_t *key,
+						 const struct lms_sandbox_settings **base, const char **reason,
+						 struct lms_error **err);
+/* A command of it started: a DELETE cancels it (the job stays the caller's). */
+void lms_sandboxes_attach_job(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, struct lms_job *job);
+/* The command has ended (job: the one attached, or NULL); the idle time starts again. */
+void lms_sandboxes_release(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, struct lms_job *job);
