@@ -5,6 +5,7 @@
 #include <seccomp.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 
 #include "core/alloc.h"
 #include "core/buf.h"
@@ -65,8 +66,32 @@ const char *const lms_seccomp_denied[] = {
     "query_module",
     "fanotify_init",
     "pidfd_getfd",
+    /* What Docker's default profile refuses without CAP_SYS_PTRACE or CAP_SYS_NICE (neither of which a
+     * command holds), plus old or rare kernel surface no command needs (docs/SECURITY.md, the table). */
+    "kcmp",
+    "process_madvise",
+    "get_mempolicy",
+    "set_mempolicy",
+    "set_mempolicy_home_node",
+    "mbind",
+    "migrate_pages",
+    "move_pages",
+    "modify_ldt",
+    "memfd_secret",
+    "sysfs",
+    "ustat",
     NULL,
 };
+
+/* Linux AIO: io_setup takes from fs.aio-max-nr, one budget for the whole host. ENOSYS, as a kernel
+ * without CONFIG_AIO answers: libaio users fall back, and glibc's POSIX AIO uses threads. */
+const char *const lms_seccomp_enosys[] = {
+    "io_setup", "io_destroy", "io_submit", "io_cancel", "io_getevents", "io_pgetevents", NULL,
+};
+
+/* The personalities Docker's default profile allows: PER_LINUX, PER_LINUX32, UNAME26 and both, and the
+ * query 0xffffffff. Sorted. */
+static const uint64_t personalities[] = {0x0, 0x8, 0x20000, 0x20008, 0xffffffff};
 
 static int
 add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name, unsigned count, const struct scmp_arg_cmp *args,
@@ -81,12 +106,50 @@ add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name, unsigned count,
 	return 0;
 }
 
+/* Denies `name` with EPERM when its first argument is none of `allowed` (sorted, below 2^32). A rule
+ * compares an argument once, so the gaps between the allowed values are covered by aligned blocks
+ * (value under a mask), each one rule: about 2 x 32 per gap, evaluated only for this call. */
+static int
+deny_a0_outside(scmp_filter_ctx ctx, const char *name, const uint64_t *allowed, size_t n, struct lms_error **err)
+{
+	struct scmp_arg_cmp above = SCMP_A0(SCMP_CMP_GT, 0xffffffffu);
+	if (add_rule(ctx, SCMP_ACT_ERRNO(EPERM), name, 1, &above, err) < 0)
+		return -1;
+	uint64_t lo = 0;
+	for (size_t i = 0; i <= n; i++) {
+		uint64_t end = i < n ? allowed[i] : 1ull << 32; /* the gap is [lo, end) */
+		while (lo < end) {
+			uint64_t size = 1;
+			while ((lo & (size * 2 - 1)) == 0 && lo + size * 2 <= end)
+				size *= 2;
+			struct scmp_arg_cmp block = SCMP_A0(SCMP_CMP_MASKED_EQ, ~(size - 1), lo);
+			if (add_rule(ctx, SCMP_ACT_ERRNO(EPERM), name, 1, &block, err) < 0)
+				return -1;
+			lo += size;
+		}
+		lo = end + 1;
+	}
+	return 0;
+}
+
 static int
 build(scmp_filter_ctx ctx, struct lms_error **err)
 {
 	for (const char *const *name = lms_seccomp_denied; *name; name++)
 		if (add_rule(ctx, SCMP_ACT_ERRNO(EPERM), *name, 0, NULL, err) < 0)
 			return -1;
+	for (const char *const *name = lms_seccomp_enosys; *name; name++)
+		if (add_rule(ctx, SCMP_ACT_ERRNO(ENOSYS), *name, 0, NULL, err) < 0)
+			return -1;
+	if (deny_a0_outside(ctx, "personality", personalities, sizeof(personalities) / sizeof(personalities[0]), err) <
+	    0)
+		return -1;
+	/* vsock reaches the hypervisor and its other guests: a network namespace does not isolate it.
+	 * Docker refuses the family too. The domain is an int: compare the low half only. */
+	struct scmp_arg_cmp vsock = SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, AF_VSOCK);
+	if (add_rule(ctx, SCMP_ACT_ERRNO(EPERM), "socket", 1, &vsock, err) < 0 ||
+	    add_rule(ctx, SCMP_ACT_ERRNO(EPERM), "socketpair", 1, &vsock, err) < 0)
+		return -1;
 
 	/* New user namespaces give back every capability inside them: the gate to most kernel exploits. */
 	struct scmp_arg_cmp newuser = SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER);

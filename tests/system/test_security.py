@@ -263,6 +263,38 @@ def test_seccomp_denies(probe, host_probe, check):
     assert denied(p, "EPERM"), f"{check} was not refused with EPERM\n{p}\non the host: {host}"
 
 
+# What Docker's default profile refuses a command without CAP_SYS_PTRACE or CAP_SYS_NICE, or a personality outside
+# its safe set: each works for root on the host (the control), and fails with EPERM inside.
+DOCKER_DENIED = ["kcmp", "personality", "set_mempolicy", "modify_ldt"]
+
+
+@pytest.mark.parametrize("check", DOCKER_DENIED)
+def test_seccomp_denies_what_docker_denies(probe, host_probe, check):
+    host = host_probe(check)
+    assert host.ok, f"control: {check} works on the host\n{host}"
+    p = probe(check)
+    assert denied(p, "EPERM"), f"{check} was not refused with EPERM\n{p}"
+
+
+def test_linux_aio_is_enosys(probe, host_probe):
+    # io_setup takes from fs.aio-max-nr, one budget for the whole host; ENOSYS is what a kernel without AIO says.
+    host = host_probe("io_setup")
+    assert host.ok, f"control: io_setup works on the host\n{host}"
+    p = probe("io_setup")
+    assert denied(p, "ENOSYS"), f"io_setup was not refused with ENOSYS\n{p}"
+
+
+def test_vsock_denied(probe, host_probe):
+    # A network namespace does not isolate vsock: it reaches the hypervisor and the host's other guests.
+    if not os.path.exists("/dev/vsock"):
+        pytest.skip("NO VSOCK: this host has no /dev/vsock, so the control cannot show the family works")
+    host = host_probe("vsock")
+    assert host.ok, f"control: socket(AF_VSOCK) works on the host\n{host}"
+    for check in ("vsock", "vsock_pair"):
+        p = probe(check)
+        assert denied(p, "EPERM"), f"{check} was not refused with EPERM\n{p}"
+
+
 def test_lookup_dcookie_denied(probe):
     p = probe("lookup_dcookie")
     assert denied(p, "EPERM", "ENOSYS"), str(p)
