@@ -18,6 +18,15 @@
 #define LMS_DEFAULT_DISK_MB 1024
 #define LMS_DEFAULT_CWD "/work"
 
+/* Per-sandbox bounds on what the kernel counts per process or per user (docs/SECURITY.md): open files
+ * per process (soft, hard), queued signals, POSIX message queue bytes, inotify instances and watches. */
+#define LMS_SANDBOX_NOFILE_SOFT 1024
+#define LMS_SANDBOX_NOFILE_HARD 4096
+#define LMS_SANDBOX_SIGPENDING 1024
+#define LMS_SANDBOX_MSGQUEUE_BYTES 65536
+#define LMS_SANDBOX_INOTIFY_INSTANCES 8
+#define LMS_SANDBOX_INOTIFY_WATCHES 8192
+
 /* In-sandbox uids and gids 0..LMS_UID_COUNT-1 map to host ids starting here when the daemon runs as
  * root: far from the ranges that useradd (1000..), /etc/subuid (100000..) and systemd-nspawn
  * (524288..0x6FFFFFFF) hand out, so no host account ever owns what a sandbox creates. */

@@ -9,6 +9,7 @@ import fcntl
 import os
 import pty
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -445,6 +446,70 @@ def test_disk_limit(run, directory):
     assert out[1] != "big-rc=0", f"20 MiB were written into an 8 MiB {directory}: {r.json}"
     assert "No space left on device" in r["stderr"], r.json
     assert int(out[2]) <= 8 << 20, f"{directory}/big holds {out[2]} bytes"
+
+
+def limits_of(text):
+    """/proc/self/limits as {name: (soft, hard)}, "unlimited" as None."""
+    out = {}
+    for line in text.splitlines()[1:]:
+        m = re.match(r"(.+?)\s{2,}(\S+)\s+(\S+)", line)
+        if m:
+            out[m.group(1)] = tuple(None if v == "unlimited" else int(v) for v in m.group(2, 3))
+    return out
+
+
+def raise_nofile():
+    """Soft and hard open-file limits as high as this process may set them (524288 where CAP_SYS_RESOURCE allows)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (524288, 524288))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def test_open_files_bounded_whatever_the_caller_has(run):
+    # The CLI runs with a large limit (systemd gives services 524288): the sandbox still gets its own bound.
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] <= 4096:
+        pytest.skip("NO LARGE LIMIT: this process's hard RLIMIT_NOFILE is not above the sandbox's 4096")
+    r = run(["--", "sh", "-c", "cat /proc/self/limits; ulimit -Hn"], preexec_fn=raise_nofile)
+    assert r.returncode == 0 and r["exit_code"] == 0, str(r)
+    limits = limits_of(r["stdout"])
+    assert limits["Max open files"] == (1024, 4096), f"open files inside: {limits['Max open files']}\n{r.json}"
+    assert r["stdout"].split()[-1] == "4096", r.json
+
+
+def test_per_user_counters_bounded(run):
+    # Host root created the user namespace: without bounds of its own, the sandbox would share root's queued-signal,
+    # message-queue and inotify totals with systemd and every other sandbox.
+    r = run(["--", "sh", "-c", "cat /proc/self/limits; cat /proc/sys/user/max_inotify_instances "
+             "/proc/sys/user/max_inotify_watches"])
+    assert r.returncode == 0 and r["exit_code"] == 0, str(r)
+    limits = limits_of(r["stdout"])
+    assert limits["Max pending signals"] == (1024, 1024), limits
+    assert limits["Max msgqueue size"] == (65536, 65536), limits
+    assert r["stdout"].split()[-2:] == ["8", "8192"], r.json
+
+
+INOTIFY_SCRIPT = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+n = 0
+while n < 16:
+    if libc.inotify_init1(0) < 0:
+        print("failed", os.strerror(ctypes.get_errno()))
+        break
+    n += 1
+print(n)
+"""
+
+
+def test_inotify_instances_bounded(run):
+    # 16 tries, twice the bound: harmless for the host's 128 even where nothing bounds them.
+    r = run(["--", "python3", "-c", INOTIFY_SCRIPT])
+    assert r.returncode == 0 and r["exit_code"] == 0, str(r)
+    created = int(r["stdout"].split()[-1])
+    assert 1 <= created <= 8, f"{created} inotify instances were created under a bound of 8: {r.json}"
+    assert "Too many open files" in r["stdout"], r.json
 
 
 # ---- leaving nothing behind ---------------------------------------------------------------------------------------
