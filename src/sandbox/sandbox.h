@@ -26,6 +26,8 @@
 #define LMS_SANDBOX_MSGQUEUE_BYTES 65536
 #define LMS_SANDBOX_INOTIFY_INSTANCES 8
 #define LMS_SANDBOX_INOTIFY_WATCHES 8192
+/* Terminals a sandbox may open at once (its devpts instance's max=; the host has kernel.pty.max). */
+#define LMS_SANDBOX_PTYS 64
 
 /* In-sandbox uids and gids 0..LMS_UID_COUNT-1 map to host ids starting here when the daemon runs as
  * root: far from the ranges that useradd (1000..), /etc/subuid (100000..) and systemd-nspawn

@@ -512,6 +512,41 @@ def test_inotify_instances_bounded(run):
     assert "Too many open files" in r["stdout"], r.json
 
 
+PTY_SCRIPT = """
+import os
+held = []
+try:
+    while len(held) < 80:
+        held.append(os.openpty())
+except OSError as e:
+    print("failed", e.strerror)
+print(len(held))
+"""
+
+
+def test_ptys_bounded(run):
+    # Every devpts instance takes from the host's kernel.pty.max: the sandbox's has max=64. 80 tries are harmless
+    # for the host's 4096 even where nothing bounds them.
+    r = run(["--", "python3", "-c", PTY_SCRIPT])
+    assert r.returncode == 0 and r["exit_code"] == 0, str(r)
+    opened = int(r["stdout"].split()[-1])
+    assert 1 <= opened <= 64, f"{opened} ptys were opened under a bound of 64: {r.json}"
+    assert "No space left on device" in r["stdout"], r.json
+
+
+def test_dev_shm_counts_in_the_disk_limit(run):
+    # /dev/shm lives on the scratch file system: 5 MiB there and 5 MiB in /tmp do not fit in --disk-mb 8.
+    script = ("head -c 5242880 /dev/zero > /dev/shm/a && echo shm-ok; "
+              "head -c 5242880 /dev/zero > /tmp/b; echo tmp-rc=$?; df -k /dev/shm | tail -1")
+    r = run(["--disk-mb", "8", "--", "sh", "-c", script])
+    assert r.returncode == 0, str(r)
+    out = r["stdout"].split()
+    assert out[0] == "shm-ok", f"control: 5 MiB fit in /dev/shm\n{r.json}"
+    assert out[1] != "tmp-rc=0", f"10 MiB were written into /dev/shm and /tmp under --disk-mb 8: {r.json}"
+    assert "No space left on device" in r["stderr"], r.json
+    assert int(out[3]) <= 8192, f"/dev/shm is larger than the disk limit: {r.json}"
+
+
 # ---- leaving nothing behind ---------------------------------------------------------------------------------------
 
 
