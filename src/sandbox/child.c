@@ -122,18 +122,23 @@ bound_rlimits(struct lms_init_msg *msg)
 	return 0;
 }
 
-/* The user namespace's own counters (/proc/sys/user/, per namespace; inotify counts up to host root's
- * fs.inotify.max_user_instances too). Written while PID 1 still holds CAP_SYS_RESOURCE in its
- * namespace, which the sysctls require; a command cannot raise them back (it lacks the capability, and
- * /proc/sys is read-only). The host's /proc still serves: these files answer for the caller's namespace. */
+/* Knobs the sandbox's own namespaces have (docs/SECURITY.md). The user namespace's counters
+ * (/proc/sys/user/) bound what also counts up to host root's totals (inotify: fs.inotify.max_user_*).
+ * The network namespace's TCP buffer sizes: cgroup v1 lets each socket exceed the group's TCP limit by
+ * about one buffer, so smaller starting buffers keep many idle connections from holding much.
+ * Written while PID 1 still holds CAP_SYS_RESOURCE and CAP_NET_ADMIN in its namespaces; a command
+ * cannot change them back (no such capability, and /proc/sys is read-only after the mounts). The
+ * host's /proc still serves: these files answer for the caller's own namespaces. */
 static int
-bound_user_counts(struct lms_init_msg *msg)
+bound_namespace_knobs(struct lms_init_msg *msg)
 {
 	static const struct {
 		const char *path, *value;
 	} counts[] = {
 	    {"/proc/sys/user/max_inotify_instances", LMS_STRINGIFY(LMS_SANDBOX_INOTIFY_INSTANCES)},
 	    {"/proc/sys/user/max_inotify_watches", LMS_STRINGIFY(LMS_SANDBOX_INOTIFY_WATCHES)},
+	    {"/proc/sys/net/ipv4/tcp_rmem", LMS_SANDBOX_TCP_MEM},
+	    {"/proc/sys/net/ipv4/tcp_wmem", LMS_SANDBOX_TCP_MEM},
 	};
 	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
 		int fd = open(counts[i].path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
@@ -244,7 +249,7 @@ contain(struct lms_child_ctx *ctx, struct lms_init_msg *msg)
 	 * change, which clears it; a parent that died before this point is seen at the next sync read. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
 		return lms_child_fail(msg, errno, "prctl PR_SET_PDEATHSIG");
-	if (bound_user_counts(msg) < 0)
+	if (bound_namespace_knobs(msg) < 0)
 		return -1;
 	if (lms_mount_host_root(ctx->disk_mb, ctx->gpu, msg) < 0)
 		return -1;

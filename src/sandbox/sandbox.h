@@ -26,6 +26,8 @@
 #define LMS_SANDBOX_MSGQUEUE_BYTES 65536
 #define LMS_SANDBOX_INOTIFY_INSTANCES 8
 #define LMS_SANDBOX_INOTIFY_WATCHES 8192
+/* The sandbox's net.ipv4.tcp_rmem and tcp_wmem (min, start, max bytes per socket). */
+#define LMS_SANDBOX_TCP_MEM "4096 16384 1048576"
 /* Terminals a sandbox may open at once (its devpts instance's max=; the host has kernel.pty.max). */
 #define LMS_SANDBOX_PTYS 64
 

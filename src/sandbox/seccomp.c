@@ -150,6 +150,17 @@ build(scmp_filter_ctx ctx, struct lms_error **err)
 	if (add_rule(ctx, SCMP_ACT_ERRNO(EPERM), "socket", 1, &vsock, err) < 0 ||
 	    add_rule(ctx, SCMP_ACT_ERRNO(EPERM), "socketpair", 1, &vsock, err) < 0)
 		return -1;
+	/* Socket buffer sizes stay the sandbox's (net.ipv4.tcp_[rw]mem, child.c): cgroup v1 lets every socket
+	 * exceed the group's TCP limit by up to its send buffer, and a buffer set by SO_SNDBUF is never
+	 * shrunk under pressure. The call answers success and changes nothing, as a kernel that clamps the
+	 * size to its maximum would look to a caller (docs/SECURITY.md, "Socket buffers"). */
+	static const int sizes[] = {SO_SNDBUF, SO_RCVBUF, SO_SNDBUFFORCE, SO_RCVBUFFORCE};
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		struct scmp_arg_cmp opt[] = {SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, SOL_SOCKET),
+					     SCMP_A2(SCMP_CMP_MASKED_EQ, 0xffffffffu, (unsigned)sizes[i])};
+		if (add_rule(ctx, SCMP_ACT_ERRNO(0), "setsockopt", 2, opt, err) < 0)
+			return -1;
+	}
 
 	/* New user namespaces give back every capability inside them: the gate to most kernel exploits. */
 	struct scmp_arg_cmp newuser = SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER);

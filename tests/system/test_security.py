@@ -380,6 +380,51 @@ def test_hostname_is_sandbox(probe):
 # ---- limits -------------------------------------------------------------------------------------------------------
 
 
+# Connections on the sandbox's own loopback whose receiver never reads: each send is queued in kernel socket
+# buffers until EAGAIN. Stops at CAP MiB, so that even where nothing bounds them the host only lends that much.
+TCP_QUEUE_SCRIPT = """
+import socket, sys
+cap, bufsize = int(sys.argv[1]) << 20, int(sys.argv[2])
+srv = socket.socket()
+if bufsize:
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, bufsize)
+srv.bind(("127.0.0.1", 0))
+srv.listen(512)
+held, total, chunk = [], 0, b"x" * 65536
+while total < cap and len(held) < 800:
+    c = socket.socket()
+    if bufsize:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, bufsize)
+    c.connect(srv.getsockname())
+    c.setblocking(False)
+    held += [c, srv.accept()[0]]
+    for _ in range(512):
+        try:
+            total += c.send(chunk)
+        except BlockingIOError:
+            break
+        if total >= cap:
+            break
+print("queued", total, "connections", len(held) // 2)
+"""
+
+
+@pytest.mark.parametrize("bufsize", [0, 4 << 20], ids=["default-buffers", "SO_SNDBUF-4MiB"])
+def test_socket_buffers_bounded(run, outer_cgroup, bufsize):
+    # cgroup v1 does not charge TCP buffers to the memory limit: a 64 MiB sandbox queued 1.5 GiB on its loopback.
+    args = ["--memory-mb", "64", "--timeout-ms", "30000", "--", "python3", "-c", TCP_QUEUE_SCRIPT]
+    control = run([*args, "4", str(bufsize)], cgroup=outer_cgroup)
+    assert control.returncode == 0 and control["exit_code"] == 0, str(control)
+    assert int(control["stdout"].split()[1]) >= 4 << 20, f"control: 4 MiB queue on loopback\n{control.json}"
+    r = run([*args, "256", str(bufsize)], cgroup=outer_cgroup, timeout=60)
+    assert r.returncode == 0, str(r)
+    if r["oom_killed"]:
+        return  # the buffers were charged to the sandbox's memory: that bounds them too
+    assert r["exit_code"] == 0, r.json
+    queued = int(r["stdout"].split()[1])
+    assert queued < 64 << 20, f"{queued >> 20} MiB queued in loopback socket buffers by a 64 MiB sandbox: {r.json}"
+
+
 def test_memory_limit(run, outer_cgroup):
     small = run(["--memory-mb", "64", "--", "python3", "-c", "b = b'x' * (8 << 20); print(len(b))"],
                 cgroup=outer_cgroup)

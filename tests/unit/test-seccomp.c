@@ -152,6 +152,27 @@ do_unix_pair(void)
 	}
 	return r;
 }
+/* SO_SNDBUF "succeeds" and changes nothing: the buffer stays the size it had. */
+static long
+do_sndbuf(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), before = 0, after = 0, want = 4 << 20;
+	socklen_t len = sizeof(before);
+	if (fd < 0)
+		return -1;
+	long r = getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &before, &len);
+	if (r == 0)
+		r = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof(want));
+	if (r == 0)
+		r = getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &after, &len);
+	close(fd);
+	if (r == 0 && after != before) {
+		errno = EOVERFLOW; /* the size changed */
+		return -1;
+	}
+	return r;
+}
+
 static long
 do_kcmp(void)
 {
@@ -255,6 +276,7 @@ ordinary_calls_still_work(void **state)
 	assert_int_equal(under_filter(do_getpid), 0);
 	assert_int_equal(under_filter(do_fork), 0);
 	assert_int_equal(under_filter(do_unix_pair), 0);
+	assert_int_equal(under_filter(do_sndbuf), 0);
 	/* unshare without CLONE_NEWUSER reaches the kernel: EPERM there only for lack of a capability. */
 	int e = under_filter(do_unshare_uts);
 	assert_true(e == 0 || e == EPERM);
