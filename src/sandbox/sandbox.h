@@ -43,6 +43,8 @@
 #define LMS_MAX_PIDS 1000000ull
 #define LMS_MAX_OUTPUT_BYTES (1ull << 32)
 #define LMS_MAX_DISK_MB (1024ull * 1024)
+#define LMS_MAX_MILLICPUS 1024000ull /* 1024 cores */
+#define LMS_MIN_MILLICPUS 10ull	     /* 0.01 core: a 1 ms quota per 100 ms period, the kernel's least */
 #define LMS_MAX_ARGS 4096
 #define LMS_MAX_ENV 4096
 
@@ -52,7 +54,9 @@ struct lms_limits {
 	uint64_t pids;	       /* processes and threads at once (cgroup) */
 	uint64_t cpu_ms;       /* CPU time of all processes together; 0 = none */
 	uint64_t output_bytes; /* per stream; the rest is read and discarded */
-	uint64_t disk_mb;      /* the writable /work and /tmp together (tmpfs size) */
+	uint64_t disk_mb;      /* the writable /work, /tmp and /dev/shm together (tmpfs size) */
+	uint64_t millicpus;    /* CPU bandwidth of all processes together, in thousandths of a core
+				* (cgroup cpu.max / cfs_quota_us); 0 = none */
 };
 
 struct lms_sandbox_spec {
@@ -92,6 +96,10 @@ typedef void (*lms_output_fn)(void *userdata, enum lms_stream stream, const char
 
 /* Fills in the defaults above; argv stays NULL. */
 void lms_sandbox_spec_init(struct lms_sandbox_spec *spec);
+
+/* Reads a number of cores ("0.5", "2", "1.25": at most three decimals) as thousandths of a core; "0"
+ * is 0 (no limit). LMS_ERR_INVALID names `what` and the bounds. */
+int lms_limits_parse_cpus(const char *what, const char *text, uint64_t *millicpus, struct lms_error **err);
 
 /* Checks that a spec is complete and within bounds. LMS_ERR_INVALID names the field. */
 int lms_sandbox_spec_validate(const struct lms_sandbox_spec *spec, struct lms_error **err);

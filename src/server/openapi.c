@@ -18,6 +18,8 @@ static const char components[] =
 			       "    \"pids\": {\"type\": \"integer\", \"minimum\": 1, \"default\": " S(
 				   LMS_DEFAULT_PIDS) "},"
 						     "    \"cpu_ms\": {\"type\": \"integer\", \"minimum\": 0},"
+						     "    \"cpus\": {\"type\": \"number\", \"minimum\": 0, "
+						     "\"maximum\": 1024},"
 						     "    \"output_bytes\": {\"type\": \"integer\", \"minimum\": 0, "
 						     "\"default\": " S(
 							 LMS_DEFAULT_OUTPUT_BYTES) "},"

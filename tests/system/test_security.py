@@ -468,6 +468,32 @@ def test_cpu_time_limit(run, outer_cgroup):
     assert 250 <= r["cpu_ms"] < 5000, f"cpu_ms {r['cpu_ms']} is not near the 300 ms limit"
 
 
+SPIN_SCRIPT = """
+import os, time
+end = time.monotonic() + 1.5
+for _ in range(2):
+    if os.fork() == 0:
+        while time.monotonic() < end:
+            pass
+        os._exit(0)
+for _ in range(2):
+    os.wait()
+"""
+
+
+def test_cpu_bandwidth_limit(run, outer_cgroup):
+    # Two busy processes for 1.5 s: without a limit they use more than a core (the control), under --cpus 0.5
+    # about half of one. A bound on CPU time over wall time, never on speed.
+    free = run(["--timeout-ms", "20000", "--", "python3", "-c", SPIN_SCRIPT], cgroup=outer_cgroup, timeout=30)
+    assert free.returncode == 0 and free["exit_code"] == 0, str(free)
+    assert free["cpu_ms"] / free["duration_ms"] > 0.8, f"control: two spinners use most of a core: {free.json}"
+    r = run(["--cpus", "0.5", "--timeout-ms", "20000", "--", "python3", "-c", SPIN_SCRIPT], cgroup=outer_cgroup,
+            timeout=30)
+    assert r.returncode == 0 and r["exit_code"] == 0, str(r)
+    ratio = r["cpu_ms"] / r["duration_ms"]
+    assert ratio < 0.8, f"--cpus 0.5 used {ratio:.2f} cores over its wall time: {r.json}"
+
+
 def test_output_limit(run):
     r = run(["--output-bytes", "1000", "--", "sh", "-c", "head -c 1048576 /dev/zero | tr '\\0' a"])
     assert r.returncode == 0, str(r)

@@ -274,13 +274,40 @@ cpu_ms_zero_means_none(void **state)
 }
 
 static void
+cpus_are_thousandths_under_the_ceiling(void **state)
+{
+	(void)state;
+	_cleanup_request_ struct lms_exec_request *half = parse("{\"cmd\": \"true\", \"limits\": {\"cpus\": 0.5}}");
+	_cleanup_request_ struct lms_exec_request *two = parse("{\"cmd\": \"true\", \"limits\": {\"cpus\": 2}}");
+	assert_int_equal(half->spec.limits.millicpus, 500);
+	assert_int_equal(two->spec.limits.millicpus, 2000);
+	expect_error("{\"cmd\": \"true\", \"limits\": {\"cpus\": -1}}", LMS_ERR_INVALID, "limits.cpus");
+	expect_error("{\"cmd\": \"true\", \"limits\": {\"cpus\": \"1\"}}", LMS_ERR_INVALID, "limits.cpus");
+	expect_error("{\"cmd\": \"true\", \"limits\": {\"cpus\": 0.001}}", LMS_ERR_INVALID, "0.01");
+	expect_error("{\"cmd\": \"true\", \"limits\": {\"cpus\": 5000}}", LMS_ERR_INVALID, "limits.cpus");
+	/* Under a ceiling, "none" and larger values are the ceiling; smaller ones stay. */
+	struct lms_exec_policy p = policy;
+	p.ceilings.millicpus = p.defaults.millicpus = 1000;
+	const char *none = "{\"cmd\": \"true\", \"limits\": {\"cpus\": 0}}";
+	const char *big = "{\"cmd\": \"true\", \"limits\": {\"cpus\": 3.5}}";
+	const char *small = "{\"cmd\": \"true\", \"limits\": {\"cpus\": 0.25}}";
+	_cleanup_request_ struct lms_exec_request *a = parse_with(&p, none, strlen(none));
+	_cleanup_request_ struct lms_exec_request *b = parse_with(&p, big, strlen(big));
+	_cleanup_request_ struct lms_exec_request *c = parse_with(&p, small, strlen(small));
+	assert_int_equal(a->spec.limits.millicpus, 1000);
+	assert_int_equal(b->spec.limits.millicpus, 1000);
+	assert_int_equal(c->spec.limits.millicpus, 250);
+}
+
+static void
 null_means_not_given(void **state)
 {
 	(void)state;
 	_cleanup_request_ struct lms_exec_request *r =
 	    parse("{\"cmd\": null, \"argv\": [\"true\"], \"stdin\": null, \"env\": null, \"cwd\": null, "
 		  "\"timeout_ms\": null, \"limits\": {\"memory_mb\": null, \"pids\": null, \"cpu_ms\": null, "
-		  "\"output_bytes\": null, \"disk_mb\": null}, \"network\": null, \"image\": null, \"gpu\": null, "
+		  "\"output_bytes\": null, \"disk_mb\": null, \"cpus\": null}, \"network\": null, \"image\": null, "
+		  "\"gpu\": null, "
 		  "\"encoding\": null, \"stream\": null}");
 	assert_argv(r->spec.argv, (const char *[]){"true", NULL});
 	assert_memory_equal(&r->spec.limits, &policy.defaults, sizeof(r->spec.limits));
@@ -582,6 +609,7 @@ main(void)
 	    cmocka_unit_test(stdin_empty_absent_and_binary),
 	    cmocka_unit_test(larger_limits_are_clamped_to_the_ceilings),
 	    cmocka_unit_test(output_bytes_zero_is_allowed),
+	    cmocka_unit_test(cpus_are_thousandths_under_the_ceiling),
 	    cmocka_unit_test(cpu_ms_zero_means_none),
 	    cmocka_unit_test(null_means_not_given),
 	    cmocka_unit_test(unknown_fields_are_ignored),
