@@ -107,14 +107,15 @@ set_cpu_limit(const struct lms_cgroup *cg, const struct lms_limits *limits, stru
 				     "(no 'cpu' line in /proc/self/cgroup); run without one (cpus 0)");
 	}
 	char text[32];
-	snprintf(text, sizeof(text), "%llu", LMS_CGROUP_CPU_PERIOD_US);
-	if (lms_cgroup_write(fd, "cpu.cfs_period_us", text, err) < 0)
-		return lms_error_prefix(err, "set the CPU period in %s", path);
-	if (limits->millicpus == 0)
+	if (limits->millicpus == 0) {
 		snprintf(text, sizeof(text), "-1");
-	else
+	} else {
+		snprintf(text, sizeof(text), "%llu", LMS_CGROUP_CPU_PERIOD_US);
+		if (lms_cgroup_write(fd, "cpu.cfs_period_us", text, err) < 0)
+			return lms_error_prefix(err, "set the CPU period in %s", path);
 		snprintf(text, sizeof(text), "%llu",
 			 (unsigned long long)(limits->millicpus * LMS_CGROUP_CPU_PERIOD_US / 1000));
+	}
 	if (lms_cgroup_write(fd, "cpu.cfs_quota_us", text, err) < 0)
 		return lms_error_prefix(err, "set the CPU limit in %s", path);
 	return 0;
