@@ -506,17 +506,19 @@ def test_output_limit(run):
     assert plain.returncode == 0 and len(plain.stdout) == 1000, (plain.returncode, len(plain.stdout))
 
 
-@pytest.mark.parametrize("directory", ["/work", "/tmp"])
-def test_disk_limit(run, directory):
-    script = (f'head -c 4194304 /dev/zero > {directory}/small && echo small-ok; rm -f {directory}/small; '
-              f'head -c 20971520 /dev/zero > {directory}/big; echo "big-rc=$?"; wc -c < {directory}/big')
+@pytest.mark.parametrize("first,second", [("/work", "/work"), ("/tmp", "/tmp"), ("/dev/shm", "/tmp")],
+                         ids=["work", "tmp", "dev-shm-and-tmp"])
+def test_disk_limit(run, first, second):
+    # --disk-mb 8 holds /work, /tmp and /dev/shm together (one scratch tmpfs): 5 MiB fit, 5 MiB more do not.
+    script = (f"head -c 5242880 /dev/zero > {first}/a && echo first-ok; "
+              f'head -c 5242880 /dev/zero > {second}/b; echo "second-rc=$?"; wc -c < {second}/b')
     r = run(["--disk-mb", "8", "--", "sh", "-c", script])
     assert r.returncode == 0, str(r)
     out = r["stdout"].split()
-    assert out[0] == "small-ok", f"control: 4 MiB fits in 8 MiB\n{r.json}"
-    assert out[1] != "big-rc=0", f"20 MiB were written into an 8 MiB {directory}: {r.json}"
+    assert out[0] == "first-ok", f"control: 5 MiB fit in {first} under 8 MiB\n{r.json}"
+    assert out[1] != "second-rc=0", f"10 MiB were written into {first} and {second} under --disk-mb 8: {r.json}"
     assert "No space left on device" in r["stderr"], r.json
-    assert int(out[2]) <= 8 << 20, f"{directory}/big holds {out[2]} bytes"
+    assert int(out[2]) <= 3 << 20, f"{second}/b holds {out[2]} bytes"
 
 
 def limits_of(text):
@@ -561,61 +563,39 @@ def test_per_user_counters_bounded(run):
     assert r["stdout"].split()[-2:] == ["8", "8192"], r.json
 
 
-INOTIFY_SCRIPT = """
-import ctypes, os
+# Opens up to TRIES of a kind of kernel object, holding each; prints the error that stopped it, then the count.
+HOLD_SCRIPT = """
+import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
-n = 0
-while n < 16:
+
+
+def inotify():
     if libc.inotify_init1(0) < 0:
-        print("failed", os.strerror(ctypes.get_errno()))
-        break
-    n += 1
-print(n)
-"""
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
 
 
-def test_inotify_instances_bounded(run):
-    # 16 tries, twice the bound: harmless for the host's 128 even where nothing bounds them.
-    r = run(["--", "python3", "-c", INOTIFY_SCRIPT])
-    assert r.returncode == 0 and r["exit_code"] == 0, str(r)
-    created = int(r["stdout"].split()[-1])
-    assert 1 <= created <= 8, f"{created} inotify instances were created under a bound of 8: {r.json}"
-    assert "Too many open files" in r["stdout"], r.json
-
-
-PTY_SCRIPT = """
-import os
+make = {"inotify": inotify, "pty": os.openpty}[sys.argv[1]]
 held = []
 try:
-    while len(held) < 80:
-        held.append(os.openpty())
+    while len(held) < int(sys.argv[2]):
+        held.append(make())
 except OSError as e:
     print("failed", e.strerror)
 print(len(held))
 """
 
 
-def test_ptys_bounded(run):
-    # Every devpts instance takes from the host's kernel.pty.max: the sandbox's has max=64. 80 tries are harmless
-    # for the host's 4096 even where nothing bounds them.
-    r = run(["--", "python3", "-c", PTY_SCRIPT])
+# inotify: host root's fs.inotify.max_user_instances (128) counts the sandbox's too; ptys: every devpts instance
+# takes from the host's kernel.pty.max (4096). Twice the bound in tries is harmless for the host even where nothing
+# bounds them.
+@pytest.mark.parametrize("kind,tries,bound,error", [("inotify", 16, 8, "Too many open files"),
+                                                    ("pty", 80, 64, "No space left on device")])
+def test_kernel_objects_bounded(run, kind, tries, bound, error):
+    r = run(["--", "python3", "-c", HOLD_SCRIPT, kind, str(tries)])
     assert r.returncode == 0 and r["exit_code"] == 0, str(r)
-    opened = int(r["stdout"].split()[-1])
-    assert 1 <= opened <= 64, f"{opened} ptys were opened under a bound of 64: {r.json}"
-    assert "No space left on device" in r["stdout"], r.json
-
-
-def test_dev_shm_counts_in_the_disk_limit(run):
-    # /dev/shm lives on the scratch file system: 5 MiB there and 5 MiB in /tmp do not fit in --disk-mb 8.
-    script = ("head -c 5242880 /dev/zero > /dev/shm/a && echo shm-ok; "
-              "head -c 5242880 /dev/zero > /tmp/b; echo tmp-rc=$?; df -k /dev/shm | tail -1")
-    r = run(["--disk-mb", "8", "--", "sh", "-c", script])
-    assert r.returncode == 0, str(r)
-    out = r["stdout"].split()
-    assert out[0] == "shm-ok", f"control: 5 MiB fit in /dev/shm\n{r.json}"
-    assert out[1] != "tmp-rc=0", f"10 MiB were written into /dev/shm and /tmp under --disk-mb 8: {r.json}"
-    assert "No space left on device" in r["stderr"], r.json
-    assert int(out[3]) <= 8192, f"/dev/shm is larger than the disk limit: {r.json}"
+    held = int(r["stdout"].split()[-1])
+    assert 1 <= held <= bound, f"{held} {kind} objects were held under a bound of {bound}: {r.json}"
+    assert error in r["stdout"], r.json
 
 
 # ---- leaving nothing behind ---------------------------------------------------------------------------------------
