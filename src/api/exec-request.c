@@ -138,6 +138,28 @@ get_u64(const json_t *obj, const char *key, const char *name, uint64_t min, uint
 	return 0;
 }
 
+/* limits.cpus: a number of cores (0.5, 2), kept in thousandths; 0 is "no limit". */
+static int
+get_cpus(const json_t *obj, uint64_t *millicpus, struct lms_error **err)
+{
+	const json_t *v = field(obj, "cpus");
+	if (v == NULL)
+		return 0;
+	if (!json_is_number(v))
+		return lms_error_set(err, LMS_ERR_INVALID, 0,
+				     "limits.cpus must be a number of cores such as 0.5, not %s", type_name(v));
+	double cores = json_number_value(v);
+	if (!(cores >= 0) || cores > (double)LMS_MAX_MILLICPUS / 1000)
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "limits.cpus must be between 0 and %llu, not %g",
+				     LMS_MAX_MILLICPUS / 1000, cores);
+	uint64_t milli = (uint64_t)(cores * 1000 + 0.5);
+	if (milli != 0 && milli < LMS_MIN_MILLICPUS)
+		return lms_error_set(err, LMS_ERR_INVALID, 0,
+				     "limits.cpus must be 0 (no limit) or at least 0.01, not %g", cores);
+	*millicpus = milli;
+	return 0;
+}
+
 static char *
 dup_string(const json_t *s)
 {
@@ -287,7 +309,8 @@ parse_limits(const json_t *root, struct lms_limits *l, struct lms_error **err)
 	    get_u64(limits, "pids", "limits.pids", 1, &l->pids, err) < 0 ||
 	    get_u64(limits, "cpu_ms", "limits.cpu_ms", 0, &l->cpu_ms, err) < 0 ||
 	    get_u64(limits, "output_bytes", "limits.output_bytes", 0, &l->output_bytes, err) < 0 ||
-	    get_u64(limits, "disk_mb", "limits.disk_mb", 1, &l->disk_mb, err) < 0)
+	    get_u64(limits, "disk_mb", "limits.disk_mb", 1, &l->disk_mb, err) < 0 ||
+	    get_cpus(limits, &l->millicpus, err) < 0)
 		return -1;
 	return 0;
 }
@@ -296,6 +319,14 @@ static uint64_t
 cap(uint64_t value, uint64_t ceiling)
 {
 	return value > ceiling ? ceiling : value;
+}
+
+/* For limits where 0 is "no limit": a ceiling of 0 lets any value through, and under a real ceiling
+ * "no limit" would be the loosest value of all. */
+static uint64_t
+cap_nonzero(uint64_t value, uint64_t ceiling)
+{
+	return ceiling > 0 && (value == 0 || value > ceiling) ? ceiling : value;
 }
 
 /* A request may tighten the server's limits, never loosen them: larger values become the ceiling. */
@@ -307,10 +338,8 @@ clamp_limits(struct lms_limits *l, const struct lms_limits *c)
 	l->pids = cap(l->pids, c->pids);
 	l->output_bytes = cap(l->output_bytes, c->output_bytes);
 	l->disk_mb = cap(l->disk_mb, c->disk_mb);
-	/* cpu_ms 0 is "no limit": a ceiling of 0 lets any value through, and under a real ceiling "no limit"
-	 * would be the loosest value of all. */
-	if (c->cpu_ms > 0 && (l->cpu_ms == 0 || l->cpu_ms > c->cpu_ms))
-		l->cpu_ms = c->cpu_ms;
+	l->cpu_ms = cap_nonzero(l->cpu_ms, c->cpu_ms);
+	l->millicpus = cap_nonzero(l->millicpus, c->millicpus);
 }
 
 static int

@@ -47,6 +47,9 @@ static const char help_text[] =
 										 "  --cpu-ms N           CPU time of "
 										 "all processes together (default: "
 										 "none)\n"
+										 "  --cpus N             CPU bandwidth "
+										 "in cores, e.g. 0.5 or 2 (default: "
+										 "none)\n"
 										 "  --output-bytes N     per stream; "
 										 "the rest is discarded (default: " S(
 										     LMS_DEFAULT_OUTPUT_BYTES) ")\n"
@@ -58,9 +61,12 @@ static const char help_text[] =
 													       "e "
 													       "space "
 													       "of "
-													       "/work "
-													       "and "
+													       "/work, "
+													       ""
 													       "/tmp "
+													       "and "
+													       "/dev/"
+													       "shm "
 													       "togethe"
 													       "r "
 													       "(defaul"
@@ -84,6 +90,7 @@ enum {
 	OPT_MEMORY,
 	OPT_PIDS,
 	OPT_CPU,
+	OPT_CPUS,
 	OPT_OUTPUT,
 	OPT_DISK,
 	OPT_NETWORK,
@@ -99,6 +106,7 @@ static const struct option options[] = {
     {"memory-mb", required_argument, NULL, OPT_MEMORY},
     {"pids", required_argument, NULL, OPT_PIDS},
     {"cpu-ms", required_argument, NULL, OPT_CPU},
+    {"cpus", required_argument, NULL, OPT_CPUS},
     {"output-bytes", required_argument, NULL, OPT_OUTPUT},
     {"disk-mb", required_argument, NULL, OPT_DISK},
     {"network", no_argument, NULL, OPT_NETWORK},
@@ -110,6 +118,16 @@ static const struct option options[] = {
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
+
+static int
+parse_cpus(const char *text, uint64_t *millicpus)
+{
+	_cleanup_error_ struct lms_error *err = NULL;
+	if (lms_limits_parse_cpus("--cpus", text, millicpus, &err) == 0)
+		return 0;
+	fprintf(stderr, "lm-sandbox run: %s\n", err->message);
+	return -1;
+}
 
 struct capture {
 	bool json;
@@ -190,6 +208,9 @@ parse_args(int argc, char **argv, struct lms_sandbox_spec *spec, char ***env, bo
 			break;
 		case OPT_CPU:
 			r = parse_u64("cpu-ms", optarg, &spec->limits.cpu_ms);
+			break;
+		case OPT_CPUS:
+			r = parse_cpus(optarg, &spec->limits.millicpus);
 			break;
 		case OPT_OUTPUT:
 			r = parse_u64("output-bytes", optarg, &spec->limits.output_bytes);

@@ -18,8 +18,9 @@ has_word(const char *list, const char *word)
 	return false;
 }
 
-/* Makes `dir` hand memory and pids to its children. Fails (EBUSY) when `dir` itself holds processes:
- * cgroup v2's "no internal processes" rule. */
+/* Makes `dir` hand memory and pids to its children, and cpu where `dir` has it (a CPU limit needs it; its
+ * absence is reported when one is asked for). Fails (EBUSY) when `dir` itself holds processes: cgroup
+ * v2's "no internal processes" rule. */
 static int
 delegate_controllers(const char *dir, struct lms_error **err)
 {
@@ -29,14 +30,18 @@ delegate_controllers(const char *dir, struct lms_error **err)
 	_cleanup_free_ char *enabled = lms_file_read_at(fd, "cgroup.subtree_control", 4096, err);
 	if (enabled == NULL)
 		return -1;
-	if (has_word(enabled, "memory") && has_word(enabled, "pids"))
-		return 0;
 	_cleanup_free_ char *available = lms_file_read_at(fd, "cgroup.controllers", 4096, err);
 	if (available == NULL)
 		return -1;
+	bool cpu = has_word(available, "cpu");
+	if (has_word(enabled, "memory") && has_word(enabled, "pids") && (!cpu || has_word(enabled, "cpu")))
+		return 0;
 	if (!has_word(available, "memory") || !has_word(available, "pids"))
 		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
 				     "%s lacks the memory or pids controller (it offers: %s)", dir, available);
+	/* cpu can be refused alone (a real-time process in the group): memory and pids are then enabled. */
+	if (cpu && lms_cgroup_write(fd, "cgroup.subtree_control", "+memory +pids +cpu", NULL) == 0)
+		return 0;
 	if (lms_cgroup_write(fd, "cgroup.subtree_control", "+memory +pids", err) < 0)
 		return lms_error_prefix(err, "enable memory and pids in %s", dir);
 	return 0;
@@ -101,5 +106,21 @@ lms_cgroup_v2_set_limits(const struct lms_cgroup *cg, const struct lms_limits *l
 	snprintf(text, sizeof(text), "%llu", (unsigned long long)limits->pids);
 	if (lms_cgroup_write(cg->dirfd[0], "pids.max", text, err) < 0)
 		return lms_error_prefix(err, "set pids limit in %s", cg->path[0]);
+	if (!lms_cgroup_has(cg->dirfd[0], "cpu.max")) {
+		if (limits->millicpus == 0)
+			return 0;
+		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
+				     "a CPU limit (cpus) needs the cpu controller in %s, which its parent does not "
+				     "delegate; run without one (cpus 0)",
+				     cg->path[0]);
+	}
+	if (limits->millicpus == 0)
+		snprintf(text, sizeof(text), "max %llu", LMS_CGROUP_CPU_PERIOD_US);
+	else
+		snprintf(text, sizeof(text), "%llu %llu",
+			 (unsigned long long)(limits->millicpus * LMS_CGROUP_CPU_PERIOD_US / 1000),
+			 LMS_CGROUP_CPU_PERIOD_US);
+	if (lms_cgroup_write(cg->dirfd[0], "cpu.max", text, err) < 0)
+		return lms_error_prefix(err, "set the CPU limit in %s", cg->path[0]);
 	return 0;
 }

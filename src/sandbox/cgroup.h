@@ -16,7 +16,10 @@
 #define LMS_CGROUP_FS "/sys/fs/cgroup"
 #define LMS_CGROUP_SELF "/proc/self/cgroup"
 
-enum { LMS_CG_MEMORY, LMS_CG_PIDS, LMS_CG_CPUACCT, LMS_CG_COUNT };
+enum { LMS_CG_MEMORY, LMS_CG_PIDS, LMS_CG_CPUACCT, LMS_CG_CPU, LMS_CG_COUNT };
+
+/* The CFS period of a CPU bandwidth limit (cpu.max, cpu.cfs_period_us): the kernel's default. */
+#define LMS_CGROUP_CPU_PERIOD_US 100000ull
 
 struct lms_cgroup {
 	int version;		  /* 1 or 2 */
@@ -31,7 +34,8 @@ struct lms_cgroup {
 int lms_cgroup_create(const char *fs_root, const char *self_cgroup, const char *name, const struct lms_limits *limits,
 		      struct lms_cgroup **out, struct lms_error **err);
 
-/* Changes the memory and pids limits of an existing group (a prepared sandbox meeting its request). */
+/* Changes the memory, pids and CPU bandwidth limits of an existing group (a prepared sandbox meeting its
+ * request). */
 int lms_cgroup_set_limits(const struct lms_cgroup *cg, const struct lms_limits *limits, struct lms_error **err);
 
 /* v2: the directory fd for clone3's CLONE_INTO_CGROUP; v1: -1 (use lms_cgroup_attach). */

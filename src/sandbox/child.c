@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "core/stringify.h"
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
@@ -83,6 +84,73 @@ become_root(const struct lms_child_ctx *ctx, struct lms_init_msg *msg)
 		return lms_child_fail(msg, errno, "setresgid 0");
 	if (setresuid(0, 0, 0) < 0)
 		return lms_child_fail(msg, errno, "setresuid 0");
+	return 0;
+}
+
+/* Per-process limits every command inherits from PID 1. Host root created the user namespace, so the
+ * sandbox's signal queue and POSIX message queue bytes also count against host root's own per-user
+ * totals (kernel/ucount.c charges every level up to the initial namespace): each sandbox gets a small
+ * share. Files: a bound of its own, whatever the daemon's is (often 524288 under systemd). A hard limit
+ * cannot be raised again without CAP_SYS_RESOURCE in the initial namespace. */
+static const struct {
+	int resource;
+	const char *name;
+	rlim_t soft, hard;
+} bounded_rlimits[] = {
+    {RLIMIT_CORE, "RLIMIT_CORE", 0, 0}, /* no core files: they would fill the disk and carry memory out */
+    {RLIMIT_NOFILE, "RLIMIT_NOFILE", LMS_SANDBOX_NOFILE_SOFT, LMS_SANDBOX_NOFILE_HARD},
+    {RLIMIT_SIGPENDING, "RLIMIT_SIGPENDING", LMS_SANDBOX_SIGPENDING, LMS_SANDBOX_SIGPENDING},
+    {RLIMIT_MSGQUEUE, "RLIMIT_MSGQUEUE", LMS_SANDBOX_MSGQUEUE_BYTES, LMS_SANDBOX_MSGQUEUE_BYTES},
+};
+
+static int
+bound_rlimits(struct lms_init_msg *msg)
+{
+	for (size_t i = 0; i < sizeof(bounded_rlimits) / sizeof(bounded_rlimits[0]); i++) {
+		struct rlimit cur;
+		if (getrlimit(bounded_rlimits[i].resource, &cur) < 0)
+			return lms_child_fail(msg, errno, "getrlimit %s", bounded_rlimits[i].name);
+		/* Only ever lowered: a caller's tighter limit stays. */
+		rlim_t hard = bounded_rlimits[i].hard < cur.rlim_max ? bounded_rlimits[i].hard : cur.rlim_max;
+		rlim_t soft = bounded_rlimits[i].soft < hard ? bounded_rlimits[i].soft : hard;
+		if (cur.rlim_cur < soft)
+			soft = cur.rlim_cur;
+		if (setrlimit(bounded_rlimits[i].resource, &(struct rlimit){soft, hard}) < 0)
+			return lms_child_fail(msg, errno, "setrlimit %s to %llu/%llu", bounded_rlimits[i].name,
+					      (unsigned long long)soft, (unsigned long long)hard);
+	}
+	return 0;
+}
+
+/* Knobs the sandbox's own namespaces have (docs/SECURITY.md). The user namespace's counters
+ * (/proc/sys/user/) bound what also counts up to host root's totals (inotify: fs.inotify.max_user_*).
+ * The network namespace's TCP buffer sizes: cgroup v1 lets each socket exceed the group's TCP limit by
+ * about one buffer, so smaller starting buffers keep many idle connections from holding much.
+ * Written while PID 1 still holds CAP_SYS_RESOURCE and CAP_NET_ADMIN in its namespaces; a command
+ * cannot change them back (no such capability, and /proc/sys is read-only after the mounts). The
+ * host's /proc still serves: these files answer for the caller's own namespaces. */
+static int
+bound_namespace_knobs(struct lms_init_msg *msg)
+{
+	static const struct {
+		const char *path, *value;
+	} counts[] = {
+	    {"/proc/sys/user/max_inotify_instances", LMS_STRINGIFY(LMS_SANDBOX_INOTIFY_INSTANCES)},
+	    {"/proc/sys/user/max_inotify_watches", LMS_STRINGIFY(LMS_SANDBOX_INOTIFY_WATCHES)},
+	    {"/proc/sys/net/ipv4/tcp_rmem", LMS_SANDBOX_TCP_MEM},
+	    {"/proc/sys/net/ipv4/tcp_wmem", LMS_SANDBOX_TCP_MEM},
+	};
+	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+		int fd = open(counts[i].path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+		if (fd < 0)
+			return lms_child_fail(msg, errno, "open %s", counts[i].path);
+		size_t len = strlen(counts[i].value);
+		ssize_t n = write(fd, counts[i].value, len);
+		int e = n < 0 ? errno : EIO;
+		close(fd);
+		if (n != (ssize_t)len)
+			return lms_child_fail(msg, e, "write %s to %s", counts[i].value, counts[i].path);
+	}
 	return 0;
 }
 
@@ -181,6 +249,8 @@ contain(struct lms_child_ctx *ctx, struct lms_init_msg *msg)
 	 * change, which clears it; a parent that died before this point is seen at the next sync read. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
 		return lms_child_fail(msg, errno, "prctl PR_SET_PDEATHSIG");
+	if (bound_namespace_knobs(msg) < 0)
+		return -1;
 	if (lms_mount_host_root(ctx->disk_mb, ctx->gpu, msg) < 0)
 		return -1;
 	if (sethostname("sandbox", 7) < 0)
@@ -194,10 +264,8 @@ contain(struct lms_child_ctx *ctx, struct lms_init_msg *msg)
 		return -1;
 	/* The privileges go before any command is known: what a launch costs is only what depends on it
 	 * (the scratch file system's size is set above, which is why a prepared sandbox takes only
-	 * commands with that disk limit). No core files: they would fill the disk and carry memory out. */
-	if (setrlimit(RLIMIT_CORE, &(struct rlimit){0, 0}) < 0)
-		return lms_child_fail(msg, errno, "setrlimit RLIMIT_CORE");
-	if (drop_capabilities(msg) < 0)
+	 * commands with that disk limit). */
+	if (bound_rlimits(msg) < 0 || drop_capabilities(msg) < 0)
 		return -1;
 	/* Not dumpable: no command can ptrace PID 1 to forge its reports or start processes through it. */
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)

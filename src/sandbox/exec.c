@@ -362,12 +362,13 @@ fit_limits(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, bool las
 	if (!lms_limits_fit_prepared(base, want))
 		return lms_error_set(err, LMS_ERR_INVALID, 0,
 				     "limits exceed those the sandbox was prepared with (memory %llu MiB, pids %llu, "
-				     "disk exactly %llu MiB)",
+				     "disk exactly %llu MiB, cpus %.3f, 0 = none)",
 				     (unsigned long long)base->memory_mb, (unsigned long long)base->pids,
-				     (unsigned long long)base->disk_mb);
+				     (unsigned long long)base->disk_mb, (double)base->millicpus / 1000);
 	/* The sandbox's own cgroup takes a one-shot command's limits. A lasting sandbox keeps its own:
 	 * several commands share it. */
-	if (!last || (want->memory_mb == base->memory_mb && want->pids == base->pids))
+	if (!last ||
+	    (want->memory_mb == base->memory_mb && want->pids == base->pids && want->millicpus == base->millicpus))
 		return 0;
 	return lms_cgroup_set_limits(sb->cg, want, err);
 }

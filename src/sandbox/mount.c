@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "core/stringify.h"
 #include "sandbox/child.h"
 
 /* Where the new root is built, inside the sandbox's own mount namespace (the host's /tmp is untouched). */
@@ -142,11 +143,9 @@ add_nvidia_devices(struct lms_init_msg *msg)
 }
 
 static int
-make_dev(bool gpu, struct lms_init_msg *msg)
+make_dev_nodes(bool gpu, int shm, struct lms_init_msg *msg)
 {
 	char src[64], dst[64];
-	if (mkdir("dev", 0755) < 0)
-		return lms_child_fail(msg, errno, "mkdir /dev");
 	if (do_mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755,nr_inodes=64", msg) < 0)
 		return -1;
 	for (const char *const *n = dev_nodes; *n; n++) {
@@ -160,11 +159,14 @@ make_dev(bool gpu, struct lms_init_msg *msg)
 		return -1;
 	if (mkdir("dev/pts", 0755) < 0 || mkdir("dev/shm", 01777) < 0)
 		return lms_child_fail(msg, errno, "mkdir /dev/pts, /dev/shm");
-	/* A private devpts instance: the sandbox's terminals are its own, not the host's. */
-	if (do_mount("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620", msg) <
-	    0)
+	/* A private devpts instance: the sandbox's terminals are its own, not the host's. Its ptys still count
+	 * in the host's kernel.pty.max (shared by every instance): max= bounds the sandbox's share. */
+	if (do_mount("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+		     "newinstance,ptmxmode=0666,mode=0620,max=" LMS_STRINGIFY(LMS_SANDBOX_PTYS), msg) < 0)
 		return -1;
-	if (do_mount("tmpfs", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=01777", msg) < 0)
+	char shm_path[64];
+	snprintf(shm_path, sizeof(shm_path), "/proc/self/fd/%d", shm);
+	if (do_mount(shm_path, "dev/shm", NULL, MS_BIND, NULL, msg) < 0)
 		return -1;
 	static const char *const links[][2] = {
 	    {"pts/ptmx", "dev/ptmx"},	       {"/proc/self/fd", "dev/fd"},	  {"/proc/self/fd/0", "dev/stdin"},
@@ -174,6 +176,22 @@ make_dev(bool gpu, struct lms_init_msg *msg)
 		if (symlink(links[i][0], links[i][1]) < 0)
 			return lms_child_fail(msg, errno, "symlink /%s", links[i][1]);
 	return 0;
+}
+
+static int
+make_dev(bool gpu, struct lms_init_msg *msg)
+{
+	/* /dev/shm is a directory of the scratch tmpfs, so that it counts in the same disk_mb as /work and
+	 * /tmp: made here, under the place /dev's own tmpfs is about to cover, and kept by an O_PATH
+	 * descriptor through which it is bound (the magic link reaches the covered directory). */
+	if (mkdir("dev", 0755) < 0 || mkdir("dev/shm", 01777) < 0 || chmod("dev/shm", 01777) < 0)
+		return lms_child_fail(msg, errno, "mkdir /dev/shm on the scratch file system");
+	int shm = open("dev/shm", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (shm < 0)
+		return lms_child_fail(msg, errno, "open /dev/shm on the scratch file system");
+	int r = make_dev_nodes(gpu, shm, msg);
+	close(shm);
+	return r;
 }
 
 static int

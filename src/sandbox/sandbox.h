@@ -18,6 +18,19 @@
 #define LMS_DEFAULT_DISK_MB 1024
 #define LMS_DEFAULT_CWD "/work"
 
+/* Per-sandbox bounds on what the kernel counts per process or per user (docs/SECURITY.md): open files
+ * per process (soft, hard), queued signals, POSIX message queue bytes, inotify instances and watches. */
+#define LMS_SANDBOX_NOFILE_SOFT 1024
+#define LMS_SANDBOX_NOFILE_HARD 4096
+#define LMS_SANDBOX_SIGPENDING 1024
+#define LMS_SANDBOX_MSGQUEUE_BYTES 65536
+#define LMS_SANDBOX_INOTIFY_INSTANCES 8
+#define LMS_SANDBOX_INOTIFY_WATCHES 8192
+/* The sandbox's net.ipv4.tcp_rmem and tcp_wmem (min, start, max bytes per socket). */
+#define LMS_SANDBOX_TCP_MEM "4096 16384 1048576"
+/* Terminals a sandbox may open at once (its devpts instance's max=; the host has kernel.pty.max). */
+#define LMS_SANDBOX_PTYS 64
+
 /* In-sandbox uids and gids 0..LMS_UID_COUNT-1 map to host ids starting here when the daemon runs as
  * root: far from the ranges that useradd (1000..), /etc/subuid (100000..) and systemd-nspawn
  * (524288..0x6FFFFFFF) hand out, so no host account ever owns what a sandbox creates. */
@@ -30,6 +43,8 @@
 #define LMS_MAX_PIDS 1000000ull
 #define LMS_MAX_OUTPUT_BYTES (1ull << 32)
 #define LMS_MAX_DISK_MB (1024ull * 1024)
+#define LMS_MAX_MILLICPUS 1024000ull /* 1024 cores */
+#define LMS_MIN_MILLICPUS 10ull	     /* 0.01 core: a 1 ms quota per 100 ms period, the kernel's least */
 #define LMS_MAX_ARGS 4096
 #define LMS_MAX_ENV 4096
 
@@ -39,7 +54,9 @@ struct lms_limits {
 	uint64_t pids;	       /* processes and threads at once (cgroup) */
 	uint64_t cpu_ms;       /* CPU time of all processes together; 0 = none */
 	uint64_t output_bytes; /* per stream; the rest is read and discarded */
-	uint64_t disk_mb;      /* the writable /work and /tmp together (tmpfs size) */
+	uint64_t disk_mb;      /* the writable /work, /tmp and /dev/shm together (tmpfs size) */
+	uint64_t millicpus;    /* CPU bandwidth of all processes together, in thousandths of a core
+				* (cgroup cpu.max / cfs_quota_us); 0 = none */
 };
 
 struct lms_sandbox_spec {
@@ -90,6 +107,10 @@ struct lms_output {
 
 /* Fills in the defaults above; argv stays NULL. */
 void lms_sandbox_spec_init(struct lms_sandbox_spec *spec);
+
+/* Reads a number of cores ("0.5", "2", "1.25": at most three decimals) as thousandths of a core; "0"
+ * is 0 (no limit). LMS_ERR_INVALID names `what` and the bounds. */
+int lms_limits_parse_cpus(const char *what, const char *text, uint64_t *millicpus, struct lms_error **err);
 
 /* Checks that a spec is complete and within bounds. LMS_ERR_INVALID names the field. */
 int lms_sandbox_spec_validate(const struct lms_sandbox_spec *spec, struct lms_error **err);

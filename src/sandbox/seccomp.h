@@ -13,3 +13,5 @@ const struct sock_fprog *lms_seccomp_program(struct lms_error **err);
 
 /* The names of the system calls the filter denies with EPERM, NULL-terminated (for docs and tests). */
 extern const char *const lms_seccomp_denied[];
+/* Those it answers with ENOSYS (Linux AIO), NULL-terminated. */
+extern const char *const lms_seccomp_enosys[];

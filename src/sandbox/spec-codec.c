@@ -49,8 +49,8 @@ lms_spec_encode(const struct lms_sandbox_spec *spec, struct lms_buf *out)
 	struct lms_buf *b = out;
 	const struct lms_limits *l = &spec->limits;
 	put_u32(b, SPEC_MAGIC);
-	uint64_t nums[] = {l->timeout_ms,   l->memory_mb, l->pids,	 l->cpu_ms,
-			   l->output_bytes, l->disk_mb,	  spec->network, spec->gpu};
+	uint64_t nums[] = {l->timeout_ms, l->memory_mb,	 l->pids,   l->cpu_ms,	 l->output_bytes,
+			   l->disk_mb,	  spec->network, spec->gpu, l->millicpus};
 	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
 		put_u64(b, nums[i]);
 	char *const *lists[] = {spec->argv, spec->env};
@@ -130,7 +130,7 @@ lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, voi
 	char **slot = (char **)block;
 	struct reader r = {.p = data, .end = data + len, .out = block + slots * sizeof(char *)};
 	uint32_t magic;
-	uint64_t nums[8], stdin_len;
+	uint64_t nums[9], stdin_len;
 	char **argv = NULL, **env = NULL, *cwd, *image;
 	lms_sandbox_spec_init(spec);
 	bool ok = take(&r, &magic, sizeof(magic)) && magic == SPEC_MAGIC && take(&r, nums, sizeof(nums)) &&
@@ -148,7 +148,13 @@ lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, voi
 		free(block);
 		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "decode a job: malformed or truncated spec");
 	}
-	spec->limits = (struct lms_limits){nums[0], nums[1], nums[2], nums[3], nums[4], nums[5]};
+	spec->limits = (struct lms_limits){.timeout_ms = nums[0],
+					   .memory_mb = nums[1],
+					   .pids = nums[2],
+					   .cpu_ms = nums[3],
+					   .output_bytes = nums[4],
+					   .disk_mb = nums[5],
+					   .millicpus = nums[8]};
 	spec->network = nums[6] != 0;
 	spec->gpu = nums[7] != 0;
 	spec->argv = argv;

@@ -61,8 +61,37 @@ lms_sandbox_spec_validate(const struct lms_sandbox_spec *spec, struct lms_error 
 	    check_range("pids", l->pids, 1, LMS_MAX_PIDS, err) < 0 ||
 	    check_range("cpu_ms", l->cpu_ms, 0, LMS_MAX_TIMEOUT_MS, err) < 0 ||
 	    check_range("output_bytes", l->output_bytes, 0, LMS_MAX_OUTPUT_BYTES, err) < 0 ||
-	    check_range("disk_mb", l->disk_mb, 1, LMS_MAX_DISK_MB, err) < 0)
+	    check_range("disk_mb", l->disk_mb, 1, LMS_MAX_DISK_MB, err) < 0 ||
+	    (l->millicpus != 0 &&
+	     check_range("cpus (in thousandths)", l->millicpus, LMS_MIN_MILLICPUS, LMS_MAX_MILLICPUS, err) < 0))
 		return -1;
+	return 0;
+}
+
+int
+lms_limits_parse_cpus(const char *what, const char *text, uint64_t *millicpus, struct lms_error **err)
+{
+	/* By hand rather than strtod: no locale, no exponents, no rounding of "0.1" to 0.0999... */
+	uint64_t whole = 0, frac = 0;
+	int digits = 0, decimals = 0;
+	const char *p = text;
+	for (; *p >= '0' && *p <= '9' && whole <= LMS_MAX_MILLICPUS; p++, digits++)
+		whole = whole * 10 + (uint64_t)(*p - '0');
+	if (*p == '.')
+		for (p++; *p >= '0' && *p <= '9' && decimals < 3; p++, decimals++)
+			frac = frac * 10 + (uint64_t)(*p - '0');
+	for (int i = decimals; i < 3; i++)
+		frac *= 10;
+	uint64_t v = whole * 1000 + frac;
+	if ((digits == 0 && decimals == 0) || *p != '\0')
+		return lms_error_set(err, LMS_ERR_INVALID, 0,
+				     "%s must be a number of cores such as 0.5 or 2 (at most three decimals), not '%s'",
+				     what, text);
+	if (v != 0 && (v < LMS_MIN_MILLICPUS || v > LMS_MAX_MILLICPUS))
+		return lms_error_set(err, LMS_ERR_INVALID, 0,
+				     "%s must be 0 (no limit) or between 0.01 and %llu, not %s", what,
+				     LMS_MAX_MILLICPUS / 1000, text);
+	*millicpus = v;
 	return 0;
 }
 
@@ -91,9 +120,10 @@ lms_signal_name(int sig)
 bool
 lms_limits_fit_prepared(const struct lms_limits *base, const struct lms_limits *want)
 {
-	/* Memory and pids are cgroup values a launch can lower; the disk is the size of the scratch tmpfs,
-	 * fixed before the sandbox dropped the privileges that could change it. */
-	return want->memory_mb <= base->memory_mb && want->pids <= base->pids && want->disk_mb == base->disk_mb;
+	/* Memory, pids and CPU bandwidth are cgroup values a launch can lower; the disk is the size of the scratch
+	 * tmpfs, fixed before the sandbox dropped the privileges that could change it. */
+	bool cpus = base->millicpus == 0 || (want->millicpus != 0 && want->millicpus <= base->millicpus);
+	return want->memory_mb <= base->memory_mb && want->pids <= base->pids && want->disk_mb == base->disk_mb && cpus;
 }
 
 bool

@@ -40,8 +40,8 @@ body_json(struct lms_request *req, struct lms_error **err)
 	json_error_t jerr;
 	json_t *root = json_loadb(req->body.data ? req->body.data : "{}", req->body.len ? req->body.len : 2, 0, &jerr);
 	if (root == NULL)
-		lms_error_set(err, LMS_ERR_INVALID, 0, "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column,
-			      jerr.text);
+		lms_error_set(err, LMS_ERR_INVALID, 0, "malformed JSON at line %d, column %d: %s", jerr.line,
+			      jerr.column, jerr.text);
 	else if (!json_is_object(root)) {
 		json_decref(root);
 		root = NULL;
@@ -162,7 +162,8 @@ lms_route_sandbox_delete(struct lms_request *req)
 	_cleanup_error_ struct lms_error *err = NULL;
 	const char *reason = NULL;
 	if (lms_sandboxes_delete(req->server->sandboxes, id, &reason, &err) < 0)
-		return err->kind == LMS_ERR_NOT_FOUND ? reply_not_found(req, err, reason) : lms_reply_lms_error(req, err);
+		return err->kind == LMS_ERR_NOT_FOUND ? reply_not_found(req, err, reason)
+						      : lms_reply_lms_error(req, err);
 	struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
 	return lms_reply(req, 204, resp);
 }

@@ -72,9 +72,9 @@ static json_t *
 entry_json(const struct lms_sandbox_entry *e)
 {
 	const struct lms_limits *l = &e->set.spec.limits;
-	json_t *limits = json_pack("{s:I, s:I, s:I, s:I}", "memory_mb", (json_int_t)l->memory_mb, "pids",
-				   (json_int_t)l->pids, "disk_mb", (json_int_t)l->disk_mb, "output_bytes",
-				   (json_int_t)l->output_bytes);
+	json_t *limits =
+	    json_pack("{s:I, s:I, s:I, s:I}", "memory_mb", (json_int_t)l->memory_mb, "pids", (json_int_t)l->pids,
+		      "disk_mb", (json_int_t)l->disk_mb, "output_bytes", (json_int_t)l->output_bytes);
 	double left_s = (e->expires_ms - lms_monotonic_ms()) / 1e3;
 	return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:I, s:o, s:b, s:b, s:O}", "id", e->id, "image", e->image,
 			 "state", "running", "created_at", rfc3339(e->created_s), "last_used_at", rfc3339(e->used_s),
@@ -317,8 +317,7 @@ lms_sandboxes_create(struct lms_sandboxes *sbs, const struct lms_sandbox_setting
 		entry_free(e);
 		return NULL;
 	}
-	lms_log(LMS_LOG_INFO, NULL, "sandbox created", "sandbox", json_string_value(json_object_get(obj, "id")),
-		NULL);
+	lms_log(LMS_LOG_INFO, NULL, "sandbox created", "sandbox", json_string_value(json_object_get(obj, "id")), NULL);
 	return obj;
 }
 

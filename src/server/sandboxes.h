@@ -47,8 +47,8 @@ int lms_sandboxes_delete(struct lms_sandboxes *sbs, const char *id, const char *
 /* Holds a sandbox for one command: *key is the spawner's id, *base its settings (valid until released).
  * Pushes its expiry forward. NULL with LMS_ERR_NOT_FOUND (and *reason) when it does not exist. */
 struct lms_sandbox_entry *lms_sandboxes_acquire(struct lms_sandboxes *sbs, const char *id, uint64_t *key,
-						 const struct lms_sandbox_settings **base, const char **reason,
-						 struct lms_error **err);
+						const struct lms_sandbox_settings **base, const char **reason,
+						struct lms_error **err);
 /* A command of it started: a DELETE cancels it (the job stays the caller's). */
 void lms_sandboxes_attach_job(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, struct lms_job *job);
 /* The command has ended (job: the one attached, or NULL); the idle time starts again. */

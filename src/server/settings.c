@@ -15,6 +15,7 @@ enum setting_type {
 	T_BOOL,
 	T_LIST,	     /* a string; repeated flags join with ',' */
 	T_LOG_LEVEL, /* debug, info, warning or error (core/log.h) */
+	T_CPUS,	     /* a number of cores ("0.5"), kept as a uint64_t of thousandths (sandbox.h) */
 };
 
 struct setting {
@@ -72,6 +73,8 @@ static const struct setting settings[] = {
      "default and ceiling of limits.memory_mb"},
     {"pids", T_U64, S(LMS_DEFAULT_PIDS), 1, LMS_MAX_PIDS, F(defaults.pids), "default and ceiling of limits.pids"},
     {"cpu-ms", T_U64, "0", 0, LMS_MAX_TIMEOUT_MS, F(defaults.cpu_ms), "default and ceiling of limits.cpu_ms (0: none)"},
+    {"cpus", T_CPUS, "0", 0, 0, F(defaults.millicpus),
+     "default and ceiling of limits.cpus, CPU bandwidth in cores such as 0.5 or 2 (0: none)"},
     {"output-bytes", T_U64, S(LMS_DEFAULT_OUTPUT_BYTES), 0, LMS_MAX_OUTPUT_BYTES, F(defaults.output_bytes),
      "default and ceiling of limits.output_bytes, per stream"},
     {"disk-mb", T_U64, S(LMS_DEFAULT_DISK_MB), 1, LMS_MAX_DISK_MB, F(defaults.disk_mb),
@@ -115,6 +118,10 @@ assign(struct lms_config *cfg, const struct setting *s, const char *value, const
 		*(enum lms_log_level *)field = (enum lms_log_level)level;
 		return 0;
 	}
+	case T_CPUS:
+		if (lms_limits_parse_cpus(source, value, (uint64_t *)field, err) < 0)
+			return -1;
+		return 0;
 	case T_U64: {
 		char *end;
 		errno = 0;

@@ -362,6 +362,50 @@ SIMPLE_CHECK(check_swapoff, syscall(SYS_swapoff, "/lms-probe-absent/swap"))
 /* The permission check comes before the magic check: with a wrong magic2 root gets EINVAL and nothing happens. */
 SIMPLE_CHECK(check_reboot, syscall(SYS_reboot, (long)LINUX_REBOOT_MAGIC1, 0L, (long)LINUX_REBOOT_CMD_CAD_OFF, NULL))
 SIMPLE_CHECK(check_quotactl, syscall(SYS_quotactl, (long)QCMD(Q_SYNC, USRQUOTA), NULL, 0L, NULL))
+/* Harmless on the host: a one-event AIO context destroyed at once; a vsock socket closed unconnected. */
+static long
+aio_context(void)
+{
+	unsigned long ctx = 0;
+	long r = syscall(SYS_io_setup, 1L, &ctx);
+
+	if (r == 0)
+		syscall(SYS_io_destroy, ctx);
+	return r;
+}
+
+static long
+vsock_pair(void)
+{
+	int sv[2];
+	long r = socketpair(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+
+	if (r == 0) {
+		close(sv[0]);
+		close(sv[1]);
+	}
+	return r;
+}
+
+/* Turns ADDR_NO_RANDOMIZE on for this process only, then back to what it was. */
+static long
+personality_no_aslr(void)
+{
+	long old = syscall(SYS_personality, 0xffffffffUL);
+	long r = syscall(SYS_personality, (unsigned long)old | 0x0040000UL);
+
+	if (r >= 0)
+		syscall(SYS_personality, (unsigned long)old);
+	return r;
+}
+
+SIMPLE_CHECK(check_io_setup, aio_context())
+FD_CHECK(check_vsock, socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0))
+SIMPLE_CHECK(check_vsock_pair, vsock_pair())
+SIMPLE_CHECK(check_kcmp, syscall(SYS_kcmp, (long)getpid(), (long)getpid(), 0L /* KCMP_FILE */, 0L, 0L))
+SIMPLE_CHECK(check_personality, personality_no_aslr())
+SIMPLE_CHECK(check_set_mempolicy, syscall(SYS_set_mempolicy, 0L /* MPOL_DEFAULT */, NULL, 0UL))
+SIMPLE_CHECK(check_modify_ldt, syscall(SYS_modify_ldt, 0L, handle_buf, 16UL))
 #ifdef SYS_lookup_dcookie
 SIMPLE_CHECK(check_lookup_dcookie, syscall(SYS_lookup_dcookie, 0UL, handle_buf, 64UL))
 #else
@@ -660,6 +704,13 @@ static const struct check checks[] = {
     {"adjtimex", 0, 0, "", check_adjtimex, "set the NTP status it already has"},
     {"quotactl", 0, 0, "", check_quotactl, "Q_SYNC of every file system"},
     {"lookup_dcookie", 0, 0, "", check_lookup_dcookie, "lookup_dcookie(0)"},
+    {"io_setup", 0, 0, "", check_io_setup, "io_setup of a one-event AIO context, destroyed at once"},
+    {"vsock", 0, 0, "", check_vsock, "socket(AF_VSOCK, SOCK_STREAM), closed at once"},
+    {"vsock_pair", 0, 0, "", check_vsock_pair, "socketpair(AF_VSOCK, SOCK_STREAM), closed at once"},
+    {"kcmp", 0, 0, "", check_kcmp, "kcmp(self, self, KCMP_FILE, 0, 0)"},
+    {"personality", 0, 0, "", check_personality, "set ADDR_NO_RANDOMIZE, then back"},
+    {"set_mempolicy", 0, 0, "", check_set_mempolicy, "set_mempolicy(MPOL_DEFAULT)"},
+    {"modify_ldt", 0, 0, "", check_modify_ldt, "read the LDT (modify_ldt func 0)"},
     {"tiocsti", 0, 1, "[FD]", check_tiocsti, "push a space into the input of FD (default 0) with TIOCSTI"},
     {"tty", 0, 0, "", check_tty, "open /dev/tty (the controlling terminal)"},
     {"sethostname", 0, 0, "", check_sethostname, "set the host name it already has"},

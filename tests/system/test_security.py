@@ -9,6 +9,7 @@ import fcntl
 import os
 import pty
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -263,6 +264,38 @@ def test_seccomp_denies(probe, host_probe, check):
     assert denied(p, "EPERM"), f"{check} was not refused with EPERM\n{p}\non the host: {host}"
 
 
+# What Docker's default profile refuses a command without CAP_SYS_PTRACE or CAP_SYS_NICE, or a personality outside
+# its safe set: each works for root on the host (the control), and fails with EPERM inside.
+DOCKER_DENIED = ["kcmp", "personality", "set_mempolicy", "modify_ldt"]
+
+
+@pytest.mark.parametrize("check", DOCKER_DENIED)
+def test_seccomp_denies_what_docker_denies(probe, host_probe, check):
+    host = host_probe(check)
+    assert host.ok, f"control: {check} works on the host\n{host}"
+    p = probe(check)
+    assert denied(p, "EPERM"), f"{check} was not refused with EPERM\n{p}"
+
+
+def test_linux_aio_is_enosys(probe, host_probe):
+    # io_setup takes from fs.aio-max-nr, one budget for the whole host; ENOSYS is what a kernel without AIO says.
+    host = host_probe("io_setup")
+    assert host.ok, f"control: io_setup works on the host\n{host}"
+    p = probe("io_setup")
+    assert denied(p, "ENOSYS"), f"io_setup was not refused with ENOSYS\n{p}"
+
+
+def test_vsock_denied(probe, host_probe):
+    # A network namespace does not isolate vsock: it reaches the hypervisor and the host's other guests.
+    if not os.path.exists("/dev/vsock"):
+        pytest.skip("NO VSOCK: this host has no /dev/vsock, so the control cannot show the family works")
+    host = host_probe("vsock")
+    assert host.ok, f"control: socket(AF_VSOCK) works on the host\n{host}"
+    for check in ("vsock", "vsock_pair"):
+        p = probe(check)
+        assert denied(p, "EPERM"), f"{check} was not refused with EPERM\n{p}"
+
+
 def test_lookup_dcookie_denied(probe):
     p = probe("lookup_dcookie")
     assert denied(p, "EPERM", "ENOSYS"), str(p)
@@ -347,6 +380,51 @@ def test_hostname_is_sandbox(probe):
 # ---- limits -------------------------------------------------------------------------------------------------------
 
 
+# Connections on the sandbox's own loopback whose receiver never reads: each send is queued in kernel socket
+# buffers until EAGAIN. Stops at CAP MiB, so that even where nothing bounds them the host only lends that much.
+TCP_QUEUE_SCRIPT = """
+import socket, sys
+cap, bufsize = int(sys.argv[1]) << 20, int(sys.argv[2])
+srv = socket.socket()
+if bufsize:
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, bufsize)
+srv.bind(("127.0.0.1", 0))
+srv.listen(512)
+held, total, chunk = [], 0, b"x" * 65536
+while total < cap and len(held) < 800:
+    c = socket.socket()
+    if bufsize:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, bufsize)
+    c.connect(srv.getsockname())
+    c.setblocking(False)
+    held += [c, srv.accept()[0]]
+    for _ in range(512):
+        try:
+            total += c.send(chunk)
+        except BlockingIOError:
+            break
+        if total >= cap:
+            break
+print("queued", total, "connections", len(held) // 2)
+"""
+
+
+@pytest.mark.parametrize("bufsize", [0, 4 << 20], ids=["default-buffers", "SO_SNDBUF-4MiB"])
+def test_socket_buffers_bounded(run, outer_cgroup, bufsize):
+    # cgroup v1 does not charge TCP buffers to the memory limit: a 64 MiB sandbox queued 1.5 GiB on its loopback.
+    args = ["--memory-mb", "64", "--timeout-ms", "30000", "--", "python3", "-c", TCP_QUEUE_SCRIPT]
+    control = run([*args, "4", str(bufsize)], cgroup=outer_cgroup)
+    assert control.returncode == 0 and control["exit_code"] == 0, str(control)
+    assert int(control["stdout"].split()[1]) >= 4 << 20, f"control: 4 MiB queue on loopback\n{control.json}"
+    r = run([*args, "256", str(bufsize)], cgroup=outer_cgroup, timeout=60)
+    assert r.returncode == 0, str(r)
+    if r["oom_killed"]:
+        return  # the buffers were charged to the sandbox's memory: that bounds them too
+    assert r["exit_code"] == 0, r.json
+    queued = int(r["stdout"].split()[1])
+    assert queued < 64 << 20, f"{queued >> 20} MiB queued in loopback socket buffers by a 64 MiB sandbox: {r.json}"
+
+
 def test_memory_limit(run, outer_cgroup):
     small = run(["--memory-mb", "64", "--", "python3", "-c", "b = b'x' * (8 << 20); print(len(b))"],
                 cgroup=outer_cgroup)
@@ -390,6 +468,32 @@ def test_cpu_time_limit(run, outer_cgroup):
     assert 250 <= r["cpu_ms"] < 5000, f"cpu_ms {r['cpu_ms']} is not near the 300 ms limit"
 
 
+SPIN_SCRIPT = """
+import os, time
+end = time.monotonic() + 1.5
+for _ in range(2):
+    if os.fork() == 0:
+        while time.monotonic() < end:
+            pass
+        os._exit(0)
+for _ in range(2):
+    os.wait()
+"""
+
+
+def test_cpu_bandwidth_limit(run, outer_cgroup):
+    # Two busy processes for 1.5 s: without a limit they use more than a core (the control), under --cpus 0.5
+    # about half of one. A bound on CPU time over wall time, never on speed.
+    free = run(["--timeout-ms", "20000", "--", "python3", "-c", SPIN_SCRIPT], cgroup=outer_cgroup, timeout=30)
+    assert free.returncode == 0 and free["exit_code"] == 0, str(free)
+    assert free["cpu_ms"] / free["duration_ms"] > 0.8, f"control: two spinners use most of a core: {free.json}"
+    r = run(["--cpus", "0.5", "--timeout-ms", "20000", "--", "python3", "-c", SPIN_SCRIPT], cgroup=outer_cgroup,
+            timeout=30)
+    assert r.returncode == 0 and r["exit_code"] == 0, str(r)
+    ratio = r["cpu_ms"] / r["duration_ms"]
+    assert ratio < 0.8, f"--cpus 0.5 used {ratio:.2f} cores over its wall time: {r.json}"
+
+
 def test_output_limit(run):
     r = run(["--output-bytes", "1000", "--", "sh", "-c", "head -c 1048576 /dev/zero | tr '\\0' a"])
     assert r.returncode == 0, str(r)
@@ -402,17 +506,96 @@ def test_output_limit(run):
     assert plain.returncode == 0 and len(plain.stdout) == 1000, (plain.returncode, len(plain.stdout))
 
 
-@pytest.mark.parametrize("directory", ["/work", "/tmp"])
-def test_disk_limit(run, directory):
-    script = (f'head -c 4194304 /dev/zero > {directory}/small && echo small-ok; rm -f {directory}/small; '
-              f'head -c 20971520 /dev/zero > {directory}/big; echo "big-rc=$?"; wc -c < {directory}/big')
+@pytest.mark.parametrize("first,second", [("/work", "/work"), ("/tmp", "/tmp"), ("/dev/shm", "/tmp")],
+                         ids=["work", "tmp", "dev-shm-and-tmp"])
+def test_disk_limit(run, first, second):
+    # --disk-mb 8 holds /work, /tmp and /dev/shm together (one scratch tmpfs): 5 MiB fit, 5 MiB more do not.
+    script = (f"head -c 5242880 /dev/zero > {first}/a && echo first-ok; "
+              f'head -c 5242880 /dev/zero > {second}/b; echo "second-rc=$?"; wc -c < {second}/b')
     r = run(["--disk-mb", "8", "--", "sh", "-c", script])
     assert r.returncode == 0, str(r)
     out = r["stdout"].split()
-    assert out[0] == "small-ok", f"control: 4 MiB fits in 8 MiB\n{r.json}"
-    assert out[1] != "big-rc=0", f"20 MiB were written into an 8 MiB {directory}: {r.json}"
+    assert out[0] == "first-ok", f"control: 5 MiB fit in {first} under 8 MiB\n{r.json}"
+    assert out[1] != "second-rc=0", f"10 MiB were written into {first} and {second} under --disk-mb 8: {r.json}"
     assert "No space left on device" in r["stderr"], r.json
-    assert int(out[2]) <= 8 << 20, f"{directory}/big holds {out[2]} bytes"
+    assert int(out[2]) <= 3 << 20, f"{second}/b holds {out[2]} bytes"
+
+
+def limits_of(text):
+    """/proc/self/limits as {name: (soft, hard)}, "unlimited" as None."""
+    out = {}
+    for line in text.splitlines()[1:]:
+        m = re.match(r"(.+?)\s{2,}(\S+)\s+(\S+)", line)
+        if m:
+            out[m.group(1)] = tuple(None if v == "unlimited" else int(v) for v in m.group(2, 3))
+    return out
+
+
+def raise_nofile():
+    """Soft and hard open-file limits as high as this process may set them (524288 where CAP_SYS_RESOURCE allows)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (524288, 524288))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def test_open_files_bounded_whatever_the_caller_has(run):
+    # The CLI runs with a large limit (systemd gives services 524288): the sandbox still gets its own bound.
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] <= 4096:
+        pytest.skip("NO LARGE LIMIT: this process's hard RLIMIT_NOFILE is not above the sandbox's 4096")
+    r = run(["--", "sh", "-c", "cat /proc/self/limits; ulimit -Hn"], preexec_fn=raise_nofile)
+    assert r.returncode == 0 and r["exit_code"] == 0, str(r)
+    limits = limits_of(r["stdout"])
+    assert limits["Max open files"] == (1024, 4096), f"open files inside: {limits['Max open files']}\n{r.json}"
+    assert r["stdout"].split()[-1] == "4096", r.json
+
+
+def test_per_user_counters_bounded(run):
+    # Host root created the user namespace: without bounds of its own, the sandbox would share root's queued-signal,
+    # message-queue and inotify totals with systemd and every other sandbox.
+    r = run(["--", "sh", "-c", "cat /proc/self/limits; cat /proc/sys/user/max_inotify_instances "
+             "/proc/sys/user/max_inotify_watches"])
+    assert r.returncode == 0 and r["exit_code"] == 0, str(r)
+    limits = limits_of(r["stdout"])
+    assert limits["Max pending signals"] == (1024, 1024), limits
+    assert limits["Max msgqueue size"] == (65536, 65536), limits
+    assert r["stdout"].split()[-2:] == ["8", "8192"], r.json
+
+
+# Opens up to TRIES of a kind of kernel object, holding each; prints the error that stopped it, then the count.
+HOLD_SCRIPT = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def inotify():
+    if libc.inotify_init1(0) < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+make = {"inotify": inotify, "pty": os.openpty}[sys.argv[1]]
+held = []
+try:
+    while len(held) < int(sys.argv[2]):
+        held.append(make())
+except OSError as e:
+    print("failed", e.strerror)
+print(len(held))
+"""
+
+
+# inotify: host root's fs.inotify.max_user_instances (128) counts the sandbox's too; ptys: every devpts instance
+# takes from the host's kernel.pty.max (4096). Twice the bound in tries is harmless for the host even where nothing
+# bounds them.
+@pytest.mark.parametrize("kind,tries,bound,error", [("inotify", 16, 8, "Too many open files"),
+                                                    ("pty", 80, 64, "No space left on device")])
+def test_kernel_objects_bounded(run, kind, tries, bound, error):
+    r = run(["--", "python3", "-c", HOLD_SCRIPT, kind, str(tries)])
+    assert r.returncode == 0 and r["exit_code"] == 0, str(r)
+    held = int(r["stdout"].split()[-1])
+    assert 1 <= held <= bound, f"{held} {kind} objects were held under a bound of {bound}: {r.json}"
+    assert error in r["stdout"], r.json
 
 
 # ---- leaving nothing behind ---------------------------------------------------------------------------------------

@@ -245,7 +245,7 @@ def test_openapi_matches_the_router(server):
     assert set(req["properties"]) >= {"cmd", "argv", "stdin", "env", "cwd", "timeout_ms", "limits", "network",
                                       "image", "gpu", "encoding", "stream"}, sorted(req["properties"])
     limits = resolve(req["properties"]["limits"])
-    assert set(limits["properties"]) >= {"memory_mb", "pids", "cpu_ms", "output_bytes", "disk_mb"}, limits
+    assert set(limits["properties"]) >= {"memory_mb", "pids", "cpu_ms", "cpus", "output_bytes", "disk_mb"}, limits
     res = resolve(exec_op["responses"]["200"]["content"]["application/json"]["schema"])
     assert set(res["properties"]) == set(EXEC_FIELDS), sorted(res["properties"])
 
@@ -378,6 +378,19 @@ def test_cpu_limit_can_be_set(server):
     assert 250 <= r["cpu_ms"] < 5000, r
 
 
+CPU_SPIN = ("import os, time\nend = time.monotonic() + 1.5\nfor _ in range(2):\n    if os.fork() == 0:\n"
+            "        while time.monotonic() < end: pass\n        os._exit(0)\nfor _ in range(2): os.wait()\n")
+
+
+@root
+def test_cpu_bandwidth_can_be_set(server):
+    # Through the pool: a prepared sandbox without a CPU limit takes the request's.
+    r = assert_exec_result(server.exec({"argv": ["python3", "-c", CPU_SPIN], "limits": {"cpus": 0.5},
+                                        "timeout_ms": 20000}, timeout=40))
+    assert r["exit_code"] == 0, r
+    assert r["cpu_ms"] / r["duration_ms"] < 0.8, f"limits.cpus 0.5 used more than 0.8 core: {r}"
+
+
 @root
 def test_output_limit_default_and_lowered(server):
     script = "head -c 1048577 /dev/zero | tr '\\0' a; head -c 1048576 /dev/zero | tr '\\0' b >&2"
@@ -469,6 +482,8 @@ BAD_BODIES = [
     ({"argv": ["true"], "limits": {"pids": -1}}, "pids negative"),
     ({"argv": ["true"], "limits": {"output_bytes": 1.5}}, "output_bytes not an integer"),
     ({"argv": ["true"], "limits": {"cpu_ms": True}}, "cpu_ms a boolean"),
+    ({"argv": ["true"], "limits": {"cpus": "1"}}, "cpus a string"),
+    ({"argv": ["true"], "limits": {"cpus": -0.5}}, "cpus negative"),
     ({"argv": ["true"], "network": "yes"}, "network a string"),
     ({"argv": ["true"], "image": 5}, "image not a string"),
     ({"argv": ["true"], "gpu": "no"}, "gpu a string"),

@@ -173,9 +173,20 @@ v2_uses_own_group_when_it_can_delegate(void **state)
 	_cleanup_free_ char *enabled = get("fs/system.slice/lm-sandbox.service/cgroup.subtree_control");
 	_cleanup_free_ char *mem = get("fs/system.slice/lm-sandbox.service/lms-t-3/memory.max");
 	_cleanup_free_ char *pids = get("fs/system.slice/lm-sandbox.service/lms-t-3/pids.max");
-	assert_string_equal(enabled, "+memory +pids");
+	assert_string_equal(enabled, "+memory +pids +cpu");
 	assert_string_equal(mem, "134217728");
 	assert_string_equal(pids, "32");
+
+	/* A CPU limit: quota and period in cpu.max; none is "max". */
+	put("fs/system.slice/lm-sandbox.service/lms-t-3/cpu.max", "max 100000\n");
+	limits.millicpus = 500;
+	assert_int_equal(lms_cgroup_set_limits(cg, &limits, &err), 0);
+	_cleanup_free_ char *half = get("fs/system.slice/lm-sandbox.service/lms-t-3/cpu.max");
+	assert_string_equal(half, "50000 100000");
+	limits.millicpus = 0;
+	assert_int_equal(lms_cgroup_set_limits(cg, &limits, &err), 0);
+	_cleanup_free_ char *none = get("fs/system.slice/lm-sandbox.service/lms-t-3/cpu.max");
+	assert_string_equal(none, "max 100000");
 
 	put("fs/system.slice/lm-sandbox.service/lms-t-3/cpu.stat", "usage_usec 2500\nuser_usec 2000\n");
 	uint64_t ns = 0;
@@ -209,6 +220,11 @@ v2_falls_back_to_top_group(void **state)
 	assert_int_equal(lms_cgroup_create(fs, self, "lms-t-4", &limits, &cg, &err), 0);
 	_cleanup_free_ char *pids = get("fs/lm-sandbox/lms-t-4/pids.max");
 	assert_string_equal(pids, "8");
+	/* No cpu controller delegated here: a CPU limit is refused, and says how to run without one. */
+	limits.millicpus = 1000;
+	assert_int_equal(lms_cgroup_set_limits(cg, &limits, &err), -1);
+	assert_int_equal(err->kind, LMS_ERR_UNSUPPORTED);
+	assert_non_null(strstr(err->message, "cpus 0"));
 	lms_cgroup_destroy(cg, NULL);
 }
 

@@ -247,30 +247,49 @@ output_bytes_zero_is_allowed(void **state)
 	assert_int_equal(r->spec.limits.output_bytes, 0);
 }
 
+/* The limits a request with `limits` (JSON, or NULL for none) gets under policy p. */
+static struct lms_limits
+limits_under(const struct lms_exec_policy *p, const char *limits)
+{
+	_cleanup_free_ char *body =
+	    limits ? xasprintf("{\"cmd\": \"true\", \"limits\": %s}", limits) : xstrdup("{\"cmd\": \"true\"}");
+	_cleanup_request_ struct lms_exec_request *r = parse_with(p, body, strlen(body));
+	return r->spec.limits;
+}
+
 static void
 cpu_ms_zero_means_none(void **state)
 {
 	(void)state;
 	/* A server without a CPU ceiling takes any value, and 0 (none). */
-	_cleanup_request_ struct lms_exec_request *any =
-	    parse("{\"cmd\": \"true\", \"limits\": {\"cpu_ms\": 3600000}}");
-	assert_int_equal(any->spec.limits.cpu_ms, 3600000);
+	assert_int_equal(limits_under(&policy, "{\"cpu_ms\": 3600000}").cpu_ms, 3600000);
 
 	/* Under a ceiling, "none" and larger values are the ceiling; smaller ones stay. */
 	struct lms_exec_policy p = policy;
 	p.ceilings.cpu_ms = 5000;
-	const char *none = "{\"cmd\": \"true\", \"limits\": {\"cpu_ms\": 0}}";
-	const char *big = "{\"cmd\": \"true\", \"limits\": {\"cpu_ms\": 9000}}";
-	const char *small = "{\"cmd\": \"true\", \"limits\": {\"cpu_ms\": 200}}";
-	const char *absent = "{\"cmd\": \"true\"}";
-	_cleanup_request_ struct lms_exec_request *a = parse_with(&p, none, strlen(none));
-	_cleanup_request_ struct lms_exec_request *b = parse_with(&p, big, strlen(big));
-	_cleanup_request_ struct lms_exec_request *c = parse_with(&p, small, strlen(small));
-	_cleanup_request_ struct lms_exec_request *d = parse_with(&p, absent, strlen(absent));
-	assert_int_equal(a->spec.limits.cpu_ms, 5000);
-	assert_int_equal(b->spec.limits.cpu_ms, 5000);
-	assert_int_equal(c->spec.limits.cpu_ms, 200);
-	assert_int_equal(d->spec.limits.cpu_ms, 5000);
+	assert_int_equal(limits_under(&p, "{\"cpu_ms\": 0}").cpu_ms, 5000);
+	assert_int_equal(limits_under(&p, "{\"cpu_ms\": 9000}").cpu_ms, 5000);
+	assert_int_equal(limits_under(&p, "{\"cpu_ms\": 200}").cpu_ms, 200);
+	assert_int_equal(limits_under(&p, NULL).cpu_ms, 5000);
+}
+
+static void
+cpus_are_thousandths_under_the_ceiling(void **state)
+{
+	(void)state;
+	assert_int_equal(limits_under(&policy, "{\"cpus\": 0.5}").millicpus, 500);
+	assert_int_equal(limits_under(&policy, "{\"cpus\": 2}").millicpus, 2000);
+	assert_int_equal(limits_under(&policy, NULL).millicpus, 0);
+	expect_error("{\"cmd\": \"true\", \"limits\": {\"cpus\": -1}}", LMS_ERR_INVALID, "limits.cpus");
+	expect_error("{\"cmd\": \"true\", \"limits\": {\"cpus\": \"1\"}}", LMS_ERR_INVALID, "limits.cpus");
+	expect_error("{\"cmd\": \"true\", \"limits\": {\"cpus\": 0.001}}", LMS_ERR_INVALID, "0.01");
+	expect_error("{\"cmd\": \"true\", \"limits\": {\"cpus\": 5000}}", LMS_ERR_INVALID, "limits.cpus");
+	/* As cpu_ms: under a ceiling, "none" and larger values are the ceiling; smaller ones stay. */
+	struct lms_exec_policy p = policy;
+	p.ceilings.millicpus = p.defaults.millicpus = 1000;
+	assert_int_equal(limits_under(&p, "{\"cpus\": 0}").millicpus, 1000);
+	assert_int_equal(limits_under(&p, "{\"cpus\": 3.5}").millicpus, 1000);
+	assert_int_equal(limits_under(&p, "{\"cpus\": 0.25}").millicpus, 250);
 }
 
 static void
@@ -280,7 +299,8 @@ null_means_not_given(void **state)
 	_cleanup_request_ struct lms_exec_request *r =
 	    parse("{\"cmd\": null, \"argv\": [\"true\"], \"stdin\": null, \"env\": null, \"cwd\": null, "
 		  "\"timeout_ms\": null, \"limits\": {\"memory_mb\": null, \"pids\": null, \"cpu_ms\": null, "
-		  "\"output_bytes\": null, \"disk_mb\": null}, \"network\": null, \"image\": null, \"gpu\": null, "
+		  "\"output_bytes\": null, \"disk_mb\": null, \"cpus\": null}, \"network\": null, \"image\": null, "
+		  "\"gpu\": null, "
 		  "\"encoding\": null, \"stream\": null}");
 	assert_argv(r->spec.argv, (const char *[]){"true", NULL});
 	assert_memory_equal(&r->spec.limits, &policy.defaults, sizeof(r->spec.limits));
@@ -582,6 +602,7 @@ main(void)
 	    cmocka_unit_test(stdin_empty_absent_and_binary),
 	    cmocka_unit_test(larger_limits_are_clamped_to_the_ceilings),
 	    cmocka_unit_test(output_bytes_zero_is_allowed),
+	    cmocka_unit_test(cpus_are_thousandths_under_the_ceiling),
 	    cmocka_unit_test(cpu_ms_zero_means_none),
 	    cmocka_unit_test(null_means_not_given),
 	    cmocka_unit_test(unknown_fields_are_ignored),

@@ -41,6 +41,7 @@ static const char *const all_flags[] = {
     "memory-mb",
     "pids",
     "cpu-ms",
+    "cpus",
     "output-bytes",
     "disk-mb",
 };
@@ -122,6 +123,7 @@ defaults(void **state)
 	assert_int_equal(c->defaults.memory_mb, LMS_DEFAULT_MEMORY_MB);
 	assert_int_equal(c->defaults.pids, LMS_DEFAULT_PIDS);
 	assert_int_equal(c->defaults.cpu_ms, 0);
+	assert_int_equal(c->defaults.millicpus, 0);
 	assert_int_equal(c->defaults.output_bytes, LMS_DEFAULT_OUTPUT_BYTES);
 	assert_int_equal(c->defaults.disk_mb, LMS_DEFAULT_DISK_MB);
 	unload(&l);
@@ -172,6 +174,10 @@ bounds_and_numbers_name_the_flag_or_variable(void **state)
 	fails_with((const char *[]){"--log-level", "loud", NULL}, NULL,
 		   "--log-level: 'loud' is not debug, info, warning or error");
 	fails_with((const char *[]){"--pids", NULL}, NULL, "option --pids needs a value");
+	fails_with((const char *[]){"--cpus", "half", NULL}, NULL,
+		   "--cpus must be a number of cores such as 0.5 or 2 (at most three decimals), not 'half'");
+	fails_with(NULL, (const char *[]){"LM_SANDBOX_CPUS=2000", NULL},
+		   "environment variable LM_SANDBOX_CPUS must be 0 (no limit) or between 0.01 and 1024, not 2000");
 	fails_with((const char *[]){"--no-such", NULL}, NULL,
 		   "unknown option '--no-such' (see lm-sandbox serve --help)");
 	fails_with((const char *[]){"serve", NULL}, NULL, "unexpected argument 'serve'");
@@ -179,13 +185,14 @@ bounds_and_numbers_name_the_flag_or_variable(void **state)
 		   "environment variable: unknown setting LM_SANDBOX_NO_SUCH (see lm-sandbox serve --help)");
 
 	/* The bounds themselves are allowed. */
-	const char *argv[] = {"--pool-size", "0", "--pids", "1000000", "--log-level", "debug", NULL};
+	const char *argv[] = {"--pool-size", "0", "--pids", "1000000", "--log-level", "debug", "--cpus", "1.5", NULL};
 	struct load l;
 	load(&l, argv, (const char *[]){"OTHER_THING=1", "PATH=/bin", "LM_SANDBOXED=1", NULL});
 	assert_int_equal(l.rc, 0);
 	assert_int_equal(l.cfg.pool_size, 0);
 	assert_int_equal(l.cfg.defaults.pids, 1000000);
 	assert_int_equal(l.cfg.log_level, LMS_LOG_DEBUG);
+	assert_int_equal(l.cfg.defaults.millicpus, 1500);
 	unload(&l);
 }
 

@@ -6,6 +6,9 @@
 #include <signal.h>
 #include <string.h>
 
+#include <stdlib.h>
+
+#include "core/buf.h"
 #include "sandbox/sandbox.h"
 
 static char *true_argv[] = {"true", NULL};
@@ -116,6 +119,62 @@ limits_fit_a_prepared_sandbox(void **state)
 	assert_false(lms_limits_fit_prepared(&base, &want));
 	want.disk_mb = 2048;
 	assert_false(lms_limits_fit_prepared(&base, &want));
+	/* CPU bandwidth: any under no ceiling; under a ceiling, at most it, and never "none". */
+	want = base;
+	want.millicpus = 4000;
+	assert_true(lms_limits_fit_prepared(&base, &want));
+	struct lms_limits capped = base;
+	capped.millicpus = 2000;
+	assert_false(lms_limits_fit_prepared(&capped, &want));
+	want.millicpus = 500;
+	assert_true(lms_limits_fit_prepared(&capped, &want));
+	want.millicpus = 0;
+	assert_false(lms_limits_fit_prepared(&capped, &want));
+}
+
+static void
+cpus_parse_as_thousandths(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *text;
+		uint64_t milli;
+	} good[] = {{"0", 0},	  {"0.5", 500}, {"2", 2000},  {"1.25", 1250},
+		    {"0.01", 10}, {".5", 500},	{"3.", 3000}, {"1024", 1024000}};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		uint64_t v = 1;
+		assert_int_equal(lms_limits_parse_cpus("--cpus", good[i].text, &v, NULL), 0);
+		assert_int_equal(v, good[i].milli);
+	}
+	static const char *const bad[] = {"",	   ".",	   "-1",  "+1", "1e3", "0.0001",
+					  "0.005", "1025", "1,5", "2 ", "abc", "99999999999999999999"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct lms_error *err = NULL;
+		uint64_t v = 7;
+		assert_true(lms_limits_parse_cpus("--cpus", bad[i], &v, &err) < 0);
+		assert_non_null(strstr(err->message, "--cpus"));
+		assert_int_equal(v, 7);
+		lms_error_free(err);
+	}
+}
+
+static void
+codec_keeps_cpus(void **state)
+{
+	(void)state;
+	struct lms_sandbox_spec spec, back;
+	lms_sandbox_spec_init(&spec);
+	char *argv[] = {"true", NULL};
+	spec.argv = argv;
+	spec.limits.millicpus = 1500;
+	struct lms_buf b = {0};
+	lms_spec_encode(&spec, &b);
+	void *storage = NULL;
+	assert_int_equal(lms_spec_decode(b.data, b.len, &back, &storage, NULL), 0);
+	assert_int_equal(back.limits.millicpus, 1500);
+	assert_int_equal(back.limits.memory_mb, spec.limits.memory_mb);
+	free(storage);
+	lms_buf_clear(&b);
 }
 
 int
@@ -126,6 +185,8 @@ main(void)
 	    cmocka_unit_test(bad_specs_name_the_field),
 	    cmocka_unit_test(signal_names),
 	    cmocka_unit_test(limits_fit_a_prepared_sandbox),
+	    cmocka_unit_test(cpus_parse_as_thousandths),
+	    cmocka_unit_test(codec_keeps_cpus),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
