@@ -33,7 +33,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "system"))
-from procinfo import ready_pool_workers  # noqa: E402 (standard library only, shared with the tests)
+from procinfo import descendants, ready_pool_workers  # noqa: E402 (standard library only, shared with the tests)
 
 BWRAP = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr",
          "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
@@ -125,6 +125,72 @@ def round_trips(url, rounds, daemon_pid, pool_size):
         samples["back-to-back"].append(exec_once(conn))
     conn.close()
     return {k: statistics.median(v) / 1e6 for k, v in samples.items()}
+
+
+def call(conn, method, path, body=None):
+    conn.request(method, path, json.dumps(body) if body is not None else None, {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    return resp.status, resp.read()
+
+
+def pss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def persistent(url, rounds, daemon_pid, idle_count=20):
+    """Persistent sandboxes: an exec of true in one on a kept-alive connection, a create and its first command,
+    and what an idle one costs (the PSS of its worker and its PID 1, and the daemon's growth). None when the
+    daemon has no /v1/sandboxes."""
+    host, port = url.split("//")[1].rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port))
+    status, data = call(conn, "POST", "/v1/sandboxes", {})
+    if status != 201:
+        conn.close()
+        return None
+    sbx = json.loads(data)["id"]
+    body = {"argv": ["true"]}
+    for _ in range(10):
+        call(conn, "POST", f"/v1/sandboxes/{sbx}/exec", body)
+    execs, firsts = [], []
+    for _ in range(rounds):
+        t = time.perf_counter_ns()
+        status, data = call(conn, "POST", f"/v1/sandboxes/{sbx}/exec", body)
+        execs.append(time.perf_counter_ns() - t)
+        if status != 200 or json.loads(data)["exit_code"] != 0:
+            sys.exit(f"bench_server: sandbox exec failed: {status} {data[:200]!r}")
+    for _ in range(max(10, rounds // 5)):
+        wait_pool(daemon_pid, POOL_SIZE)
+        t = time.perf_counter_ns()
+        status, data = call(conn, "POST", "/v1/sandboxes", {})
+        other = json.loads(data)["id"]
+        call(conn, "POST", f"/v1/sandboxes/{other}/exec", body)
+        firsts.append(time.perf_counter_ns() - t)
+        call(conn, "DELETE", f"/v1/sandboxes/{other}")
+    call(conn, "DELETE", f"/v1/sandboxes/{sbx}")
+    # Idle sandboxes: the processes each adds below the spawner, and the daemon's own growth.
+    spawner = children(daemon_pid)[0]
+    before = {p: pss_kib(p) for p in descendants(spawner)}
+    rss_before = rss_kib(daemon_pid)
+    made = []
+    for _ in range(idle_count):
+        made.append(json.loads(call(conn, "POST", "/v1/sandboxes", {})[1])["id"])
+        call(conn, "POST", f"/v1/sandboxes/{made[-1]}/exec", body)
+    after = {p: pss_kib(p) for p in descendants(spawner)}
+    rss_after = rss_kib(daemon_pid)
+    for s in made:
+        call(conn, "DELETE", f"/v1/sandboxes/{s}")
+    conn.close()
+    added = sum(v for p, v in after.items() if p not in before)
+    return {"exec": statistics.median(execs) / 1e6, "first": statistics.median(firsts) / 1e6,
+            "idle_kib": added / idle_count, "daemon_kib": (rss_after - rss_before) / idle_count,
+            "idle_count": idle_count}
 
 
 def engine_floor(serve_bin, rounds, pause_ms=20):
@@ -264,6 +330,7 @@ def main():
         idle = rss_kib(proc.pid)
         spawner = sum(rss_kib(c) for c in children(proc.pid))
         rt = round_trips(url, args.rounds, proc.pid, POOL_SIZE)
+        lasting = persistent(url, args.rounds, proc.pid)
         rate, bad, socket_errors = wrk_rate(url, args.seconds)
         brate = bwrap_rate(args.seconds)
     finally:
@@ -297,6 +364,18 @@ def main():
         f"wrk: non-2xx responses {bad}, socket errors {socket_errors}.", "",
         "Where the floor's time goes, phase by phase, and what the init and the mount teardown cost: "
         "[docs/PERFORMANCE.md](../docs/PERFORMANCE.md) (`bench/experiments/init-cost.sh`).", "",
+        *(["## Persistent sandboxes", "",
+           f"One sandbox, {args.rounds} commands on a kept-alive connection; a new sandbox and its first command "
+           f"(the pool full again before each); {lasting['idle_count']} idle sandboxes: the PSS their workers and "
+           "PID 1s add, and the daemon's RSS growth, per sandbox.", "",
+           "| figure | lm-sandbox | anchor | ratio | goal |", "|---|---:|---:|---:|---|",
+           *([f"| POST /v1/sandboxes/{{id}}/exec of true (median ms) | {lasting['exec']:.3f} "
+              f"| spawn {floor['bare_ms']:.3f} | {lasting['exec'] / floor['bare_ms']:.2f} | <= 1.5 |"] if floor else []),
+           f"| create a sandbox and run its first command (ms) | {lasting['first']:.3f} "
+           f"| one-shot {rt['exec']:.3f} | {lasting['first'] / rt['exec']:.2f} | <= 1.5 |",
+           f"| memory per idle sandbox on the host (KiB, PSS) | {lasting['idle_kib']:.0f} | | | <= 512 |",
+           f"| daemon RSS growth per idle sandbox (KiB) | {lasting['daemon_kib']:.1f} | | | <= 100 |", ""]
+          if lasting else []),
         "## LLM gateway", "",
         f"A fake llama-server (tests/fakes/fake_llm.py) streams {args.stream_chunks} chunks as fast as it can; "
         f"{args.stream_rounds} streamed chats straight to it and through lm-sandbox, interleaved; medians.", "",

@@ -3,7 +3,8 @@
 
 Starts the daemon (its spawner, a separate static program, runs natively) with a fake llama-server as
 its backend, exercises every kind of route once (execution plain and streamed, a bad request, health,
-metrics, OpenAPI, the models list, a chat plain and streamed through libcurl), then stops it with
+metrics, OpenAPI, the models list, a chat plain and streamed through libcurl, a persistent sandbox's
+life), then stops it with
 SIGTERM. Exits with the daemon's status: valgrind's --error-exitcode on any error or leak, 0 if clean.
 Standard library only.
 """
@@ -64,6 +65,16 @@ def main():
         chat = {"model": "llamacpp/tiny.gguf", "messages": [{"role": "user", "content": "hi"}]}
         call("POST", "/v1/chat/completions", chat)
         call("POST", "/v1/chat/completions", dict(chat, stream=True))
+        # A persistent sandbox: made, two commands (one streamed), listed, read, deleted, then gone; and
+        # one left for the shutdown to end.
+        sbx = json.loads(call("POST", "/v1/sandboxes", {"metadata": {"k": "v"}, "ttl_s": 60}, want=201))["id"]
+        call("POST", f"/v1/sandboxes/{sbx}/exec", {"cmd": "echo kept > /work/f; sleep 100 &"})
+        call("POST", f"/v1/sandboxes/{sbx}/exec", {"cmd": "cat /work/f", "stream": True})
+        call("GET", "/v1/sandboxes?metadata.k=v")
+        call("GET", f"/v1/sandboxes/{sbx}")
+        call("DELETE", f"/v1/sandboxes/{sbx}", want=204)
+        call("GET", f"/v1/sandboxes/{sbx}", want=404)
+        call("POST", "/v1/sandboxes", {}, want=201)
         conn.close()
     except Exception as e:
         proc.kill()

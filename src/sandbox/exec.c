@@ -374,6 +374,18 @@ fit_limits(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, bool las
 }
 
 int
+lms_sandbox_limit(struct lms_sandbox *sb, const struct lms_limits *want, struct lms_error **err)
+{
+	struct lms_sandbox_spec spec = {.limits = *want, .gpu = sb->gpu};
+	if (fit_limits(sb, &spec, true, err) < 0)
+		return -1;
+	uint64_t timeout = sb->base.timeout_ms;
+	sb->base = *want;
+	sb->base.timeout_ms = timeout;
+	return 0;
+}
+
+int
 lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, unsigned flags,
 		 const struct lms_output *out, struct lms_sandbox_result *result, struct lms_error **err)
 {

@@ -285,8 +285,9 @@ route(struct pool *pool, const struct lms_spawn_msg *msg, const int *fds, size_t
 			lms_frame_error_text(events_fd(msg, fds), LMS_ERR_INVALID, why);
 			return;
 		}
+		/* A worker with a prepared sandbox first: it becomes the lasting one when its limits fit. */
 		do
-			i = take_worker(pool, W_IDLE);
+			i = take_worker(pool, pool_count(pool, W_READY) ? W_READY : W_IDLE);
 		while (i >= 0 && !forward(pool, (unsigned)i, msg, fds, nfds));
 		if (i >= 0) {
 			pool->w[i].state = W_CREATING;

@@ -168,6 +168,9 @@ int lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec
 int lms_sandbox_wait_ready(struct lms_sandbox *sb, struct lms_error **err);
 bool lms_sandbox_is_ready(const struct lms_sandbox *sb);
 int lms_sandbox_fd(const struct lms_sandbox *sb);
+/* Lowers a sandbox's limits for good (a pool sandbox that becomes a lasting one with the request's
+ * limits): they must fit lms_limits_fit_prepared. */
+int lms_sandbox_limit(struct lms_sandbox *sb, const struct lms_limits *want, struct lms_error **err);
 /* A LAST exec, then destroy: consumes sb. */
 int lms_sandbox_launch(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, const struct lms_output *out,
 		       struct lms_sandbox_result *result, struct lms_error **err);

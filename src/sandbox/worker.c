@@ -98,18 +98,27 @@ run_command(const int fds[3], struct lms_sandbox **prepared, struct lms_sandbox 
 		malloc_trim(0);
 }
 
-/* CREATE: the lasting sandbox, made with the request's base spec. 0 when the worker now owns it. */
+/* CREATE: the lasting sandbox, with the request's base spec: the pool's prepared sandbox when it fits
+ * (its limits lowered to the request's), else one made now. 0 when the worker now owns it. */
 static int
-create_owned(const int fds[2], struct lms_sandbox **owned)
+create_owned(const int fds[2], struct lms_sandbox **prepared, struct lms_sandbox **owned,
+	     const struct lms_pool_config *cfg)
 {
 	_cleanup_error_ struct lms_error *err = NULL;
 	struct lms_sandbox_spec base;
 	void *storage = NULL;
 	char *data = NULL;
 	size_t len = 0;
+	(void)setpriority(PRIO_PROCESS, 0, cfg->nice);
 	int r = read_spec(fds[0], &base, &data, &storage, &len, &err);
-	if (r == 0)
+	if (r == 0 && *prepared != NULL && fits_pool(cfg, &base)) {
+		*owned = steal_pointer(prepared);
+		if ((r = lms_sandbox_limit(*owned, &base.limits, &err)) < 0)
+			lms_sandbox_destroy(steal_pointer(owned));
+	} else if (r == 0) {
+		lms_sandbox_destroy(steal_pointer(prepared));
 		r = lms_sandbox_create(&base, owned, &err);
+	}
 	/* CREATE answers once the sandbox can take a command, or with the step that failed. */
 	if (r == 0 && (r = lms_sandbox_wait_ready(*owned, &err)) < 0)
 		lms_sandbox_destroy(steal_pointer(owned));
@@ -214,8 +223,8 @@ lms_worker_main(int ctl, const struct lms_pool_config *cfg, bool prepare)
 				lms_frame_error_text(fds[1], LMS_ERR_NOT_FOUND, "this worker holds no sandbox");
 			break;
 		case LMS_SPAWN_CREATE:
-			lms_sandbox_destroy(steal_pointer(&prepared));
-			tell(ctl, create_owned(fds, &owned) == 0 ? LMS_WORKER_OWNS : LMS_WORKER_DONE, NULL);
+			tell(ctl, create_owned(fds, &prepared, &owned, cfg) == 0 ? LMS_WORKER_OWNS : LMS_WORKER_DONE,
+			     NULL);
 			break;
 		case LMS_SPAWN_DESTROY:
 			destroy_owned(fds[0], &owned);

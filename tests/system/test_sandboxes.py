@@ -154,3 +154,16 @@ def test_bad_requests_are_refused_with_the_field(server):
     assert "reason" not in unknown
     sbx = create(server, limits={"memory_mb": 64})
     assert sbx["limits"]["memory_mb"] == 64
+
+
+def test_a_memory_hog_and_a_fork_bomb_stop_at_the_sandbox_limits(outer_cgroup, start):
+    # The daemon in an outer cgroup: should the sandbox's own limits fail, the host's still hold.
+    s = start(cgroup=outer_cgroup)
+    sbx = create(s, limits={"memory_mb": 64, "pids": 32})
+    hog = sh(s, sbx, "python3 -c 'x = bytearray(300 << 20)'")
+    assert hog["oom_killed"] and hog["exit_code"] == 137, hog
+    # The bomb's processes are its session's: its timeout ends every one of them.
+    bomb = sh(s, sbx, "f() { f | f & }; f; sleep 10", timeout_ms=2000)
+    assert bomb["timed_out"], bomb
+    # The sandbox goes on, with its files, for the next command.
+    assert sh(s, sbx, "echo after > /work/f; cat /work/f")["stdout"] == "after\n"
