@@ -333,6 +333,16 @@ def test_cwd(server):
 
 
 @root
+@pytest.mark.parametrize("cwd", ["/etc/passwd", "/etc/passwd/below", "/proc/1/no-such-dir"],
+                         ids=["a-file", "below-a-file", "uncreatable"])
+def test_cwd_that_cannot_be_entered_is_400(server, cwd):
+    # The client's mistake, not the sandbox's: 400 invalid_request naming the cwd (issue 10, item 12).
+    err = assert_error(server.exec({"argv": ["pwd"], "cwd": cwd}), 400, code="invalid_request")
+    assert cwd in err["message"] and "cwd" in err["message"], err
+    assert_exec_result(server.exec({"argv": ["true"]}))
+
+
+@root
 def test_timeout_ms(server):
     marker = unique_marker()
     try:
