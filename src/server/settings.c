@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <fcntl.h>
 #include <stddef.h>
+#include <sys/stat.h>
 
 #include "core/alloc.h"
 #include "core/buf.h"
@@ -217,25 +218,62 @@ lms_config_parse_env(struct lms_config *cfg, const char *text, size_t len, const
 
 #define ENV_FILE_MAX (1 << 20)
 
+/* A file that holds the token must be readable by its owner alone, as ssh wants of a private key: with
+ * the usual umask a file is 0644, and the host image shows /etc to every sandbox (SECURITY.md). */
+static int
+check_private(int fd, const char *what, const char *path, struct lms_error **err)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return lms_error_set(err, LMS_ERR_INVALID, errno, "%s %s: fstat", what, path);
+	if ((st.st_mode & 077) == 0)
+		return 0;
+	return lms_error_set(
+	    err, LMS_ERR_INVALID, 0,
+	    "%s %s holds the API token and is open to others than its owner (mode %04o): run chmod 600 "
+	    "%s, and keep it out of /etc, which every sandbox sees (/var/lib/lm-sandbox, or a systemd "
+	    "credential)",
+	    what, path, (unsigned)(st.st_mode & 07777), path);
+}
+
+/* Reads a settings file of at most max bytes into *text; the descriptor stays open for check_private. */
+static int
+open_and_read(const char *what, const char *path, size_t max, char **text, size_t *len, struct lms_error **err)
+{
+	_cleanup_fd_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return lms_error_set(err, LMS_ERR_INVALID, errno, "%s %s", what, path);
+	*text = lms_file_read_fd(fd, path, max, len, err);
+	if (*text == NULL)
+		return lms_error_prefix(err, "%s", what);
+	return steal_fd(&fd);
+}
+
 static int
 load_env_file(struct lms_config *cfg, const char *path, struct lms_error **err)
 {
 	size_t len = 0;
-	_cleanup_free_ char *text = lms_file_read_len_at(AT_FDCWD, path, ENV_FILE_MAX + 1, &len, NULL);
-	if (text == NULL)
-		return lms_error_set(err, LMS_ERR_INVALID, errno, "--env-file %s", path);
+	_cleanup_free_ char *text = NULL;
+	_cleanup_fd_ int fd = open_and_read("--env-file", path, ENV_FILE_MAX + 1, &text, &len, err);
+	if (fd < 0)
+		return -1;
 	if (len > ENV_FILE_MAX)
 		return lms_error_set(err, LMS_ERR_INVALID, 0,
 				     "--env-file %s: larger than %d bytes: is it the right file?", path, ENV_FILE_MAX);
-	return lms_config_parse_env(cfg, text, len, path, err);
+	if (lms_config_parse_env(cfg, text, len, path, err) < 0)
+		return -1;
+	/* Settings may be world-readable; the token may not. The env file is read first: a token now is its. */
+	return cfg->token ? check_private(fd, "--env-file", path, err) : 0;
 }
 
 static int
 load_token_file(struct lms_config *cfg, struct lms_error **err)
 {
-	_cleanup_free_ char *text = lms_file_read_at(AT_FDCWD, cfg->token_file, 4096, err);
-	if (text == NULL)
-		return lms_error_prefix(err, "--token-file");
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	_cleanup_fd_ int fd = open_and_read("--token-file", cfg->token_file, 4096, &text, &len, err);
+	if (fd < 0 || check_private(fd, "--token-file", cfg->token_file, err) < 0)
+		return -1;
 	char *t = trim(text);
 	if (*t == '\0')
 		return lms_error_set(err, LMS_ERR_INVALID, 0, "--token-file %s is empty", cfg->token_file);

@@ -913,6 +913,33 @@ def test_token_file(start, tmp_path):
 
 
 @root
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660], ids=["0644", "0640", "0604", "0660"])
+@pytest.mark.parametrize("kind", ["token-file", "env-file"])
+def test_token_readable_by_others_is_refused(lms_bin, tmp_path, start, kind, mode):
+    # A token file others can read (the usual umask's 0644; under /etc every sandbox sees it) stops the
+    # daemon at start, naming the file, its mode and the fix; 0600 starts (issue 10, item 11).
+    token = f"tok-{uuid.uuid4().hex}"
+    path = tmp_path / kind
+    path.write_text(f"LM_SANDBOX_API_TOKEN={token}\n" if kind == "env-file" else token + "\n")
+    path.chmod(mode)
+    status, out, err = run_serve(lms_bin, [f"--{kind}", path, "--listen", "127.0.0.1:0", "--state-dir", tmp_path])
+    assert status == 2, f"a {mode:04o} {kind}: status {status}\n{out}\n{err}"
+    assert str(path) in err and f"{mode:04o}" in err and f"chmod 600 {path}" in err, err
+    assert token not in err and token not in out, "the token appears in the message"
+    path.chmod(0o600)
+    s = start(f"--{kind}", path)
+    assert_error(s.exec({"argv": ["true"]}), 401)
+    assert_exec_result(s.exec({"argv": ["true"]}, headers={"Authorization": f"Bearer {token}"}))
+
+
+def test_env_file_without_a_token_may_be_readable(lms_bin, tmp_path, start):
+    path = tmp_path / "settings.env"
+    path.write_text("LM_SANDBOX_MAX_CONCURRENT=3\n")
+    path.chmod(0o644)
+    start("--env-file", path)
+
+
+@root
 def test_token_from_environment(start):
     token = f"tok-{uuid.uuid4().hex}"
     s = start(env={"LM_SANDBOX_API_TOKEN": token})
