@@ -80,7 +80,9 @@ start_exec(struct lms_request *req, enum MHD_Result *reply)
 	x->server = s;
 	x->client_fd = lms_request_socket(req);
 	x->start_ms = lms_monotonic_ms();
-	if (lms_exec_request_parse(req->body.data ? req->body.data : "", req->body.len, &policy, &x->xr, &err) < 0) {
+	int parsed = lms_exec_request_parse(req->body.data ? req->body.data : "", req->body.len, &policy, &x->xr, &err);
+	lms_request_body_done(req); /* the spec has what it needs: the body's room is free for others */
+	if (parsed < 0) {
 		exec_free(x);
 		*reply = lms_reply_lms_error(req, err);
 		return NULL;

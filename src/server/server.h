@@ -54,7 +54,8 @@ struct lms_server {
 	struct lms_spawner *spawner;
 	struct lms_backends *backends;
 	struct lms_metrics metrics;
-	atomic_int active; /* executions running now */
+	atomic_int active;		 /* executions running now */
+	atomic_uint_fast64_t body_bytes; /* reserved by the request bodies held now (request.c) */
 	atomic_bool stopping;
 	bool have_bash;
 	pthread_mutex_t jobs_lock; /* guards jobs: SIGTERM cancels every running job */
@@ -72,7 +73,9 @@ struct lms_request {
 	double start_ms;
 	unsigned status; /* of the reply, for the log and the metrics */
 	struct lms_buf body;
+	uint64_t body_reserved; /* of server->body_bytes */
 	bool body_too_large;
+	bool body_refused; /* past --max-body-bytes-in-flight: dropped, 503 */
 	bool replied;
 	bool first_call_done;
 };
@@ -88,6 +91,9 @@ void lms_request_on_completed(void *cls, struct MHD_Connection *conn, void **con
 			      enum MHD_RequestTerminationCode toe);
 /* The client's socket, to watch for a hang-up; -1 if unknown. */
 int lms_request_socket(const struct lms_request *req);
+/* Frees the request's body and gives its share of --max-body-bytes-in-flight back; a handler calls it
+ * once the body is parsed (the request does it after the handler too). */
+void lms_request_body_done(struct lms_request *req);
 
 /* reply.c. Every reply carries X-Request-Id; each returns what the handler returns to libmicrohttpd. */
 struct lms_header {

@@ -45,6 +45,8 @@ static const struct setting settings[] = {
     {"pool-size", T_U64, "4", 0, 64, F(pool_size), "sandboxes kept prepared ahead of demand (0: make each on demand)"},
     {"max-timeout-ms", T_U64, "300000", 1, LMS_MAX_TIMEOUT_MS, F(max_timeout_ms), "ceiling for a request's timeout_ms"},
     {"max-body-bytes", T_U64, "8388608", 1024, 1ull << 30, F(max_body_bytes), "largest request body (413 past it)"},
+    {"max-body-bytes-in-flight", T_U64, "33554432", 1024, 1ull << 34, F(max_body_bytes_in_flight),
+     "request bodies over 64 KiB held at once, all clients together (503 with Retry-After past it)"},
     {"allow-network", T_BOOL, "false", 0, 0, F(allow_network), "let requests ask for network: true"},
     {"insecure-no-auth", T_BOOL, "false", 0, 0, F(insecure_no_auth),
      "serve a non-loopback address without a token (do not)"},

@@ -22,6 +22,7 @@ struct lms_config {
 	uint64_t pool_size;
 	uint64_t max_timeout_ms;
 	uint64_t max_body_bytes;
+	uint64_t max_body_bytes_in_flight;
 	bool allow_network;
 	bool insecure_no_auth;
 	char *ollama_url;

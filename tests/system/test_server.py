@@ -772,6 +772,53 @@ def test_body_too_large_is_413(start):
     assert_exec_result(s.exec(small))
 
 
+def hold_body(server, mib, chunked):
+    """A socket that has sent all but the end of a `mib`+1 MiB body to /v1/exec (chunked: `mib` chunks of 1 MiB
+    and no last chunk). Returns it open; a daemon that refused the body may close it."""
+    sock = server.connect(timeout=10)
+    head = f"POST /v1/exec HTTP/1.1\r\nHost: {server.host}\r\nContent-Type: application/json\r\n"
+    piece = b"x" * (1 << 20)
+    try:
+        if chunked:
+            sock.sendall((head + "Transfer-Encoding: chunked\r\n\r\n").encode())
+            for _ in range(mib):
+                sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+        else:
+            sock.sendall((head + f"Content-Length: {(mib + 1) << 20}\r\n\r\n").encode())
+            for _ in range(mib):
+                sock.sendall(piece)
+    except OSError:
+        pass  # refused and closed, or not read: either way the daemon does not hold it
+    return sock
+
+
+@root
+def test_bodies_in_flight_are_bounded(start):
+    # 24 clients each hold back the end of a 7-8 MiB body (issue 10, item 10): with the defaults (8 MiB bodies,
+    # 32 MiB in flight) the daemon holds at most 32 MiB of them, refuses more with 503 + Retry-After, and still
+    # serves small requests.
+    s = start()
+    _, _, idle_rss = proc_usage(s.pid)
+    with ThreadPoolExecutor(24) as pool:
+        held = list(pool.map(lambda i: hold_body(s, 7, chunked=i % 4 == 0), range(24)))
+    try:
+        _, _, rss = proc_usage(s.pid)
+        assert rss - idle_rss < 80 << 10, f"the daemon grew from {idle_rss} to {rss} KiB holding bodies in flight"
+        big = s.exec({"argv": ["true"], "pad": "x" * (6 << 20)})
+        err = assert_error(big, 503, code="server_busy")
+        assert big.headers.get("Retry-After") == "1", show(big)
+        assert "max-body-bytes-in-flight" in err["message"], err
+        assert_exec_result(s.exec({"argv": ["true"], "stdin": "small"}))
+        assert s.get("/healthz").status_code == 200
+    finally:
+        for sock in held:
+            sock.close()
+    after = wait_until(lambda: (lambda r: r if r.status_code == 200 else None)(
+        s.exec({"argv": ["wc", "-c"], "stdin": "y" * (6 << 20)})), 10)
+    assert after is not None, "the room of the closed connections' bodies was never given back"
+    assert assert_exec_result(after)["stdout"].strip() == str(6 << 20)
+
+
 @root
 def test_too_many_concurrent_is_429(start):
     s = start("--max-concurrent", "1")
@@ -969,7 +1016,8 @@ def test_non_loopback_needs_a_token(lms_bin, tmp_path, start):
 
 OPTIONS = {  # flag: default shown by --help (None: not checked)
     "listen": "127.0.0.1:8000", "state-dir": None, "token-file": None, "env-file": None, "max-concurrent": "16",
-    "max-timeout-ms": "300000", "max-body-bytes": "8388608", "allow-network": None, "insecure-no-auth": None,
+    "max-timeout-ms": "300000", "max-body-bytes": "8388608",
+    "max-body-bytes-in-flight": "33554432", "allow-network": None, "insecure-no-auth": None,
     "timeout-ms": "30000", "memory-mb": "512", "pids": "256", "cpu-ms": "0", "output-bytes": "1048576",
     "disk-mb": "1024",
 }

@@ -25,6 +25,7 @@ static const char *const all_flags[] = {
     "pool-size",
     "max-timeout-ms",
     "max-body-bytes",
+    "max-body-bytes-in-flight",
     "allow-network",
     "insecure-no-auth",
     "ollama-url",
