@@ -29,6 +29,12 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
 	lms_log(LMS_LOG_WARNING, NULL, "libmicrohttpd", "detail", text, NULL);
 }
 
+unsigned
+lms_server_idle_timeout_s(const struct lms_server *s)
+{
+	return (unsigned)((s->cfg->idle_timeout_ms + 999) / 1000);
+}
+
 int
 lms_server_run(struct lms_config *cfg, struct lms_error **err)
 {
@@ -87,13 +93,28 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 		free(s.listen_url);
 		return -1;
 	}
-	s.mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
-				     MHD_USE_ERROR_LOG | MHD_USE_POLL,
-				 0, NULL, NULL, lms_request_on_request, &s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, &s,
-				 MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, lms_request_on_completed,
-				 &s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT,
-				 (unsigned)1024, MHD_OPTION_END);
+	s.conns = lms_conns_new(cfg->header_timeout_ms, err);
+	if (s.conns == NULL) {
+		close(fd);
+		lms_spawner_stop(s.spawner);
+		lms_backends_free(&backends);
+		free(s.listen_url);
+		return -1;
+	}
+	/* One client cannot take every connection (a per-address limit) nor hold one without sending its
+	 * headers (conns.c); libmicrohttpd's own timeout, which counts idle time, covers a body that stalls
+	 * and a client that takes no bytes of a response (reply.c stops it while a stream waits for its
+	 * command or backend). SECURITY.md, "One client against the daemon". */
+	s.mhd = MHD_start_daemon(
+	    MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+		MHD_USE_POLL,
+	    0, NULL, NULL, lms_request_on_request, &s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, &s,
+	    MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, lms_request_on_completed, &s,
+	    MHD_OPTION_NOTIFY_CONNECTION, lms_conns_on_connection, s.conns, MHD_OPTION_CONNECTION_TIMEOUT,
+	    lms_server_idle_timeout_s(&s), MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip, MHD_OPTION_END);
 	if (s.mhd == NULL) {
+		lms_conns_free(s.conns);
 		close(fd);
 		lms_spawner_stop(s.spawner);
 		lms_backends_free(&backends);
@@ -110,6 +131,7 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	MHD_quiesce_daemon(s.mhd);
 	lms_server_cancel_jobs(&s);
 	MHD_stop_daemon(s.mhd);
+	lms_conns_free(s.conns);
 	close(fd);
 	lms_spawner_stop(s.spawner);
 	lms_backends_free(&backends);

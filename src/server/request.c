@@ -186,6 +186,7 @@ lms_request_on_request(void *cls, struct MHD_Connection *conn, const char *url, 
 		req->start_ms = lms_monotonic_ms();
 		set_request_id(req);
 		*con_cls = req;
+		lms_conns_headers_done(conn);
 		return begin_request(req);
 	}
 	if (req->replied) {
@@ -216,6 +217,7 @@ lms_request_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	struct lms_request *req = *con_cls;
 	if (req == NULL)
 		return;
+	lms_conns_request_done(s->conns, conn);
 	lms_metrics_request(&s->metrics, req->route ? req->route->path : "unmatched", req->status);
 	log_request(req);
 	lms_request_body_done(req);

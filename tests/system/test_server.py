@@ -14,6 +14,7 @@ import socket
 import struct
 import subprocess
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -817,6 +818,119 @@ def test_bodies_in_flight_are_bounded(start):
         s.exec({"argv": ["wc", "-c"], "stdin": "y" * (6 << 20)})), 10)
     assert after is not None, "the room of the closed connections' bodies was never given back"
     assert assert_exec_result(after)["stdout"].strip() == str(6 << 20)
+
+
+class SlowClients:
+    """`n` connections from `source` that send a request's headers one byte at a time (a byte per second,
+    per connection), never finishing them, until close() (bounded: the caller's test closes them)."""
+
+    def __init__(self, server, n, source):
+        self.socks = []
+        for _ in range(n):
+            try:
+                sock = socket.create_connection((server.host, server.port), timeout=5, source_address=(source, 0))
+            except OSError:
+                break
+            sock.setblocking(False)
+            self.socks.append(sock)
+        self.head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 200
+        self.sent = 0
+
+    def trickle(self):
+        """One more byte on every connection still open."""
+        byte = self.head[self.sent % len(self.head):][:1]
+        self.sent += 1
+        for sock in self.socks:
+            try:
+                sock.send(byte)
+            except OSError:
+                pass
+
+    def open_count(self):
+        """Connections the daemon has not closed (end-of-file or reset)."""
+        n = 0
+        for sock in self.socks:
+            try:
+                n += sock.recv(1, socket.MSG_PEEK) != b""
+            except BlockingIOError:
+                n += 1
+            except OSError:
+                pass
+        return n
+
+    def close(self):
+        for sock in self.socks:
+            sock.close()
+
+
+def answers_quickly(server, seconds):
+    """/healthz and a /v1/exec from 127.0.0.1 each answer within `seconds`."""
+    assert server.get("/healthz", timeout=seconds).status_code == 200
+    assert_exec_result(server.exec({"argv": ["true"]}, timeout=seconds))
+
+
+@root
+def test_slow_clients_do_not_starve_the_daemon(start):
+    # One client (127.0.0.2) opens 1,100 connections and sends their headers a byte a second (issue 10, item
+    # 9). Before: libmicrohttpd's 1,024 connections (and as many threads) were all its, and /healthz stopped
+    # answering for everyone. Now one address gets --max-connections-per-ip (128) of them, the rest are closed
+    # at once, and everyone else is served, a local agent's 32 concurrent calls included.
+    s = start()
+    slow = SlowClients(s, 1100, "127.0.0.2")
+    try:
+        for _ in range(2):
+            slow.trickle()
+            time.sleep(1)
+        held = slow.open_count()
+        assert held <= 128, f"one address holds {held} connections"
+        answers_quickly(s, 3)
+        with ThreadPoolExecutor(32) as pool:
+            codes = list(pool.map(lambda i: s.get("/healthz", timeout=10).status_code, range(64)))
+        assert codes == [200] * 64, codes
+        slow.trickle()
+        answers_quickly(s, 3)
+    finally:
+        slow.close()
+
+
+@root
+def test_slow_headers_are_closed_after_the_header_timeout(start):
+    # A byte a second keeps libmicrohttpd's idle timeout from ever firing; the header deadline does not care.
+    s = start("--header-timeout-ms", "2000")
+    slow = SlowClients(s, 50, "127.0.0.2")
+    try:
+        assert slow.open_count() == 50
+        start_t = time.monotonic()
+        while slow.open_count() and time.monotonic() - start_t < 8:
+            slow.trickle()
+            time.sleep(0.5)
+        took = time.monotonic() - start_t
+        assert slow.open_count() == 0, f"{slow.open_count()} of 50 trickling connections still open after {took:.1f} s"
+        assert took >= 1.5, f"closed after {took:.1f} s, before the 2 s header timeout"
+        answers_quickly(s, 3)
+    finally:
+        slow.close()
+    # A kept-alive connection idle after one request: the next request's headers have the same deadline.
+    sock = s.raw_request("GET", "/healthz", timeout=10)
+    with sock:
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        t = time.monotonic()
+        assert sock.recv(100) == b"", "the idle connection was not closed"
+        assert 1.5 <= time.monotonic() - t <= 6, f"closed after {time.monotonic() - t:.1f} s"
+
+
+@root
+def test_silent_commands_outlive_the_idle_timeout(start):
+    # libmicrohttpd's own timeout cut a stream silent for longer than it (120 s then): it now runs only while the
+    # daemon waits for the client, never while a command or a stream is silent.
+    s = start("--idle-timeout-ms", "1000", "--header-timeout-ms", "1000")
+    assert assert_exec_result(s.exec({"cmd": "sleep 3; echo done"}, timeout=20))["stdout"] == "done\n"
+    stream = s.sse({"cmd": "echo a; sleep 3; echo b", "stream": True}, timeout=20)
+    try:
+        events = stream.events()
+    finally:
+        stream.close()
+    assert [e for e, _ in events] == ["stdout", "stdout", "exit"], events
 
 
 @root
