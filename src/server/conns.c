@@ -47,7 +47,8 @@ shut_expired(struct lms_conns *c, double now, double *next)
 			continue;
 		}
 		atomic_store(&e->deadline_ms, 0);
-		const union MHD_ConnectionInfo *info = MHD_get_connection_info(e->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
+		const union MHD_ConnectionInfo *info =
+		    MHD_get_connection_info(e->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
 		if (info && shutdown(info->connect_fd, SHUT_RDWR) < 0)
 			lms_log(LMS_LOG_WARNING, NULL, "shut down a connection past its header timeout", "error",
 				strerror(errno), NULL);

@@ -54,7 +54,7 @@ static const struct setting settings[] = {
     {"header-timeout-ms", T_U64, "10000", 100, 600000, F(header_timeout_ms),
      "time to send a request's headers, from connecting or the previous response (then closed)"},
     {"idle-timeout-ms", T_U64, "120000", 1000, 3600000, F(idle_timeout_ms),
-     "a body that stalls, or a client that takes no bytes of a response, for this long is closed (seconds)"},
+     "a body that stalls, or a client that takes no bytes of a response, this long is closed (whole seconds)"},
     {"allow-network", T_BOOL, "false", 0, 0, F(allow_network), "let requests ask for network: true"},
     {"insecure-no-auth", T_BOOL, "false", 0, 0, F(insecure_no_auth),
      "serve a non-loopback address without a token (do not)"},

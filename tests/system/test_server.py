@@ -1131,7 +1131,8 @@ def test_non_loopback_needs_a_token(lms_bin, tmp_path, start):
 OPTIONS = {  # flag: default shown by --help (None: not checked)
     "listen": "127.0.0.1:8000", "state-dir": None, "token-file": None, "env-file": None, "max-concurrent": "16",
     "max-timeout-ms": "300000", "max-body-bytes": "8388608",
-    "max-body-bytes-in-flight": "33554432", "allow-network": None, "insecure-no-auth": None,
+    "max-body-bytes-in-flight": "33554432", "max-connections": "1024", "max-connections-per-ip": "128",
+    "header-timeout-ms": "10000", "idle-timeout-ms": "120000", "allow-network": None, "insecure-no-auth": None,
     "timeout-ms": "30000", "memory-mb": "512", "pids": "256", "cpu-ms": "0", "output-bytes": "1048576",
     "disk-mb": "1024",
 }
