@@ -804,7 +804,10 @@ def test_bodies_in_flight_are_bounded(start):
         held = list(pool.map(lambda i: hold_body(s, 7, chunked=i % 4 == 0), range(24)))
     try:
         _, _, rss = proc_usage(s.pid)
-        assert rss - idle_rss < 80 << 10, f"the daemon grew from {idle_rss} to {rss} KiB holding bodies in flight"
+        print(f"bodies in flight: VmRSS {idle_rss} -> {rss} KiB")
+        # ASan's quarantine keeps the buffers each growing body's realloc let go.
+        bound = (80 << 10) + (64 << 10 if os.environ.get("LMS_SANITIZED") else 0)
+        assert rss - idle_rss < bound, f"the daemon grew from {idle_rss} to {rss} KiB holding bodies in flight"
         big = s.exec({"argv": ["true"], "pad": "x" * (6 << 20)})
         err = assert_error(big, 503, code="server_busy")
         assert big.headers.get("Retry-After") == "1", show(big)
