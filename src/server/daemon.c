@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/self.h"
 #include "llm/backend.h"
@@ -17,11 +18,46 @@
 #include "server/listener.h"
 #include "server/server.h"
 
+/* libmicrohttpd logs once per refused connection: a client that connects in a loop must not turn that into
+ * a flood on standard error. At most this many of its lines a second; the rest are counted and said. */
+#define MHD_LOG_PER_SECOND 10
+
+static bool
+mhd_log_admit(unsigned long *suppressed)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static double window_ms;
+	static unsigned in_window;
+	static unsigned long dropped;
+	double now = lms_monotonic_ms();
+	pthread_mutex_lock(&lock);
+	if (now - window_ms >= 1000) {
+		window_ms = now;
+		in_window = 0;
+		*suppressed = dropped;
+		dropped = 0;
+	}
+	bool admit = in_window < MHD_LOG_PER_SECOND;
+	if (admit)
+		in_window++;
+	else
+		dropped++;
+	pthread_mutex_unlock(&lock);
+	return admit;
+}
+
 __attribute__((format(printf, 2, 0))) static void
 on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	(void)cls;
 	if (!lms_log_enabled(LMS_LOG_WARNING))
+		return;
+	unsigned long suppressed = 0;
+	bool admit = mhd_log_admit(&suppressed);
+	if (suppressed > 0)
+		lms_log_fields(LMS_LOG_WARNING, NULL, "libmicrohttpd messages suppressed",
+			       LMS_LOG_INT("count", (long long)suppressed));
+	if (!admit)
 		return;
 	char text[512];
 	vsnprintf(text, sizeof(text), fmt, ap);
