@@ -22,7 +22,7 @@ struct exec {
 	struct lms_server *server;
 	struct lms_exec_request *xr;
 	struct lms_job *job;
-	int client_fd;
+	int client_fd; /* -1 once the client has hung up and the job is cancelled */
 	double start_ms;
 	bool counted;
 	bool finished;
@@ -118,8 +118,12 @@ next_event(struct exec *x, struct lms_job_event *ev, struct lms_error **err)
 				continue;
 			return lms_error_set(err, LMS_ERR_INTERNAL, errno, "poll the job");
 		}
-		if (fds[1].revents & (POLLRDHUP | POLLHUP | POLLERR))
+		/* Once: the hang-up stays readable, and a byte each time round would fill the cancel pipe while
+		 * the job is still queued, blocking this thread (and SIGTERM's cancel) on a full pipe. */
+		if (fds[1].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
 			lms_job_cancel(x->job);
+			x->client_fd = -1;
+		}
 		if (fds[0].revents)
 			return lms_job_next(x->job, ev, err);
 	}
