@@ -40,6 +40,12 @@ lms_file_read_len_at(int dirfd, const char *name, size_t max, size_t *len, struc
 		lms_error_set(err, LMS_ERR_INTERNAL, errno, "open %s", name);
 		return NULL;
 	}
+	return lms_file_read_fd(fd, name, max, len, err);
+}
+
+char *
+lms_file_read_fd(int fd, const char *name, size_t max, size_t *len, struct lms_error **err)
+{
 	struct lms_buf b = {0};
 	char chunk[4096];
 	while (b.len < max) {

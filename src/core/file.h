@@ -11,3 +11,5 @@ int lms_file_write_at(int dirfd, const char *name, const char *text, struct lms_
 char *lms_file_read_at(int dirfd, const char *name, size_t max, struct lms_error **err);
 /* Same, with the length in *len (the bytes may hold NULs). */
 char *lms_file_read_len_at(int dirfd, const char *name, size_t max, size_t *len, struct lms_error **err);
+/* Same, from an open descriptor (not closed); `name` is for messages. */
+char *lms_file_read_fd(int fd, const char *name, size_t max, size_t *len, struct lms_error **err);

@@ -423,6 +423,8 @@ lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, un
 	result->duration_ms = lms_monotonic_ms() - start;
 	if (r < 0)
 		return -1;
+	if (w.report.type == LMS_INIT_FAILED && (w.report.flags & LMS_INIT_FAILED_CWD))
+		return lms_error_set(err, LMS_ERR_INVALID, w.report.errnum, "cwd cannot be entered: %s", w.report.what);
 	if (w.report.type == LMS_INIT_FAILED)
 		return lms_error_set(err, LMS_ERR_SETUP, w.report.errnum, "%s", w.report.what);
 	if (w.report.type == LMS_INIT_EXITED) {

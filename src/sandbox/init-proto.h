@@ -28,6 +28,8 @@ enum lms_init_msg_type {
 /* LAUNCH flags. */
 #define LMS_INIT_LAST 1u  /* PID 1 exits once this command has: a one-shot sandbox */
 #define LMS_INIT_STDIN 2u /* a fourth descriptor is the command's standard input (else /dev/null) */
+/* FAILED flags. */
+#define LMS_INIT_FAILED_CWD 1u /* the step was the launch's own cwd (not the default): the request's error */
 
 struct lms_init_msg {
 	uint32_t type;

@@ -140,7 +140,10 @@ launch(struct init *in, const struct lms_init_msg *req, int fds[LMS_INIT_NFDS], 
 		       NULL ||
 		   lms_spec_decode(data, len, &spec, &storage, NULL) < 0) {
 		lms_child_fail(&msg, EBADMSG, "read the launch message");
-	} else if (enter_cwd(spec.cwd ? spec.cwd : LMS_DEFAULT_CWD, &msg) == 0) {
+	} else if (enter_cwd(spec.cwd ? spec.cwd : LMS_DEFAULT_CWD, &msg) < 0) {
+		if (spec.cwd != NULL)
+			msg.flags = LMS_INIT_FAILED_CWD; /* the request's own cwd: the client's error */
+	} else {
 		int null = -1;
 		if (nfds < LMS_INIT_NFDS)
 			null = open("/dev/null", O_RDONLY | O_CLOEXEC);

@@ -4,6 +4,7 @@
  * and MCP will call). A client that hangs up cancels the job: its command is killed within a poll.
  */
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -18,6 +19,7 @@ struct lms_job {
 	int events_fd;
 	int cancel_fd;
 	bool done;
+	atomic_bool cancelled; /* the cancel byte is written once, whoever asks (the client's thread, SIGTERM) */
 };
 
 struct lms_job *
@@ -106,8 +108,10 @@ lms_job_output_clear(struct lms_job_output *o)
 void
 lms_job_cancel(struct lms_job *job)
 {
-	/* A byte rather than a close: safe from another thread while the owner still uses the job. */
-	if (job->cancel_fd >= 0)
+	/* A byte rather than a close: safe from another thread while the owner still uses the job. Once: a
+	 * hang-up stays readable, and a byte at every look would fill the pipe of a job still queued, and
+	 * block the caller on it. */
+	if (job->cancel_fd >= 0 && !atomic_exchange(&job->cancelled, true))
 		(void)!write(job->cancel_fd, "x", 1);
 }
 

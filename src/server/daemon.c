@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/self.h"
 #include "llm/backend.h"
@@ -18,16 +19,57 @@
 #include "server/sandboxes.h"
 #include "server/server.h"
 
+/* libmicrohttpd logs once per refused connection: a client that connects in a loop must not turn that into
+ * a flood on standard error. At most this many of its lines a second; the rest are counted and said. */
+#define MHD_LOG_PER_SECOND 10
+
+static bool
+mhd_log_admit(unsigned long *suppressed)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static double window_ms;
+	static unsigned in_window;
+	static unsigned long dropped;
+	double now = lms_monotonic_ms();
+	pthread_mutex_lock(&lock);
+	if (now - window_ms >= 1000) {
+		window_ms = now;
+		in_window = 0;
+		*suppressed = dropped;
+		dropped = 0;
+	}
+	bool admit = in_window < MHD_LOG_PER_SECOND;
+	if (admit)
+		in_window++;
+	else
+		dropped++;
+	pthread_mutex_unlock(&lock);
+	return admit;
+}
+
 __attribute__((format(printf, 2, 0))) static void
 on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	(void)cls;
 	if (!lms_log_enabled(LMS_LOG_WARNING))
 		return;
+	unsigned long suppressed = 0;
+	bool admit = mhd_log_admit(&suppressed);
+	if (suppressed > 0)
+		lms_log_fields(LMS_LOG_WARNING, NULL, "libmicrohttpd messages suppressed",
+			       LMS_LOG_INT("count", (long long)suppressed));
+	if (!admit)
+		return;
 	char text[512];
 	vsnprintf(text, sizeof(text), fmt, ap);
 	text[strcspn(text, "\n")] = '\0';
 	lms_log(LMS_LOG_WARNING, NULL, "libmicrohttpd", "detail", text, NULL);
+}
+
+unsigned
+lms_server_idle_timeout_s(const struct lms_server *s)
+{
+	return (unsigned)((s->cfg->idle_timeout_ms + 999) / 1000);
 }
 
 int
@@ -88,21 +130,37 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 		free(s.listen_url);
 		return -1;
 	}
-	/* Its expiry thread comes after the spawner's fork, before any request can name a sandbox. */
-	if (lms_sandboxes_new(&s, cfg->max_sandboxes, cfg->max_ttl_s, &s.sandboxes, err) < 0) {
+	s.conns = lms_conns_new(cfg->header_timeout_ms, err);
+	if (s.conns == NULL) {
 		close(fd);
 		lms_spawner_stop(s.spawner);
 		lms_backends_free(&backends);
 		free(s.listen_url);
 		return -1;
 	}
-	s.mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
-				     MHD_USE_ERROR_LOG | MHD_USE_POLL,
-				 0, NULL, NULL, lms_request_on_request, &s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, &s,
-				 MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, lms_request_on_completed,
-				 &s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT,
-				 (unsigned)1024, MHD_OPTION_END);
+	/* Its expiry thread comes after the spawner's fork, before any request can name a sandbox. */
+	if (lms_sandboxes_new(&s, cfg->max_sandboxes, cfg->max_ttl_s, &s.sandboxes, err) < 0) {
+		lms_conns_free(s.conns);
+		close(fd);
+		lms_spawner_stop(s.spawner);
+		lms_backends_free(&backends);
+		free(s.listen_url);
+		return -1;
+	}
+	/* One client cannot take every connection (a per-address limit) nor hold one without sending its
+	 * headers (conns.c); libmicrohttpd's own timeout, which counts idle time, covers a body that stalls
+	 * and a client that takes no bytes of a response (reply.c stops it while a stream waits for its
+	 * command or backend). SECURITY.md, "One client against the daemon". */
+	s.mhd = MHD_start_daemon(
+	    MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+		MHD_USE_POLL,
+	    0, NULL, NULL, lms_request_on_request, &s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, &s,
+	    MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, lms_request_on_completed, &s,
+	    MHD_OPTION_NOTIFY_CONNECTION, lms_conns_on_connection, s.conns, MHD_OPTION_CONNECTION_TIMEOUT,
+	    lms_server_idle_timeout_s(&s), MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip, MHD_OPTION_END);
 	if (s.mhd == NULL) {
+		lms_conns_free(s.conns);
 		close(fd);
 		lms_sandboxes_free(s.sandboxes);
 		lms_spawner_stop(s.spawner);
@@ -120,6 +178,7 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	MHD_quiesce_daemon(s.mhd);
 	lms_server_cancel_jobs(&s);
 	MHD_stop_daemon(s.mhd);
+	lms_conns_free(s.conns);
 	close(fd);
 	/* Every connection thread has ended: nothing holds a sandbox any more. Their processes end with the
 	 * spawner (its workers destroy them at its end-of-file). */

@@ -95,12 +95,48 @@ lms_reply_lms_error(struct lms_request *req, const struct lms_error *e)
 	return reply_json(req, lms_error_status(e), lms_error_json(e), e->kind == LMS_ERR_BUSY ? retry : NULL);
 }
 
+struct stream {
+	MHD_ContentReaderCallback reader;
+	void *cls;
+	MHD_ContentReaderFreeCallback free_cls;
+	struct MHD_Connection *conn;
+	unsigned idle_timeout_s;
+};
+
+/* Called on the connection's own thread (thread-per-connection), where its timeout may be changed. */
+static ssize_t
+stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct stream *st = cls;
+	MHD_set_connection_option(st->conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+	ssize_t n = st->reader(st->cls, pos, buf, max);
+	MHD_set_connection_option(st->conn, MHD_CONNECTION_OPTION_TIMEOUT, st->idle_timeout_s);
+	return n;
+}
+
+static void
+stream_free(void *cls)
+{
+	struct stream *st = cls;
+	if (st->free_cls)
+		st->free_cls(st->cls);
+	free(st);
+}
+
+struct MHD_Response *
+lms_reply_stream_response(struct lms_request *req, size_t block_size, MHD_ContentReaderCallback reader, void *cls,
+			  MHD_ContentReaderFreeCallback free_cls)
+{
+	struct stream *st = xmalloc(sizeof(*st));
+	*st = (struct stream){reader, cls, free_cls, req->conn, lms_server_idle_timeout_s(req->server)};
+	return MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, block_size, stream_read, st, stream_free);
+}
+
 enum MHD_Result
 lms_reply_event_stream(struct lms_request *req, MHD_ContentReaderCallback reader, void *cls,
 		       MHD_ContentReaderFreeCallback free_cls)
 {
-	struct MHD_Response *resp =
-	    MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, reader, cls, free_cls);
+	struct MHD_Response *resp = lms_reply_stream_response(req, 64 * 1024, reader, cls, free_cls);
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
 	/* Proxies such as nginx must not hold the events back. */

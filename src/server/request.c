@@ -62,6 +62,67 @@ log_request(const struct lms_request *req)
 		       LMS_LOG_REAL("duration_ms", lms_monotonic_ms() - req->start_ms));
 }
 
+/* Bodies up to this size are not counted: their memory is bounded by the connection limit. */
+#define BODY_UNCOUNTED (64 * 1024)
+/* A body without a Content-Length (chunked) reserves in steps of this much as it grows. */
+#define BODY_STEP (1024 * 1024)
+
+/* Reserves room for a body of `len` bytes in --max-body-bytes-in-flight; false when it does not fit. */
+static bool
+body_reserve(struct lms_request *req, uint64_t len)
+{
+	struct lms_server *s = req->server;
+	if (len <= BODY_UNCOUNTED || len <= req->body_reserved)
+		return true;
+	uint64_t more = len - req->body_reserved;
+	uint64_t cur = atomic_load(&s->body_bytes);
+	do {
+		if (cur + more > s->cfg->max_body_bytes_in_flight)
+			return false;
+	} while (!atomic_compare_exchange_weak(&s->body_bytes, &cur, cur + more));
+	req->body_reserved = len;
+	return true;
+}
+
+void
+lms_request_body_done(struct lms_request *req)
+{
+	lms_buf_clear(&req->body);
+	atomic_fetch_sub(&req->server->body_bytes, req->body_reserved);
+	req->body_reserved = 0;
+}
+
+static enum MHD_Result
+reply_busy(struct lms_request *req)
+{
+	const struct lms_header retry[] = {{MHD_HTTP_HEADER_RETRY_AFTER, "1"}, {NULL, NULL}};
+	return lms_reply_error_headers(req, 503, retry, "server_error", "server_busy",
+				       "the server holds too many request bodies at once (--max-body-bytes-in-flight "
+				       "%llu): retry shortly",
+				       (unsigned long long)req->server->cfg->max_body_bytes_in_flight);
+}
+
+/* Appends a piece of the body, within --max-body-bytes and --max-body-bytes-in-flight. */
+static void
+body_append(struct lms_request *req, const char *data, size_t n)
+{
+	if (req->body_too_large || req->body_refused)
+		return;
+	uint64_t len = req->body.len + n;
+	if (len > req->server->cfg->max_body_bytes) {
+		req->body_too_large = true;
+		lms_request_body_done(req);
+		return;
+	}
+	uint64_t want = len <= req->body_reserved ? len : (len + BODY_STEP - 1) / BODY_STEP * BODY_STEP;
+	if (!body_reserve(req, want < req->server->cfg->max_body_bytes ? want : len)) {
+		req->body_refused = true;
+		lms_request_body_done(req);
+		return;
+	}
+	lms_buf_append(&req->body, data, n);
+}
+
 static bool
 content_type_ok(const struct lms_route *route, struct MHD_Connection *conn)
 {
@@ -103,6 +164,9 @@ begin_request(struct lms_request *req)
 		return lms_reply_error(req, 413, "invalid_request_error", "body_too_large",
 				       "the body is larger than %llu bytes",
 				       (unsigned long long)s->cfg->max_body_bytes);
+	/* Admission before the body is read: its room is reserved now, or it is not read at all. */
+	if (length && !body_reserve(req, strtoull(length, NULL, 10)))
+		return reply_busy(req);
 	return MHD_YES;
 }
 
@@ -122,6 +186,7 @@ lms_request_on_request(void *cls, struct MHD_Connection *conn, const char *url, 
 		req->start_ms = lms_monotonic_ms();
 		set_request_id(req);
 		*con_cls = req;
+		lms_conns_headers_done(conn);
 		return begin_request(req);
 	}
 	if (req->replied) {
@@ -129,10 +194,7 @@ lms_request_on_request(void *cls, struct MHD_Connection *conn, const char *url, 
 		return MHD_YES;
 	}
 	if (*upload_size > 0) {
-		if (req->body.len + *upload_size > req->server->cfg->max_body_bytes)
-			req->body_too_large = true;
-		else
-			lms_buf_append(&req->body, upload_data, *upload_size);
+		body_append(req, upload_data, *upload_size);
 		*upload_size = 0;
 		return MHD_YES;
 	}
@@ -140,7 +202,11 @@ lms_request_on_request(void *cls, struct MHD_Connection *conn, const char *url, 
 		return lms_reply_error(req, 413, "invalid_request_error", "body_too_large",
 				       "the body is larger than %llu bytes",
 				       (unsigned long long)req->server->cfg->max_body_bytes);
-	return req->route->handler(req);
+	if (req->body_refused)
+		return reply_busy(req);
+	enum MHD_Result r = req->route->handler(req);
+	lms_request_body_done(req);
+	return r;
 }
 
 void
@@ -151,10 +217,11 @@ lms_request_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	struct lms_request *req = *con_cls;
 	if (req == NULL)
 		return;
+	lms_conns_request_done(s->conns, conn);
 	if (!req->replied) /* the client left before any answer (a replied request was counted by lms_reply) */
 		lms_metrics_request(&s->metrics, req->route ? req->route->path : "unmatched", req->status);
 	log_request(req);
-	lms_buf_clear(&req->body);
+	lms_request_body_done(req);
 	free(req->path);
 	free(req->method);
 	free(req);

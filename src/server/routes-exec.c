@@ -33,7 +33,9 @@ parse(struct lms_request *req, enum MHD_Result *reply)
 	struct lms_exec_policy policy = lms_server_exec_policy(req->server);
 	_cleanup_error_ struct lms_error *err = NULL;
 	struct lms_exec_request *xr = NULL;
-	if (lms_exec_request_parse(req->body.data ? req->body.data : "", req->body.len, &policy, &xr, &err) < 0) {
+	int parsed = lms_exec_request_parse(req->body.data ? req->body.data : "", req->body.len, &policy, &xr, &err);
+	lms_request_body_done(req); /* the spec has what it needs: the body's room is free for others */
+	if (parsed < 0) {
 		*reply = lms_reply_lms_error(req, err);
 		return NULL;
 	}

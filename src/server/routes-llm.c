@@ -216,8 +216,7 @@ lms_route_ollama_api(struct lms_request *req)
 		return reply_llm_error(req, NULL, err);
 	}
 	/* Status, type and bytes as Ollama sends them: its clients must see no difference. */
-	struct MHD_Response *resp =
-	    MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, r, stream_free);
+	struct MHD_Response *resp = lms_reply_stream_response(req, 16 * 1024, stream_read, r, stream_free);
 	if (ctype && *ctype)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
 	return lms_reply(req, (unsigned)backend_status, resp);

@@ -1,12 +1,13 @@
 #pragma once
 /*
- * `lm-sandbox serve`: HTTP on libmicrohttpd, one thread per connection. Files:
+ * `lm-sandbox serve`: HTTP on libmicrohttpd, one thread per connection (bounded: conns.c, daemon.c). Files:
  *   daemon.c    the daemon's life: start, signals, shutdown
  *   listener.c  the listening socket, the loopback check (listener.h)
  *   request.c   libmicrohttpd's callbacks: request context, X-Request-Id, body, the per-request log line
  *   auth.c      the token check (auth.h)
  *   reply.c     replies, API.md's one error shape, Server-Sent Events, error kind -> status
  *   jobs.c      the registry of running jobs that SIGTERM cancels
+ *   conns.c     the header deadline: connections that do not send a request's headers in time are closed
  *   router.c    the route table and how a request finds its route
  *   openapi.c   /openapi.json, made from the route table
  *   routes-*.c  one file per group of routes; metrics.c, settings.c
@@ -27,6 +28,7 @@
 #include "server/metrics.h"
 
 struct lms_backends;
+struct lms_conns;
 
 struct lms_request;
 
@@ -55,8 +57,10 @@ struct lms_server {
 	struct lms_spawner *spawner;
 	struct lms_backends *backends;
 	struct lms_sandboxes *sandboxes;
+	struct lms_conns *conns;
 	struct lms_metrics metrics;
-	atomic_int active; /* executions running now */
+	atomic_int active;		 /* executions running now */
+	atomic_uint_fast64_t body_bytes; /* reserved by the request bodies held now (request.c) */
 	atomic_bool stopping;
 	bool have_bash;
 	pthread_mutex_t jobs_lock; /* guards jobs: SIGTERM cancels every running job */
@@ -74,13 +78,17 @@ struct lms_request {
 	double start_ms;
 	unsigned status; /* of the reply, for the log and the metrics */
 	struct lms_buf body;
+	uint64_t body_reserved; /* of server->body_bytes */
 	bool body_too_large;
+	bool body_refused; /* past --max-body-bytes-in-flight: dropped, 503 */
 	bool replied;
 	bool first_call_done;
 };
 
 /* daemon.c: serves until SIGTERM, SIGINT or SIGHUP; < 0 when it cannot start. */
 int lms_server_run(struct lms_config *cfg, struct lms_error **err);
+/* --idle-timeout-ms in libmicrohttpd's unit, whole seconds (rounded up). */
+unsigned lms_server_idle_timeout_s(const struct lms_server *s);
 
 /* request.c: libmicrohttpd's access handler and completion callback (cls: the struct lms_server). */
 enum MHD_Result lms_request_on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -90,6 +98,9 @@ void lms_request_on_completed(void *cls, struct MHD_Connection *conn, void **con
 			      enum MHD_RequestTerminationCode toe);
 /* The client's socket, to watch for a hang-up; -1 if unknown. */
 int lms_request_socket(const struct lms_request *req);
+/* Frees the request's body and gives its share of --max-body-bytes-in-flight back; a handler calls it
+ * once the body is parsed (the request does it after the handler too). */
+void lms_request_body_done(struct lms_request *req);
 
 /* reply.c. Every reply carries X-Request-Id; each returns what the handler returns to libmicrohttpd. */
 struct lms_header {
@@ -107,6 +118,12 @@ __attribute__((format(printf, 6, 7))) enum MHD_Result lms_reply_error_headers(st
 /* The same without extra headers: lms_reply_error(req, status, type, code, fmt, ...). */
 #define lms_reply_error(req, status, type, ...) lms_reply_error_headers((req), (status), NULL, (type), __VA_ARGS__)
 enum MHD_Result lms_reply_lms_error(struct lms_request *req, const struct lms_error *e);
+/* A response read from `reader` as its bytes come (cls freed by free_cls). libmicrohttpd's idle timeout
+ * runs only while it waits for the client to take bytes, never while the reader waits for a command or
+ * a backend: a stream that is silent for a while is not cut. */
+struct MHD_Response *lms_reply_stream_response(struct lms_request *req, size_t block_size,
+					       MHD_ContentReaderCallback reader, void *cls,
+					       MHD_ContentReaderFreeCallback free_cls);
 /* 200 with Server-Sent Events read from `reader` as they come (cls freed by free_cls). */
 enum MHD_Result lms_reply_event_stream(struct lms_request *req, MHD_ContentReaderCallback reader, void *cls,
 				       MHD_ContentReaderFreeCallback free_cls);
@@ -118,6 +135,17 @@ unsigned lms_error_status(const struct lms_error *e);
 void lms_server_track_job(struct lms_server *s, struct lms_job *job);
 void lms_server_untrack_job(struct lms_server *s, struct lms_job *job);
 void lms_server_cancel_jobs(struct lms_server *s);
+
+/* conns.c: the header deadline (--header-timeout-ms) and the thread that enforces it. */
+struct lms_conns *lms_conns_new(uint64_t header_timeout_ms, struct lms_error **err);
+void lms_conns_free(struct lms_conns *c); /* after MHD_stop_daemon */
+/* MHD_OPTION_NOTIFY_CONNECTION's callback (cls: the struct lms_conns): a new connection's deadline starts. */
+void lms_conns_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			     enum MHD_ConnectionNotificationCode code);
+/* A request's headers are in: no deadline until it is done. */
+void lms_conns_headers_done(struct MHD_Connection *conn);
+/* A request is done: the next one's headers have the timeout again. */
+void lms_conns_request_done(struct lms_conns *c, struct MHD_Connection *conn);
 
 /* router.c */
 extern const struct lms_route lms_routes[];

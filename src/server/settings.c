@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <fcntl.h>
 #include <stddef.h>
+#include <sys/stat.h>
 
 #include "core/alloc.h"
 #include "core/buf.h"
@@ -49,6 +50,16 @@ static const struct setting settings[] = {
      "persistent sandboxes at once (POST /v1/sandboxes past it: 429); each holds a worker and its PID 1"},
     {"max-ttl-s", T_U64, "86400", 1, 30ull * 86400, F(max_ttl_s),
      "ceiling of a persistent sandbox's idle time to live (ttl_s; the default is 3600 or this, if lower)"},
+    {"max-body-bytes-in-flight", T_U64, "33554432", 1024, 1ull << 34, F(max_body_bytes_in_flight),
+     "request bodies over 64 KiB held at once, all clients together (503 with Retry-After past it)"},
+    {"max-connections", T_U64, "1024", 16, 65536, F(max_connections),
+     "connections at once, all clients together (more are closed at accept)"},
+    {"max-connections-per-ip", T_U64, "128", 0, 65536, F(max_connections_per_ip),
+     "connections at once from one address, loopback included (0: no limit; behind a proxy, raise it)"},
+    {"header-timeout-ms", T_U64, "10000", 100, 600000, F(header_timeout_ms),
+     "time to send a request's headers, from connecting or the previous response (then closed)"},
+    {"idle-timeout-ms", T_U64, "120000", 1000, 3600000, F(idle_timeout_ms),
+     "a body that stalls, or a client that takes no bytes of a response, this long is closed (whole seconds)"},
     {"allow-network", T_BOOL, "false", 0, 0, F(allow_network), "let requests ask for network: true"},
     {"insecure-no-auth", T_BOOL, "false", 0, 0, F(insecure_no_auth),
      "serve a non-loopback address without a token (do not)"},
@@ -228,25 +239,62 @@ lms_config_parse_env(struct lms_config *cfg, const char *text, size_t len, const
 
 #define ENV_FILE_MAX (1 << 20)
 
+/* A file that holds the token must be readable by its owner alone, as ssh wants of a private key: with
+ * the usual umask a file is 0644, and the host image shows /etc to every sandbox (SECURITY.md). */
+static int
+check_private(int fd, const char *what, const char *path, struct lms_error **err)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return lms_error_set(err, LMS_ERR_INVALID, errno, "%s %s: fstat", what, path);
+	if ((st.st_mode & 077) == 0)
+		return 0;
+	return lms_error_set(
+	    err, LMS_ERR_INVALID, 0,
+	    "%s %s holds the API token and is open to others than its owner (mode %04o): run chmod 600 "
+	    "%s, and keep it out of /etc, which every sandbox sees (/var/lib/lm-sandbox, or a systemd "
+	    "credential)",
+	    what, path, (unsigned)(st.st_mode & 07777), path);
+}
+
+/* Reads a settings file of at most max bytes into *text; the descriptor stays open for check_private. */
+static int
+open_and_read(const char *what, const char *path, size_t max, char **text, size_t *len, struct lms_error **err)
+{
+	_cleanup_fd_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return lms_error_set(err, LMS_ERR_INVALID, errno, "%s %s", what, path);
+	*text = lms_file_read_fd(fd, path, max, len, err);
+	if (*text == NULL)
+		return lms_error_prefix(err, "%s", what);
+	return steal_fd(&fd);
+}
+
 static int
 load_env_file(struct lms_config *cfg, const char *path, struct lms_error **err)
 {
 	size_t len = 0;
-	_cleanup_free_ char *text = lms_file_read_len_at(AT_FDCWD, path, ENV_FILE_MAX + 1, &len, NULL);
-	if (text == NULL)
-		return lms_error_set(err, LMS_ERR_INVALID, errno, "--env-file %s", path);
+	_cleanup_free_ char *text = NULL;
+	_cleanup_fd_ int fd = open_and_read("--env-file", path, ENV_FILE_MAX + 1, &text, &len, err);
+	if (fd < 0)
+		return -1;
 	if (len > ENV_FILE_MAX)
 		return lms_error_set(err, LMS_ERR_INVALID, 0,
 				     "--env-file %s: larger than %d bytes: is it the right file?", path, ENV_FILE_MAX);
-	return lms_config_parse_env(cfg, text, len, path, err);
+	if (lms_config_parse_env(cfg, text, len, path, err) < 0)
+		return -1;
+	/* Settings may be world-readable; the token may not. The env file is read first: a token now is its. */
+	return cfg->token ? check_private(fd, "--env-file", path, err) : 0;
 }
 
 static int
 load_token_file(struct lms_config *cfg, struct lms_error **err)
 {
-	_cleanup_free_ char *text = lms_file_read_at(AT_FDCWD, cfg->token_file, 4096, err);
-	if (text == NULL)
-		return lms_error_prefix(err, "--token-file");
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	_cleanup_fd_ int fd = open_and_read("--token-file", cfg->token_file, 4096, &text, &len, err);
+	if (fd < 0 || check_private(fd, "--token-file", cfg->token_file, err) < 0)
+		return -1;
 	char *t = trim(text);
 	if (*t == '\0')
 		return lms_error_set(err, LMS_ERR_INVALID, 0, "--token-file %s is empty", cfg->token_file);

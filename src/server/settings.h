@@ -24,6 +24,11 @@ struct lms_config {
 	uint64_t max_body_bytes;
 	uint64_t max_sandboxes;
 	uint64_t max_ttl_s;
+	uint64_t max_body_bytes_in_flight;
+	uint64_t max_connections;
+	uint64_t max_connections_per_ip;
+	uint64_t header_timeout_ms;
+	uint64_t idle_timeout_ms;
 	bool allow_network;
 	bool insecure_no_auth;
 	char *ollama_url;

@@ -14,6 +14,7 @@ import socket
 import struct
 import subprocess
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -336,6 +337,16 @@ def test_env_is_added_and_the_daemons_is_not_inherited(server):
 def test_cwd(server):
     assert assert_exec_result(server.exec({"argv": ["pwd"]}))["stdout"] == "/work\n"
     assert assert_exec_result(server.exec({"argv": ["pwd"], "cwd": "/tmp"}))["stdout"] == "/tmp\n"
+
+
+@root
+@pytest.mark.parametrize("cwd", ["/etc/passwd", "/etc/passwd/below", "/proc/1/no-such-dir"],
+                         ids=["a-file", "below-a-file", "uncreatable"])
+def test_cwd_that_cannot_be_entered_is_400(server, cwd):
+    # The client's mistake, not the sandbox's: 400 invalid_request naming the cwd (issue 10, item 12).
+    err = assert_error(server.exec({"argv": ["pwd"], "cwd": cwd}), 400, code="invalid_request")
+    assert cwd in err["message"] and "cwd" in err["message"], err
+    assert_exec_result(server.exec({"argv": ["true"]}))
 
 
 @root
@@ -783,6 +794,172 @@ def test_body_too_large_is_413(start):
     assert_exec_result(s.exec(small))
 
 
+def hold_body(server, mib, chunked):
+    """A socket that has sent all but the end of a `mib`+1 MiB body to /v1/exec (chunked: `mib` chunks of 1 MiB
+    and no last chunk). Returns it open; a daemon that refused the body may close it."""
+    sock = server.connect(timeout=10)
+    head = f"POST /v1/exec HTTP/1.1\r\nHost: {server.host}\r\nContent-Type: application/json\r\n"
+    piece = b"x" * (1 << 20)
+    try:
+        if chunked:
+            sock.sendall((head + "Transfer-Encoding: chunked\r\n\r\n").encode())
+            for _ in range(mib):
+                sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+        else:
+            sock.sendall((head + f"Content-Length: {(mib + 1) << 20}\r\n\r\n").encode())
+            for _ in range(mib):
+                sock.sendall(piece)
+    except OSError:
+        pass  # refused and closed, or not read: either way the daemon does not hold it
+    return sock
+
+
+@root
+def test_bodies_in_flight_are_bounded(start):
+    # 24 clients each hold back the end of a 7-8 MiB body (issue 10, item 10): with the defaults (8 MiB bodies,
+    # 32 MiB in flight) the daemon holds at most 32 MiB of them, refuses more with 503 + Retry-After, and still
+    # serves small requests.
+    s = start()
+    _, _, idle_rss = proc_usage(s.pid)
+    with ThreadPoolExecutor(24) as pool:
+        held = list(pool.map(lambda i: hold_body(s, 7, chunked=i % 4 == 0), range(24)))
+    try:
+        _, _, rss = proc_usage(s.pid)
+        print(f"bodies in flight: VmRSS {idle_rss} -> {rss} KiB")
+        # ASan's quarantine keeps the buffers each growing body's realloc let go.
+        bound = (80 << 10) + (64 << 10 if os.environ.get("LMS_SANITIZED") else 0)
+        assert rss - idle_rss < bound, f"the daemon grew from {idle_rss} to {rss} KiB holding bodies in flight"
+        big = s.exec({"argv": ["true"], "pad": "x" * (6 << 20)})
+        err = assert_error(big, 503, code="server_busy")
+        assert big.headers.get("Retry-After") == "1", show(big)
+        assert "max-body-bytes-in-flight" in err["message"], err
+        assert_exec_result(s.exec({"argv": ["true"], "stdin": "small"}))
+        assert s.get("/healthz").status_code == 200
+    finally:
+        for sock in held:
+            sock.close()
+    after = wait_until(lambda: (lambda r: r if r.status_code == 200 else None)(
+        s.exec({"argv": ["wc", "-c"], "stdin": "y" * (6 << 20)})), 10)
+    assert after is not None, "the room of the closed connections' bodies was never given back"
+    assert assert_exec_result(after)["stdout"].strip() == str(6 << 20)
+
+
+class SlowClients:
+    """`n` connections from `source` that send a request's headers one byte at a time (a byte per second,
+    per connection), never finishing them, until close() (bounded: the caller's test closes them)."""
+
+    def __init__(self, server, n, source):
+        self.socks = []
+        for _ in range(n):
+            try:
+                sock = socket.create_connection((server.host, server.port), timeout=5, source_address=(source, 0))
+            except OSError:
+                break
+            sock.setblocking(False)
+            self.socks.append(sock)
+        self.head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 200
+        self.sent = 0
+
+    def trickle(self):
+        """One more byte on every connection still open."""
+        byte = self.head[self.sent % len(self.head):][:1]
+        self.sent += 1
+        for sock in self.socks:
+            try:
+                sock.send(byte)
+            except OSError:
+                pass
+
+    def open_count(self):
+        """Connections the daemon has not closed (end-of-file or reset)."""
+        n = 0
+        for sock in self.socks:
+            try:
+                n += sock.recv(1, socket.MSG_PEEK) != b""
+            except BlockingIOError:
+                n += 1
+            except OSError:
+                pass
+        return n
+
+    def close(self):
+        for sock in self.socks:
+            sock.close()
+
+
+def answers_quickly(server, seconds):
+    """/healthz and a /v1/exec from 127.0.0.1 each answer within `seconds`."""
+    assert server.get("/healthz", timeout=seconds).status_code == 200
+    assert_exec_result(server.exec({"argv": ["true"]}, timeout=seconds))
+
+
+@root
+def test_slow_clients_do_not_starve_the_daemon(start):
+    # One client (127.0.0.2) opens 1,100 connections and sends their headers a byte a second (issue 10, item
+    # 9). Before: libmicrohttpd's 1,024 connections (and as many threads) were all its, and /healthz stopped
+    # answering for everyone. Now one address gets --max-connections-per-ip (128) of them, the rest are closed
+    # at once, and everyone else is served, a local agent's 32 concurrent calls included.
+    s = start()
+    slow = SlowClients(s, 1100, "127.0.0.2")
+    try:
+        for _ in range(2):
+            slow.trickle()
+            time.sleep(1)
+        held = slow.open_count()
+        assert held <= 128, f"one address holds {held} connections"
+        answers_quickly(s, 3)
+        with ThreadPoolExecutor(32) as pool:
+            codes = list(pool.map(lambda i: s.get("/healthz", timeout=10).status_code, range(64)))
+        assert codes == [200] * 64, codes
+        slow.trickle()
+        answers_quickly(s, 3)
+    finally:
+        slow.close()
+    # ~970 refused connections are not ~970 log lines: libmicrohttpd's are held to 10 a second, the rest counted.
+    mhd_lines = [o for o in s.logs() if o.get("msg") == "libmicrohttpd"]
+    assert len(mhd_lines) <= 60, f"{len(mhd_lines)} libmicrohttpd lines for one client's refused connections"
+
+
+@root
+def test_slow_headers_are_closed_after_the_header_timeout(start):
+    # A byte a second keeps libmicrohttpd's idle timeout from ever firing; the header deadline does not care.
+    s = start("--header-timeout-ms", "2000")
+    slow = SlowClients(s, 50, "127.0.0.2")
+    try:
+        assert slow.open_count() == 50
+        start_t = time.monotonic()
+        while slow.open_count() and time.monotonic() - start_t < 8:
+            slow.trickle()
+            time.sleep(0.5)
+        took = time.monotonic() - start_t
+        assert slow.open_count() == 0, f"{slow.open_count()} of 50 trickling connections still open after {took:.1f} s"
+        assert took >= 1.5, f"closed after {took:.1f} s, before the 2 s header timeout"
+        answers_quickly(s, 3)
+    finally:
+        slow.close()
+    # A kept-alive connection idle after one request: the next request's headers have the same deadline.
+    sock = s.raw_request("GET", "/healthz", timeout=10)
+    with sock:
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        t = time.monotonic()
+        assert sock.recv(100) == b"", "the idle connection was not closed"
+        assert 1.5 <= time.monotonic() - t <= 6, f"closed after {time.monotonic() - t:.1f} s"
+
+
+@root
+def test_silent_commands_outlive_the_idle_timeout(start):
+    # libmicrohttpd's own timeout cut a stream silent for longer than it (120 s then): it now runs only while the
+    # daemon waits for the client, never while a command or a stream is silent.
+    s = start("--idle-timeout-ms", "1000", "--header-timeout-ms", "1000")
+    assert assert_exec_result(s.exec({"cmd": "sleep 3; echo done"}, timeout=20))["stdout"] == "done\n"
+    stream = s.sse({"cmd": "echo a; sleep 3; echo b", "stream": True}, timeout=20)
+    try:
+        events = stream.events()
+    finally:
+        stream.close()
+    assert [e for e, _ in events] == ["stdout", "stdout", "exit"], events
+
+
 @root
 def test_too_many_concurrent_is_429(start):
     s = start("--max-concurrent", "1")
@@ -924,6 +1101,33 @@ def test_token_file(start, tmp_path):
 
 
 @root
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660], ids=["0644", "0640", "0604", "0660"])
+@pytest.mark.parametrize("kind", ["token-file", "env-file"])
+def test_token_readable_by_others_is_refused(lms_bin, tmp_path, start, kind, mode):
+    # A token file others can read (the usual umask's 0644; under /etc every sandbox sees it) stops the
+    # daemon at start, naming the file, its mode and the fix; 0600 starts (issue 10, item 11).
+    token = f"tok-{uuid.uuid4().hex}"
+    path = tmp_path / kind
+    path.write_text(f"LM_SANDBOX_API_TOKEN={token}\n" if kind == "env-file" else token + "\n")
+    path.chmod(mode)
+    status, out, err = run_serve(lms_bin, [f"--{kind}", path, "--listen", "127.0.0.1:0", "--state-dir", tmp_path])
+    assert status == 2, f"a {mode:04o} {kind}: status {status}\n{out}\n{err}"
+    assert str(path) in err and f"{mode:04o}" in err and f"chmod 600 {path}" in err, err
+    assert token not in err and token not in out, "the token appears in the message"
+    path.chmod(0o600)
+    s = start(f"--{kind}", path)
+    assert_error(s.exec({"argv": ["true"]}), 401)
+    assert_exec_result(s.exec({"argv": ["true"]}, headers={"Authorization": f"Bearer {token}"}))
+
+
+def test_env_file_without_a_token_may_be_readable(lms_bin, tmp_path, start):
+    path = tmp_path / "settings.env"
+    path.write_text("LM_SANDBOX_MAX_CONCURRENT=3\n")
+    path.chmod(0o644)
+    start("--env-file", path)
+
+
+@root
 def test_token_from_environment(start):
     token = f"tok-{uuid.uuid4().hex}"
     s = start(env={"LM_SANDBOX_API_TOKEN": token})
@@ -953,7 +1157,9 @@ def test_non_loopback_needs_a_token(lms_bin, tmp_path, start):
 
 OPTIONS = {  # flag: default shown by --help (None: not checked)
     "listen": "127.0.0.1:8000", "state-dir": None, "token-file": None, "env-file": None, "max-concurrent": "16",
-    "max-timeout-ms": "300000", "max-body-bytes": "8388608", "allow-network": None, "insecure-no-auth": None,
+    "max-timeout-ms": "300000", "max-body-bytes": "8388608",
+    "max-body-bytes-in-flight": "33554432", "max-connections": "1024", "max-connections-per-ip": "128",
+    "header-timeout-ms": "10000", "idle-timeout-ms": "120000", "allow-network": None, "insecure-no-auth": None,
     "timeout-ms": "30000", "memory-mb": "512", "pids": "256", "cpu-ms": "0", "output-bytes": "1048576",
     "disk-mb": "1024",
 }

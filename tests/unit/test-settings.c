@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -26,6 +27,11 @@ static const char *const all_flags[] = {
     "max-body-bytes",
     "max-sandboxes",
     "max-ttl-s",
+    "max-body-bytes-in-flight",
+    "max-connections",
+    "max-connections-per-ip",
+    "header-timeout-ms",
+    "idle-timeout-ms",
     "allow-network",
     "insecure-no-auth",
     "ollama-url",
@@ -55,6 +61,7 @@ file_with(const char *text)
 	int fd = memfd_create("env-file", MFD_CLOEXEC);
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	assert_int_equal(fchmod(fd, 0600), 0); /* a file that holds the token must be its owner's alone */
 	return xasprintf("/proc/self/fd/%d", fd);
 }
 
@@ -354,6 +361,20 @@ token_and_timeout_clamp(void **state)
 	_cleanup_free_ char *empty = file_with(" \n");
 	_cleanup_free_ char *want = xasprintf("--token-file %s is empty", empty);
 	fails_with((const char *[]){"--token-file", empty, NULL}, NULL, want);
+
+	/* Open to the group or others: refused, naming the file, its mode and the fix. */
+	static const char fmt[] =
+	    "--%s %s holds the API token and is open to others than its owner (mode %04o): run "
+	    "chmod 600 %s, and keep it out of /etc, which every sandbox sees (/var/lib/lm-sandbox, "
+	    "or a systemd credential)";
+	_cleanup_free_ char *shared = file_with("from-file\n");
+	assert_int_equal(chmod(shared, 0644), 0);
+	_cleanup_free_ char *want2 = xasprintf(fmt, "token-file", shared, 0644, shared);
+	fails_with((const char *[]){"--token-file", shared, NULL}, NULL, want2);
+	_cleanup_free_ char *env = file_with("LM_SANDBOX_API_TOKEN=x\n");
+	assert_int_equal(chmod(env, 0640), 0);
+	_cleanup_free_ char *want3 = xasprintf(fmt, "env-file", env, 0640, env);
+	fails_with((const char *[]){"--env-file", env, NULL}, NULL, want3);
 }
 
 int
