@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import host_pids_with, unique_marker
+from conftest import host_pids_with, unique_marker, wait_pids_gone
 from server_fixtures import (
     assert_error,
     assert_exec_result,
@@ -167,3 +167,34 @@ def test_a_memory_hog_and_a_fork_bomb_stop_at_the_sandbox_limits(outer_cgroup, s
     assert bomb["timed_out"], bomb
     # The sandbox goes on, with its files, for the next command.
     assert sh(s, sbx, "echo after > /work/f; cat /work/f")["stdout"] == "after\n"
+
+
+def test_fifty_sandboxes_at_once(start):
+    s = start("--max-sandboxes", "50")
+    made = [create(s, metadata={"n": str(i)}) for i in range(50)]
+    for i, sbx in enumerate(made):
+        sh(s, sbx, f"echo {i} > /work/n")
+    assert all(sh(s, sbx, "cat /work/n")["stdout"] == f"{i}\n" for i, sbx in enumerate(made))
+    assert len(s.get("/v1/sandboxes").json()["data"]) == 50
+    assert_error(s.post("/v1/sandboxes", {}), 429)
+    for sbx in made:
+        assert s.request("DELETE", f"/v1/sandboxes/{sbx['id']}").status_code == 204
+    assert s.get("/v1/sandboxes").json()["data"] == []
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_stopped_or_killed_daemon_leaves_no_sandbox_behind(start, how):
+    """Until sandboxes survive restarts (not yet), a daemon that ends ends them: no process, no cgroup."""
+    import signal
+    s = start()
+    marker = unique_marker()
+    sbx = create(s)
+    sh(s, sbx, f"setsid sleep {marker} >/dev/null 2>&1 &")
+    pids = wait_until(lambda: host_pids_with(marker), 10)
+    assert pids
+    groups = [g for g in cgroup_dirs_of(pids[0]).values() if g and "lms-" in str(g)]
+    assert groups, cgroup_dirs_of(pids[0])
+    s.proc.send_signal(getattr(signal, how))
+    s.proc.wait(30)
+    assert wait_pids_gone(pids, 10) == [], f"a sandbox's process outlived its daemon ({how})"
+    assert wait_until(lambda: not any(g.exists() for g in groups), 10), f"cgroups left: {groups}"
