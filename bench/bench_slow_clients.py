@@ -12,32 +12,19 @@ each step bounded in time; every socket is closed at the end.
 """
 import argparse
 import http.client
-import json
+import os
 import socket
-import subprocess
 import sys
-import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_server import start_server  # noqa: E402 (the same start-up as the server bench)
 
 
 def start(serve_bin, extra):
-    proc = subprocess.Popen([serve_bin, "--listen", "127.0.0.1:0", *extra], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("msg") == "listening":
-            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
-            port = int(entry["url"].rsplit(":", 1)[1])
-            return proc, port
-    proc.kill()
-    sys.exit("bench_slow_clients: the daemon did not report its address")
+    """The daemon on a free loopback port, as bench_server.py starts it: (process, port)."""
+    proc, url = start_server(serve_bin, extra)
+    return proc, int(url.rsplit(":", 1)[1])
 
 
 def usage(pid):

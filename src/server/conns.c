@@ -68,11 +68,7 @@ reaper_main(void *arg)
 		shut_expired(c, lms_monotonic_ms(), &next);
 		/* A new deadline is never earlier than those already listed: now + the same timeout. */
 		double wait_ms = next ? next - lms_monotonic_ms() + 1 : c->timeout_ms;
-		struct timespec until;
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		long long ns = until.tv_nsec + (long long)(wait_ms * 1e6);
-		until.tv_sec += (time_t)(ns / 1000000000);
-		until.tv_nsec = (long)(ns % 1000000000);
+		struct timespec until = lms_monotonic_after_ms(wait_ms);
 		pthread_cond_timedwait(&c->wake, &c->lock, &until);
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -85,11 +81,7 @@ lms_conns_new(uint64_t header_timeout_ms, struct lms_error **err)
 	struct lms_conns *c = xcalloc(1, sizeof(*c));
 	c->timeout_ms = (double)header_timeout_ms;
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_condattr_t attr;
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&c->wake, &attr);
-	pthread_condattr_destroy(&attr);
+	lms_cond_init_monotonic(&c->wake);
 	int r = pthread_create(&c->reaper, NULL, reaper_main, c);
 	if (r != 0) {
 		pthread_cond_destroy(&c->wake);

@@ -181,16 +181,8 @@ reaper_main(void *arg)
 			pthread_cond_wait(&sbs->changed, &sbs->lock);
 			continue;
 		}
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		double wait_ms = next - now + 1;
-		ts.tv_sec += (time_t)(wait_ms / 1e3);
-		ts.tv_nsec += (long)((wait_ms - (double)(time_t)(wait_ms / 1e3) * 1e3) * 1e6);
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&sbs->changed, &sbs->lock, &ts);
+		struct timespec until = lms_monotonic_after_ms(next - now + 1);
+		pthread_cond_timedwait(&sbs->changed, &sbs->lock, &until);
 	}
 	pthread_mutex_unlock(&sbs->lock);
 	return NULL;
@@ -206,11 +198,7 @@ lms_sandboxes_new(struct lms_server *s, uint64_t max, uint64_t max_ttl_s, struct
 	sbs->max_ttl_s = max_ttl_s;
 	sbs->next_key = 1;
 	pthread_mutex_init(&sbs->lock, NULL);
-	pthread_condattr_t attr;
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&sbs->changed, &attr);
-	pthread_condattr_destroy(&attr);
+	lms_cond_init_monotonic(&sbs->changed);
 	int r = pthread_create(&sbs->reaper, NULL, reaper_main, sbs);
 	if (r != 0) {
 		lms_sandboxes_free(sbs);
