@@ -76,11 +76,11 @@ entry_json(const struct lms_sandbox_entry *e)
 	    json_pack("{s:I, s:I, s:I, s:I}", "memory_mb", (json_int_t)l->memory_mb, "pids", (json_int_t)l->pids,
 		      "disk_mb", (json_int_t)l->disk_mb, "output_bytes", (json_int_t)l->output_bytes);
 	double left_s = (e->expires_ms - lms_monotonic_ms()) / 1e3;
-	return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:I, s:o, s:b, s:b, s:O}", "id", e->id, "image", e->image,
+	return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:I, s:o, s:b, s:b, s:o}", "id", e->id, "image", e->image,
 			 "state", "running", "created_at", rfc3339(e->created_s), "last_used_at", rfc3339(e->used_s),
 			 "expires_at", rfc3339(wall_s() + (left_s > 0 ? left_s : 0)), "ttl_s", (json_int_t)e->set.ttl_s,
 			 "limits", limits, "network", e->set.spec.network, "gpu", e->set.spec.gpu, "metadata",
-			 e->set.metadata ? e->set.metadata : json_object());
+			 e->set.metadata ? json_incref(e->set.metadata) : json_object());
 }
 
 static void
