@@ -127,9 +127,10 @@ def test_an_idle_sandbox_expires(start):
 
 def test_a_running_command_keeps_its_sandbox_alive(start):
     s = start("--max-ttl-s", "60")
-    sbx = create(s, ttl_s=1)
-    # The command runs longer than the idle time: in use, the sandbox does not expire under it.
-    r = sh(s, sbx, "sleep 2.5; echo done", timeout_ms=10000)
+    sbx = create(s, ttl_s=2)
+    # The command runs longer than the idle time: in use, the sandbox does not expire under it (and its idle
+    # time starts again when it ends, which leaves 2 s for the look below, on a busy machine too).
+    r = sh(s, sbx, "sleep 3.5; echo done", timeout_ms=10000)
     assert r["stdout"] == "done\n", r
     assert s.get(f"/v1/sandboxes/{sbx['id']}").status_code == 200
 
