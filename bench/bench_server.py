@@ -46,7 +46,10 @@ POOL_SIZE = 4  # the daemon's default
 
 
 def start_server(serve_bin, extra=()):
-    proc = subprocess.Popen([serve_bin, "--listen", "127.0.0.1:0", "--max-concurrent", "64", *extra],
+    # Its own state: persistent sandboxes keep their files under --state-dir (removed when they are).
+    state = tempfile.mkdtemp(prefix="lms-bench-state-")
+    proc = subprocess.Popen([serve_bin, "--listen", "127.0.0.1:0", "--max-concurrent", "64", "--state-dir", state,
+                             *extra],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -249,6 +249,9 @@ load_seccomp(const struct lms_child_ctx *ctx, struct lms_init_msg *msg)
 static int
 contain(struct lms_child_ctx *ctx, struct lms_init_msg *msg)
 {
+	int stored[3] = {-1, -1, -1};
+	if (ctx->storage != NULL && lms_mount_open_storage(ctx->storage, stored, msg) < 0)
+		return -1;
 	if (wait_for_parent(ctx, "write the uid maps", msg) < 0 || become_root(ctx, msg) < 0)
 		return -1;
 	/* Die with the parent: a killed supervisor must not leave a sandbox running. Set after the uid
@@ -257,7 +260,11 @@ contain(struct lms_child_ctx *ctx, struct lms_init_msg *msg)
 		return lms_child_fail(msg, errno, "prctl PR_SET_PDEATHSIG");
 	if (bound_namespace_knobs(msg) < 0)
 		return -1;
-	if (lms_mount_host_root(ctx->disk_mb, ctx->gpu, msg) < 0)
+	int r = lms_mount_host_root(ctx->disk_mb, ctx->gpu, stored, msg);
+	for (int i = 0; i < 3; i++)
+		if (stored[i] >= 0)
+			close(stored[i]);
+	if (r < 0)
 		return -1;
 	if (sethostname("sandbox", 7) < 0)
 		return lms_child_fail(msg, errno, "sethostname");

@@ -14,8 +14,9 @@
 
 /* What the child needs before it knows its command, set up by the parent before clone. */
 struct lms_child_ctx {
-	uint64_t disk_mb; /* size of the scratch tmpfs as prepared */
-	bool gpu;	  /* NVIDIA devices in /dev */
+	uint64_t disk_mb;    /* size of the scratch tmpfs as prepared */
+	bool gpu;	     /* NVIDIA devices in /dev */
+	const char *storage; /* NULL, or the host directory of work/, tmp/ and shm/ (sandbox.h) */
 	const struct sock_fprog *seccomp;
 	int ctl;	       /* PID 1's end of its socket with the parent (init-proto.h) */
 	bool privileged;       /* the parent is root: setgroups is allowed */
@@ -40,4 +41,10 @@ __attribute__((format(printf, 3, 4))) int lms_child_fail(struct lms_init_msg *ms
 int lms_child_report(int ctl, const struct lms_init_msg *msg);
 
 /* Builds the `host` image's root file system and makes it the root (mount.c). */
-int lms_mount_host_root(uint64_t disk_mb, bool gpu, struct lms_init_msg *msg);
+/* stored: the descriptors lms_mount_open_storage gave, or -1s. */
+int lms_mount_host_root(uint64_t disk_mb, bool gpu, const int stored[3], struct lms_init_msg *msg);
+
+/* O_PATH descriptors of storage's work/, tmp/ and shm/ (sandbox.h), opened in the sandbox's mount
+ * namespace (a bind's source must be of it) while PID 1 still has the host uid that owns them, and before
+ * the scratch tmpfs covers /tmp (where a --state-dir may lie: the magic links reach it all the same). */
+int lms_mount_open_storage(const char *storage, int fds[3], struct lms_init_msg *msg);

@@ -179,12 +179,16 @@ make_dev_nodes(bool gpu, int shm, struct lms_init_msg *msg)
 }
 
 static int
-make_dev(bool gpu, struct lms_init_msg *msg)
+make_dev(bool gpu, int stored_shm, struct lms_init_msg *msg)
 {
+	if (mkdir("dev", 0755) < 0)
+		return lms_child_fail(msg, errno, "mkdir /dev");
+	if (stored_shm >= 0)
+		return make_dev_nodes(gpu, stored_shm, msg);
 	/* /dev/shm is a directory of the scratch tmpfs, so that it counts in the same disk_mb as /work and
 	 * /tmp: made here, under the place /dev's own tmpfs is about to cover, and kept by an O_PATH
 	 * descriptor through which it is bound (the magic link reaches the covered directory). */
-	if (mkdir("dev", 0755) < 0 || mkdir("dev/shm", 01777) < 0 || chmod("dev/shm", 01777) < 0)
+	if (mkdir("dev/shm", 01777) < 0 || chmod("dev/shm", 01777) < 0)
 		return lms_child_fail(msg, errno, "mkdir /dev/shm on the scratch file system");
 	int shm = open("dev/shm", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (shm < 0)
@@ -213,30 +217,64 @@ make_proc(struct lms_init_msg *msg)
 	return 0;
 }
 
+/* /work or /tmp: a directory of the scratch tmpfs bound onto itself (so that it stays writable when the
+ * root is made read-only), or the stored directory (stored >= 0) bound in. */
 static int
-make_scratch(const char *dir, mode_t mode, struct lms_init_msg *msg)
+make_scratch(const char *dir, mode_t mode, int stored, struct lms_init_msg *msg)
 {
-	/* Bound onto itself, so that it stays writable when the root is made read-only. */
 	if (mkdir(dir, mode) < 0 || chmod(dir, mode) < 0)
 		return lms_child_fail(msg, errno, "mkdir /%s", dir);
-	return do_mount(dir, dir, NULL, MS_BIND, NULL, msg);
+	char src[64];
+	if (stored >= 0)
+		snprintf(src, sizeof(src), "/proc/self/fd/%d", stored);
+	return do_mount(stored >= 0 ? src : dir, dir, NULL, MS_BIND, NULL, msg);
 }
 
 int
-lms_mount_host_root(uint64_t disk_mb, bool gpu, struct lms_init_msg *msg)
+lms_mount_open_storage(const char *storage, int fds[3], struct lms_init_msg *msg)
+{
+	static const char *const parts[3] = {"work", "tmp", "shm"};
+	int dir = open(storage, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dir < 0)
+		return lms_child_fail(msg, errno, "open the sandbox's storage %s", storage);
+	for (int i = 0; i < 3; i++) {
+		fds[i] = openat(dir, parts[i], O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fds[i] < 0) {
+			int e = errno;
+			close(dir);
+			return lms_child_fail(msg, e, "open %s/%s", storage, parts[i]);
+		}
+	}
+	close(dir);
+	return 0;
+}
+
+static int
+assemble(uint64_t disk_mb, bool gpu, const int stored[3], struct lms_init_msg *msg)
 {
 	char opts[64];
-	/* Nothing of the sandbox's mounts may propagate back to the host. */
-	if (do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, msg) < 0)
-		return -1;
-	snprintf(opts, sizeof(opts), "size=%llum,mode=0755", (unsigned long long)disk_mb);
+	/* With storage, the tmpfs holds only the mount points and links of the root. */
+	if (stored[0] >= 0)
+		snprintf(opts, sizeof(opts), "size=1m,nr_inodes=4096,mode=0755");
+	else
+		snprintf(opts, sizeof(opts), "size=%llum,mode=0755", (unsigned long long)disk_mb);
 	if (do_mount("tmpfs", BASE, "tmpfs", MS_NOSUID | MS_NODEV, opts, msg) < 0)
 		return -1;
 	if (chdir(BASE) < 0)
 		return lms_child_fail(msg, errno, "chdir %s", BASE);
+	if (host_entries(msg) < 0 || make_scratch("work", 0755, stored[0], msg) < 0 ||
+	    make_scratch("tmp", 01777, stored[1], msg) < 0 || make_dev(gpu, stored[2], msg) < 0 || make_proc(msg) < 0)
+		return -1;
+	return 0;
+}
 
-	if (host_entries(msg) < 0 || make_scratch("work", 0755, msg) < 0 || make_scratch("tmp", 01777, msg) < 0 ||
-	    make_dev(gpu, msg) < 0 || make_proc(msg) < 0)
+int
+lms_mount_host_root(uint64_t disk_mb, bool gpu, const int stored[3], struct lms_init_msg *msg)
+{
+	/* Nothing of the sandbox's mounts may propagate back to the host. */
+	if (do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, msg) < 0)
+		return -1;
+	if (assemble(disk_mb, gpu, stored, msg) < 0)
 		return -1;
 
 	/* pivot_root(".", ".") stacks the old root on the new one; detaching it leaves no way back

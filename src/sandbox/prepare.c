@@ -140,6 +140,20 @@ lms_sandbox_wait_ready(struct lms_sandbox *sb, struct lms_error **err)
 			     n < 0 ? "" : ": a message of the wrong size");
 }
 
+/* Replaces *err by the FAILED message PID 1 left before it exited, when there is one. */
+static void
+failed_setup_cause(struct lms_sandbox *sb, struct lms_error **err)
+{
+	struct lms_init_msg msg;
+	ssize_t n = recv(sb->ctl, &msg, sizeof(msg), MSG_DONTWAIT);
+	if (n != (ssize_t)sizeof(msg) || msg.type != LMS_INIT_FAILED || err == NULL)
+		return;
+	msg.what[sizeof(msg.what) - 1] = '\0';
+	lms_error_free(*err);
+	*err = NULL;
+	lms_error_set(err, LMS_ERR_SETUP, msg.errnum, "%s", msg.what);
+}
+
 int
 lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox **out, struct lms_error **err)
 {
@@ -170,6 +184,7 @@ lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox **out
 		struct lms_child_ctx ctx = {
 		    .disk_mb = sb->base.disk_mb,
 		    .gpu = sb->gpu,
+		    .storage = base->storage,
 		    .seccomp = prog,
 		    .ctl = sv[1],
 		    .privileged = privileged,
@@ -192,6 +207,8 @@ lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox **out
 		r = lms_cgroup_attach(sb->cg, sb->pid, err);
 	if (r == 0 && send(sb->ctl, "c", 1, MSG_NOSIGNAL) != 1)
 		r = lms_error_set(err, LMS_ERR_SETUP, errno, "release the sandbox after the cgroup move");
+	if (r < 0 && errno == EPIPE)
+		failed_setup_cause(sb, err); /* PID 1 ended its setup early: its own message says why */
 	if (r < 0) {
 		lms_sandbox_destroy(sb);
 		return -1;

@@ -60,10 +60,15 @@ struct lms_limits {
 };
 
 struct lms_sandbox_spec {
-	char *const *argv;	/* NULL-terminated, argv[0] looked up in the sandbox's PATH */
-	char *const *env;	/* "K=V" added to the minimal environment; NULL-terminated or NULL */
-	const char *cwd;	/* inside the sandbox; NULL = /work; created when missing and possible */
-	const char *image;	/* NULL or LMS_IMAGE_HOST */
+	char *const *argv; /* NULL-terminated, argv[0] looked up in the sandbox's PATH */
+	char *const *env;  /* "K=V" added to the minimal environment; NULL-terminated or NULL */
+	const char *cwd;   /* inside the sandbox; NULL = /work; created when missing and possible */
+	const char *image; /* NULL or LMS_IMAGE_HOST */
+	/* NULL: /work, /tmp and /dev/shm are a fresh tmpfs of disk_mb in the sandbox's own mount namespace,
+	 * gone with it. Else a host directory holding work/, tmp/ and shm/ (a tmpfs the caller mounted and
+	 * sized: its size is then the disk limit), bound in, so that the files outlive the sandbox's
+	 * processes (a persistent sandbox across restarts). Only a sandbox's base spec looks at it. */
+	const char *storage;
 	const void *stdin_data; /* fed to the command then closed; NULL = /dev/null */
 	size_t stdin_len;
 	struct lms_limits limits;
@@ -171,6 +176,10 @@ int lms_sandbox_fd(const struct lms_sandbox *sb);
 /* Lowers a sandbox's limits for good (a pool sandbox that becomes a lasting one with the request's
  * limits): they must fit lms_limits_fit_prepared. */
 int lms_sandbox_limit(struct lms_sandbox *sb, const struct lms_limits *want, struct lms_error **err);
+/* A prepared sandbox (no storage of its own) takes `storage` (spec->storage) as its /work, /tmp and
+ * /dev/shm, and disk_mb (its size) as its disk limit: a pool sandbox becomes a persistent one. Waits for
+ * it to be ready first. */
+int lms_sandbox_attach_storage(struct lms_sandbox *sb, const char *storage, uint64_t disk_mb, struct lms_error **err);
 /* A LAST exec, then destroy: consumes sb. */
 int lms_sandbox_launch(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, const struct lms_output *out,
 		       struct lms_sandbox_result *result, struct lms_error **err);

@@ -8,9 +8,13 @@
 #include "sandbox/spawner.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <spawn.h>
 #include <string.h>
 #include <stdio.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,12 +22,23 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/fdio.h"
+#include "config.h"
 #include "core/log.h"
 #include "sandbox/spawner-proto.h"
 
 struct lms_spawner {
+	pthread_mutex_t lock; /* sock, pid and generation, which a restart changes */
 	int sock;
 	pid_t pid;
+	unsigned generation;
+	/* What a restart needs: the helper binary, the pool's base spec encoded in a memfd, its size. */
+	char *helper;
+	int base_fd;
+	unsigned pool_size;
+	/* The watcher thread (lms_spawner_watch), woken by a byte on wake[1] to stop. */
+	pthread_t watcher;
+	bool watching;
+	int wake[2];
 };
 
 /* The spawner's process image: `helper` (the static lm-sandbox) when given, so that every worker and
@@ -87,9 +102,142 @@ lms_spawner_start(const char *helper, const struct lms_sandbox_spec *pool_base, 
 	}
 	close(sv[1]);
 	struct lms_spawner *sp = xcalloc(1, sizeof(*sp));
+	pthread_mutex_init(&sp->lock, NULL);
 	sp->sock = sv[0];
 	sp->pid = pid;
+	sp->generation = 1;
+	sp->helper = helper ? xstrdup(helper) : NULL;
+	sp->base_fd = -1;
+	sp->pool_size = pool_size;
+	sp->wake[0] = sp->wake[1] = -1;
+	if (helper != NULL && (sp->base_fd = memfd_create("lms-pool-base", MFD_CLOEXEC)) >= 0) {
+		struct lms_buf b = {0};
+		lms_spec_encode(pool_base, &b);
+		if (lms_fd_write_all(sp->base_fd, b.data, b.len) < 0)
+			close(steal_fd(&sp->base_fd));
+		lms_buf_clear(&b);
+	}
 	*out = sp;
+	return 0;
+}
+
+/* A new spawner from the helper binary, from a threaded process: posix_spawn, nothing but async-signal-
+ * safe work between its fork and its exec. */
+static int
+respawn(struct lms_spawner *sp, struct lms_error **err)
+{
+	if (sp->helper == NULL || sp->base_fd < 0)
+		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
+				     "no helper binary to start a spawner from (a fork of the daemon served): "
+				     "restart the daemon");
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return lms_error_set(err, LMS_ERR_INTERNAL, errno, "spawner: socketpair");
+	if (lseek(sp->base_fd, 0, SEEK_SET) < 0) {
+		lms_fd_close_all(sv, 2);
+		return lms_error_set(err, LMS_ERR_INTERNAL, errno, "spawner: rewind the pool's base spec");
+	}
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+	posix_spawn_file_actions_adddup2(&fa, sp->base_fd, 4);
+	char size[16];
+	snprintf(size, sizeof(size), "%u", sp->pool_size);
+	const char *level = lms_log_level_name((enum lms_log_level)lms_log_threshold);
+	char *argv[] = {(char *)"lm-sandbox", (char *)"__spawner", (char *)"3", (char *)"4", size, (char *)level, NULL};
+	char *envp[] = {NULL};
+	pid_t pid;
+	int r = posix_spawn(&pid, sp->helper, &fa, NULL, argv, envp);
+	posix_spawn_file_actions_destroy(&fa);
+	close(sv[1]);
+	if (r != 0) {
+		close(sv[0]);
+		return lms_error_set(err, LMS_ERR_INTERNAL, r, "spawner: start %s", sp->helper);
+	}
+	pthread_mutex_lock(&sp->lock);
+	close(sp->sock);
+	sp->sock = sv[0];
+	sp->pid = pid;
+	sp->generation++;
+	pthread_mutex_unlock(&sp->lock);
+	return 0;
+}
+
+unsigned
+lms_spawner_generation(struct lms_spawner *sp)
+{
+	pthread_mutex_lock(&sp->lock);
+	unsigned g = sp->generation;
+	pthread_mutex_unlock(&sp->lock);
+	return g;
+}
+
+static void
+log_death(pid_t pid, int status)
+{
+	char how[32];
+	if (WIFSIGNALED(status))
+		snprintf(how, sizeof(how), "signal %d", WTERMSIG(status));
+	else
+		snprintf(how, sizeof(how), "status %d", WEXITSTATUS(status));
+	char pid_text[16];
+	snprintf(pid_text, sizeof(pid_text), "%d", (int)pid);
+	lms_log(LMS_LOG_ERROR, NULL,
+		"spawner: it died; starting a new one (persistent sandboxes keep their files and get a new PID 1 at "
+		"their next use; their processes are gone)",
+		"pid", pid_text, "how", how, NULL);
+}
+
+/* Waits for the spawner's death (its pidfd) or the stop byte; a dead spawner is replaced at once. This
+ * thread is the new spawner's parent, and the spawner dies with its parent thread (PR_SET_PDEATHSIG):
+ * it lives until lms_spawner_stop. */
+static void *
+watch_main(void *arg)
+{
+	struct lms_spawner *sp = arg;
+	for (;;) {
+		pthread_mutex_lock(&sp->lock);
+		pid_t pid = sp->pid;
+		pthread_mutex_unlock(&sp->lock);
+		int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+		if (pidfd < 0) {
+			lms_log(LMS_LOG_WARNING, NULL,
+				"spawner: cannot watch it (pidfd_open): a dead spawner is not replaced", "error",
+				strerror(errno), NULL);
+			return NULL;
+		}
+		struct pollfd p[2] = {{.fd = pidfd, .events = POLLIN}, {.fd = sp->wake[0], .events = POLLIN}};
+		int n;
+		while ((n = poll(p, 2, -1)) < 0 && errno == EINTR)
+			;
+		close(pidfd);
+		if (n < 0 || p[1].revents)
+			return NULL;
+		int status = 0;
+		if (waitpid(pid, &status, 0) < 0)
+			status = 0;
+		log_death(pid, status);
+		_cleanup_error_ struct lms_error *err = NULL;
+		if (respawn(sp, &err) < 0) {
+			lms_log(LMS_LOG_ERROR, NULL, "spawner: could not start a new one: no sandbox can run", "error",
+				err->message, NULL);
+			return NULL;
+		}
+	}
+}
+
+int
+lms_spawner_watch(struct lms_spawner *sp, struct lms_error **err)
+{
+	if (pipe2(sp->wake, O_CLOEXEC) < 0)
+		return lms_error_set(err, LMS_ERR_INTERNAL, errno, "spawner: pipe");
+	int r = pthread_create(&sp->watcher, NULL, watch_main, sp);
+	if (r != 0) {
+		lms_fd_close_all(sp->wake, 2);
+		sp->wake[0] = sp->wake[1] = -1;
+		return lms_error_set(err, LMS_ERR_INTERNAL, r, "spawner: start its watcher thread");
+	}
+	sp->watching = true;
 	return 0;
 }
 
@@ -118,8 +266,18 @@ lms_spawner_stop(struct lms_spawner *sp)
 {
 	if (sp == NULL)
 		return;
+	if (sp->watching) {
+		(void)!write(sp->wake[1], "x", 1);
+		pthread_join(sp->watcher, NULL);
+	}
+	if (sp->wake[0] >= 0)
+		lms_fd_close_all(sp->wake, 2);
 	close(sp->sock); /* the spawner reads end-of-file and exits */
 	waitpid(sp->pid, NULL, 0);
+	if (sp->base_fd >= 0)
+		close(sp->base_fd);
+	free(sp->helper);
+	pthread_mutex_destroy(&sp->lock);
 	free(sp);
 }
 
@@ -161,9 +319,16 @@ send_request(struct lms_spawner *sp, uint32_t type, uint64_t sandbox, const stru
 		fds[nfds++] = cancel[0];
 	}
 	struct lms_spawn_msg msg = {.type = type, .sandbox = sandbox};
-	if (r == 0 && lms_fd_send(sp->sock, &msg, sizeof(msg), fds, nfds) != (ssize_t)sizeof(msg))
-		r = lms_error_set(err, LMS_ERR_INTERNAL, errno,
-				  "spawner: send the request (the spawner process is gone)");
+	if (r == 0) {
+		pthread_mutex_lock(&sp->lock);
+		ssize_t sent = lms_fd_send(sp->sock, &msg, sizeof(msg), fds, nfds);
+		int e = errno;
+		pthread_mutex_unlock(&sp->lock);
+		if (sent != (ssize_t)sizeof(msg))
+			r = lms_error_set(err, LMS_ERR_INTERNAL, e,
+					  "spawner: send the request (the spawner process is gone; a new one is "
+					  "being started: try again)");
+	}
 	lms_fd_close_all(fds, nfds);
 	if (r < 0) {
 		lms_fd_close_all(events, 1);

@@ -51,6 +51,13 @@ int lms_spawner_helper_main(int sock, int base_fd, unsigned pool_size, const cha
 __attribute__((noreturn)) void lms_spawner_serve(int sock, const struct lms_sandbox_spec *pool_base,
 						 unsigned pool_size);
 
+/* From a thread of the caller that lives until lms_spawner_stop: watches the spawner and, when it dies
+ * (a crash, kill -9), starts a new one from the helper binary and counts a new generation. Lasting
+ * sandboxes of an older generation are gone from the spawner: their owner makes them again. */
+int lms_spawner_watch(struct lms_spawner *sp, struct lms_error **err);
+/* 1 for the first spawner, then one more for each that replaced a dead one. */
+unsigned lms_spawner_generation(struct lms_spawner *sp);
+
 /* Stops the spawner (running workers keep their sandboxes until their jobs are cancelled or end). */
 void lms_spawner_stop(struct lms_spawner *sp);
 

@@ -64,6 +64,7 @@ lms_spec_encode(const struct lms_sandbox_spec *spec, struct lms_buf *out)
 	}
 	put_str(b, spec->cwd);
 	put_str(b, spec->image);
+	put_str(b, spec->storage);
 	put_u64(b, spec->stdin_data ? spec->stdin_len : NONE64);
 	if (spec->stdin_data)
 		put(b, spec->stdin_data, spec->stdin_len);
@@ -131,11 +132,11 @@ lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, voi
 	struct reader r = {.p = data, .end = data + len, .out = block + slots * sizeof(char *)};
 	uint32_t magic;
 	uint64_t nums[9], stdin_len;
-	char **argv = NULL, **env = NULL, *cwd, *image;
+	char **argv = NULL, **env = NULL, *cwd, *image, *storage_dir;
 	lms_sandbox_spec_init(spec);
 	bool ok = take(&r, &magic, sizeof(magic)) && magic == SPEC_MAGIC && take(&r, nums, sizeof(nums)) &&
 		  take_list(&r, &argv, &slot, &slots) && take_list(&r, &env, &slot, &slots) && take_str(&r, &cwd) &&
-		  take_str(&r, &image) && take(&r, &stdin_len, sizeof(stdin_len));
+		  take_str(&r, &image) && take_str(&r, &storage_dir) && take(&r, &stdin_len, sizeof(stdin_len));
 	if (ok && stdin_len != NONE64) {
 		ok = stdin_len <= (uint64_t)(r.end - r.p);
 		if (ok) {
@@ -161,6 +162,7 @@ lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, voi
 	spec->env = env;
 	spec->cwd = cwd;
 	spec->image = image;
+	spec->storage = storage_dir;
 	*storage = block;
 	return 0;
 }

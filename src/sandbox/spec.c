@@ -54,6 +54,8 @@ lms_sandbox_spec_validate(const struct lms_sandbox_spec *spec, struct lms_error 
 		return -1;
 	if (spec->cwd != NULL && (spec->cwd[0] != '/' || strlen(spec->cwd) >= 4096))
 		return lms_error_set(err, LMS_ERR_INVALID, 0, "cwd must be an absolute path, not '%s'", spec->cwd);
+	if (spec->storage != NULL && (spec->storage[0] != '/' || strlen(spec->storage) >= 1024))
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "storage must be an absolute path under 1024 bytes");
 	if (lms_image_check(spec->image, err) < 0)
 		return -1;
 	if (check_range("timeout_ms", l->timeout_ms, 1, LMS_MAX_TIMEOUT_MS, err) < 0 ||

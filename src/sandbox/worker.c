@@ -111,9 +111,17 @@ create_owned(const int fds[2], struct lms_sandbox **prepared, struct lms_sandbox
 	size_t len = 0;
 	(void)setpriority(PRIO_PROCESS, 0, cfg->nice);
 	int r = read_spec(fds[0], &base, &data, &storage, &len, &err);
-	if (r == 0 && *prepared != NULL && fits_pool(cfg, &base)) {
+	/* Stored files cover a prepared sandbox's own scratch, whatever its size was. */
+	struct lms_limits want = base.limits;
+	if (r == 0 && base.storage != NULL && cfg->base != NULL)
+		want.disk_mb = cfg->base->limits.disk_mb;
+	struct lms_sandbox_spec fit = base;
+	fit.limits = want;
+	if (r == 0 && *prepared != NULL && fits_pool(cfg, &fit)) {
 		*owned = steal_pointer(prepared);
-		if ((r = lms_sandbox_limit(*owned, &base.limits, &err)) < 0)
+		if ((r = lms_sandbox_limit(*owned, &want, &err)) == 0 && base.storage != NULL)
+			r = lms_sandbox_attach_storage(*owned, base.storage, base.limits.disk_mb, &err);
+		if (r < 0)
 			lms_sandbox_destroy(steal_pointer(owned));
 	} else if (r == 0) {
 		lms_sandbox_destroy(steal_pointer(prepared));

@@ -16,6 +16,7 @@
 #include "llm/backend.h"
 #include "llm/curl-load.h"
 #include "server/listener.h"
+#include "server/sandbox-store.h"
 #include "server/sandboxes.h"
 #include "server/server.h"
 
@@ -139,7 +140,10 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 		return -1;
 	}
 	/* Its expiry thread comes after the spawner's fork, before any request can name a sandbox. */
-	if (lms_sandboxes_new(&s, cfg->max_sandboxes, cfg->max_ttl_s, &s.sandboxes, err) < 0) {
+	struct lms_store *store = NULL;
+	if (lms_store_open(cfg->state_dir, &store, err) < 0 ||
+	    lms_sandboxes_new(&s, store, cfg->max_sandboxes, cfg->max_ttl_s, &s.sandboxes, err) < 0) {
+		lms_store_free(store);
 		lms_conns_free(s.conns);
 		close(fd);
 		lms_spawner_stop(s.spawner);
@@ -147,6 +151,12 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 		free(s.listen_url);
 		return -1;
 	}
+	lms_sandboxes_restore(s.sandboxes);
+	/* A spawner that dies (a crash, kill -9) is replaced; the sandboxes' files stay (sandboxes.c). */
+	_cleanup_error_ struct lms_error *watch_err = NULL;
+	if (lms_spawner_watch(s.spawner, &watch_err) < 0)
+		lms_log(LMS_LOG_WARNING, NULL, "a spawner that dies will not be replaced", "error", watch_err->message,
+			NULL);
 	/* One client cannot take every connection (a per-address limit) nor hold one without sending its
 	 * headers (conns.c); libmicrohttpd's own timeout, which counts idle time, covers a body that stalls
 	 * and a client that takes no bytes of a response (reply.c stops it while a stream waits for its
@@ -163,6 +173,7 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 		lms_conns_free(s.conns);
 		close(fd);
 		lms_sandboxes_free(s.sandboxes);
+		lms_store_free(store);
 		lms_spawner_stop(s.spawner);
 		lms_backends_free(&backends);
 		free(s.listen_url);
@@ -183,6 +194,7 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	/* Every connection thread has ended: nothing holds a sandbox any more. Their processes end with the
 	 * spawner (its workers destroy them at its end-of-file). */
 	lms_sandboxes_free(s.sandboxes);
+	lms_store_free(store);
 	lms_spawner_stop(s.spawner);
 	lms_backends_free(&backends);
 	lms_curl_cleanup();

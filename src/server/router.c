@@ -46,6 +46,8 @@ const struct lms_route lms_routes[] = {
     {"GET", "/v1/sandboxes/{id}", lms_route_sandbox_get, true, false, false, "One persistent sandbox", NULL, "Sandbox"},
     {"DELETE", "/v1/sandboxes/{id}", lms_route_sandbox_delete, true, false, false,
      "End a sandbox: every process killed, every mount, cgroup and file removed (204)", NULL, NULL},
+    {"POST", "/v1/sandboxes/{id}/fork", lms_route_sandbox_fork, true, true, false,
+     "A new sandbox with a copy of this one's files at this moment (not its processes)", "SandboxFork", "Sandbox"},
     {"POST", "/v1/sandboxes/{id}/exec", lms_route_sandbox_exec, true, true, false,
      "Run a command in a persistent sandbox (as POST /v1/exec; it returns when the command exits, whatever it "
      "left running in the background)",

@@ -1,7 +1,7 @@
 /*
- * Persistent sandboxes over HTTP (API.md, "Persistent sandboxes"): POST/GET/DELETE /v1/sandboxes[/{id}]
- * and POST /v1/sandboxes/{id}/exec. The registry is sandboxes.c; a command runs through the same exec
- * service and reply as POST /v1/exec (routes-exec.c), in the sandbox's worker.
+ * Persistent sandboxes over HTTP (API.md, "Persistent sandboxes"): POST/GET/DELETE /v1/sandboxes[/{id}],
+ * POST /v1/sandboxes/{id}/fork and POST /v1/sandboxes/{id}/exec. The registry is sandboxes.c; a command runs through
+ * the same exec service and reply as POST /v1/exec (routes-exec.c), in the sandbox's worker.
  */
 #include <string.h>
 
@@ -168,6 +168,34 @@ lms_route_sandbox_delete(struct lms_request *req)
 	return lms_reply(req, 204, resp);
 }
 
+enum MHD_Result
+lms_route_sandbox_fork(struct lms_request *req)
+{
+	char id[24];
+	path_id(req, id);
+	_cleanup_error_ struct lms_error *err = NULL;
+	json_t *root = body_json(req, &err);
+	if (root == NULL)
+		return lms_reply_lms_error(req, err);
+	json_t *ttl = json_object_get(root, "ttl_s"), *metadata = NULL;
+	uint64_t ttl_s = 0;
+	bool has_metadata = json_object_get(root, "metadata") != NULL;
+	if (ttl != NULL && !json_is_null(ttl) && (!json_is_integer(ttl) || json_integer_value(ttl) < 1))
+		lms_error_set(&err, LMS_ERR_INVALID, 0, "ttl_s must be a positive integer (seconds of idle time)");
+	else if (json_is_integer(ttl))
+		ttl_s = (uint64_t)json_integer_value(ttl);
+	if (err == NULL && has_metadata)
+		parse_metadata(root, &metadata, &err);
+	json_decref(root);
+	const char *reason = NULL;
+	json_t *obj =
+	    err ? NULL : lms_sandboxes_fork(req->server->sandboxes, id, ttl_s ? &ttl_s : NULL, metadata, &reason, &err);
+	json_decref(metadata);
+	if (obj != NULL)
+		return lms_reply_json(req, 201, obj);
+	return err->kind == LMS_ERR_NOT_FOUND ? reply_not_found(req, err, reason) : lms_reply_lms_error(req, err);
+}
+
 /* A command's request in the sandbox: its limits within the sandbox's, its environment added to the
  * sandbox's, the sandbox's network, GPUs and image. */
 static struct lms_exec_request *
@@ -220,7 +248,8 @@ lms_route_sandbox_exec(struct lms_request *req)
 	const struct lms_sandbox_settings *base = NULL;
 	t.entry = lms_sandboxes_acquire(sbs, id, &t.sandbox, &base, &reason, &err);
 	if (t.entry == NULL)
-		return reply_not_found(req, err, reason);
+		return err->kind == LMS_ERR_NOT_FOUND ? reply_not_found(req, err, reason)
+						      : lms_reply_lms_error(req, err);
 	struct lms_exec_request *xr = parse_command(req, base, &err);
 	if (xr == NULL) {
 		lms_sandboxes_release(sbs, t.entry, NULL);

@@ -9,6 +9,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "server/sandbox-store.h"
 #include "server/server.h"
 
 /* How many removed sandboxes are remembered, to say why an id is gone. */
@@ -20,9 +21,12 @@ struct lms_sandbox_entry {
 	struct lms_sandbox_settings set;
 	char *image;
 	char **env;
+	char *storage;		  /* its files' host directory (sandbox-store.h), or NULL without a store */
 	double created_s, used_s; /* wall clock, for the API */
 	double expires_ms;	  /* monotonic */
 	unsigned users;		  /* commands running in it */
+	unsigned gen;		  /* the spawner generation its PID 1 runs in; 0: none yet (restored) */
+	bool reviving;		  /* its PID 1 is being made again */
 	bool removing;		  /* deleted: a command that starts now is cancelled at once */
 	struct lms_job **jobs;	  /* theirs, which a DELETE cancels */
 	size_t n_jobs;
@@ -36,6 +40,7 @@ struct tombstone {
 
 struct lms_sandboxes {
 	struct lms_server *server;
+	struct lms_store *store; /* NULL: sandboxes end with the daemon */
 	uint64_t max, max_ttl_s;
 	pthread_mutex_t lock;
 	pthread_cond_t changed;
@@ -84,10 +89,12 @@ entry_json(const struct lms_sandbox_entry *e)
 }
 
 static void
-touch(struct lms_sandbox_entry *e)
+touch(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e)
 {
 	e->used_s = wall_s();
 	e->expires_ms = lms_monotonic_ms() + (double)e->set.ttl_s * 1e3;
+	if (sbs->store != NULL)
+		lms_store_touch(sbs->store, e->id);
 }
 
 static void
@@ -132,6 +139,7 @@ entry_free(struct lms_sandbox_entry *e)
 {
 	json_decref(e->set.metadata);
 	free(e->image);
+	free(e->storage);
 	lms_strv_free(e->env);
 	free(e->jobs);
 	free(e);
@@ -142,9 +150,17 @@ static void
 end_sandbox(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, const char *why)
 {
 	_cleanup_error_ struct lms_error *err = NULL;
-	if (lms_spawner_destroy(sbs->server->spawner, e->key, &err) < 0)
-		lms_log(LMS_LOG_ERROR, NULL, "sandbox: could not remove it", "sandbox", e->id, "error", err->message,
-			NULL);
+	/* A PID 1 of an older spawner died with it. */
+	int r = e->gen == lms_spawner_generation(sbs->server->spawner)
+		    ? lms_spawner_destroy(sbs->server->spawner, e->key, &err)
+		    : 0;
+	/* Its files go even when its processes could not be ended cleanly: the record goes first, so that
+	 * nothing brings it back. */
+	if (sbs->store != NULL && e->storage != NULL && lms_store_remove(sbs->store, e->id, r < 0 ? NULL : &err) < 0)
+		r = -1;
+	if (r < 0)
+		lms_log(LMS_LOG_ERROR, NULL, "sandbox: could not remove it", "sandbox", e->id, "error",
+			err ? err->message : "(see above)", NULL);
 	else
 		lms_log(LMS_LOG_INFO, NULL, "sandbox removed", "sandbox", e->id, "reason", why, NULL);
 	entry_free(e);
@@ -189,11 +205,12 @@ reaper_main(void *arg)
 }
 
 int
-lms_sandboxes_new(struct lms_server *s, uint64_t max, uint64_t max_ttl_s, struct lms_sandboxes **out,
-		  struct lms_error **err)
+lms_sandboxes_new(struct lms_server *s, struct lms_store *store, uint64_t max, uint64_t max_ttl_s,
+		  struct lms_sandboxes **out, struct lms_error **err)
 {
 	struct lms_sandboxes *sbs = xcalloc(1, sizeof(*sbs));
 	sbs->server = s;
+	sbs->store = store;
 	sbs->max = max;
 	sbs->max_ttl_s = max_ttl_s;
 	sbs->next_key = 1;
@@ -256,26 +273,27 @@ strv_copy(char *const *v)
 	return out;
 }
 
-json_t *
-lms_sandboxes_create(struct lms_sandboxes *sbs, const struct lms_sandbox_settings *set, struct lms_error **err)
+/* A slot under --max-sandboxes and a spawner id, or LMS_ERR_BUSY. */
+static int
+reserve(struct lms_sandboxes *sbs, uint64_t *key, struct lms_error **err)
 {
-	if (set->ttl_s < 1 || set->ttl_s > sbs->max_ttl_s) {
-		lms_error_set(err, LMS_ERR_INVALID, 0, "ttl_s must be 1..%llu (the server's --max-ttl-s), not %llu",
-			      (unsigned long long)sbs->max_ttl_s, (unsigned long long)set->ttl_s);
-		return NULL;
-	}
 	pthread_mutex_lock(&sbs->lock);
 	if (sbs->count + sbs->pending >= sbs->max) {
 		pthread_mutex_unlock(&sbs->lock);
-		lms_error_set(err, LMS_ERR_BUSY, 0,
-			      "%llu sandboxes exist already (--max-sandboxes): delete one or let one expire",
-			      (unsigned long long)sbs->max);
-		return NULL;
+		return lms_error_set(err, LMS_ERR_BUSY, 0,
+				     "%llu sandboxes exist already (--max-sandboxes): delete one or let one expire",
+				     (unsigned long long)sbs->max);
 	}
 	sbs->pending++;
-	uint64_t key = sbs->next_key++;
+	*key = sbs->next_key++;
 	pthread_mutex_unlock(&sbs->lock);
+	return 0;
+}
 
+/* An entry with its own copies of set's strings; not yet made. */
+static struct lms_sandbox_entry *
+entry_new(uint64_t key, const struct lms_sandbox_settings *set)
+{
 	struct lms_sandbox_entry *e = xcalloc(1, sizeof(*e));
 	new_id(e->id);
 	e->key = key;
@@ -288,9 +306,102 @@ lms_sandboxes_create(struct lms_sandboxes *sbs, const struct lms_sandbox_setting
 	e->set.spec.argv = NULL;
 	e->set.spec.stdin_data = NULL;
 	e->set.spec.stdin_len = 0;
+	e->set.spec.storage = NULL;
 	e->created_s = wall_s();
-	touch(e);
-	int r = lms_spawner_create(sbs->server->spawner, key, &e->set.spec, err);
+	e->used_s = e->created_s;
+	e->expires_ms = lms_monotonic_ms() + (double)set->ttl_s * 1e3;
+	return e;
+}
+
+/* What survives a restart (sandbox-store.h): everything lms_sandboxes_restore needs to make it again. */
+static json_t *
+entry_record(const struct lms_sandbox_entry *e)
+{
+	const struct lms_limits *l = &e->set.spec.limits;
+	json_t *limits = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "timeout_ms", (json_int_t)l->timeout_ms,
+				   "memory_mb", (json_int_t)l->memory_mb, "pids", (json_int_t)l->pids, "cpu_ms",
+				   (json_int_t)l->cpu_ms, "output_bytes", (json_int_t)l->output_bytes, "disk_mb",
+				   (json_int_t)l->disk_mb, "millicpus", (json_int_t)l->millicpus);
+	json_t *env = json_array();
+	for (char **v = e->env; v && *v; v++)
+		json_array_append_new(env, json_string(*v));
+	return json_pack("{s:i, s:s, s:f, s:I, s:s, s:o, s:o, s:b, s:b, s:o}", "version", 1, "id", e->id, "created_at",
+			 e->created_s, "ttl_s", (json_int_t)e->set.ttl_s, "image", e->image, "limits", limits, "env",
+			 env, "network", e->set.spec.network, "gpu", e->set.spec.gpu, "metadata",
+			 e->set.metadata ? json_incref(e->set.metadata) : json_object());
+}
+
+/* Its PID 1, on its stored files when there is a store. */
+static int
+start_init(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, struct lms_error **err)
+{
+	e->set.spec.storage = e->storage;
+	unsigned gen = lms_spawner_generation(sbs->server->spawner);
+	int r = lms_spawner_create(sbs->server->spawner, e->key, &e->set.spec, err);
+	if (r == 0)
+		e->gen = gen;
+	return r;
+}
+
+/* A sandbox held by its caller has a PID 1 in the current spawner: one is made on its files when it has
+ * none (restored at start) or when its spawner died. One caller makes it; the others wait for it. */
+static int
+ensure_init(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, struct lms_error **err)
+{
+	unsigned gen = lms_spawner_generation(sbs->server->spawner);
+	pthread_mutex_lock(&sbs->lock);
+	while (e->reviving)
+		pthread_cond_wait(&sbs->changed, &sbs->lock);
+	if (e->gen == gen) {
+		pthread_mutex_unlock(&sbs->lock);
+		return 0;
+	}
+	e->reviving = true;
+	pthread_mutex_unlock(&sbs->lock);
+	int r = start_init(sbs, e, err);
+	if (r < 0)
+		lms_error_prefix(err, "start sandbox %s again", e->id);
+	else if (e->storage == NULL)
+		lms_log(LMS_LOG_WARNING, NULL, "sandbox: started again without its files (no state directory)",
+			"sandbox", e->id, NULL);
+	pthread_mutex_lock(&sbs->lock);
+	e->reviving = false;
+	pthread_cond_broadcast(&sbs->changed);
+	pthread_mutex_unlock(&sbs->lock);
+	return r;
+}
+
+/* Makes e: its storage (a copy of from's files when from is not NULL), its PID 1, its record. */
+static int
+make_entry(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, const char *from, struct lms_error **err)
+{
+	if (sbs->store == NULL) {
+		if (from != NULL)
+			return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
+					     "fork needs stored sandboxes, which only a daemon run as root keeps");
+		return start_init(sbs, e, err);
+	}
+	if (lms_store_make(sbs->store, e->id, e->set.spec.limits.disk_mb, &e->storage, err) < 0)
+		return -1;
+	int r = from != NULL ? lms_store_copy(sbs->store, from, e->id, err) : 0;
+	bool started = r == 0 && (r = start_init(sbs, e, err)) == 0;
+	if (r == 0) {
+		json_t *record = entry_record(e);
+		r = lms_store_commit(sbs->store, e->id, record, err);
+		json_decref(record);
+	}
+	if (r < 0) {
+		if (started)
+			(void)lms_spawner_destroy(sbs->server->spawner, e->key, NULL);
+		(void)lms_store_remove(sbs->store, e->id, NULL);
+	}
+	return r;
+}
+
+/* Lists e (made), or frees it (r < 0); returns its object. */
+static json_t *
+enlist(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, int r)
+{
 	pthread_mutex_lock(&sbs->lock);
 	sbs->pending--;
 	if (r == 0) {
@@ -301,12 +412,148 @@ lms_sandboxes_create(struct lms_sandboxes *sbs, const struct lms_sandbox_setting
 	}
 	json_t *obj = r == 0 ? entry_json(e) : NULL;
 	pthread_mutex_unlock(&sbs->lock);
-	if (r < 0) {
+	if (r < 0)
 		entry_free(e);
-		return NULL;
-	}
-	lms_log(LMS_LOG_INFO, NULL, "sandbox created", "sandbox", json_string_value(json_object_get(obj, "id")), NULL);
 	return obj;
+}
+
+static bool
+ttl_ok(const struct lms_sandboxes *sbs, uint64_t ttl_s, struct lms_error **err)
+{
+	if (ttl_s >= 1 && ttl_s <= sbs->max_ttl_s)
+		return true;
+	lms_error_set(err, LMS_ERR_INVALID, 0, "ttl_s must be 1..%llu (the server's --max-ttl-s), not %llu",
+		      (unsigned long long)sbs->max_ttl_s, (unsigned long long)ttl_s);
+	return false;
+}
+
+json_t *
+lms_sandboxes_create(struct lms_sandboxes *sbs, const struct lms_sandbox_settings *set, struct lms_error **err)
+{
+	uint64_t key;
+	if (!ttl_ok(sbs, set->ttl_s, err) || reserve(sbs, &key, err) < 0)
+		return NULL;
+	struct lms_sandbox_entry *e = entry_new(key, set);
+	json_t *obj = enlist(sbs, e, make_entry(sbs, e, NULL, err));
+	if (obj != NULL)
+		lms_log(LMS_LOG_INFO, NULL, "sandbox created", "sandbox", json_string_value(json_object_get(obj, "id")),
+			NULL);
+	return obj;
+}
+
+json_t *
+lms_sandboxes_fork(struct lms_sandboxes *sbs, const char *id, const uint64_t *ttl_s, const json_t *metadata,
+		   const char **reason, struct lms_error **err)
+{
+	uint64_t key, src_key;
+	const struct lms_sandbox_settings *base;
+	struct lms_sandbox_entry *src = lms_sandboxes_acquire(sbs, id, &src_key, &base, reason, err);
+	if (src == NULL)
+		return NULL;
+	struct lms_sandbox_settings set = *base;
+	if (ttl_s != NULL)
+		set.ttl_s = *ttl_s;
+	if (metadata != NULL)
+		set.metadata = (json_t *)metadata;
+	json_t *obj = NULL;
+	if (ttl_ok(sbs, set.ttl_s, err) && reserve(sbs, &key, err) == 0) {
+		struct lms_sandbox_entry *e = entry_new(key, &set);
+		obj = enlist(sbs, e, make_entry(sbs, e, src->id, err));
+	}
+	lms_sandboxes_release(sbs, src, NULL);
+	if (obj != NULL)
+		lms_log(LMS_LOG_INFO, NULL, "sandbox forked", "sandbox", json_string_value(json_object_get(obj, "id")),
+			"from", id, NULL);
+	return obj;
+}
+
+/* The settings a record asks for, within what this daemon allows; NULL names what is wrong. */
+static const char *
+settings_of(const struct lms_sandboxes *sbs, json_t *rec, struct lms_sandbox_settings *set, char ***env)
+{
+	json_t *l = json_object_get(rec, "limits"), *envj = json_object_get(rec, "env");
+	json_t *meta = json_object_get(rec, "metadata");
+	const char *image = json_string_value(json_object_get(rec, "image"));
+	if (!json_is_object(l) || !json_is_array(envj) || !json_is_object(meta) || image == NULL ||
+	    json_array_size(envj) > LMS_MAX_ENV)
+		return "its record lacks limits, env, metadata or image";
+	lms_sandbox_spec_init(&set->spec);
+	struct {
+		const char *name;
+		uint64_t *field, max;
+	} nums[] = {
+	    {"timeout_ms", &set->spec.limits.timeout_ms, LMS_MAX_TIMEOUT_MS},
+	    {"memory_mb", &set->spec.limits.memory_mb, LMS_MAX_MEMORY_MB},
+	    {"pids", &set->spec.limits.pids, LMS_MAX_PIDS},
+	    {"cpu_ms", &set->spec.limits.cpu_ms, LMS_MAX_TIMEOUT_MS},
+	    {"output_bytes", &set->spec.limits.output_bytes, LMS_MAX_OUTPUT_BYTES},
+	    {"disk_mb", &set->spec.limits.disk_mb, LMS_MAX_DISK_MB},
+	    {"millicpus", &set->spec.limits.millicpus, LMS_MAX_MILLICPUS},
+	};
+	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+		json_t *v = json_object_get(l, nums[i].name);
+		if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > nums[i].max)
+			return "its record has a limit out of bounds";
+		*nums[i].field = (uint64_t)json_integer_value(v);
+	}
+	*env = xcalloc(json_array_size(envj) + 1, sizeof(char *));
+	size_t i;
+	json_t *v;
+	json_array_foreach(envj, i, v)
+	{
+		if (!json_is_string(v) || strchr(json_string_value(v), '=') == NULL)
+			return "its record has an environment entry that is not K=V";
+		(*env)[i] = xstrdup(json_string_value(v));
+	}
+	json_int_t ttl = json_integer_value(json_object_get(rec, "ttl_s"));
+	set->ttl_s = ttl < 1 ? 1 : (uint64_t)ttl > sbs->max_ttl_s ? sbs->max_ttl_s : (uint64_t)ttl;
+	set->spec.env = *env;
+	set->spec.image = image;
+	set->spec.network = json_is_true(json_object_get(rec, "network"));
+	set->spec.gpu = json_is_true(json_object_get(rec, "gpu"));
+	set->metadata = meta;
+	return NULL;
+}
+
+/* lms_store_load's callback: one stored sandbox made again, with a new PID 1 on its files. */
+static int
+restore_one(void *userdata, const char *id, json_t *rec, double used_s)
+{
+	struct lms_sandboxes *sbs = userdata;
+	struct lms_sandbox_settings set = {0};
+	char **env = NULL;
+	const char *bad = settings_of(sbs, rec, &set, &env);
+	if (bad == NULL && lms_image_check(set.spec.image, NULL) < 0)
+		bad = "its image no longer exists";
+	uint64_t key = 0;
+	_cleanup_error_ struct lms_error *err = NULL;
+	if (bad == NULL && reserve(sbs, &key, &err) < 0)
+		bad = "--max-sandboxes is lower than the number of stored sandboxes";
+	if (bad != NULL) {
+		lms_strv_free(env);
+		lms_log(LMS_LOG_WARNING, NULL, "sandbox: not restored", "sandbox", id, "why", bad, NULL);
+		return -1;
+	}
+	struct lms_sandbox_entry *e = entry_new(key, &set);
+	lms_strv_free(env);
+	snprintf(e->id, sizeof(e->id), "%s", id);
+	e->created_s = json_number_value(json_object_get(rec, "created_at"));
+	e->used_s = used_s;
+	e->expires_ms = lms_monotonic_ms() + (used_s + (double)e->set.ttl_s - wall_s()) * 1e3;
+	e->storage = lms_store_path(sbs->store, id);
+	/* Its PID 1 comes at its first use (ensure_init): a restart does not start every sandbox at once. */
+	json_decref(enlist(sbs, e, 0));
+	return 0;
+}
+
+int
+lms_sandboxes_restore(struct lms_sandboxes *sbs)
+{
+	if (sbs->store == NULL)
+		return 0;
+	int kept = lms_store_load(sbs->store, restore_one, sbs);
+	lms_log_fields(LMS_LOG_INFO, NULL, "sandboxes restored from the state directory", LMS_LOG_INT("count", kept));
+	return kept;
 }
 
 static bool
@@ -389,11 +636,16 @@ lms_sandboxes_acquire(struct lms_sandboxes *sbs, const char *id, uint64_t *key,
 		not_found(sbs, id, reason, err);
 	} else {
 		e->users++;
-		touch(e);
+		touch(sbs, e);
 		*key = e->key;
 		*base = &e->set;
 	}
 	pthread_mutex_unlock(&sbs->lock);
+	if (e != NULL && ensure_init(sbs, e, err) < 0) {
+		lms_sandboxes_release(sbs, e, NULL);
+		*reason = NULL;
+		return NULL;
+	}
 	return e;
 }
 
@@ -418,7 +670,7 @@ lms_sandboxes_release(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, st
 			break;
 		}
 	e->users--;
-	touch(e);
+	touch(sbs, e);
 	pthread_cond_broadcast(&sbs->changed);
 	pthread_mutex_unlock(&sbs->lock);
 }

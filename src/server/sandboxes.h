@@ -27,13 +27,23 @@ struct lms_sandbox_settings {
 	json_t *metadata; /* an object of strings; the settings keep a reference */
 };
 
-int lms_sandboxes_new(struct lms_server *s, uint64_t max, uint64_t max_ttl_s, struct lms_sandboxes **out,
-		      struct lms_error **err);
+struct lms_store;
+/* store: where sandboxes are kept across restarts (sandbox-store.h), or NULL. */
+int lms_sandboxes_new(struct lms_server *s, struct lms_store *store, uint64_t max, uint64_t max_ttl_s,
+		      struct lms_sandboxes **out, struct lms_error **err);
+/* At start, before any request: every whole sandbox of the store made again (new PID 1s on their files;
+ * their processes did not survive), the rest removed. Returns how many. */
+int lms_sandboxes_restore(struct lms_sandboxes *sbs);
 /* Stops the expiry thread; the sandboxes end with the spawner. NULL is a no-op. */
 void lms_sandboxes_free(struct lms_sandboxes *sbs);
 
 /* Makes one (LMS_ERR_BUSY past --max-sandboxes) and returns its JSON object (new reference). */
 json_t *lms_sandboxes_create(struct lms_sandboxes *sbs, const struct lms_sandbox_settings *set, struct lms_error **err);
+
+/* A new sandbox with a copy of id's files at this moment (its processes are not copied), its settings,
+ * and ttl_s and metadata when given (else id's). */
+json_t *lms_sandboxes_fork(struct lms_sandboxes *sbs, const char *id, const uint64_t *ttl_s, const json_t *metadata,
+			   const char **reason, struct lms_error **err);
 
 /* {"data": [...]} of those whose metadata has every (key, value) of filter (an object; NULL: all). */
 json_t *lms_sandboxes_list(struct lms_sandboxes *sbs, const json_t *filter);

@@ -181,6 +181,7 @@ enum MHD_Result lms_route_sandbox_create(struct lms_request *req);
 enum MHD_Result lms_route_sandbox_list(struct lms_request *req);
 enum MHD_Result lms_route_sandbox_get(struct lms_request *req);
 enum MHD_Result lms_route_sandbox_delete(struct lms_request *req);
+enum MHD_Result lms_route_sandbox_fork(struct lms_request *req);
 enum MHD_Result lms_route_sandbox_exec(struct lms_request *req);
 
 /* routes-llm.c */

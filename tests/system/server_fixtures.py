@@ -73,6 +73,7 @@ class Server:
         self.url = None
         self.host = None
         self.port = None
+        self.state_dir = None
         self._lines = []
         self._stdout = []
         self._cond = threading.Condition()
@@ -187,8 +188,10 @@ class Server:
     def alive(self):
         return self.proc.poll() is None
 
-    def stop(self, timeout=STOP_TIMEOUT):
-        """SIGTERM, then SIGKILL after `timeout` s. Returns (exit status, whether SIGKILL was needed)."""
+    def stop(self, timeout=STOP_TIMEOUT, keep_state=False):
+        """SIGTERM, then SIGKILL after `timeout` s. Returns (exit status, whether SIGKILL was needed). Its
+        sandboxes' file systems, which outlive it, are unmounted unless `keep_state` (a test that starts it
+        again on the same state)."""
         for s in self._sessions:
             s.close()
         self._sessions.clear()
@@ -202,6 +205,8 @@ class Server:
             status = self.proc.wait()
         for t in self._threads:
             t.join(5)
+        if self.state_dir is not None and not keep_state:
+            unmount_under(self.state_dir)
         return status, killed
 
     # ---- HTTP ----
@@ -327,6 +332,7 @@ def start_server(lms_bin, args=(), *, env=None, state_dir=None, listen="127.0.0.
         argv += ["--state-dir", str(state_dir)]
     argv += [str(a) for a in args]
     server = Server(argv, clean_env(env), cgroup)
+    server.state_dir = state_dir
     if wait:
         try:
             server.wait_listening()
@@ -344,9 +350,11 @@ def daemons(lms_bin, tmp_path, *, base_args=(), must_keep_running=False):
     the test too (a test that means a daemon to refuse to start leaves that out)."""
     started = []
 
-    def start(*args, **kwargs):
-        state = tmp_path / f"state-{len(started)}"
-        state.mkdir()
+    def start(*args, state=None, **kwargs):
+        """state: the state dir of an earlier daemon, to start it again on the same sandboxes."""
+        if state is None:
+            state = tmp_path / f"state-{len(started)}"
+            state.mkdir()
         s = start_server(lms_bin, [*base_args, *args], state_dir=state, **kwargs)
         started.append(s)
         return s
@@ -359,7 +367,27 @@ def daemons(lms_bin, tmp_path, *, base_args=(), must_keep_running=False):
         if (was_running or must_keep_running) and (not was_running or killed or status != 0):
             problems.append(f"running at the end: {was_running}; after SIGTERM: status {status}, "
                             f"needed SIGKILL: {killed}\n{s.describe()}")
+    # Sandboxes outlive their daemon (their file systems stay mounted for the next start): the test's are
+    # unmounted here so that its temporary directory can go.
+    unmount_under(tmp_path)
     assert not problems, "\n".join(problems)
+
+
+def mounts_under(path):
+    """The mount points at or below `path` (from /proc/self/mountinfo), deepest first."""
+    root = os.path.realpath(path)
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            target = line.split()[4].encode().decode("unicode_escape")
+            if target == root or target.startswith(root + "/"):
+                found.append(target)
+    return sorted(found, key=len, reverse=True)
+
+
+def unmount_under(path):
+    for target in mounts_under(path):
+        subprocess.run(["umount", "-l", target], check=False, stderr=subprocess.DEVNULL)
 
 
 def run_serve(lms_bin, args, *, env=None, timeout=20):

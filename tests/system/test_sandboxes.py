@@ -185,7 +185,8 @@ def test_fifty_sandboxes_at_once(start):
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 def test_a_stopped_or_killed_daemon_leaves_no_sandbox_behind(start, how):
-    """Until sandboxes survive restarts (not yet), a daemon that ends ends them: no process, no cgroup."""
+    """A daemon that ends ends its sandboxes' processes and cgroups (their files stay for the next start:
+    test_survival.py)."""
     import signal
     s = start()
     marker = unique_marker()
