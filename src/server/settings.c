@@ -36,7 +36,7 @@ static const struct setting settings[] = {
     {"listen", T_STRING, "127.0.0.1:8000", 0, 0, F(listen),
      "address:port to serve on (port 0 picks a free one); any non-loopback address needs a token"},
     {"state-dir", T_STRING, "/var/lib/lm-sandbox", 0, 0, F(state_dir),
-     "persistent sandboxes and images will keep their state here; not used yet"},
+     "persistent sandboxes keep their files and records here (tmpfs mounts: a reboot loses them; root only)"},
     {"token-file", T_STRING, NULL, 0, 0, F(token_file),
      "file holding the API token (or set LM_SANDBOX_API_TOKEN); requests then need Authorization: Bearer"},
     {"env-file", T_STRING, NULL, 0, 0, F(env_file), "read LM_SANDBOX_* settings from KEY=VALUE lines"},
