@@ -52,10 +52,11 @@ lms_exec_result_json(const struct lms_sandbox_result *res, const char *out, size
 json_t *
 lms_error_json(const struct lms_error *e)
 {
-	const char *type = e->kind == LMS_ERR_INVALID || e->kind == LMS_ERR_NOT_FOUND ? "invalid_request_error"
-			   : e->kind == LMS_ERR_FORBIDDEN			      ? "permission_error"
-			   : e->kind == LMS_ERR_BUSY				      ? "rate_limit_error"
-										      : "server_error";
+	const char *type = e->kind == LMS_ERR_INVALID || e->kind == LMS_ERR_NOT_FOUND || e->kind == LMS_ERR_CONFLICT
+			       ? "invalid_request_error"
+			   : e->kind == LMS_ERR_FORBIDDEN ? "permission_error"
+			   : e->kind == LMS_ERR_BUSY	  ? "rate_limit_error"
+							  : "server_error";
 	return lms_api_error_json(type, lms_error_kind_name(e->kind), e->message);
 }
 

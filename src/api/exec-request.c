@@ -410,8 +410,13 @@ lms_exec_request_parse(const char *body, size_t len, const struct lms_exec_polic
 	    parse_env(root, req, err) < 0 || parse_cwd(root, req, err) < 0 ||
 	    parse_limits(root, &spec->limits, err) < 0 || get_bool(root, "network", &network, err) < 0 ||
 	    get_bool(root, "gpu", &spec->gpu, err) < 0 || get_bool(root, "stream", &req->stream, err) < 0 ||
-	    parse_encoding(root, &req->encoding, err) < 0 || parse_image(root, req, err) < 0)
+	    parse_encoding(root, &req->encoding, err) < 0 || parse_image(root, req, err) < 0 ||
+	    get_bool(root, "background", &req->background, err) < 0)
 		return -1;
+	if (req->background && req->stream)
+		return lms_error_set(err, LMS_ERR_INVALID, 0,
+				     "background and stream exclude each other: follow a background process's output "
+				     "with GET .../processes/{pid}/output?follow=true");
 	if (network && !policy->allow_network)
 		return lms_error_set(err, LMS_ERR_FORBIDDEN, 0,
 				     "network access is disabled on this server: start it with --allow-network");

@@ -25,6 +25,7 @@ struct lms_exec_request {
 	struct lms_sandbox_spec spec; /* argv, env, cwd, stdin_data point into storage owned by this struct */
 	enum lms_encoding encoding;
 	bool stream;
+	bool background; /* a persistent sandbox's background process (202 at once) */
 	/* owned storage behind spec's pointers */
 	char **argv;
 	char **env;

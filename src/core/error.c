@@ -83,6 +83,8 @@ lms_error_kind_name(enum lms_error_kind kind)
 		return "too_many_requests";
 	case LMS_ERR_CANCELLED:
 		return "cancelled";
+	case LMS_ERR_CONFLICT:
+		return "conflict";
 	}
 	return "internal_error";
 }

@@ -26,9 +26,10 @@ enum lms_error_kind {
 	LMS_ERR_BACKEND,     /* answered with an error status of its own (the caller has its status and body) */
 	LMS_ERR_CANCELLED,   /* the caller went away (its cancel descriptor fired) or the server is stopping */
 	LMS_ERR_BUSY,	     /* too many at once (--max-concurrent): the same call may succeed shortly */
+	LMS_ERR_CONFLICT,    /* the object is not in a state that allows it (a process that has exited) */
 };
 /* The last kind: a kind read from another process is checked against it. */
-#define LMS_ERR_KIND_MAX LMS_ERR_BUSY
+#define LMS_ERR_KIND_MAX LMS_ERR_CONFLICT
 
 struct lms_error {
 	enum lms_error_kind kind;

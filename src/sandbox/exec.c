@@ -132,13 +132,13 @@ open_pipes(struct watch *w, int child[LMS_INIT_NFDS], size_t *nfds, struct lms_e
 static int
 send_launch(struct watch *w, struct lms_error **err)
 {
-	int fds[LMS_INIT_NFDS] = {-1, -1, -1, -1};
+	int fds[LMS_INIT_NFDS] = {-1, -1, -1, -1, -1, -1};
 	size_t nfds = 1;
 	int r = (fds[LMS_INIT_FD_SPEC] = launch_spec_fd(w->spec, err)) < 0 ? -1 : open_pipes(w, fds, &nfds, err);
 	struct lms_init_msg msg = {
 	    .type = LMS_INIT_LAUNCH,
 	    .id = w->id,
-	    .flags = (w->last ? LMS_INIT_LAST : 0) | (nfds == LMS_INIT_NFDS ? LMS_INIT_STDIN : 0),
+	    .flags = (w->last ? LMS_INIT_LAST : 0) | (nfds > LMS_INIT_FD_STDIN ? LMS_INIT_STDIN : 0),
 	};
 	if (r == 0 && lms_fd_send(w->sb->ctl, &msg, sizeof(msg), fds, nfds) != (ssize_t)sizeof(msg))
 		r = lms_error_set(err, LMS_ERR_SETUP, errno, "send the command to the sandbox's init");
@@ -464,4 +464,89 @@ lms_sandbox_run(const struct lms_sandbox_spec *spec, const struct lms_output *ou
 	if (lms_sandbox_create(spec, &sb, err) < 0)
 		return -1;
 	return lms_sandbox_launch(sb, spec, out, result, err);
+}
+
+/* PID 1's answer to a background launch: STARTED, FAILED, or EXITED at once (it could not be spawned).
+ * Nothing else can come meanwhile: no other launch of this sandbox runs while its worker waits here. */
+static int
+await_start(struct lms_sandbox *sb, uint32_t id, struct lms_init_msg *msg, struct lms_error **err)
+{
+	for (;;) {
+		struct pollfd p = {.fd = sb->ctl, .events = POLLIN};
+		int r = poll(&p, 1, 10000);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return lms_error_set(err, LMS_ERR_SETUP, r < 0 ? errno : ETIMEDOUT,
+					     "wait for the sandbox's init to start the command");
+		ssize_t n = recv(sb->ctl, msg, sizeof(*msg), 0);
+		if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+			sb->dead = true;
+			return lms_error_set(err, LMS_ERR_SETUP, 0, "the sandbox's init is gone");
+		}
+		if (n == (ssize_t)sizeof(*msg) && msg->id == id &&
+		    (msg->type == LMS_INIT_STARTED || msg->type == LMS_INIT_FAILED || msg->type == LMS_INIT_EXITED)) {
+			msg->what[sizeof(msg->what) - 1] = '\0';
+			return 0;
+		}
+	}
+}
+
+int
+lms_sandbox_start(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, const struct lms_background_io *io,
+		  struct lms_sandbox_result *result, struct lms_error **err)
+{
+	*result = (struct lms_sandbox_result){0};
+	if (sb->dead)
+		return lms_error_set(err, LMS_ERR_SETUP, 0, "the sandbox has ended: its init is gone");
+	if (lms_sandbox_spec_validate(spec, err) < 0 || lms_sandbox_check_support(spec, err) < 0 ||
+	    fit_limits(sb, spec, false, err) < 0 || lms_sandbox_wait_ready(sb, err) < 0)
+		return -1;
+	match_priority(sb->pid);
+	uint32_t id = sb->next_id++;
+	int fds[LMS_INIT_NFDS] = {-1, io->output, io->output, io->input, io->status, io->control};
+	if ((fds[LMS_INIT_FD_SPEC] = launch_spec_fd(spec, err)) < 0)
+		return -1;
+	struct lms_init_msg msg = {.type = LMS_INIT_LAUNCH, .id = id, .flags = LMS_INIT_STDIN | LMS_INIT_DETACHED};
+	int r = 0;
+	if (lms_fd_send(sb->ctl, &msg, sizeof(msg), fds, LMS_INIT_NFDS) != (ssize_t)sizeof(msg))
+		r = lms_error_set(err, LMS_ERR_SETUP, errno, "send the command to the sandbox's init");
+	close(fds[LMS_INIT_FD_SPEC]);
+	if (r < 0 || await_start(sb, id, &msg, err) < 0)
+		return -1;
+	if (msg.type == LMS_INIT_FAILED && (msg.flags & LMS_INIT_FAILED_CWD))
+		return lms_error_set(err, LMS_ERR_INVALID, msg.errnum, "cwd cannot be entered: %s", msg.what);
+	if (msg.type == LMS_INIT_FAILED)
+		return lms_error_set(err, LMS_ERR_SETUP, msg.errnum, "%s", msg.what);
+	if (msg.type == LMS_INIT_STARTED) {
+		result->pid = msg.pid;
+		return 0;
+	}
+	/* Not started (no such program): its status is the shell's, and PID 1 said why on its output. */
+	result->exit_code = WIFEXITED(msg.status) ? WEXITSTATUS(msg.status) : 126;
+	return 0;
+}
+
+int
+lms_background_status(int fd, struct lms_sandbox_result *res)
+{
+	struct lms_init_msg msg;
+	ssize_t n;
+	while ((n = read(fd, &msg, sizeof(msg))) < 0 && errno == EINTR)
+		;
+	if (n < 0)
+		return -1;
+	/* Only PID 1 holds the write end; still, a record of any other size or type is no exit. */
+	if (n != (ssize_t)sizeof(msg) || msg.type != LMS_INIT_EXITED)
+		return 0;
+	*res = (struct lms_sandbox_result){0};
+	if (WIFSIGNALED(msg.status)) {
+		res->signal = WTERMSIG(msg.status);
+		res->exit_code = 128 + res->signal;
+	} else {
+		res->exit_code = WEXITSTATUS(msg.status);
+	}
+	res->cpu_ms = (double)(msg.utime_us + msg.stime_us) / 1e3;
+	res->max_rss_kb = (long)msg.maxrss_kb;
+	return 1;
 }

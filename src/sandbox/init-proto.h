@@ -28,6 +28,10 @@ enum lms_init_msg_type {
 /* LAUNCH flags. */
 #define LMS_INIT_LAST 1u  /* PID 1 exits once this command has: a one-shot sandbox */
 #define LMS_INIT_STDIN 2u /* a fourth descriptor is the command's standard input (else /dev/null) */
+/* A background command (with STDIN): two more descriptors. PID 1 writes its EXITED record to the status
+ * descriptor, not to its parent, and closes it; each byte read from the control descriptor is a signal
+ * for the command's session. STARTED still goes to the parent. */
+#define LMS_INIT_DETACHED 4u
 /* FAILED flags. */
 #define LMS_INIT_FAILED_CWD 1u /* the step was the launch's own cwd (not the default): the request's error */
 
@@ -43,4 +47,12 @@ struct lms_init_msg {
 };
 
 /* Descriptors of a LAUNCH, in order. */
-enum { LMS_INIT_FD_SPEC, LMS_INIT_FD_STDOUT, LMS_INIT_FD_STDERR, LMS_INIT_FD_STDIN, LMS_INIT_NFDS };
+enum {
+	LMS_INIT_FD_SPEC,
+	LMS_INIT_FD_STDOUT,
+	LMS_INIT_FD_STDERR,
+	LMS_INIT_FD_STDIN,
+	LMS_INIT_FD_STATUS,
+	LMS_INIT_FD_CONTROL,
+	LMS_INIT_NFDS
+};

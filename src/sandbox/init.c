@@ -35,6 +35,7 @@ struct running {
 	uint32_t id;
 	pid_t pid;
 	bool last;
+	int status_fd, control_fd; /* a background command's (LMS_INIT_DETACHED), else -1 */
 };
 
 struct init {
@@ -127,7 +128,10 @@ launch(struct init *in, const struct lms_init_msg *req, int fds[LMS_INIT_NFDS], 
 {
 	struct lms_init_msg msg = {.id = req->id};
 	bool last = req->flags & LMS_INIT_LAST;
-	size_t want = req->flags & LMS_INIT_STDIN ? LMS_INIT_NFDS : LMS_INIT_NFDS - 1;
+	bool detached = (req->flags & (LMS_INIT_DETACHED | LMS_INIT_STDIN)) == (LMS_INIT_DETACHED | LMS_INIT_STDIN);
+	size_t want = detached			    ? LMS_INIT_NFDS
+		      : req->flags & LMS_INIT_STDIN ? LMS_INIT_FD_STDIN + 1
+						    : LMS_INIT_FD_STDIN;
 	struct lms_sandbox_spec spec;
 	void *storage = NULL;
 	char *data = NULL;
@@ -145,15 +149,24 @@ launch(struct init *in, const struct lms_init_msg *req, int fds[LMS_INIT_NFDS], 
 			msg.flags = LMS_INIT_FAILED_CWD; /* the request's own cwd: the client's error */
 	} else {
 		int null = -1;
-		if (nfds < LMS_INIT_NFDS)
+		bool has_stdin = nfds > LMS_INIT_FD_STDIN;
+		if (!has_stdin)
 			null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		int stdio[3] = {nfds == LMS_INIT_NFDS ? fds[LMS_INIT_FD_STDIN] : null, fds[LMS_INIT_FD_STDOUT],
+		int stdio[3] = {has_stdin ? fds[LMS_INIT_FD_STDIN] : null, fds[LMS_INIT_FD_STDOUT],
 				fds[LMS_INIT_FD_STDERR]};
 		pid_t pid = -1;
 		int r = stdio[0] < 0 ? errno : spawn_command(&spec, stdio, &pid);
 		if (r == 0) {
 			set_cpu_limit(pid, &spec);
-			in->run[in->n++] = (struct running){.id = req->id, .pid = pid, .last = last};
+			struct running *run = &in->run[in->n++];
+			*run = (struct running){
+			    .id = req->id, .pid = pid, .last = last, .status_fd = -1, .control_fd = -1};
+			if (detached) {
+				/* Kept: they outlive this call (closed below for every other launch). */
+				run->status_fd = steal_fd(&fds[LMS_INIT_FD_STATUS]);
+				run->control_fd = steal_fd(&fds[LMS_INIT_FD_CONTROL]);
+				(void)fcntl(run->control_fd, F_SETFL, O_NONBLOCK);
+			}
 			msg = (struct lms_init_msg){.type = LMS_INIT_STARTED, .id = req->id, .pid = pid};
 		} else {
 			/* As a shell says it, on the command's own stderr; the status is the shell's. */
@@ -260,12 +273,45 @@ reap(struct init *in)
 			    .maxrss_kb = ru.ru_maxrss,
 			};
 			bool last = in->run[i].last;
+			int status_fd = in->run[i].status_fd;
+			if (in->run[i].control_fd >= 0)
+				close(in->run[i].control_fd);
 			in->run[i] = in->run[--in->n];
+			if (status_fd >= 0) {
+				/* A background command's exit goes to whoever holds its status pipe (the daemon): its
+				 * write of one record never blocks on an empty pipe, and a reader that went away is
+				 * no concern of PID 1's. */
+				(void)!write(status_fd, &msg, sizeof(msg));
+				close(status_fd);
+				break;
+			}
 			send_or_exit(in, &msg);
 			if (last)
 				_exit(0);
 			break;
 		}
+	}
+}
+
+/* Signals for a background command's session, a byte each (its control pipe). End-of-file: nobody can
+ * signal it any more, which changes nothing else. */
+static void
+serve_control(struct running *run)
+{
+	unsigned char sigs[16];
+	ssize_t n = read(run->control_fd, sigs, sizeof(sigs));
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		close(run->control_fd);
+		run->control_fd = -1;
+		return;
+	}
+	for (ssize_t i = 0; i < n; i++) {
+		if (sigs[i] == SIGKILL)
+			kill_session(run->pid);
+		else if (sigs[i] > 0 && sigs[i] < NSIG)
+			kill(-run->pid, sigs[i]); /* its group: setsid made it the leader of both */
 	}
 }
 
@@ -302,10 +348,23 @@ lms_init_serve(int ctl)
 		(void)lms_child_report(ctl, &msg);
 		_exit(125);
 	}
+	static struct pollfd fds[2 + MAX_RUNNING];
+	static size_t owner[MAX_RUNNING];
 	for (;;) {
-		struct pollfd fds[2] = {{.fd = in.ctl, .events = POLLIN}, {.fd = in.sigfd, .events = POLLIN}};
-		if (poll(fds, 2, -1) < 0)
+		fds[0] = (struct pollfd){.fd = in.ctl, .events = POLLIN};
+		fds[1] = (struct pollfd){.fd = in.sigfd, .events = POLLIN};
+		nfds_t n = 2;
+		for (size_t i = 0; i < in.n; i++)
+			if (in.run[i].control_fd >= 0) {
+				owner[n - 2] = i;
+				fds[n++] = (struct pollfd){.fd = in.run[i].control_fd, .events = POLLIN};
+			}
+		if (poll(fds, n, -1) < 0)
 			continue; /* EINTR */
+		/* Signals before reaping: a reap reorders the table the owners index. */
+		for (nfds_t i = 2; i < n; i++)
+			if (fds[i].revents)
+				serve_control(&in.run[owner[i - 2]]);
 		if (fds[1].revents)
 			reap(&in);
 		if (fds[0].revents)

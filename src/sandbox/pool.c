@@ -65,6 +65,8 @@ lms_spawn_nfds(uint32_t type)
 		return 3;
 	case LMS_SPAWN_CREATE:
 		return 2;
+	case LMS_SPAWN_START:
+		return 6;
 	case LMS_SPAWN_DESTROY:
 		return 1;
 	case LMS_SPAWN_PREPARE:
@@ -295,6 +297,7 @@ route(struct pool *pool, const struct lms_spawn_msg *msg, const int *fds, size_t
 		}
 		break;
 	case LMS_SPAWN_EXEC:
+	case LMS_SPAWN_START:
 	case LMS_SPAWN_DESTROY:
 		i = find_owner(pool, msg->sandbox);
 		if (i >= 0 && forward(pool, (unsigned)i, msg, fds, nfds)) {

@@ -94,6 +94,7 @@ struct lms_sandbox_result {
 	double duration_ms;
 	double cpu_ms;
 	long max_rss_kb;
+	int pid; /* lms_sandbox_start: the started command's, in the sandbox's PID namespace; 0 if it did not start */
 };
 
 /* Called with each chunk of output as soon as it is read, within the output cap. */
@@ -180,6 +181,21 @@ int lms_sandbox_limit(struct lms_sandbox *sb, const struct lms_limits *want, str
  * /dev/shm, and disk_mb (its size) as its disk limit: a pool sandbox becomes a persistent one. Waits for
  * it to be ready first. */
 int lms_sandbox_attach_storage(struct lms_sandbox *sb, const char *storage, uint64_t disk_mb, struct lms_error **err);
+/* A background command's descriptors, the caller's to close after the call: its combined output (write
+ * end), its input (read end), the status pipe that gets its EXITED record (init-proto.h; write end) and
+ * the control pipe whose bytes are signals for its session (read end). */
+struct lms_background_io {
+	int output, input, status, control;
+};
+/* Starts spec in sb in the background and returns at once: result->pid, or, when the program could not
+ * start at all, pid 0 and the shell's exit code (127, 126). Its end is told on io->status, never to the
+ * caller; nothing of it is watched here (no timeout: io->control ends it). */
+int lms_sandbox_start(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, const struct lms_background_io *io,
+		      struct lms_sandbox_result *result, struct lms_error **err);
+/* Reads the read end of a background command's status pipe: 1 with res's exit_code, signal, cpu_ms and
+ * max_rss_kb; 0 when it ended without a record (PID 1 died, and the command with it); -1 with errno
+ * (EAGAIN: nothing yet). */
+int lms_background_status(int fd, struct lms_sandbox_result *res);
 /* A LAST exec, then destroy: consumes sb. */
 int lms_sandbox_launch(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, const struct lms_output *out,
 		       struct lms_sandbox_result *result, struct lms_error **err);

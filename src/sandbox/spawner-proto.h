@@ -26,6 +26,9 @@ enum lms_spawn_type {
 	LMS_SPAWN_EXEC = 3,    /* a command in `sandbox`; fds as JOB */
 	LMS_SPAWN_DESTROY = 4, /* end `sandbox`; fds: events (RESULT once it is gone, or ERROR) */
 	LMS_SPAWN_PREPARE = 5, /* spawner -> idle worker: prepare a sandbox for the pool; no fds */
+	LMS_SPAWN_START = 6,   /* a background command in `sandbox`; fds: spec, events (RESULT with its pid,
+				* or ERROR), then its output, input, status and control (sandbox.h,
+				* struct lms_background_io) */
 };
 
 struct lms_spawn_msg {
@@ -38,7 +41,7 @@ struct lms_spawn_msg {
 #define LMS_SPAWN_SPEC_MAX (1ull << 31)
 
 /* How many descriptors each type carries, in the order above. */
-#define LMS_SPAWN_MAX_FDS 3
+#define LMS_SPAWN_MAX_FDS 6
 size_t lms_spawn_nfds(uint32_t type);
 
 enum lms_worker_say {

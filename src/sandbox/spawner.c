@@ -302,10 +302,10 @@ spec_fd(const struct lms_sandbox_spec *spec, struct lms_error **err)
 /* Sends one request: its spec (when given), an events pipe and, for commands, a cancel pipe. The
  * daemon's ends go to *job. */
 static int
-send_request(struct lms_spawner *sp, uint32_t type, uint64_t sandbox, const struct lms_sandbox_spec *spec,
-	     struct lms_job **out, struct lms_error **err)
+send_request_with(struct lms_spawner *sp, uint32_t type, uint64_t sandbox, const struct lms_sandbox_spec *spec,
+		  const int *extra, size_t n_extra, struct lms_job **out, struct lms_error **err)
 {
-	int fds[LMS_SPAWN_MAX_FDS] = {-1, -1, -1}, events[2] = {-1, -1}, cancel[2] = {-1, -1};
+	int fds[LMS_SPAWN_MAX_FDS] = {-1, -1, -1, -1, -1, -1}, events[2] = {-1, -1}, cancel[2] = {-1, -1};
 	size_t nfds = 0;
 	if (spec != NULL && (fds[nfds++] = spec_fd(spec, err)) < 0)
 		return -1;
@@ -318,6 +318,8 @@ send_request(struct lms_spawner *sp, uint32_t type, uint64_t sandbox, const stru
 			r = lms_error_set(err, LMS_ERR_INTERNAL, errno, "spawner: pipe");
 		fds[nfds++] = cancel[0];
 	}
+	for (size_t i = 0; i < n_extra; i++)
+		fds[nfds++] = extra[i];
 	struct lms_spawn_msg msg = {.type = type, .sandbox = sandbox};
 	if (r == 0) {
 		pthread_mutex_lock(&sp->lock);
@@ -329,7 +331,7 @@ send_request(struct lms_spawner *sp, uint32_t type, uint64_t sandbox, const stru
 					  "spawner: send the request (the spawner process is gone; a new one is "
 					  "being started: try again)");
 	}
-	lms_fd_close_all(fds, nfds);
+	lms_fd_close_all(fds, nfds - n_extra); /* the caller's own stay the caller's */
 	if (r < 0) {
 		lms_fd_close_all(events, 1);
 		lms_fd_close_all(cancel + 1, 1);
@@ -337,6 +339,13 @@ send_request(struct lms_spawner *sp, uint32_t type, uint64_t sandbox, const stru
 	}
 	*out = lms_job_new(events[0], cancel[1]);
 	return 0;
+}
+
+static int
+send_request(struct lms_spawner *sp, uint32_t type, uint64_t sandbox, const struct lms_sandbox_spec *spec,
+	     struct lms_job **out, struct lms_error **err)
+{
+	return send_request_with(sp, type, sandbox, spec, NULL, 0, out, err);
 }
 
 int
@@ -381,6 +390,33 @@ lms_spawner_create(struct lms_spawner *sp, uint64_t sandbox, const struct lms_sa
 		   struct lms_error **err)
 {
 	return request_answer(sp, LMS_SPAWN_CREATE, sandbox, base, err);
+}
+
+int
+lms_spawner_start_background(struct lms_spawner *sp, uint64_t sandbox, const struct lms_sandbox_spec *spec,
+			     const struct lms_background_io *io, int *pid, int *exit_code, struct lms_error **err)
+{
+	int extra[4] = {io->output, io->input, io->status, io->control};
+	struct lms_job *job = NULL;
+	if (send_request_with(sp, LMS_SPAWN_START, sandbox, spec, extra, 4, &job, err) < 0)
+		return -1;
+	struct lms_job_event ev = {0};
+	int r = lms_job_next(job, &ev, err);
+	lms_job_free(job);
+	if (r < 0)
+		return -1;
+	if (r == 1 && ev.type == LMS_JOB_ERROR) {
+		if (err != NULL && *err == NULL)
+			*err = steal_pointer(&ev.error);
+		lms_error_free(ev.error);
+		return -1;
+	}
+	free(ev.data);
+	if (r != 1 || ev.type != LMS_JOB_RESULT)
+		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "spawner: no answer to a background command");
+	*pid = ev.result.pid;
+	*exit_code = ev.result.exit_code;
+	return 0;
 }
 
 int

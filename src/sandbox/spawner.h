@@ -75,6 +75,12 @@ int lms_spawner_create(struct lms_spawner *sp, uint64_t sandbox, const struct lm
 int lms_spawner_exec(struct lms_spawner *sp, uint64_t sandbox, const struct lms_sandbox_spec *spec,
 		     struct lms_job **out, struct lms_error **err);
 
+/* A background command in lasting sandbox `sandbox` (sandbox.h, lms_sandbox_start): blocks until it has
+ * started (*pid, in the sandbox) or could not (*pid 0, *exit_code the shell's). io's descriptors stay the
+ * caller's (the spawner gets copies). */
+int lms_spawner_start_background(struct lms_spawner *sp, uint64_t sandbox, const struct lms_sandbox_spec *spec,
+				 const struct lms_background_io *io, int *pid, int *exit_code, struct lms_error **err);
+
 /* Ends lasting sandbox `sandbox`: every process killed, its cgroup and mounts gone when it returns. */
 int lms_spawner_destroy(struct lms_spawner *sp, uint64_t sandbox, struct lms_error **err);
 

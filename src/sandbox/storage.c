@@ -84,7 +84,8 @@ lms_sandbox_attach_storage(struct lms_sandbox *sb, const char *storage, uint64_t
 	int r = 0;
 	for (int i = 0; i < 3 && r == 0; i++) {
 		_cleanup_free_ char *path = xasprintf("%s/%s", storage, parts[i]);
-		trees[i] = (int)syscall(SYS_open_tree, AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW);
+		trees[i] = (int)syscall(SYS_open_tree, AT_FDCWD, path,
+					OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW);
 		if (trees[i] < 0)
 			r = lms_error_set(err, LMS_ERR_SETUP, errno, "storage: clone a mount of %s", path);
 	}

@@ -140,6 +140,29 @@ create_owned(const int fds[2], struct lms_sandbox **prepared, struct lms_sandbox
 	return r;
 }
 
+/* START: a background command in the owned sandbox; RESULT carries its pid. What it does later is
+ * between PID 1 and the holder of its pipes (the daemon): this worker is free at once. */
+static void
+start_background(const int fds[6], struct lms_sandbox *owned)
+{
+	_cleanup_error_ struct lms_error *err = NULL;
+	struct lms_sandbox_spec spec;
+	void *storage = NULL;
+	char *data = NULL;
+	size_t len = 0;
+	struct lms_sandbox_result res = {0};
+	struct lms_background_io io = {.output = fds[2], .input = fds[3], .status = fds[4], .control = fds[5]};
+	int r = read_spec(fds[0], &spec, &data, &storage, &len, &err);
+	if (r == 0)
+		r = lms_sandbox_start(owned, &spec, &io, &res, &err);
+	if (r < 0)
+		lms_frame_error(fds[1], err);
+	else
+		lms_frame_result(fds[1], &res);
+	free(storage);
+	free(data);
+}
+
 static void
 destroy_owned(int events, struct lms_sandbox **owned)
 {
@@ -201,7 +224,7 @@ lms_worker_main(int ctl, const struct lms_pool_config *cfg, bool prepare)
 		set_name(owned ? "lms-owner" : prepared ? "lms-pooled" : "lms-idle");
 		await_spawner(ctl, &prepared);
 		struct lms_spawn_msg msg;
-		int fds[LMS_SPAWN_MAX_FDS] = {-1, -1, -1};
+		int fds[LMS_SPAWN_MAX_FDS] = {-1, -1, -1, -1, -1, -1};
 		size_t nfds = 0;
 		ssize_t n = lms_fd_recv(ctl, &msg, sizeof(msg), fds, LMS_SPAWN_MAX_FDS, &nfds);
 		if (n <= 0) {
@@ -227,6 +250,12 @@ lms_worker_main(int ctl, const struct lms_pool_config *cfg, bool prepare)
 			/* The spawner routes a sandbox's EXEC only to its owner. */
 			if (owned != NULL)
 				run_command(fds, &prepared, owned, cfg);
+			else
+				lms_frame_error_text(fds[1], LMS_ERR_NOT_FOUND, "this worker holds no sandbox");
+			break;
+		case LMS_SPAWN_START:
+			if (owned != NULL)
+				start_background(fds, owned);
 			else
 				lms_frame_error_text(fds[1], LMS_ERR_NOT_FOUND, "this worker holds no sandbox");
 			break;

@@ -16,6 +16,7 @@
 #include "llm/backend.h"
 #include "llm/curl-load.h"
 #include "server/listener.h"
+#include "server/processes.h"
 #include "server/sandbox-store.h"
 #include "server/sandboxes.h"
 #include "server/server.h"
@@ -141,9 +142,10 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	}
 	/* Its expiry thread comes after the spawner's fork, before any request can name a sandbox. */
 	struct lms_store *store = NULL;
-	if (lms_store_open(cfg->state_dir, &store, err) < 0 ||
+	if (lms_procs_new(&s.procs, err) < 0 || lms_store_open(cfg->state_dir, &store, err) < 0 ||
 	    lms_sandboxes_new(&s, store, cfg->max_sandboxes, cfg->max_ttl_s, &s.sandboxes, err) < 0) {
 		lms_store_free(store);
+		lms_procs_free(s.procs);
 		lms_conns_free(s.conns);
 		close(fd);
 		lms_spawner_stop(s.spawner);
@@ -174,6 +176,7 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 		close(fd);
 		lms_sandboxes_free(s.sandboxes);
 		lms_store_free(store);
+		lms_procs_free(s.procs);
 		lms_spawner_stop(s.spawner);
 		lms_backends_free(&backends);
 		free(s.listen_url);
@@ -195,6 +198,7 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	 * spawner (its workers destroy them at its end-of-file). */
 	lms_sandboxes_free(s.sandboxes);
 	lms_store_free(store);
+	lms_procs_free(s.procs);
 	lms_spawner_stop(s.spawner);
 	lms_backends_free(&backends);
 	lms_curl_cleanup();

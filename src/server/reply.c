@@ -33,6 +33,8 @@ lms_error_status(const struct lms_error *e)
 		return 504;
 	case LMS_ERR_BUSY:
 		return 429;
+	case LMS_ERR_CONFLICT:
+		return 409;
 	case LMS_ERR_CANCELLED:
 		return 499; /* never sent (the client has gone): what nginx logs for a client that closed */
 	}

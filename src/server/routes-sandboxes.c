@@ -255,5 +255,10 @@ lms_route_sandbox_exec(struct lms_request *req)
 		lms_sandboxes_release(sbs, t.entry, NULL);
 		return lms_reply_lms_error(req, err);
 	}
+	if (xr->background) {
+		enum MHD_Result r = lms_route_sandbox_start(req, t.entry, t.sandbox, xr);
+		lms_exec_request_free(xr);
+		return r;
+	}
 	return lms_exec_respond(req, xr, &t);
 }

@@ -183,8 +183,8 @@ lms_store_copy(struct lms_store *st, const char *from, const char *to, struct lm
 		struct stat sst;
 		if (lms_tree_copy(src, dst, err) < 0)
 			return lms_error_prefix(err, "copy /%s of sandbox %s", parts[i], from);
-		if (fstat(src, &sst) == 0 && (fchmod(dst, sst.st_mode & 07777) < 0 ||
-					      fchown(dst, sst.st_uid, sst.st_gid) < 0))
+		if (fstat(src, &sst) == 0 &&
+		    (fchmod(dst, sst.st_mode & 07777) < 0 || fchown(dst, sst.st_uid, sst.st_gid) < 0))
 			return lms_error_set(err, LMS_ERR_INTERNAL, errno, "copy the mode of /%s", parts[i]);
 	}
 	return 0;
@@ -231,8 +231,8 @@ remove_logged(struct lms_store *st, const char *id, const char *why)
 {
 	_cleanup_error_ struct lms_error *e = NULL;
 	if (lms_store_remove(st, id, &e) < 0)
-		lms_log(LMS_LOG_ERROR, NULL, "sandbox: could not remove what a previous run left", "sandbox", id,
-			"why", why, "error", e->message, NULL);
+		lms_log(LMS_LOG_ERROR, NULL, "sandbox: could not remove what a previous run left", "sandbox", id, "why",
+			why, "error", e->message, NULL);
 	else
 		lms_log(LMS_LOG_INFO, NULL, "sandbox: removed what a previous run left", "sandbox", id, "why", why,
 			NULL);

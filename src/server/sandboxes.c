@@ -9,6 +9,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "server/processes.h"
 #include "server/sandbox-store.h"
 #include "server/server.h"
 
@@ -154,6 +155,7 @@ end_sandbox(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, const char *
 	int r = e->gen == lms_spawner_generation(sbs->server->spawner)
 		    ? lms_spawner_destroy(sbs->server->spawner, e->key, &err)
 		    : 0;
+	lms_procs_drop(sbs->server->procs, e->id); /* they died with its PID 1 */
 	/* Its files go even when its processes could not be ended cleanly: the record goes first, so that
 	 * nothing brings it back. */
 	if (sbs->store != NULL && e->storage != NULL && lms_store_remove(sbs->store, e->id, r < 0 ? NULL : &err) < 0)

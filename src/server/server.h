@@ -57,6 +57,7 @@ struct lms_server {
 	struct lms_spawner *spawner;
 	struct lms_backends *backends;
 	struct lms_sandboxes *sandboxes;
+	struct lms_procs *procs; /* the sandboxes' background processes (processes.h) */
 	struct lms_conns *conns;
 	struct lms_metrics metrics;
 	atomic_int active;		 /* executions running now */
@@ -182,6 +183,17 @@ enum MHD_Result lms_route_sandbox_list(struct lms_request *req);
 enum MHD_Result lms_route_sandbox_get(struct lms_request *req);
 enum MHD_Result lms_route_sandbox_delete(struct lms_request *req);
 enum MHD_Result lms_route_sandbox_fork(struct lms_request *req);
+/* routes-processes.c */
+struct lms_sandbox_entry;
+struct lms_exec_request;
+/* An exec with "background": true, its sandbox held by the caller (released here). */
+enum MHD_Result lms_route_sandbox_start(struct lms_request *req, struct lms_sandbox_entry *entry, uint64_t key,
+					const struct lms_exec_request *xr);
+enum MHD_Result lms_route_process_list(struct lms_request *req);
+enum MHD_Result lms_route_process_get(struct lms_request *req);
+enum MHD_Result lms_route_process_output(struct lms_request *req);
+enum MHD_Result lms_route_process_signal(struct lms_request *req);
+enum MHD_Result lms_route_process_stdin(struct lms_request *req);
 enum MHD_Result lms_route_sandbox_exec(struct lms_request *req);
 
 /* routes-llm.c */

@@ -260,13 +260,18 @@ class Server:
 
 
 class SSE:
-    """A POST whose answer is read as Server-Sent Events, one event at a time, as the bytes arrive."""
+    """A POST (or a GET) whose answer is read as Server-Sent Events, one event at a time, as the bytes arrive."""
 
     def __init__(self, server, body, headers=None, path="/v1/exec", timeout=30):
+        """body None: a GET of path."""
         self.conn = http.client.HTTPConnection(server.host, server.port, timeout=timeout)
-        h = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        h = {"Accept": "text/event-stream"} if body is None else \
+            {"Content-Type": "application/json", "Accept": "text/event-stream"}
         h.update(headers or {})
-        self.conn.request("POST", path, body=json.dumps(body).encode(), headers=h)
+        if body is None:
+            self.conn.request("GET", path, headers=h)
+        else:
+            self.conn.request("POST", path, body=json.dumps(body).encode(), headers=h)
         self.resp = self.conn.getresponse()
         self.buf = b""
         self.raw = b""
