@@ -34,8 +34,8 @@ lms_client_parse_time_ms(const char *text)
 	}
 	if (*p != '\0')
 		return -1;
-	struct tm tm = {.tm_year = year - 1900, .tm_mon = mon - 1, .tm_mday = day, .tm_hour = hour, .tm_min = min,
-			.tm_sec = sec};
+	struct tm tm = {
+	    .tm_year = year - 1900, .tm_mon = mon - 1, .tm_mday = day, .tm_hour = hour, .tm_min = min, .tm_sec = sec};
 	time_t t = timegm(&tm);
 	return ((long long)t - offset_s) * 1000 + ms;
 }

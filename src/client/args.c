@@ -128,8 +128,8 @@ lms_client_parse_mib(const char *flag, const char *text, uint64_t *mib, struct l
 		const char *suffix;
 		unsigned shift; /* of bytes */
 	} units[] = {
-	    {"", 20},	 {"b", 0},    {"k", 10},  {"kb", 10},  {"kib", 10}, {"m", 20},	 {"mb", 20},
-	    {"mib", 20}, {"g", 30},   {"gb", 30}, {"gib", 30}, {"t", 40},   {"tb", 40}, {"tib", 40},
+	    {"", 20},	 {"b", 0},  {"k", 10},	{"kb", 10},  {"kib", 10}, {"m", 20},  {"mb", 20},
+	    {"mib", 20}, {"g", 30}, {"gb", 30}, {"gib", 30}, {"t", 40},	  {"tb", 40}, {"tib", 40},
 	};
 	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
 		if (strcasecmp(end, units[i].suffix) != 0)
@@ -211,7 +211,9 @@ enum {
 
 #define GLOBAL_OPTIONS                                                                                                 \
 	{"url", required_argument, NULL, OPT_URL}, {"token-file", required_argument, NULL, OPT_TOKEN_FILE},            \
-	    {"help", no_argument, NULL, 'h'}
+	{                                                                                                              \
+		"help", no_argument, NULL, 'h'                                                                         \
+	}
 
 static const struct option global_options[] = {GLOBAL_OPTIONS, {NULL, 0, NULL, 0}};
 static const struct option create_options[] = {
@@ -313,7 +315,8 @@ add_filter(struct lms_buf *query, const char *text, struct lms_error **err)
 	const char *eq = kv ? strchr(kv, '=') : NULL;
 	if (eq == NULL || eq == kv)
 		return lms_error_set(err, LMS_ERR_INVALID, 0,
-				     "--filter takes label=KEY=VALUE (metadata given with create --label), not '%s'", text);
+				     "--filter takes label=KEY=VALUE (metadata given with create --label), not '%s'",
+				     text);
 	_cleanup_free_ char *key = xstrndup(kv, (size_t)(eq - kv));
 	_cleanup_free_ char *k = lms_client_escape(key, false);
 	_cleanup_free_ char *v = lms_client_escape(eq + 1, false);
@@ -471,8 +474,8 @@ operands(struct lms_client_args *a, int argc, char **argv, struct lms_error **er
 			json_t *s = json_string(a->operands[i]);
 			if (s == NULL) {
 				json_decref(cmd);
-				return lms_error_set(err, LMS_ERR_INVALID, 0, "argument %zu of the command is not UTF-8",
-						     i - first + 1);
+				return lms_error_set(err, LMS_ERR_INVALID, 0,
+						     "argument %zu of the command is not UTF-8", i - first + 1);
 			}
 			json_array_append_new(cmd, s);
 		}

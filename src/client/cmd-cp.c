@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,9 +54,8 @@ parse_place(const char *arg, struct place *p)
 		p->path = xstrdup("-");
 		return;
 	}
-	_cleanup_free_ char *full = p->remote && path[0] != '/'
-					? xasprintf("%s%s%s", DEFAULT_DIR, path[0] ? "/" : "", path)
-					: xstrdup(path);
+	_cleanup_free_ char *full =
+	    p->remote && path[0] != '/' ? xasprintf("%s%s%s", DEFAULT_DIR, path[0] ? "/" : "", path) : xstrdup(path);
 	size_t len = strlen(full);
 	if (len >= 2 && strcmp(full + len - 2, "/.") == 0) {
 		p->content = true;
@@ -115,7 +115,8 @@ remote_kind(struct lms_client *c, const struct place *p, const char *path, enum 
 	else if (resp.status == 200)
 		*kind = resp.content_type && strcmp(resp.content_type, "application/json") == 0 ? DIR_KIND : FILE_KIND;
 	/* A missing file; a missing route (an older daemon) is said by the call that follows. */
-	else if (resp.status == 404 && strcmp(lms_client_error_code(&resp, code, sizeof(code)), "sandbox_not_found") != 0)
+	else if (resp.status == 404 &&
+		 strcmp(lms_client_error_code(&resp, code, sizeof(code)), "sandbox_not_found") != 0)
 		*kind = ABSENT;
 	else
 		r = lms_client_api_error(c, &resp, what, err);
@@ -157,9 +158,10 @@ copy_in(struct lms_client *c, const struct place *src, const struct place *dst, 
 		_cleanup_fd_ int fd = open(src->path, O_RDONLY | O_CLOEXEC);
 		if (fd < 0)
 			return lms_error_set(err, LMS_ERR_INVALID, errno, "open %s", src->path);
-		_cleanup_free_ char *target = kind == DIR_KIND || dst->dir_syntax
-						  ? xasprintf("%s%s%s", dst->path, strcmp(dst->path, "/") ? "/" : "", name)
-						  : xstrdup(dst->path);
+		_cleanup_free_ char *target =
+		    kind == DIR_KIND || dst->dir_syntax
+			? xasprintf("%s%s%s", dst->path, strcmp(dst->path, "/") ? "/" : "", name)
+			: xstrdup(dst->path);
 		_cleanup_free_ char *mode = xasprintf("?mode=%04o", (unsigned)(st.st_mode & 0777));
 		return put(c, dst, target, mode, "application/octet-stream", fd, (int64_t)st.st_size, err);
 	}
@@ -198,8 +200,9 @@ local_dir_target(struct sink *s, struct lms_error **err)
 	_cleanup_free_ char *name = base_name(s->src->path);
 	if (stat(dst, &st) == 0) {
 		if (!S_ISDIR(st.st_mode))
-			return lms_error_set(err, LMS_ERR_INVALID, 0, "cannot copy the directory %s:%s onto the file %s",
-					     s->src->id, s->src->path, dst);
+			return lms_error_set(err, LMS_ERR_INVALID, 0,
+					     "cannot copy the directory %s:%s onto the file %s", s->src->id,
+					     s->src->path, dst);
 		s->target = s->src->content ? xstrdup(dst) : xasprintf("%s/%s", dst, name);
 	} else if (errno == ENOENT) {
 		s->target = xstrdup(dst);
@@ -267,8 +270,7 @@ start_sink(struct sink *s, const struct lms_client_response *resp, struct lms_er
 }
 
 static int
-on_data(void *userdata, const struct lms_client_response *resp, const char *data, size_t len,
-	struct lms_error **err)
+on_data(void *userdata, const struct lms_client_response *resp, const char *data, size_t len, struct lms_error **err)
 {
 	struct sink *s = userdata;
 	if (!s->started && start_sink(s, resp, err) < 0)
@@ -369,6 +371,8 @@ copy_out(struct lms_client *c, const struct place *src, const struct place *dst,
 int
 lms_client_cp(struct lms_client *c, const struct lms_client_args *a)
 {
+	/* A reader that went away (the unpacking helper, or our stdout's) is an error to report, not a death. */
+	signal(SIGPIPE, SIG_IGN);
 	struct place src, dst;
 	parse_place(a->operands[0], &src);
 	parse_place(a->operands[1], &dst);

@@ -25,7 +25,6 @@ struct run {
 	const char *id;
 	json_t *exit;		/* the exit event's data */
 	struct lms_error *fail; /* an error event's */
-	struct lms_buf decoded;
 };
 
 static int
@@ -39,20 +38,18 @@ on_event(void *userdata, const char *event, const char *data, size_t len, struct
 	json_t *obj = json_loadb(data, len, 0, &jerr);
 	if (!json_is_object(obj)) {
 		json_decref(obj);
-		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "sandbox %s: the daemon sent a %s event that is not a JSON object",
-				     x->id, event);
+		return lms_error_set(err, LMS_ERR_INTERNAL, 0,
+				     "sandbox %s: the daemon sent a %s event that is not a JSON object", x->id, event);
 	}
 	int r = 0;
 	if (out || strcmp(event, "stderr") == 0) {
 		const char *b64 = json_string_value(json_object_get(obj, "data"));
 		size_t n = b64 ? strlen(b64) : 0;
-		x->decoded.len = 0;
-		lms_buf_append(&x->decoded, NULL, 0);
 		unsigned char *buf = xmalloc(n / 4 * 3 + 3);
 		long got = b64 ? lms_base64_decode(b64, n, buf) : -1;
 		if (got < 0)
-			r = lms_error_set(err, LMS_ERR_INTERNAL, 0, "sandbox %s: the daemon sent a %s event without base64 data",
-					  x->id, event);
+			r = lms_error_set(err, LMS_ERR_INTERNAL, 0,
+					  "sandbox %s: the daemon sent a %s event without base64 data", x->id, event);
 		/* A reader of ours that went away does not stop the command here: a closed pipe is what ends it. */
 		else
 			(void)lms_fd_write_all(out ? STDOUT_FILENO : STDERR_FILENO, buf, (size_t)got);
@@ -62,15 +59,15 @@ on_event(void *userdata, const char *event, const char *data, size_t len, struct
 		x->exit = json_incref(obj);
 	} else {
 		const char *message = json_string_value(json_object_get(json_object_get(obj, "error"), "message"));
-		lms_error_set(&x->fail, LMS_ERR_SETUP, 0, "sandbox %s: %s", x->id, message ? message : "the command failed");
+		lms_error_set(&x->fail, LMS_ERR_SETUP, 0, "sandbox %s: %s", x->id,
+			      message ? message : "the command failed");
 	}
 	json_decref(obj);
 	return r;
 }
 
 static int
-on_data(void *userdata, const struct lms_client_response *resp, const char *data, size_t len,
-	struct lms_error **err)
+on_data(void *userdata, const struct lms_client_response *resp, const char *data, size_t len, struct lms_error **err)
 {
 	struct lms_sse *sse = userdata;
 	if (resp->content_type == NULL || strcmp(resp->content_type, "text/event-stream") != 0)
@@ -86,38 +83,26 @@ add_stdin(json_t *body, struct lms_error **err)
 	if (isatty(STDIN_FILENO))
 		return 0;
 	struct lms_buf in = {0};
-	char chunk[65536];
-	for (;;) {
-		ssize_t n = read(STDIN_FILENO, chunk, sizeof(chunk));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			lms_buf_clear(&in);
-			/* A closed or write-only descriptor 0 is no input, not a failure. */
-			if (errno == EBADF || errno == EISDIR)
-				return 0;
-			return lms_error_set(err, LMS_ERR_INVALID, errno, "read standard input");
-		}
-		if (n == 0)
-			break;
-		if (in.len + (size_t)n > MAX_STDIN) {
-			lms_buf_clear(&in);
-			return lms_error_set(err, LMS_ERR_INVALID, 0,
-					     "standard input is larger than %u MiB: copy it in with `lm-sandbox sandbox cp` "
-					     "and read the file",
-					     MAX_STDIN >> 20);
-		}
-		lms_buf_append(&in, chunk, (size_t)n);
+	_cleanup_error_ struct lms_error *read_err = NULL;
+	if (lms_fd_read_to_end(STDIN_FILENO, MAX_STDIN, &in, "standard input", &read_err) < 0) {
+		/* A closed or write-only descriptor 0 is no input, not a failure. */
+		if (read_err->errnum == EBADF || read_err->errnum == EISDIR)
+			return 0;
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "%s%s", read_err->message,
+				     read_err->kind == LMS_ERR_INVALID
+					 ? ": copy it in with `lm-sandbox sandbox cp` and read the file"
+					 : "");
 	}
 	for (size_t i = 0, bad; i < in.len;) {
 		size_t step = lms_utf8_sequence((const unsigned char *)in.data + i, in.len - i, &bad);
 		if (step == 0) {
 			lms_buf_clear(&in);
-			return lms_error_set(err, LMS_ERR_INVALID, 0,
-					     "standard input is not UTF-8 text (byte %zu), and the API's stdin is a JSON "
-					     "string: copy binary input in with `lm-sandbox sandbox cp` and read the file "
-					     "(or give -n)",
-					     i);
+			return lms_error_set(
+			    err, LMS_ERR_INVALID, 0,
+			    "standard input is not UTF-8 text (byte %zu), and the API's stdin is a JSON "
+			    "string: copy binary input in with `lm-sandbox sandbox cp` and read the file "
+			    "(or give -n)",
+			    i);
 		}
 		i += step;
 	}
@@ -185,7 +170,6 @@ lms_client_exec(struct lms_client *c, const struct lms_client_args *a)
 			lms_sse_pending(&sse) ? " (cut in the middle of an event)" : "");
 	lms_client_response_clear(&resp);
 	lms_sse_free(&sse);
-	lms_buf_clear(&x.decoded);
 	lms_error_free(x.fail);
 	json_decref(x.exit);
 	return status;

@@ -210,9 +210,9 @@ transport_error(const struct lms_client *c, CURLcode code, const char *detail, s
 				     c->url, why, start_hint);
 	if (code == CURLE_GOT_NOTHING || code == CURLE_RECV_ERROR || code == CURLE_SEND_ERROR ||
 	    code == CURLE_PARTIAL_FILE)
-		return lms_error_set(err, LMS_ERR_UNREACHABLE, 0,
-				     "the lm-sandbox daemon at %s closed the connection before its answer was whole (%s)",
-				     c->url, why);
+		return lms_error_set(
+		    err, LMS_ERR_UNREACHABLE, 0,
+		    "the lm-sandbox daemon at %s closed the connection before its answer was whole (%s)", c->url, why);
 	return lms_error_set(err, LMS_ERR_INTERNAL, 0, "talking to the lm-sandbox daemon at %s: %s", c->url, why);
 }
 
@@ -368,10 +368,11 @@ lms_client_api_error(const struct lms_client *c, const struct lms_client_respons
 	enum lms_error_kind kind = kind_of(resp->status);
 	int r;
 	if (resp->status == 401 && c->token == NULL)
-		r = lms_error_set(err, kind, 0,
-				  "%s: the daemon at %s wants a token: set LM_SANDBOX_API_TOKEN or pass --token-file FILE "
-				  "(the token it was started with)",
-				  what, c->url);
+		r = lms_error_set(
+		    err, kind, 0,
+		    "%s: the daemon at %s wants a token: set LM_SANDBOX_API_TOKEN or pass --token-file FILE "
+		    "(the token it was started with)",
+		    what, c->url);
 	else if (resp->status == 401)
 		r = lms_error_set(err, kind, 0,
 				  "%s: the daemon at %s refused the token from %s: it is not the one the daemon was "
@@ -379,11 +380,12 @@ lms_client_api_error(const struct lms_client *c, const struct lms_client_respons
 				  what, c->url, c->token_from);
 	else if (strcmp(code, "sandbox_not_found") == 0)
 		r = lms_error_set(err, kind, 0, "%s: no such sandbox%s", what,
-				  strcmp(reason, "deleted") == 0   ? " (it was removed)"
-				  : strcmp(reason, "expired") == 0 ? " (it expired: no call within its ttl; give the next "
-								     "one a longer --ttl)"
-				  : strcmp(reason, "failed") == 0  ? " (it failed and was removed)"
-								   : "; `lm-sandbox sandbox ls` lists those there are");
+				  strcmp(reason, "deleted") == 0 ? " (it was removed)"
+				  : strcmp(reason, "expired") == 0
+				      ? " (it expired: no call within its ttl; give the next "
+					"one a longer --ttl)"
+				  : strcmp(reason, "failed") == 0 ? " (it failed and was removed)"
+								  : "; `lm-sandbox sandbox ls` lists those there are");
 	else if (message[0] != '\0')
 		r = lms_error_set(err, kind, 0, "%s: %s (HTTP %ld%s%s)", what, message, resp->status,
 				  code[0] ? ", " : "", code);

@@ -16,10 +16,10 @@
 
 /* Where the daemon is and how to prove who we are. */
 struct lms_client {
-	char *url;	     /* "http://127.0.0.1:8000", no trailing slash */
-	char *token;	     /* NULL: none */
+	char *url;		/* "http://127.0.0.1:8000", no trailing slash */
+	char *token;		/* NULL: none */
 	const char *token_from; /* "LM_SANDBOX_API_TOKEN" or the --token-file path, for messages */
-	void *curl;	     /* CURL *, made on the first call and reused (one connection kept alive) */
+	void *curl;		/* CURL *, made on the first call and reused (one connection kept alive) */
 };
 
 /* The url (NULL: LM_SANDBOX_URL, else http://127.0.0.1:8000) and the token (token_file, else
@@ -29,7 +29,7 @@ void lms_client_free(struct lms_client *c);
 
 struct lms_client_response {
 	long status;
-	char *content_type; /* without parameters, lower case; NULL when the daemon sent none */
+	char *content_type;	/* without parameters, lower case; NULL when the daemon sent none */
 	int64_t content_length; /* -1 when not known */
 	struct lms_buf body;	/* the body when no on_data was given, or always for an error status */
 	bool stopped;		/* on_data returned 1 */
@@ -37,8 +37,8 @@ struct lms_client_response {
 
 /* Bytes of a 2xx answer as they arrive (resp has its status and headers). 0: more; 1: stop here without an
  * error; -1 with *err: fail the call. */
-typedef int (*lms_client_data_fn)(void *userdata, const struct lms_client_response *resp, const char *data,
-				  size_t len, struct lms_error **err);
+typedef int (*lms_client_data_fn)(void *userdata, const struct lms_client_response *resp, const char *data, size_t len,
+				  struct lms_error **err);
 
 struct lms_client_request {
 	const char *method; /* GET, POST, PUT, DELETE */
@@ -47,9 +47,9 @@ struct lms_client_request {
 	const char *accept;
 	const char *body; /* in memory, body_len bytes; or: */
 	size_t body_len;
-	int body_fd;	     /* streamed from this descriptor when >= 0 */
-	int64_t body_size;   /* its length, -1 when not known (sent chunked) */
-	json_t *json;	     /* or this, as application/json */
+	int body_fd;	   /* streamed from this descriptor when >= 0 */
+	int64_t body_size; /* its length, -1 when not known (sent chunked) */
+	json_t *json;	   /* or this, as application/json */
 	lms_client_data_fn on_data;
 	void *userdata;
 	size_t max_body; /* bound of a body kept in resp->body (0: 16 MiB) */

@@ -25,8 +25,8 @@ struct lms_sse {
 	struct lms_buf event; /* the event field of the event being read */
 	struct lms_buf data;  /* its data lines, each followed by LF */
 	bool have_data;
-	bool after_cr;	/* the last byte was a CR: a LF right after it ends no other line */
-	bool started; /* past a leading byte order mark, if any */
+	bool after_cr; /* the last byte was a CR: a LF right after it ends no other line */
+	bool started;  /* past a leading byte order mark, if any */
 };
 
 void lms_sse_init(struct lms_sse *p, size_t max_bytes, lms_sse_fn fn, void *userdata);

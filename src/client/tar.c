@@ -62,7 +62,8 @@ pack(const char *path, const char *prefix, int fd, struct lms_error **err)
 		archive_failed(disk, "read", path, err);
 		goto done;
 	}
-	if (archive_write_set_format_pax_restricted(out) != ARCHIVE_OK || archive_write_open_fd(out, fd) != ARCHIVE_OK) {
+	if (archive_write_set_format_pax_restricted(out) != ARCHIVE_OK ||
+	    archive_write_open_fd(out, fd) != ARCHIVE_OK) {
 		archive_failed(out, "pack", path, err);
 		goto done;
 	}
@@ -173,7 +174,8 @@ unpack(int fd, const char *dir, struct lms_error **err)
 			goto done;
 		}
 		if (link == NULL && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) {
-			fprintf(stderr, "lm-sandbox: skipped %s/%s: neither a file, a directory nor a link\n", dir, name);
+			fprintf(stderr, "lm-sandbox: skipped %s/%s: neither a file, a directory nor a link\n", dir,
+				name);
 			continue;
 		}
 		archive_entry_set_perm(e, archive_entry_perm(e) & 0777);

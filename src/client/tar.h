@@ -17,7 +17,7 @@
 
 struct lms_tar_child {
 	pid_t pid;
-	int fd;	       /* our end of the data pipe: read a pack, write an unpack */
+	int fd;	      /* our end of the data pipe: read a pack, write an unpack */
 	int error_fd; /* the child's error message comes back here */
 };
 

@@ -9,12 +9,12 @@ import http.server
 import io
 import json
 import os
-import resource
 import socketserver
 import stat
 import subprocess
 import tarfile
 import threading
+import time
 
 import pytest
 
@@ -175,9 +175,14 @@ class Fake(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
 
+class FakeServer(socketserver.ThreadingTCPServer):
+    def handle_error(self, request, client_address):
+        pass  # a client that stops reading on purpose (cp's probe of a path) is no error here
+
+
 @pytest.fixture
 def fake():
-    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Fake)
+    srv = FakeServer(("127.0.0.1", 0), Fake)
     srv.daemon_threads = True
     srv.received = []
     srv.answer = None
@@ -190,13 +195,24 @@ def fake():
 
 
 def cli_rusage(lms_bin, url, *args, stdin=subprocess.DEVNULL, cwd=None):
-    """Runs the client; (exit status, stderr, its peak RSS in KiB)."""
+    """Runs the client; (exit status, stderr, its peak RSS in KiB). The peak is the last VmHWM read from /proc
+    while it ran (wait4's ru_maxrss would not do: Linux carries the forking parent's RSS over exec into it)."""
     proc = subprocess.Popen([str(lms_bin), "sandbox", *map(str, args)], stdin=stdin, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env=client_env(url), cwd=cwd)
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, err.decode(errors="replace"), usage.ru_maxrss
+    errs = []
+    reader = threading.Thread(target=lambda: errs.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    peak = 0
+    while proc.poll() is None:
+        try:
+            for line in open(f"/proc/{proc.pid}/status"):
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            pass
+        time.sleep(0.002)  # sampling, not synchronisation: the peak only grows
+    reader.join()
+    return proc.returncode, errs[0].decode(errors="replace"), peak
 
 
 BIG = 192 << 20  # well over what a client that buffered could hide in its RSS

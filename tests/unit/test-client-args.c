@@ -62,8 +62,9 @@ static void
 create_takes_docker_style_limits_env_and_labels(void **state)
 {
 	(void)state;
-	char *argv[] = {"c", "create", "--memory", "1g", "--pids", "64", "--disk", "512m", "--cpus", "0.5", "--ttl",
-			"10m", "-e", "A=1", "--env", "B=x=y", "--label", "owner=alice", "-l", "task=", NULL};
+	char *argv[] = {"c",	 "create", "--memory", "1g",	      "--pids", "64",	 "--disk",
+			"512m",	 "--cpus", "0.5",      "--ttl",	      "10m",	"-e",	 "A=1",
+			"--env", "B=x=y",  "--label",  "owner=alice", "-l",	"task=", NULL};
 	expect_body(argv, LMS_CLIENT_CREATE,
 		    "{\"env\":{\"A\":\"1\",\"B\":\"x=y\"},\"limits\":{\"cpus\":0.5,\"disk_mb\":512,\"memory_mb\":1024,"
 		    "\"pids\":64},\"metadata\":{\"owner\":\"alice\",\"task\":\"\"},\"ttl_s\":600}");
@@ -120,8 +121,8 @@ static void
 exec_takes_the_id_then_the_command(void **state)
 {
 	(void)state;
-	char *argv[] = {"c", "exec", "-e", "K=V", "-w", "/tmp", "--timeout", "90s", "sbx_1", "--", "sh", "-c",
-			"echo -n hi", NULL};
+	char *argv[] = {"c",   "exec",	"-e", "K=V", "-w", "/tmp",	 "--timeout",
+			"90s", "sbx_1", "--", "sh",  "-c", "echo -n hi", NULL};
 	struct lms_client_args a;
 	char *body;
 	assert_int_equal(parse(argv, &a, &body, NULL), 0);
@@ -199,8 +200,8 @@ sizes_read_as_docker_writes_them(void **state)
 	struct {
 		const char *text;
 		uint64_t mib;
-	} ok[] = {{"512", 512}, {"512m", 512}, {"512M", 512}, {"2g", 2048}, {"1GiB", 1024}, {"1gb", 1024},
-		  {"1k", 1},	{"1b", 1},     {"2048k", 2}, {"1t", 1 << 20}, {"0", 0}};
+	} ok[] = {{"512", 512}, {"512m", 512}, {"512M", 512}, {"2g", 2048},    {"1GiB", 1024}, {"1gb", 1024},
+		  {"1k", 1},	{"1b", 1},     {"2048k", 2},  {"1t", 1 << 20}, {"0", 0}};
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		uint64_t mib = 99;
 		assert_int_equal(lms_client_parse_mib("--memory", ok[i].text, &mib, NULL), 0);
@@ -220,7 +221,7 @@ durations_take_units_and_bare_seconds(void **state)
 	struct {
 		const char *text;
 		uint64_t ms;
-	} ok[] = {{"90", 90000}, {"1.5", 1500}, {"500ms", 500}, {"30s", 30000}, {"10m", 600000},
+	} ok[] = {{"90", 90000},   {"1.5", 1500},    {"500ms", 500},	 {"30s", 30000}, {"10m", 600000},
 		  {"2h", 7200000}, {"1d", 86400000}, {"1h30m", 5400000}, {"0.0005s", 1}};
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		uint64_t ms = 0;

@@ -106,7 +106,9 @@ static void
 a_leading_byte_order_mark_is_skipped(void **state)
 {
 	(void)state;
-	char *got = parse("\xEF\xBB\xBF" "data: x\n\n", 12, 0, 1024, NULL);
+	char *got = parse("\xEF\xBB\xBF"
+			  "data: x\n\n",
+			  12, 0, 1024, NULL);
 	assert_string_equal(got, "message=x|");
 	free(got);
 }
