@@ -162,22 +162,10 @@ on_output(void *userdata, enum lms_stream stream, const char *data, size_t len)
 static int
 read_stdin(struct lms_buf *in)
 {
-	char chunk[65536];
-	for (;;) {
-		ssize_t n = read(STDIN_FILENO, chunk, sizeof(chunk));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			fprintf(stderr, "lm-sandbox run: read standard input: %s\n", strerror(errno));
-			return -1;
-		}
-		if (n == 0)
-			break;
-		if (in->len + (size_t)n > MAX_STDIN) {
-			fprintf(stderr, "lm-sandbox run: standard input is larger than %u MiB\n", MAX_STDIN >> 20);
-			return -1;
-		}
-		lms_buf_append(in, chunk, (size_t)n);
+	_cleanup_error_ struct lms_error *err = NULL;
+	if (lms_fd_read_to_end(STDIN_FILENO, MAX_STDIN, in, "standard input", &err) < 0) {
+		fprintf(stderr, "lm-sandbox run: %s\n", err->message);
+		return -1;
 	}
 	if (in->data == NULL)
 		lms_buf_append(in, "", 0);

@@ -15,17 +15,20 @@
 static void
 usage(FILE *f)
 {
-	fputs("usage: lm-sandbox COMMAND [ARGS...]\n"
-	      "\n"
-	      "commands:\n"
-	      "  run       run a program in a fresh one-shot sandbox (lm-sandbox run --help)\n"
-	      "  serve     serve the HTTP API (lm-sandbox serve --help)\n"
-	      "  version   print the version\n"
-	      "  help      show this help\n",
-	      f);
+	fputs(
+	    "usage: lm-sandbox COMMAND [ARGS...]\n"
+	    "\n"
+	    "commands:\n"
+	    "  run       run a program in a fresh one-shot sandbox (lm-sandbox run --help)\n"
+	    "  serve     serve the HTTP API (lm-sandbox serve --help)\n"
+	    "  sandbox   lasting sandboxes of a running daemon: create, ls, exec, cp, rm (lm-sandbox sandbox --help)\n"
+	    "  version   print the version\n"
+	    "  help      show this help\n",
+	    f);
 }
 
-/* `serve` lives in its own binary beside this one (it links libmicrohttpd; this one stays static). */
+/* `serve` and `sandbox` live in binaries of their own beside this one (they link libmicrohttpd, libcurl and
+ * libarchive; this one stays static). */
 static int
 exec_sibling(const char *name, char **argv)
 {
@@ -79,6 +82,8 @@ main(int argc, char **argv)
 					       argc == 6 ? argv[5] : NULL);
 	if (strcmp(cmd, "serve") == 0)
 		return exec_sibling("lm-sandbox-serve", argv + 1);
+	if (strcmp(cmd, "sandbox") == 0)
+		return exec_sibling("lm-sandbox-client", argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("lm-sandbox %s\n", LMS_VERSION);
 		return 0;

@@ -47,6 +47,30 @@ lms_fd_read_full(int fd, void *buf, size_t len)
 	return 1;
 }
 
+int
+lms_fd_read_to_end(int fd, size_t max, struct lms_buf *out, const char *what, struct lms_error **err)
+{
+	char chunk[65536];
+	size_t start = out->len;
+	for (;;) {
+		ssize_t n = read(fd, chunk, sizeof(chunk));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int e = errno;
+			lms_buf_clear(out);
+			return lms_error_set(err, LMS_ERR_INTERNAL, e, "read %s", what);
+		}
+		if (n == 0)
+			return 0;
+		if (out->len - start + (size_t)n > max) {
+			lms_buf_clear(out);
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "%s is larger than %zu MiB", what, max >> 20);
+		}
+		lms_buf_append(out, chunk, (size_t)n);
+	}
+}
+
 char *
 lms_fd_read_whole(int fd, size_t max, size_t *len, const char *what, struct lms_error **err)
 {

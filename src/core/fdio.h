@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "core/buf.h"
 #include "core/error.h"
 
 /* Writes all of data. 0, or -1 with errno set (EPIPE, EBADF...). */
@@ -19,6 +20,10 @@ int lms_fd_read_full(int fd, void *buf, size_t len);
 /* The whole content of a regular file or memfd (from offset 0, as fstat sizes it), NUL-terminated, at
  * most max bytes (larger is LMS_ERR_INVALID). Caller frees. `what` names it in errors ("the job"). */
 char *lms_fd_read_whole(int fd, size_t max, size_t *len, const char *what, struct lms_error **err);
+
+/* Appends everything read from fd (a pipe, a terminal, a file) up to its end to `out`: at most max bytes
+ * (more is LMS_ERR_INVALID "larger than N MiB", and `out` is cleared). `what` names it in errors. */
+int lms_fd_read_to_end(int fd, size_t max, struct lms_buf *out, const char *what, struct lms_error **err);
 
 /* Sends one message with nfds descriptors (at most LMS_FD_PASS_MAX) attached. The sendmsg result; never
  * raises SIGPIPE. */
