@@ -1,10 +1,14 @@
 #include "server/sandboxes.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/clock.h"
@@ -17,6 +21,8 @@
 struct lms_sandbox_entry {
 	char id[24];
 	uint64_t key; /* the spawner's */
+	pid_t pid1;   /* its PID 1, in our PID namespace */
+	int pidfd;    /* of pid1, opened while the worker could not have reaped it: pid reuse shows */
 	struct lms_sandbox_settings set;
 	char *image;
 	char **env;
@@ -130,6 +136,8 @@ unlink_entry(struct lms_sandboxes *sbs, struct lms_sandbox_entry *gone)
 static void
 entry_free(struct lms_sandbox_entry *e)
 {
+	if (e->pidfd >= 0)
+		close(e->pidfd);
 	json_decref(e->set.metadata);
 	free(e->image);
 	lms_strv_free(e->env);
@@ -279,6 +287,7 @@ lms_sandboxes_create(struct lms_sandboxes *sbs, const struct lms_sandbox_setting
 	struct lms_sandbox_entry *e = xcalloc(1, sizeof(*e));
 	new_id(e->id);
 	e->key = key;
+	e->pidfd = -1;
 	e->set = *set;
 	json_incref(e->set.metadata);
 	e->image = xstrdup(set->spec.image ? set->spec.image : LMS_IMAGE_HOST);
@@ -290,7 +299,11 @@ lms_sandboxes_create(struct lms_sandboxes *sbs, const struct lms_sandbox_setting
 	e->set.spec.stdin_len = 0;
 	e->created_s = wall_s();
 	touch(e);
-	int r = lms_spawner_create(sbs->server->spawner, key, &e->set.spec, err);
+	int r = lms_spawner_create(sbs->server->spawner, key, &e->set.spec, &e->pid1, err);
+	/* The worker reaps PID 1 only when told to (DESTROY, or a command that finds it dead), and neither
+	 * can happen before the entry is listed: this pidfd is of the sandbox's PID 1. */
+	if (r == 0 && e->pid1 > 0)
+		e->pidfd = (int)syscall(SYS_pidfd_open, e->pid1, 0);
 	pthread_mutex_lock(&sbs->lock);
 	sbs->pending--;
 	if (r == 0) {
@@ -421,4 +434,25 @@ lms_sandboxes_release(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, st
 	touch(e);
 	pthread_cond_broadcast(&sbs->changed);
 	pthread_mutex_unlock(&sbs->lock);
+}
+
+int
+lms_sandboxes_open_root(const struct lms_sandbox_entry *e, struct lms_error **err)
+{
+	if (e->pidfd < 0)
+		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
+				     "sandbox %s: its PID 1 cannot be reached (pidfd_open failed when it was made)",
+				     e->id);
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/root", (int)e->pid1);
+	int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return lms_error_set(err, LMS_ERR_INTERNAL, errno, "sandbox %s: open its root %s", e->id, path);
+	/* Opened first, checked after: if the pidfd's process is still alive now, the pid was its all along. */
+	if (syscall(SYS_pidfd_send_signal, e->pidfd, 0, NULL, 0) < 0) {
+		int saved = errno;
+		close(fd);
+		return lms_error_set(err, LMS_ERR_INTERNAL, saved, "sandbox %s: its PID 1 is gone", e->id);
+	}
+	return fd;
 }
