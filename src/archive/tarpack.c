@@ -101,8 +101,9 @@ pack_one(struct packer *p, int dfd, const char *name, size_t plen, int depth, st
 		p->st->skipped++;
 		return 0;
 	}
-	int fd = openat(dfd, name,
-			O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0));
+	int fd =
+	    openat(dfd, name,
+		   O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0));
 	struct stat again;
 	if (fd < 0 || fstat(fd, &again) < 0 || again.st_ino != st.st_ino || again.st_dev != st.st_dev) {
 		if (fd >= 0)
@@ -171,7 +172,8 @@ lms_tar_pack(int dirfd, int out_fd, struct lms_tarpack_stats *stats, struct lms_
 	p.buf = xmalloc(COPY_BLOCK);
 	int r = 0;
 	if (archive_write_set_format_pax_restricted(p.a) != ARCHIVE_OK ||
-	    archive_write_set_bytes_in_last_block(p.a, 1) != ARCHIVE_OK || archive_write_open_fd(p.a, out_fd) != ARCHIVE_OK)
+	    archive_write_set_bytes_in_last_block(p.a, 1) != ARCHIVE_OK ||
+	    archive_write_open_fd(p.a, out_fd) != ARCHIVE_OK)
 		r = archive_fail(&p, err);
 	int fd = r == 0 ? openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
 	if (r == 0 && fd < 0)

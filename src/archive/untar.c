@@ -72,8 +72,9 @@ static int
 clear_name(int pfd, const char *name, const char *entry, struct lms_error **err)
 {
 	if (unlinkat(pfd, name, 0) < 0 && errno != ENOENT)
-		return entry_error(err, errno, entry, errno == EISDIR || errno == EPERM ? "a directory is in the way"
-										    : "remove what is in the way");
+		return entry_error(err, errno, entry,
+				   errno == EISDIR || errno == EPERM ? "a directory is in the way"
+								     : "remove what is in the way");
 	return 0;
 }
 
@@ -121,8 +122,9 @@ make_dir(int pfd, const char *name, const char *entry, mode_t perm, struct lms_e
 	/* The mode is set through a descriptor: a path-based chmod would follow a link swapped in. */
 	int fd = lms_inroot_open(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, LMS_BENEATH);
 	if (fd < 0)
-		return entry_error(err, -fd, entry, fd == -ENOTDIR || fd == -ELOOP ? "something else is in the way"
-										 : "open the directory");
+		return entry_error(err, -fd, entry,
+				   fd == -ENOTDIR || fd == -ELOOP ? "something else is in the way"
+								  : "open the directory");
 	int r = fchmod(fd, (perm & 01777) | 0700) < 0 ? entry_error(err, errno, entry, "set its mode") : 0;
 	close(fd);
 	return r;
@@ -141,7 +143,8 @@ make_hardlink(int dirfd, int pfd, const char *name, const char *entry, const cha
 	int tfd = lms_inroot_open(dirfd, buf, O_PATH | O_DIRECTORY, 0, LMS_BENEATH);
 	if (tfd < 0)
 		return entry_error(err, tfd == -EXDEV ? 0 : -tfd, entry,
-				   tfd == -EXDEV ? "a hard link whose target leads out (refused)" : "find its link target");
+				   tfd == -EXDEV ? "a hard link whose target leads out (refused)"
+						 : "find its link target");
 	int r = clear_name(pfd, name, entry, err);
 	/* Without AT_SYMLINK_FOLLOW: a link to a symbolic link is to the link itself, which stays inside. */
 	if (r == 0 && linkat(tfd, tname, pfd, name, 0) < 0)
@@ -151,8 +154,7 @@ make_hardlink(int dirfd, int pfd, const char *name, const char *entry, const cha
 }
 
 static int
-unpack_entry(struct archive *a, struct archive_entry *ae, int dirfd, struct lms_untar_stats *st,
-	     struct lms_error **err)
+unpack_entry(struct archive *a, struct archive_entry *ae, int dirfd, struct lms_untar_stats *st, struct lms_error **err)
 {
 	const char *raw = archive_entry_pathname(ae);
 	_cleanup_free_ char *clean = clean_name(raw);

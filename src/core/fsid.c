@@ -42,11 +42,12 @@ lms_fsid_enter(struct lms_fsid *saved, uid_t uid, gid_t gid, struct lms_error **
 	saved->fsuid = (uid_t)syscall(SYS_setfsuid, (uid_t)-1);
 	saved->fsgid = (gid_t)syscall(SYS_setfsgid, (gid_t)-1);
 	if (saved->fsuid != 0)
-		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "files: this thread has another identity already (fsuid %u)",
-				     saved->fsuid);
+		return lms_error_set(err, LMS_ERR_INTERNAL, 0,
+				     "files: this thread has another identity already (fsuid %u)", saved->fsuid);
 	saved->entered = true;
 	unsigned none[2] = {0, 0};
-	if (syscall(SYS_setgroups, 0, NULL) < 0 || (syscall(SYS_setfsgid, gid), (gid_t)syscall(SYS_setfsgid, -1) != gid) ||
+	if (syscall(SYS_setgroups, 0, NULL) < 0 ||
+	    (syscall(SYS_setfsgid, gid), (gid_t)syscall(SYS_setfsgid, -1) != gid) ||
 	    (syscall(SYS_setfsuid, uid), (uid_t)syscall(SYS_setfsuid, -1) != uid) || caps(true, none, data) < 0) {
 		int e = errno;
 		lms_fsid_leave(saved);
@@ -66,7 +67,8 @@ lms_fsid_leave(struct lms_fsid *saved)
 	int bad = caps(false, now, data) < 0 || caps(true, saved->cap_effective, data) < 0;
 	syscall(SYS_setfsuid, saved->fsuid);
 	syscall(SYS_setfsgid, saved->fsgid);
-	if (bad || (uid_t)syscall(SYS_setfsuid, -1) != saved->fsuid || (gid_t)syscall(SYS_setfsgid, -1) != saved->fsgid ||
+	if (bad || (uid_t)syscall(SYS_setfsuid, -1) != saved->fsuid ||
+	    (gid_t)syscall(SYS_setfsgid, -1) != saved->fsgid ||
 	    syscall(SYS_setgroups, saved->ngroups, saved->groups) < 0) {
 		fprintf(stderr, "lm-sandbox: files: could not give a thread its identity back: %s\n", strerror(errno));
 		abort();

@@ -13,8 +13,8 @@
 #include <sys/types.h>
 
 enum lms_inroot_mode {
-	LMS_INROOT = 1,	  /* `..` stops at the directory, an absolute link starts from it */
-	LMS_BENEATH = 2,  /* any way out is EXDEV */
+	LMS_INROOT = 1,	 /* `..` stops at the directory, an absolute link starts from it */
+	LMS_BENEATH = 2, /* any way out is EXDEV */
 };
 
 /* openat2(dirfd, path, flags | O_CLOEXEC, mode) with the mode's resolution; EAGAIN (a rename raced

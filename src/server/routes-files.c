@@ -33,13 +33,20 @@ struct errno_reply {
 };
 
 static const struct errno_reply errno_replies[] = {
-    {ENOENT, 404, "file_not_found"},	     {EACCES, 403, "permission_denied"},
-    {EPERM, 403, "permission_denied"},	     {EROFS, 403, "read_only_file_system"},
-    {EISDIR, 409, "is_a_directory"},	     {ENOTDIR, 409, "not_a_directory"},
-    {ENOTEMPTY, 409, "directory_not_empty"}, {EEXIST, 409, "directory_not_empty"},
-    {ENOSPC, 507, "disk_full"},		     {EDQUOT, 507, "disk_full"},
-    {EFBIG, 507, "disk_full"},		     {ENAMETOOLONG, 400, "name_too_long"},
-    {ELOOP, 400, "too_many_symlinks"},	     {EINVAL, 400, "invalid_path"},
+    {ENOENT, 404, "file_not_found"},
+    {EACCES, 403, "permission_denied"},
+    {EPERM, 403, "permission_denied"},
+    {EROFS, 403, "read_only_file_system"},
+    {EISDIR, 409, "is_a_directory"},
+    {ENOTDIR, 409, "not_a_directory"},
+    {ENOTEMPTY, 409, "directory_not_empty"},
+    {EEXIST, 409, "directory_not_empty"},
+    {ENOSPC, 507, "disk_full"},
+    {EDQUOT, 507, "disk_full"},
+    {EFBIG, 507, "disk_full"},
+    {ENAMETOOLONG, 400, "name_too_long"},
+    {ELOOP, 400, "too_many_symlinks"},
+    {EINVAL, 400, "invalid_path"},
     {EXDEV, 400, "invalid_path"},
 };
 
@@ -50,7 +57,8 @@ reply_files_error(struct lms_request *req, const struct lms_error *e)
 	for (size_t i = 0; i < sizeof(errno_replies) / sizeof(errno_replies[0]); i++)
 		if (errno_replies[i].errnum == e->errnum)
 			return lms_reply_error(req, errno_replies[i].status,
-					       errno_replies[i].status >= 500 ? "server_error" : "invalid_request_error",
+					       errno_replies[i].status >= 500 ? "server_error"
+									      : "invalid_request_error",
 					       errno_replies[i].code, "%s", e->message);
 	if (e->kind == LMS_ERR_INVALID)
 		return lms_reply_error(req, 400, "invalid_request_error", "invalid_archive", "%s", e->message);
@@ -198,14 +206,8 @@ lms_route_files_get(struct lms_request *req)
 	if (root < 0)
 		return reply;
 	_cleanup_error_ struct lms_error *err = NULL;
-	struct lms_fsid id;
-	if (lms_files_enter(&id, &err) < 0) {
-		close(root);
-		return lms_reply_lms_error(req, err);
-	}
 	struct stat st;
 	int fd = lms_files_open(root, file_path(req), &st, &err);
-	lms_fsid_leave(&id);
 	close(root);
 	return fd < 0 ? reply_files_error(req, err) : get_open(req, fd, &st);
 }
@@ -344,8 +346,9 @@ lms_route_files_put(struct lms_request *req)
 			return reply_too_large(req);
 		if (r < 0)
 			return reply_files_error(req, err);
-		return lms_reply_json(req, 201, json_pack("{s:s, s:s, s:I}", "path", file_path(req), "type", "directory",
-							  "entries", (json_int_t)entries));
+		return lms_reply_json(req, 201,
+				      json_pack("{s:s, s:s, s:I}", "path", file_path(req), "type", "directory",
+						"entries", (json_int_t)entries));
 	}
 	if (st->too_large)
 		return reply_too_large(req);
@@ -357,6 +360,7 @@ lms_route_files_put(struct lms_request *req)
 		return reply_files_error(req, err);
 	char text[8];
 	snprintf(text, sizeof(text), "%04o", mode);
-	return lms_reply_json(req, 201, json_pack("{s:s, s:s, s:I, s:s}", "path", file_path(req), "type", "file", "size",
-						  (json_int_t)size, "mode", text));
+	return lms_reply_json(req, 201,
+			      json_pack("{s:s, s:s, s:I, s:s}", "path", file_path(req), "type", "file", "size",
+					(json_int_t)size, "mode", text));
 }

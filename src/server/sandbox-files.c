@@ -36,15 +36,15 @@ fail(struct lms_error **err, int errnum, const char *what, const char *path)
 int
 lms_files_open(int rootfd, const char *path, struct stat *st, struct lms_error **err)
 {
+	struct lms_fsid id;
+	if (lms_files_enter(&id, err) < 0)
+		return -1;
 	int fd = lms_inroot_open(rootfd, path, O_PATH, 0, LMS_INROOT);
-	if (fd < 0)
-		return fail(err, -fd, "open", path);
-	if (fstat(fd, st) < 0) {
-		int e = errno;
+	int e = fd < 0 ? -fd : fstat(fd, st) < 0 ? errno : 0;
+	lms_fsid_leave(&id);
+	if (e != 0 && fd >= 0)
 		close(fd);
-		return fail(err, e, "stat", path);
-	}
-	return fd;
+	return e != 0 ? fail(err, e, fd < 0 ? "open" : "stat", path) : fd;
 }
 
 int
@@ -163,7 +163,8 @@ remove_tree(int fd, int depth, const char *path, struct lms_error **err)
 		if (errno != EISDIR && errno != EPERM)
 			r = fail(err, errno, "remove an entry of", path);
 		else if (depth >= 256)
-			r = lms_error_set(err, LMS_ERR_INVALID, ELOOP, "remove %.512s: deeper than 256 directories", path);
+			r = lms_error_set(err, LMS_ERR_INVALID, ELOOP, "remove %.512s: deeper than 256 directories",
+					  path);
 		else {
 			int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (sub < 0)
@@ -189,7 +190,8 @@ lms_files_remove(int rootfd, const char *path, bool recursive, struct lms_error 
 	if (r < 0)
 		return lms_error_set(err, LMS_ERR_INVALID, -r, "path %.512s", path);
 	if (!lms_inroot_name_ok(name))
-		return lms_error_set(err, LMS_ERR_INVALID, 0, "%.512s cannot be removed (the top, \".\" or \"..\")", path);
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "%.512s cannot be removed (the top, \".\" or \"..\")",
+				     path);
 	struct lms_fsid id;
 	if (lms_files_enter(&id, err) < 0)
 		return -1;
@@ -206,7 +208,9 @@ lms_files_remove(int rootfd, const char *path, bool recursive, struct lms_error 
 	else if (errno != ENOTEMPTY && errno != EEXIST)
 		r = fail(err, errno, "remove", path);
 	else if (!recursive)
-		r = lms_error_set(err, LMS_ERR_INVALID, ENOTEMPTY, "remove %.512s: the directory is not empty (?recursive=true removes it and all in it)", path);
+		r = lms_error_set(
+		    err, LMS_ERR_INVALID, ENOTEMPTY,
+		    "remove %.512s: the directory is not empty (?recursive=true removes it and all in it)", path);
 	else {
 		int dfd = lms_inroot_open(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, LMS_BENEATH);
 		r = dfd < 0 ? fail(err, -dfd, "open", path) : remove_tree(dfd, 0, path, err);
@@ -240,7 +244,8 @@ lms_upload_begin(struct lms_upload *up, int rootfd, const char *path, unsigned m
 		r = fail(err, -up->dirfd, "make the directories of", path);
 	else if (fstatat(up->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
 		r = lms_error_set(err, LMS_ERR_INVALID, EISDIR,
-				  "%.512s is a directory (send Content-Type: application/x-tar to unpack into it)", path);
+				  "%.512s is a directory (send Content-Type: application/x-tar to unpack into it)",
+				  path);
 	for (int tries = 0; r == 0 && up->fd < 0; tries++) {
 		uint64_t rnd = 0;
 		if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
@@ -304,6 +309,26 @@ lms_upload_abort(struct lms_upload *up)
 	up->name = NULL;
 }
 
+/* A thread that runs fn(arg) beside a new pipe (its ends in *rd, *wr; the writer's buffer 1 MiB). */
+static int
+start_piped(void *(*fn)(void *), void *arg, pthread_t *thread, int *rd, int *wr, const char *what,
+	    struct lms_error **err)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return lms_error_set(err, LMS_ERR_INTERNAL, errno, "start the %s: pipe", what);
+	*rd = p[0];
+	*wr = p[1];
+	(void)fcntl(p[1], F_SETPIPE_SZ, 1 << 20); /* fewer wake-ups; the default is fine too */
+	int r = pthread_create(thread, NULL, fn, arg);
+	if (r != 0) {
+		close(p[0]);
+		close(p[1]);
+		return lms_error_set(err, LMS_ERR_INTERNAL, r, "start the %s: a thread", what);
+	}
+	return 0;
+}
+
 /* The threads of the tar streams: each takes the sandbox's identity for its whole life. */
 struct lms_untar_job {
 	pthread_t thread;
@@ -341,22 +366,7 @@ lms_untar_start(int rootfd, const char *path, struct lms_error **err)
 	}
 	struct lms_untar_job *j = xcalloc(1, sizeof(*j));
 	j->dirfd = dirfd;
-	int p[2];
-	int r = pipe2(p, O_CLOEXEC);
-	if (r == 0) {
-		j->in = p[0];
-		j->out = p[1];
-		(void)fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
-		r = pthread_create(&j->thread, NULL, untar_main, j);
-		if (r != 0) {
-			close(p[0]);
-			close(p[1]);
-			errno = r;
-			r = -1;
-		}
-	}
-	if (r != 0) {
-		lms_error_set(err, LMS_ERR_INTERNAL, errno, "start the tar unpacker");
+	if (start_piped(untar_main, j, &j->thread, &j->in, &j->out, "tar unpacker", err) < 0) {
 		close(dirfd);
 		free(j);
 		return NULL;
@@ -421,22 +431,7 @@ lms_tarout_start(int opath_dir, struct lms_error **err)
 {
 	struct lms_tarout *t = xcalloc(1, sizeof(*t));
 	t->dirfd = opath_dir;
-	int p[2];
-	int r = pipe2(p, O_CLOEXEC);
-	if (r == 0) {
-		t->in = p[0];
-		t->out = p[1];
-		(void)fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
-		r = pthread_create(&t->thread, NULL, tarout_main, t);
-		if (r != 0) {
-			close(p[0]);
-			close(p[1]);
-			errno = r;
-			r = -1;
-		}
-	}
-	if (r != 0) {
-		lms_error_set(err, LMS_ERR_INTERNAL, errno, "start the tar packer");
+	if (start_piped(tarout_main, t, &t->thread, &t->in, &t->out, "tar packer", err) < 0) {
 		close(opath_dir);
 		free(t);
 		return NULL;

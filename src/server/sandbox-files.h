@@ -19,7 +19,7 @@
 /* The sandbox's file identity on this thread (lms_fsid_leave gives the daemon's back). */
 int lms_files_enter(struct lms_fsid *saved, struct lms_error **err);
 
-/* An O_PATH descriptor of path (links followed, inside the root) and its stat; call within enter. */
+/* An O_PATH descriptor of path (links followed, inside the root) and its stat. Enters itself. */
 int lms_files_open(int rootfd, const char *path, struct stat *st, struct lms_error **err);
 /* The same file opened for reading (through /proc/self/fd: the same inode, the permissions checked now). */
 int lms_files_reopen(int opath_fd, int flags, struct lms_error **err);

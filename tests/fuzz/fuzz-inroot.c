@@ -52,9 +52,9 @@ setup(void)
 		snprintf(p, sizeof(p), "%s/%s", root, dirs[i]);
 		(void)mkdir(p, 0755);
 	}
-	const char *links[][2] = {{"abs", "/etc"},	   {"up", "../../../../.."},	{"a/b/rel", "../../a"},
-				  {"loop", "loop"},	   {"a/out", "/../../tmp"},	{"magic", "/proc/self/root"},
-				  {"a/b/dot", "."},	   {"hostish", "/usr/bin"},	{NULL, NULL}};
+	const char *links[][2] = {{"abs", "/etc"},  {"up", "../../../../.."}, {"a/b/rel", "../../a"},
+				  {"loop", "loop"}, {"a/out", "/../../tmp"},  {"magic", "/proc/self/root"},
+				  {"a/b/dot", "."}, {"hostish", "/usr/bin"},  {NULL, NULL}};
 	for (int i = 0; links[i][0]; i++) {
 		snprintf(p, sizeof(p), "%s/%s", root, links[i][0]);
 		if (symlink(links[i][1], p) < 0)

@@ -131,8 +131,8 @@ static void
 split_paths(void **state)
 {
 	(void)state;
-	const char *cases[][3] = {{"/", "/", ""},	      {"/a", "/", "a"},	    {"//a//b/", "/a", "b"},
-				  {"/a/b/c", "/a/b", "c"},    {"/a/..", "/a", ".."}, {"a/b", "a", "b"},
+	const char *cases[][3] = {{"/", "/", ""},	   {"/a", "/", "a"},	  {"//a//b/", "/a", "b"},
+				  {"/a/b/c", "/a/b", "c"}, {"/a/..", "/a", ".."}, {"a/b", "a", "b"},
 				  {"a", "", "a"}};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char *parent;
