@@ -65,7 +65,7 @@ fuzz:
 		mkdir -p tests/fuzz/corpus-new/$$name; \
 		clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc -Ibuild-fuzz \
 			$$(pkg-config --cflags libcurl) $$t \
-			build-fuzz/src/liblms-server.a build-fuzz/src/liblms.a -lseccomp -ljansson -lmicrohttpd -lm -ldl \
+			build-fuzz/src/liblms-server.a build-fuzz/src/liblms.a -lseccomp -ljansson -lmicrohttpd -larchive -lm -ldl \
 			-lpthread -o build-fuzz/fuzz-$$name && \
 		build-fuzz/fuzz-$$name -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus-new/$$name \
 			tests/fuzz/corpus/$$name || exit 1; done

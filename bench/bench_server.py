@@ -24,6 +24,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -196,6 +197,57 @@ def persistent(url, rounds, daemon_pid, idle_count=20):
             "idle_count": idle_count}
 
 
+def files_throughput(url, size_mib=256, rounds=5):
+    """The files API: a size_mib file uploaded (PUT from a host file) and downloaded (GET, the bytes dropped),
+    against `cp` of the same file on the same machine, interleaved; median seconds of each. None when the daemon
+    has no files API."""
+    host, port = url.split("//")[1].rsplit(":", 1)
+    # 1 MiB blocks each way: http.client's own 8 KiB would make the client the bottleneck.
+    conn = http.client.HTTPConnection(host, int(port), timeout=300, blocksize=1 << 20)
+    status, data = call(conn, "POST", "/v1/sandboxes", {"limits": {"disk_mb": size_mib * 2 + 64}})
+    if status != 201:
+        conn.close()
+        return None
+    sbx = json.loads(data)["id"]
+    work = tempfile.mkdtemp(prefix="lms-bench-files-")
+    src, dst = os.path.join(work, "src"), os.path.join(work, "dst")
+    with open(src, "wb") as f:
+        for _ in range(size_mib):
+            f.write(os.urandom(1 << 20))
+    times = {"cp": [], "upload": [], "download": []}
+    try:
+        for _ in range(rounds):
+            t = time.perf_counter()
+            subprocess.run(["cp", src, dst], check=True)
+            times["cp"].append(time.perf_counter() - t)
+            os.unlink(dst)
+            t = time.perf_counter()
+            with open(src, "rb") as f:
+                conn.request("PUT", f"/v1/sandboxes/{sbx}/files/work/big", f,
+                             {"Content-Length": str(size_mib << 20)})
+                resp = conn.getresponse()
+                resp.read()
+            times["upload"].append(time.perf_counter() - t)
+            if resp.status != 201:
+                sys.exit(f"bench_server: upload answered {resp.status}")
+            t = time.perf_counter()
+            conn.request("GET", f"/v1/sandboxes/{sbx}/files/work/big")
+            resp = conn.getresponse()
+            # Read and dropped, as `curl -o /dev/null` does: the figure is the API's, not the client's disk.
+            buf = memoryview(bytearray(1 << 20))
+            got = 0
+            while n := resp.readinto(buf):
+                got += n
+            times["download"].append(time.perf_counter() - t)
+            if resp.status != 200 or got != size_mib << 20:
+                sys.exit(f"bench_server: download answered {resp.status} with {got} bytes")
+        call(conn, "DELETE", f"/v1/sandboxes/{sbx}")
+    finally:
+        conn.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return {k: statistics.median(v) for k, v in times.items()} | {"mib": size_mib}
+
+
 def engine_floor(serve_bin, rounds, pause_ms=20):
     floor = os.path.join(os.path.dirname(serve_bin), "bench", "lms-floor")
     if not os.access(floor, os.X_OK):
@@ -334,6 +386,7 @@ def main():
         spawner = sum(rss_kib(c) for c in children(proc.pid))
         rt = round_trips(url, args.rounds, proc.pid, POOL_SIZE)
         lasting = persistent(url, args.rounds, proc.pid)
+        files = files_throughput(url)
         rate, bad, socket_errors = wrk_rate(url, args.seconds)
         brate = bwrap_rate(args.seconds)
     finally:
@@ -379,6 +432,14 @@ def main():
            f"| memory per idle sandbox on the host (KiB, PSS) | {lasting['idle_kib']:.0f} | | | <= 512 |",
            f"| daemon RSS growth per idle sandbox (KiB) | {lasting['daemon_kib']:.1f} | | | <= 100 |", ""]
           if lasting else []),
+        *([f"{files['mib']} MiB of random bytes through the files API (PUT from a host file, GET read and dropped) and "
+           "`cp` of the same file on the same machine, interleaved, 5 rounds, medians.", "",
+           "| figure | files API | cp | ratio (throughput) | goal |", "|---|---:|---:|---:|---|",
+           f"| upload {files['mib']} MiB (MiB/s) | {files['mib'] / files['upload']:.0f} "
+           f"| {files['mib'] / files['cp']:.0f} | {files['cp'] / files['upload']:.2f} | >= 0.5 |",
+           f"| download {files['mib']} MiB (MiB/s) | {files['mib'] / files['download']:.0f} "
+           f"| {files['mib'] / files['cp']:.0f} | {files['cp'] / files['download']:.2f} | >= 0.5 |", ""]
+          if files else []),
         "## LLM gateway", "",
         f"A fake llama-server (tests/fakes/fake_llm.py) streams {args.stream_chunks} chunks as fast as it can; "
         f"{args.stream_rounds} streamed chats straight to it and through lm-sandbox, interleaved; medians.", "",

@@ -40,6 +40,13 @@ lms_frame_result(int fd, const struct lms_sandbox_result *res)
 }
 
 void
+lms_frame_pid(int fd, pid_t pid)
+{
+	int32_t v = (int32_t)pid;
+	send_frame(fd, LMS_JOB_STDOUT, &v, sizeof(v));
+}
+
+void
 lms_frame_error_text(int fd, enum lms_error_kind kind, const char *message)
 {
 	struct lms_buf b = {0};

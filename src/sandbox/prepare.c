@@ -237,6 +237,12 @@ lms_sandbox_is_ready(const struct lms_sandbox *sb)
 	return sb->ready;
 }
 
+pid_t
+lms_sandbox_pid(const struct lms_sandbox *sb)
+{
+	return sb->pid;
+}
+
 int
 lms_sandbox_fd(const struct lms_sandbox *sb)
 {

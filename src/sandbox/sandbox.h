@@ -173,6 +173,9 @@ int lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec
  * meanwhile. */
 int lms_sandbox_wait_ready(struct lms_sandbox *sb, struct lms_error **err);
 bool lms_sandbox_is_ready(const struct lms_sandbox *sb);
+/* PID 1, in the caller's PID namespace (-1 once it is reaped): the files API reaches the sandbox's root
+ * through /proc/PID/root. */
+pid_t lms_sandbox_pid(const struct lms_sandbox *sb);
 int lms_sandbox_fd(const struct lms_sandbox *sb);
 /* Lowers a sandbox's limits for good (a pool sandbox that becomes a lasting one with the request's
  * limits): they must fit lms_limits_fit_prepared. */

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "core/buf.h"
 #include "core/error.h"
@@ -22,7 +23,8 @@
 
 enum lms_spawn_type {
 	LMS_SPAWN_JOB = 1,     /* a one-shot command; fds: spec, events, cancel */
-	LMS_SPAWN_CREATE = 2,  /* make lasting sandbox `sandbox`; fds: base spec, events (RESULT or ERROR) */
+	LMS_SPAWN_CREATE = 2,  /* make lasting sandbox `sandbox`; fds: base spec, events (ERROR, or a STDOUT
+				* frame of PID 1's pid, lms_frame_pid, then RESULT) */
 	LMS_SPAWN_EXEC = 3,    /* a command in `sandbox`; fds as JOB */
 	LMS_SPAWN_DESTROY = 4, /* end `sandbox`; fds: events (RESULT once it is gone, or ERROR) */
 	LMS_SPAWN_PREPARE = 5, /* spawner -> idle worker: prepare a sandbox for the pool; no fds */
@@ -59,6 +61,9 @@ struct lms_worker_msg {
 /* The events pipe (frames.c). Writers ignore a reader that went away: its cancel pipe ends the job. */
 void lms_frame_result(int fd, const struct lms_sandbox_result *res);
 void lms_frame_error(int fd, const struct lms_error *e);
+/* CREATE's answer before its RESULT: PID 1's pid (an int32_t), in the worker's PID namespace, which is
+ * the daemon's (the spawner and its workers are forked from it). */
+void lms_frame_pid(int fd, pid_t pid);
 void lms_frame_error_text(int fd, enum lms_error_kind kind, const char *message);
 /* A command's frames, queued rather than waited for (frames.c). lms_frame_queue_output, _pending_cb and
  * _drain_cb are a struct lms_output's callbacks (userdata: the queue); _finish writes the rest, blocking. */

@@ -362,16 +362,27 @@ lms_spawner_exec(struct lms_spawner *sp, uint64_t sandbox, const struct lms_sand
 	return send_request(sp, LMS_SPAWN_EXEC, sandbox, spec, out, err);
 }
 
-/* A request answered by one RESULT or ERROR frame. */
+/* A request answered by one RESULT or ERROR frame, after which CREATE's STDOUT frame of PID 1's pid
+ * (lms_frame_pid; *pid1 stays -1 without one). */
 static int
 request_answer(struct lms_spawner *sp, uint32_t type, uint64_t sandbox, const struct lms_sandbox_spec *spec,
-	       struct lms_error **err)
+	       pid_t *pid1, struct lms_error **err)
 {
 	struct lms_job *job = NULL;
 	if (send_request(sp, type, sandbox, spec, &job, err) < 0)
 		return -1;
 	struct lms_job_event ev;
-	int r = lms_job_next(job, &ev, err);
+	int r;
+	if (pid1 != NULL)
+		*pid1 = -1;
+	while ((r = lms_job_next(job, &ev, err)) == 1 && ev.type == LMS_JOB_STDOUT) {
+		int32_t v;
+		if (pid1 != NULL && ev.len == sizeof(v)) {
+			memcpy(&v, ev.data, sizeof(v));
+			*pid1 = v;
+		}
+		free(ev.data);
+	}
 	lms_job_free(job);
 	if (r < 0)
 		return -1;
@@ -386,10 +397,10 @@ request_answer(struct lms_spawner *sp, uint32_t type, uint64_t sandbox, const st
 }
 
 int
-lms_spawner_create(struct lms_spawner *sp, uint64_t sandbox, const struct lms_sandbox_spec *base,
+lms_spawner_create(struct lms_spawner *sp, uint64_t sandbox, const struct lms_sandbox_spec *base, pid_t *pid1,
 		   struct lms_error **err)
 {
-	return request_answer(sp, LMS_SPAWN_CREATE, sandbox, base, err);
+	return request_answer(sp, LMS_SPAWN_CREATE, sandbox, base, pid1, err);
 }
 
 int
@@ -422,5 +433,5 @@ lms_spawner_start_background(struct lms_spawner *sp, uint64_t sandbox, const str
 int
 lms_spawner_destroy(struct lms_spawner *sp, uint64_t sandbox, struct lms_error **err)
 {
-	return request_answer(sp, LMS_SPAWN_DESTROY, sandbox, NULL, err);
+	return request_answer(sp, LMS_SPAWN_DESTROY, sandbox, NULL, NULL, err);
 }

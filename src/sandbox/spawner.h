@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "core/buf.h"
 #include "core/error.h"
@@ -66,8 +67,9 @@ int lms_spawner_submit(struct lms_spawner *sp, const struct lms_sandbox_spec *sp
 		       struct lms_error **err);
 
 /* A lasting sandbox (sandbox.h, lms_sandbox_create) under the daemon's id `sandbox`, made with base's
- * limits: blocks until it is ready (a few ms), or fails (an id in use is LMS_ERR_INVALID). */
-int lms_spawner_create(struct lms_spawner *sp, uint64_t sandbox, const struct lms_sandbox_spec *base,
+ * limits: blocks until it is ready (a few ms), or fails (an id in use is LMS_ERR_INVALID). *pid1 (when
+ * not NULL) gets its PID 1's pid in the caller's PID namespace (-1 if the worker did not say). */
+int lms_spawner_create(struct lms_spawner *sp, uint64_t sandbox, const struct lms_sandbox_spec *base, pid_t *pid1,
 		       struct lms_error **err);
 
 /* A command in lasting sandbox `sandbox`, as lms_spawner_submit (an unknown id is an ERROR event,

@@ -131,10 +131,12 @@ create_owned(const int fds[2], struct lms_sandbox **prepared, struct lms_sandbox
 	if (r == 0 && (r = lms_sandbox_wait_ready(*owned, &err)) < 0)
 		lms_sandbox_destroy(steal_pointer(owned));
 	struct lms_sandbox_result none = {0};
-	if (r < 0)
+	if (r < 0) {
 		lms_frame_error(fds[1], err);
-	else
+	} else {
+		lms_frame_pid(fds[1], lms_sandbox_pid(*owned));
 		lms_frame_result(fds[1], &none);
+	}
 	free(storage);
 	free(data);
 	return r;

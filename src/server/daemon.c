@@ -25,6 +25,11 @@
  * a flood on standard error. At most this many of its lines a second; the rest are counted and said. */
 #define MHD_LOG_PER_SECOND 10
 
+/* Each connection's buffer (libmicrohttpd's default is 32 KiB): an upload to the files API is read into it a
+ * piece at a time, and 32 KiB pieces cost twice cp's time in system calls. Its pages are touched only as a
+ * connection uses them (libmicrohttpd maps a buffer this large), so idle connections do not pay for it. */
+#define CONNECTION_MEMORY (256 * 1024)
+
 static bool
 mhd_log_admit(unsigned long *suppressed)
 {
@@ -163,14 +168,15 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	 * headers (conns.c); libmicrohttpd's own timeout, which counts idle time, covers a body that stalls
 	 * and a client that takes no bytes of a response (reply.c stops it while a stream waits for its
 	 * command or backend). SECURITY.md, "One client against the daemon". */
-	s.mhd = MHD_start_daemon(
-	    MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
-		MHD_USE_POLL,
-	    0, NULL, NULL, lms_request_on_request, &s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, &s,
-	    MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, lms_request_on_completed, &s,
-	    MHD_OPTION_NOTIFY_CONNECTION, lms_conns_on_connection, s.conns, MHD_OPTION_CONNECTION_TIMEOUT,
-	    lms_server_idle_timeout_s(&s), MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
-	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip, MHD_OPTION_END);
+	s.mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
+				     MHD_USE_ERROR_LOG | MHD_USE_POLL,
+				 0, NULL, NULL, lms_request_on_request, &s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, &s,
+				 MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, lms_request_on_completed,
+				 &s, MHD_OPTION_NOTIFY_CONNECTION, lms_conns_on_connection, s.conns,
+				 MHD_OPTION_CONNECTION_TIMEOUT, lms_server_idle_timeout_s(&s),
+				 MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+				 MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
+				 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY, MHD_OPTION_END);
 	if (s.mhd == NULL) {
 		lms_conns_free(s.conns);
 		close(fd);

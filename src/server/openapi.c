@@ -111,6 +111,42 @@ schema_ref(const char *name)
 	return json_pack("{s:{s:{s:s}}}", "application/json", "schema", "$ref", ref);
 }
 
+/* The files API's parameters and answers: its errors are named by errno (docs/API-NOTES.md, "Files"). */
+static json_t *
+files_parameters(const char *method)
+{
+	json_t *p =
+	    json_pack("[{s:s, s:s, s:b, s:s, s:{s:s}}, {s:s, s:s, s:b, s:s, s:{s:s}}]", "name", "id", "in", "path",
+		      "required", 1, "description", "the sandbox's id", "schema", "type", "string", "name", "file_path",
+		      "in", "path", "required", 1, "description",
+		      "the absolute path inside the sandbox, resolved inside its root (.. and links never leave it)",
+		      "schema", "type", "string");
+	if (strcmp(method, "PUT") == 0)
+		json_array_append_new(p, json_pack("{s:s, s:s, s:s, s:{s:s, s:s}}", "name", "mode", "in", "query",
+						   "description", "octal permission bits of the file, 0 to 0777 (0644)",
+						   "schema", "type", "string", "pattern", "^[0-7]{1,4}$"));
+	if (strcmp(method, "DELETE") == 0)
+		json_array_append_new(p, json_pack("{s:s, s:s, s:s, s:{s:s}}", "name", "recursive", "in", "query",
+						   "description", "true: a directory and everything in it", "schema",
+						   "type", "boolean"));
+	return p;
+}
+
+static json_t *
+files_success(const char *method)
+{
+	if (strcmp(method, "GET") == 0)
+		return json_string("application/octet-stream: the file's bytes; application/json: a directory's "
+				   "{entries: [{name, type, size, mode, mtime}]}; application/x-tar with Accept: "
+				   "application/x-tar. Errors: 404 file_not_found, 403 permission_denied, 409 "
+				   "not_a_regular_file");
+	if (strcmp(method, "PUT") == 0)
+		return json_string("201 {path, type, size, mode} (a file) or {path, type, entries} (a tar unpacked). "
+				   "Errors: 413 body_too_large (--max-upload-bytes), 403 permission_denied or "
+				   "read_only_file_system, 409 is_a_directory, 507 disk_full, 400 invalid_archive");
+	return json_string("204. Errors: 404 file_not_found, 409 directory_not_empty, 403 permission_denied");
+}
+
 static json_t *
 operation(const struct lms_route *r)
 {
@@ -137,6 +173,10 @@ operation(const struct lms_route *r)
 		json_object_set_new(op, "parameters",
 				    json_pack("[{s:s, s:s, s:b, s:{s:s}}]", "name", "path", "in", "path", "required", 1,
 					      "schema", "type", "string"));
+	if (strstr(r->path, "{file_path}") != NULL)
+		json_object_set_new(op, "parameters", files_parameters(r->method));
+	if (strstr(r->path, "{file_path}") != NULL)
+		json_object_set_new(ok, "description", files_success(r->method));
 	return op;
 }
 

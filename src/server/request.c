@@ -156,6 +156,8 @@ begin_request(struct lms_request *req)
 				       "missing or wrong token: send Authorization: Bearer <token>");
 	if (atomic_load(&s->stopping))
 		return lms_reply_error(req, 503, "server_error", "shutting_down", "the server is shutting down");
+	if (req->route->sink != NULL)
+		return req->route->sink->begin(req);
 	if (req->route->json_body && !content_type_ok(req->route, req->conn))
 		return lms_reply_error(req, 415, "invalid_request_error", "unsupported_media_type",
 				       "send the body as Content-Type: application/json");
@@ -194,7 +196,10 @@ lms_request_on_request(void *cls, struct MHD_Connection *conn, const char *url, 
 		return MHD_YES;
 	}
 	if (*upload_size > 0) {
-		body_append(req, upload_data, *upload_size);
+		if (req->route->sink != NULL)
+			req->route->sink->chunk(req, upload_data, *upload_size);
+		else
+			body_append(req, upload_data, *upload_size);
 		*upload_size = 0;
 		return MHD_YES;
 	}
@@ -221,6 +226,8 @@ lms_request_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (!req->replied) /* the client left before any answer (a replied request was counted by lms_reply) */
 		lms_metrics_request(&s->metrics, req->route ? req->route->path : "unmatched", req->status);
 	log_request(req);
+	if (req->route != NULL && req->route->sink != NULL)
+		req->route->sink->end(req);
 	lms_request_body_done(req);
 	free(req->path);
 	free(req->method);

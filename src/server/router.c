@@ -62,6 +62,14 @@ const struct lms_route lms_routes[] = {
      "Run a command in a persistent sandbox (as POST /v1/exec; it returns when the command exits, whatever it "
      "left running in the background)",
      "ExecRequest", "ExecResult"},
+    {"GET", "/v1/sandboxes/{id}/files/{file_path}", lms_route_files_get, true, false, false,
+     "A file's bytes, a directory's listing, or (Accept: application/x-tar) a directory as a tar stream", NULL, NULL},
+    {"PUT", "/v1/sandboxes/{id}/files/{file_path}", lms_route_files_put, true, false, false,
+     "Write a file (raw body; parents made; ?mode=0644), or (Content-Type: application/x-tar) unpack into a "
+     "directory (201)",
+     NULL, NULL, &lms_files_put_sink},
+    {"DELETE", "/v1/sandboxes/{id}/files/{file_path}", lms_route_files_delete, true, false, false,
+     "Remove a file, or a directory (?recursive=true for one that is not empty) (204)", NULL, NULL},
     {"GET", "/healthz", lms_route_healthz, false, false, false, "Liveness and version (no token needed)", NULL,
      "Health"},
     {"GET", "/metrics", lms_route_metrics, true, false, false, "Prometheus metrics (text format)", NULL, NULL},
@@ -72,7 +80,8 @@ const struct lms_route lms_routes[] = {
 const size_t lms_n_routes = sizeof(lms_routes) / sizeof(lms_routes[0]);
 
 /* An exact path; a "{id}" segment matches one non-empty segment; a route ending in "/{path}" (the relay
- * of Ollama's /api/...) any non-empty rest without "..". */
+ * of Ollama's /api/...) any non-empty rest without ".."; one ending in "/{file_path}" any rest at all (the
+ * files API resolves it inside the sandbox's root, where ".." cannot leave it). */
 bool
 lms_route_matches(const struct lms_route *r, const char *path)
 {
@@ -81,6 +90,8 @@ lms_route_matches(const struct lms_route *r, const char *path)
 		return strncmp(path, r->path, n - 6) == 0 && path[n - 6] != '\0' && strstr(path, "..") == NULL;
 	const char *pat = r->path, *p = path;
 	while (*pat != '\0') {
+		if (strcmp(pat, "{file_path}") == 0)
+			return true;
 		if (strncmp(pat, "{id}", 4) == 0 && (pat[4] == '/' || pat[4] == '\0')) {
 			size_t seg = strcspn(p, "/");
 			if (seg == 0)

@@ -45,12 +45,7 @@ path_parts(const struct lms_request *req, char sandbox[24], char ref[48])
 static enum MHD_Result
 reply_sandbox_error(struct lms_request *req, const struct lms_error *e, const char *reason)
 {
-	if (e->kind != LMS_ERR_NOT_FOUND)
-		return lms_reply_lms_error(req, e);
-	json_t *body = lms_api_error_json("invalid_request_error", "sandbox_not_found", e->message);
-	if (reason != NULL)
-		json_object_set_new(json_object_get(body, "error"), "reason", json_string(reason));
-	return lms_reply_json(req, 404, body);
+	return e->kind == LMS_ERR_NOT_FOUND ? lms_reply_sandbox_not_found(req, e, reason) : lms_reply_lms_error(req, e);
 }
 
 static enum MHD_Result

@@ -17,16 +17,16 @@
 #define METADATA_MAX_LEN 512
 
 /* The {id} of the path, copied out (at most 23 characters: "sbx_" and 16 hex digits fit). */
-static void
-path_id(const struct lms_request *req, char id[24])
+void
+lms_sandbox_path_id(const struct lms_request *req, char id[24])
 {
 	const char *p = req->path + strlen(ID_PREFIX);
 	size_t n = strcspn(p, "/");
 	snprintf(id, 24, "%.*s", (int)(n < 23 ? n : 23), p);
 }
 
-static enum MHD_Result
-reply_not_found(struct lms_request *req, const struct lms_error *e, const char *reason)
+enum MHD_Result
+lms_reply_sandbox_not_found(struct lms_request *req, const struct lms_error *e, const char *reason)
 {
 	json_t *body = lms_api_error_json("invalid_request_error", "sandbox_not_found", e->message);
 	if (reason != NULL)
@@ -147,22 +147,22 @@ enum MHD_Result
 lms_route_sandbox_get(struct lms_request *req)
 {
 	char id[24];
-	path_id(req, id);
+	lms_sandbox_path_id(req, id);
 	_cleanup_error_ struct lms_error *err = NULL;
 	const char *reason = NULL;
 	json_t *obj = lms_sandboxes_get(req->server->sandboxes, id, &reason, &err);
-	return obj ? lms_reply_json(req, 200, obj) : reply_not_found(req, err, reason);
+	return obj ? lms_reply_json(req, 200, obj) : lms_reply_sandbox_not_found(req, err, reason);
 }
 
 enum MHD_Result
 lms_route_sandbox_delete(struct lms_request *req)
 {
 	char id[24];
-	path_id(req, id);
+	lms_sandbox_path_id(req, id);
 	_cleanup_error_ struct lms_error *err = NULL;
 	const char *reason = NULL;
 	if (lms_sandboxes_delete(req->server->sandboxes, id, &reason, &err) < 0)
-		return err->kind == LMS_ERR_NOT_FOUND ? reply_not_found(req, err, reason)
+		return err->kind == LMS_ERR_NOT_FOUND ? lms_reply_sandbox_not_found(req, err, reason)
 						      : lms_reply_lms_error(req, err);
 	struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
 	return lms_reply(req, 204, resp);
@@ -172,7 +172,7 @@ enum MHD_Result
 lms_route_sandbox_fork(struct lms_request *req)
 {
 	char id[24];
-	path_id(req, id);
+	lms_sandbox_path_id(req, id);
 	_cleanup_error_ struct lms_error *err = NULL;
 	json_t *root = body_json(req, &err);
 	if (root == NULL)
@@ -193,7 +193,7 @@ lms_route_sandbox_fork(struct lms_request *req)
 	json_decref(metadata);
 	if (obj != NULL)
 		return lms_reply_json(req, 201, obj);
-	return err->kind == LMS_ERR_NOT_FOUND ? reply_not_found(req, err, reason) : lms_reply_lms_error(req, err);
+	return err->kind == LMS_ERR_NOT_FOUND ? lms_reply_sandbox_not_found(req, err, reason) : lms_reply_lms_error(req, err);
 }
 
 /* A command's request in the sandbox: its limits within the sandbox's, its environment added to the
@@ -240,7 +240,7 @@ enum MHD_Result
 lms_route_sandbox_exec(struct lms_request *req)
 {
 	char id[24];
-	path_id(req, id);
+	lms_sandbox_path_id(req, id);
 	struct lms_sandboxes *sbs = req->server->sandboxes;
 	_cleanup_error_ struct lms_error *err = NULL;
 	const char *reason = NULL;
@@ -248,7 +248,7 @@ lms_route_sandbox_exec(struct lms_request *req)
 	const struct lms_sandbox_settings *base = NULL;
 	t.entry = lms_sandboxes_acquire(sbs, id, &t.sandbox, &base, &reason, &err);
 	if (t.entry == NULL)
-		return err->kind == LMS_ERR_NOT_FOUND ? reply_not_found(req, err, reason)
+		return err->kind == LMS_ERR_NOT_FOUND ? lms_reply_sandbox_not_found(req, err, reason)
 						      : lms_reply_lms_error(req, err);
 	struct lms_exec_request *xr = parse_command(req, base, &err);
 	if (xr == NULL) {

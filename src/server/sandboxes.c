@@ -1,10 +1,14 @@
 #include "server/sandboxes.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/clock.h"
@@ -19,6 +23,8 @@
 struct lms_sandbox_entry {
 	char id[24];
 	uint64_t key; /* the spawner's */
+	pid_t pid1;   /* its PID 1, in our PID namespace */
+	int pidfd;    /* of pid1, opened while the worker could not have reaped it: pid reuse shows */
 	struct lms_sandbox_settings set;
 	char *image;
 	char **env;
@@ -138,6 +144,8 @@ unlink_entry(struct lms_sandboxes *sbs, struct lms_sandbox_entry *gone)
 static void
 entry_free(struct lms_sandbox_entry *e)
 {
+	if (e->pidfd >= 0)
+		close(e->pidfd);
 	json_decref(e->set.metadata);
 	free(e->image);
 	free(e->storage);
@@ -299,6 +307,7 @@ entry_new(uint64_t key, const struct lms_sandbox_settings *set)
 	struct lms_sandbox_entry *e = xcalloc(1, sizeof(*e));
 	new_id(e->id);
 	e->key = key;
+	e->pidfd = -1;
 	e->set = *set;
 	json_incref(e->set.metadata);
 	e->image = xstrdup(set->spec.image ? set->spec.image : LMS_IMAGE_HOST);
@@ -339,10 +348,21 @@ start_init(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, struct lms_er
 {
 	e->set.spec.storage = e->storage;
 	unsigned gen = lms_spawner_generation(sbs->server->spawner);
-	int r = lms_spawner_create(sbs->server->spawner, e->key, &e->set.spec, err);
-	if (r == 0)
-		e->gen = gen;
-	return r;
+	pid_t pid1 = -1;
+	int r = lms_spawner_create(sbs->server->spawner, e->key, &e->set.spec, &pid1, err);
+	if (r < 0)
+		return -1;
+	/* The worker reaps PID 1 only when told to (DESTROY, or a command that finds it dead), and neither
+	 * can happen while the entry is being made or held: this pidfd is of the sandbox's PID 1. */
+	int pidfd = pid1 > 0 ? (int)syscall(SYS_pidfd_open, pid1, 0) : -1;
+	pthread_mutex_lock(&sbs->lock);
+	if (e->pidfd >= 0)
+		close(e->pidfd);
+	e->pidfd = pidfd;
+	e->pid1 = pid1;
+	e->gen = gen;
+	pthread_mutex_unlock(&sbs->lock);
+	return 0;
 }
 
 /* A sandbox held by its caller has a PID 1 in the current spawner: one is made on its files when it has
@@ -675,4 +695,25 @@ lms_sandboxes_release(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, st
 	touch(sbs, e);
 	pthread_cond_broadcast(&sbs->changed);
 	pthread_mutex_unlock(&sbs->lock);
+}
+
+int
+lms_sandboxes_open_root(const struct lms_sandbox_entry *e, struct lms_error **err)
+{
+	if (e->pidfd < 0)
+		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
+				     "sandbox %s: its PID 1 cannot be reached (pidfd_open failed when it was made)",
+				     e->id);
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/root", (int)e->pid1);
+	int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return lms_error_set(err, LMS_ERR_INTERNAL, errno, "sandbox %s: open its root %s", e->id, path);
+	/* Opened first, checked after: if the pidfd's process is still alive now, the pid was its all along. */
+	if (syscall(SYS_pidfd_send_signal, e->pidfd, 0, NULL, 0) < 0) {
+		int saved = errno;
+		close(fd);
+		return lms_error_set(err, LMS_ERR_INTERNAL, saved, "sandbox %s: its PID 1 is gone", e->id);
+	}
+	return fd;
 }

@@ -59,6 +59,9 @@ int lms_sandboxes_delete(struct lms_sandboxes *sbs, const char *id, const char *
 struct lms_sandbox_entry *lms_sandboxes_acquire(struct lms_sandboxes *sbs, const char *id, uint64_t *key,
 						const struct lms_sandbox_settings **base, const char **reason,
 						struct lms_error **err);
+/* An O_PATH descriptor of the sandbox's root directory (its PID 1's /proc/PID/root, checked to be that
+ * PID 1's through a pidfd kept from creation), for the files API; call it while holding the entry. */
+int lms_sandboxes_open_root(const struct lms_sandbox_entry *e, struct lms_error **err);
 /* A command of it started: a DELETE cancels it (the job stays the caller's). */
 void lms_sandboxes_attach_job(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, struct lms_job *job);
 /* The command has ended (job: the one attached, or NULL); the idle time starts again. */

@@ -34,6 +34,18 @@ struct lms_request;
 
 typedef enum MHD_Result (*lms_handler_fn)(struct lms_request *req);
 
+/* A route whose body is not held in memory but handed over as it comes (the files API's uploads): no
+ * --max-body-bytes, no share of --max-body-bytes-in-flight; the route bounds it. The handler runs at its
+ * end as for any route. */
+struct lms_body_sink {
+	/* The headers are in (route, token checked): may reply at once (an error; the body is dropped). */
+	enum MHD_Result (*begin)(struct lms_request *req);
+	/* Each piece of the body, in order; none once a reply is queued. */
+	void (*chunk)(struct lms_request *req, const char *data, size_t len);
+	/* The request is over, whatever happened (a client gone mid-body included): frees req->sink_state. */
+	void (*end)(struct lms_request *req);
+};
+
 struct lms_route {
 	const char *method; /* "GET", "POST" */
 	const char *path;   /* exact path, or a prefix ending in "/{path}" */
@@ -44,6 +56,7 @@ struct lms_route {
 	const char *summary;	     /* for /openapi.json */
 	const char *request_schema;  /* component name of the body, or NULL */
 	const char *response_schema; /* component name of the 200 body, or NULL */
+	const struct lms_body_sink *sink; /* the body streams to it (NULL: held, as JSON is) */
 };
 
 struct lms_job_node {
@@ -84,6 +97,7 @@ struct lms_request {
 	bool body_refused; /* past --max-body-bytes-in-flight: dropped, 503 */
 	bool replied;
 	bool first_call_done;
+	void *sink_state; /* the route's sink's */
 };
 
 /* daemon.c: serves until SIGTERM, SIGINT or SIGHUP; < 0 when it cannot start. */
@@ -151,7 +165,8 @@ void lms_conns_request_done(struct lms_conns *c, struct MHD_Connection *conn);
 /* router.c */
 extern const struct lms_route lms_routes[];
 extern const size_t lms_n_routes;
-/* An exact path, or a prefix route ending in "/{path}" for any non-empty rest without "..". */
+/* An exact path ("{id}" matches one non-empty segment), a route ending in "/{path}" for any non-empty rest
+ * without "..", or one ending in "/{file_path}" for any rest (the files API: its own resolution). */
 bool lms_route_matches(const struct lms_route *r, const char *path);
 /* The route of method and path, or NULL; allow receives the methods of every route of that path,
  * "GET, POST" (empty: no route has it, a 404; else a 405 with Allow). */
@@ -159,6 +174,17 @@ const struct lms_route *lms_router_find(const char *method, const char *path, ch
 
 /* openapi.c */
 json_t *lms_openapi_document(void);
+
+/* routes-sandboxes.c: the {id} of a /v1/sandboxes/{id}... path; the 404 of a sandbox that is not there
+ * (with its reason when known). */
+void lms_sandbox_path_id(const struct lms_request *req, char id[24]);
+enum MHD_Result lms_reply_sandbox_not_found(struct lms_request *req, const struct lms_error *e, const char *reason);
+
+/* routes-files.c: GET, PUT, DELETE /v1/sandboxes/{id}/files/{file_path} */
+extern const struct lms_body_sink lms_files_put_sink;
+enum MHD_Result lms_route_files_get(struct lms_request *req);
+enum MHD_Result lms_route_files_put(struct lms_request *req);
+enum MHD_Result lms_route_files_delete(struct lms_request *req);
 
 /* routes-exec.c */
 enum MHD_Result lms_route_exec(struct lms_request *req);

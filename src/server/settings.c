@@ -50,6 +50,8 @@ static const struct setting settings[] = {
      "persistent sandboxes at once (POST /v1/sandboxes past it: 429); each holds a worker and its PID 1"},
     {"max-ttl-s", T_U64, "86400", 1, 30ull * 86400, F(max_ttl_s),
      "ceiling of a persistent sandbox's idle time to live (ttl_s; the default is 3600 or this, if lower)"},
+    {"max-upload-bytes", T_U64, "268435456", 1, 1ull << 40, F(max_upload_bytes),
+     "largest upload to a sandbox's files (PUT .../files/...; 413 past it); it streams to the file, never held"},
     {"max-body-bytes-in-flight", T_U64, "33554432", 1024, 1ull << 34, F(max_body_bytes_in_flight),
      "request bodies over 64 KiB held at once, all clients together (503 with Retry-After past it)"},
     {"max-connections", T_U64, "1024", 16, 65536, F(max_connections),

@@ -24,6 +24,7 @@ struct lms_config {
 	uint64_t max_body_bytes;
 	uint64_t max_sandboxes;
 	uint64_t max_ttl_s;
+	uint64_t max_upload_bytes;
 	uint64_t max_body_bytes_in_flight;
 	uint64_t max_connections;
 	uint64_t max_connections_per_ip;

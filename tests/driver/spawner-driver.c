@@ -92,7 +92,7 @@ serve_line(struct lms_spawner *sp, const char *line)
 		struct lms_sandbox_spec base;
 		lms_sandbox_spec_init(&base);
 		base.limits = policy.defaults;
-		int r = strcmp(op, "create") == 0 ? lms_spawner_create(sp, sandbox, &base, &e)
+		int r = strcmp(op, "create") == 0 ? lms_spawner_create(sp, sandbox, &base, NULL, &e)
 						  : lms_spawner_destroy(sp, sandbox, &e);
 		if (r == 0)
 			answer(json_pack("{s:{}}", "result"));

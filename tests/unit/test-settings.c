@@ -27,6 +27,7 @@ static const char *const all_flags[] = {
     "max-body-bytes",
     "max-sandboxes",
     "max-ttl-s",
+    "max-upload-bytes",
     "max-body-bytes-in-flight",
     "max-connections",
     "max-connections-per-ip",
@@ -120,6 +121,7 @@ defaults(void **state)
 	assert_int_equal(c->max_concurrent, 16);
 	assert_int_equal(c->pool_size, 4);
 	assert_int_equal(c->max_body_bytes, 8 << 20);
+	assert_int_equal(c->max_upload_bytes, 256 << 20);
 	assert_false(c->allow_network);
 	assert_false(c->insecure_no_auth);
 	assert_string_equal(c->ollama_url, "http://127.0.0.1:11434");
