@@ -1,7 +1,7 @@
 /*
- * The daemon's life: the listening socket and the token rule, the backends, the spawner (forked before
- * any thread), libmicrohttpd, then SIGTERM / SIGINT / SIGHUP: stop accepting, cancel every running job,
- * finish the responses, clean up.
+ * The daemon's life: the privilege check (privileges.c), the listening socket and the token rule, the
+ * backends, the spawner (forked before any thread), libmicrohttpd, then SIGTERM / SIGINT / SIGHUP: stop
+ * accepting, cancel every running job, finish the responses, clean up.
  */
 #include <signal.h>
 #include <stdarg.h>
@@ -16,6 +16,7 @@
 #include "llm/backend.h"
 #include "llm/curl-load.h"
 #include "server/listener.h"
+#include "server/privileges.h"
 #include "server/sandboxes.h"
 #include "server/server.h"
 
@@ -79,6 +80,11 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	lms_metrics_init(&s.metrics);
 	pthread_mutex_init(&s.jobs_lock, NULL);
 	s.have_bash = access("/bin/bash", X_OK) == 0;
+
+	/* A container or unit that withholds a privilege the sandbox needs is said at once, in one line,
+	 * rather than as every request's setup failure (docs/deploy.md). Before any thread: it forks. */
+	if (lms_privileges_check(&cfg->defaults, err) < 0)
+		return -1;
 
 	bool loopback = false;
 	int fd = lms_listener_open(cfg->listen, &loopback, &s.listen_url, err);
