@@ -82,9 +82,16 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	s.have_bash = access("/bin/bash", X_OK) == 0;
 
 	/* A container or unit that withholds a privilege the sandbox needs is said at once, in one line,
-	 * rather than as every request's setup failure (docs/deploy.md). Before any thread: it forks. */
-	if (lms_privileges_check(&cfg->defaults, err) < 0)
-		return -1;
+	 * rather than as every request's setup failure (docs/deploy.md). Before any thread: it forks. With
+	 * --sandbox-optional the gateway is served anyway and each exec fails with the engine's own error. */
+	if (lms_privileges_check(&cfg->defaults, err) < 0) {
+		if (!cfg->sandbox_optional)
+			return -1;
+		lms_log(LMS_LOG_ERROR, NULL, "no sandbox can be made here; serving the gateway only", "error",
+			(*err)->message, NULL);
+		lms_error_free(*err);
+		*err = NULL;
+	}
 
 	bool loopback = false;
 	int fd = lms_listener_open(cfg->listen, &loopback, &s.listen_url, err);

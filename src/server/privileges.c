@@ -69,10 +69,10 @@ probe_namespaces(int fd)
 	char map[32];
 	snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)uid);
 	if (!write_text("/proc/self/setgroups", "deny") || !write_text("/proc/self/uid_map", map))
-		report(fd, LMS_PRIV_USERNS, errno);
+		report(fd, LMS_PRIV_IDMAP, errno);
 	snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)gid);
 	if (!write_text("/proc/self/gid_map", map))
-		report(fd, LMS_PRIV_USERNS, errno);
+		report(fd, LMS_PRIV_IDMAP, errno);
 	if (unshare(CLONE_NEWNS | CLONE_NEWPID) < 0)
 		report(fd, LMS_PRIV_USERNS, errno);
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
@@ -111,13 +111,12 @@ read_context(struct lms_priv_context *ctx)
 			 getenv("KUBERNETES_SERVICE_HOST") != NULL;
 }
 
-#define SECCOMP_HINT                                                                                                 \
-	"Docker: --security-opt seccomp=unconfined; Kubernetes: securityContext.seccompProfile.type: Unconfined "    \
+#define SECCOMP_HINT                                                                                                   \
+	"Docker: --security-opt seccomp=unconfined; Kubernetes: securityContext.seccompProfile.type: Unconfined "      \
 	"(every sandboxed command still gets the sandbox's own, stricter filter)"
 
 int
-lms_privileges_explain(enum lms_priv_step step, int errnum, const struct lms_priv_context *ctx,
-		       struct lms_error **err)
+lms_privileges_explain(enum lms_priv_step step, int errnum, const struct lms_priv_context *ctx, struct lms_error **err)
 {
 	const char *why = strerror(errnum);
 	switch (step) {
@@ -125,15 +124,24 @@ lms_privileges_explain(enum lms_priv_step step, int errnum, const struct lms_pri
 		return 0;
 	case LMS_PRIV_USERNS:
 		if (ctx->seccomp_filtered && errnum == EPERM)
-			return lms_error_set(err, LMS_ERR_FORBIDDEN, 0,
-					     "missing privilege: seccomp: this process's seccomp filter refuses new user "
-					     "namespaces (%s), as Docker's default profile does; grant it: " SECCOMP_HINT,
-					     why);
+			return lms_error_set(
+			    err, LMS_ERR_FORBIDDEN, 0,
+			    "missing privilege: seccomp: this process's seccomp filter refuses new user "
+			    "namespaces (%s), as Docker's default profile does; grant it: " SECCOMP_HINT,
+			    why);
 		return lms_error_set(
 		    err, LMS_ERR_FORBIDDEN, 0,
 		    "missing privilege: user namespaces: the kernel refuses a new user namespace (%s); grant it: "
 		    "sysctl user.max_user_namespaces=15000 (and kernel.unprivileged_userns_clone=1 where it exists)%s",
 		    why, ctx->container ? "; Docker: no userns-remap for this container (--userns=host)" : "");
+	case LMS_PRIV_IDMAP:
+		return lms_error_set(
+		    err, LMS_ERR_FORBIDDEN, 0,
+		    "missing privilege: capabilities SETUID, SETGID and SETFCAP: writing a sandbox's "
+		    "uid and gid maps was refused (%s); grant them: Docker: --cap-add SETUID --cap-add "
+		    "SETGID --cap-add SETFCAP (its default set has them); Kubernetes: "
+		    "securityContext.capabilities.add",
+		    why);
 	case LMS_PRIV_MOUNT:
 		if (ctx->apparmor[0])
 			return lms_error_set(err, LMS_ERR_FORBIDDEN, 0,
@@ -152,12 +160,13 @@ lms_privileges_explain(enum lms_priv_step step, int errnum, const struct lms_pri
 				     "run the daemon unconfined",
 				     why);
 	case LMS_PRIV_PROC:
-		return lms_error_set(err, LMS_ERR_FORBIDDEN, 0,
-				     "missing privilege: an unmasked /proc: the kernel refuses the sandbox a fresh proc "
-				     "(%s) while parts of this one are masked or read-only, as a container's are; grant "
-				     "it: Docker: --security-opt systempaths=unconfined; Kubernetes: "
-				     "securityContext.procMount: Unmasked",
-				     why);
+		return lms_error_set(
+		    err, LMS_ERR_FORBIDDEN, 0,
+		    "missing privilege: an unmasked /proc: the kernel refuses the sandbox a fresh proc "
+		    "(%s) while parts of this one are masked or read-only, as a container's are; grant "
+		    "it: Docker: --security-opt systempaths=unconfined; Kubernetes: "
+		    "securityContext.procMount: Unmasked",
+		    why);
 	}
 	return lms_error_set(err, LMS_ERR_INTERNAL, 0, "privilege check: unknown step %d", (int)step);
 }

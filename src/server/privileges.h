@@ -14,7 +14,8 @@
 /* The steps of the namespace probe, in order: the first that fails is the privilege missing. */
 enum lms_priv_step {
 	LMS_PRIV_OK,
-	LMS_PRIV_USERNS, /* unshare a user namespace, map ids, unshare mount and PID namespaces */
+	LMS_PRIV_USERNS, /* unshare a user namespace, then mount and PID namespaces */
+	LMS_PRIV_IDMAP,	 /* write its uid and gid maps (CAP_SETUID, CAP_SETGID, CAP_SETFCAP for uid 0) */
 	LMS_PRIV_MOUNT,	 /* mount a tmpfs in them */
 	LMS_PRIV_PROC,	 /* mount a fresh proc for the new PID namespace */
 };

@@ -60,6 +60,16 @@ test_apparmor_before_seccomp_for_mounts(void **state)
 }
 
 static void
+test_id_maps_name_the_capabilities(void **state)
+{
+	(void)state;
+	struct lms_priv_context ctx = {.container = true};
+	char *m = explain(LMS_PRIV_IDMAP, EPERM, &ctx);
+	assert_non_null(strstr(m, "--cap-add SETFCAP"));
+	free(m);
+}
+
+static void
 test_masked_proc(void **state)
 {
 	(void)state;
@@ -100,6 +110,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_seccomp_named_when_filtered),
 	    cmocka_unit_test(test_apparmor_before_seccomp_for_mounts),
+	    cmocka_unit_test(test_id_maps_name_the_capabilities),
 	    cmocka_unit_test(test_masked_proc),
 	    cmocka_unit_test(test_nothing_missing),
 	    cmocka_unit_test(test_check_passes_as_root),
