@@ -4,7 +4,7 @@
 set -u
 build=${1:-build}
 root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
+cd "$root" || exit 1
 log=$(mktemp -d)
 trap 'rm -rf "$log"' EXIT
 
