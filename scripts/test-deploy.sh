@@ -58,12 +58,12 @@ export DOCKER_BUILDKIT=0 # the classic builder: BuildKit would fetch its Dockerf
 export LMS_DEPLOY_FIGURES="$log/figures"
 /usr/bin/python3 -m pytest tests/deploy -q -rs -p no:cacheprovider 2>&1 | tee "$log/pytest"
 rc=${PIPESTATUS[0]}
-summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed|error|skipped)' "$log/pytest" | tail -n1)
-count() { echo "$summary" | grep -oE "[0-9]+ $1" | grep -oE '[0-9]+' || echo 0; }
-passed=$(count passed)
-failed=$(($(count failed) + $(count error)))
-skipped=$(count skipped)
-[ "$rc" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
+# shellcheck source=scripts/pytest-counts.sh
+. "$root/scripts/pytest-counts.sh"
+pytest_counts "$log/pytest" "$rc"
+passed=$pytest_passed
+failed=$pytest_failed
+skipped=$pytest_skipped
 if [ -s "$log/figures" ]; then
 	echo "figures:"
 	cat "$log/figures"
