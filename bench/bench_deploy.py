@@ -45,7 +45,7 @@ def one(image, token, i):
         docker("stop", "-t", "10", name)
         return healthz, healthy, time.monotonic() - t1
     finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True)
 
 
 def main():

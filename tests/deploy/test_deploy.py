@@ -129,7 +129,7 @@ def container(image, token_file):
     name, url = start(image, token_file, *NARROW, "--health-interval", "100ms")
     wait_healthz(url)
     yield name, url, token_file.read_text().strip()
-    run("docker", "rm", "-f", name, check=False)
+    run("docker", "rm", "-f", "-v", name, check=False)
 
 
 def test_image_is_slim_and_has_the_userland(image):
@@ -166,7 +166,7 @@ def test_healthy_fast_and_a_sandbox_inside(image, token_file):
         status, result = http(url + "/v1/exec", {"cmd": "id -u; echo ok"}, token_file.read_text().strip())
         assert status == 200 and result["stdout"] == "0\nok\n", result
     finally:
-        run("docker", "rm", "-f", name, check=False)
+        run("docker", "rm", "-f", "-v", name, check=False)
 
 
 def test_sandbox_in_the_container_reads_no_shadow_and_has_no_network(container):
