@@ -4,7 +4,8 @@ CHECK_BUILD ?= build-check
 MESON ?= meson
 PYTHON ?= /usr/bin/python3
 
-.PHONY: format-check all deps build run demo test unit system check bench clean format fuzz valgrind
+.PHONY: format-check all deps build run demo test unit system check bench clean format fuzz valgrind install \
+	install-systemd test-deploy image
 
 all: build
 
@@ -79,3 +80,30 @@ valgrind:
 	$(MESON) configure $(VALGRIND_BUILD) -Dprobe=false -Dstatic_cli=false
 	$(MESON) compile -C $(VALGRIND_BUILD)
 	./scripts/valgrind.sh $(VALGRIND_BUILD)
+
+# The binaries (PREFIX/bin), then the systemd unit, its settings directory and a token made once
+# (deploy/systemd/lm-sandbox.service). DESTDIR for packaging: then nothing is started or reloaded.
+PREFIX ?= /usr/local
+SYSTEMD_UNIT_DIR ?= /etc/systemd/system
+install: build
+	install -D -m 0755 $(BUILD)/lm-sandbox $(DESTDIR)$(PREFIX)/bin/lm-sandbox
+	install -D -m 0755 $(BUILD)/lm-sandbox-serve $(DESTDIR)$(PREFIX)/bin/lm-sandbox-serve
+
+install-systemd: install
+	sed 's|/usr/local/|$(PREFIX)/|g' deploy/systemd/lm-sandbox.service > $(BUILD)/lm-sandbox.service
+	install -D -m 0644 $(BUILD)/lm-sandbox.service $(DESTDIR)$(SYSTEMD_UNIT_DIR)/lm-sandbox.service
+	install -D -m 0644 docs/deploy.md $(DESTDIR)$(PREFIX)/share/doc/lm-sandbox/deploy.md
+	install -d -m 0700 $(DESTDIR)/etc/lm-sandbox
+	test -e $(DESTDIR)/etc/lm-sandbox/token || (umask 077 && head -c 32 /dev/urandom | base64 > $(DESTDIR)/etc/lm-sandbox/token)
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload && \
+		echo "installed: systemctl enable --now lm-sandbox; the token is in /etc/lm-sandbox/token"; fi
+
+# The container image (deploy/Dockerfile); BASE=... to build on another Debian 12 image.
+BASE ?= debian:bookworm-slim
+image:
+	docker build -f deploy/Dockerfile --build-arg BASE=$(BASE) -t lm-sandbox:latest .
+
+# The deployment tests (tests/deploy/): Docker image, Compose, Kubernetes manifests, yamllint, shellcheck.
+# Installs what is missing and starts dockerd when none runs; ends with `N passed, N failed`.
+test-deploy:
+	./scripts/test-deploy.sh

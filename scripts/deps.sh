@@ -16,6 +16,7 @@ done
 if echo "$missing" | grep -q libclang-rt && ! apt-cache show libclang-rt-14-dev >/dev/null 2>&1; then
 	missing=$(echo "$missing" | sed 's/libclang-rt-14-dev//')
 fi
+# shellcheck disable=SC2086,SC2116 # squeezes the spaces
 missing=$(echo $missing)
 if [ -z "$missing" ]; then
 	$quiet || echo "deps: everything is installed"

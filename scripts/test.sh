@@ -4,7 +4,7 @@
 set -u
 build=${1:-build}
 root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
+cd "$root" || exit 1
 log=$(mktemp -d)
 trap 'rm -rf "$log"' EXIT
 
@@ -30,12 +30,12 @@ LMS_BIN="$root/$build/lm-sandbox" LMS_PROBE="$probe" \
 	/usr/bin/python3 -m pytest tests/system -q -rs -p no:cacheprovider >"$log/system" 2>&1
 sys_rc=$?
 cat "$log/system"
-summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed|error|skipped)' "$log/system" | tail -n1)
-count() { echo "$summary" | grep -oE "[0-9]+ $1" | grep -oE '[0-9]+' || echo 0; }
-sys_ok=$(count passed)
-sys_fail=$(( $(count failed) + $(count error) ))
-sys_skip=$(count skipped)
-[ "$sys_rc" -ne 0 ] && [ "$sys_fail" -eq 0 ] && sys_fail=1
+# shellcheck source=scripts/pytest-counts.sh
+. "$root/scripts/pytest-counts.sh"
+pytest_counts "$log/system" "$sys_rc"
+sys_ok=$pytest_passed
+sys_fail=$pytest_failed
+sys_skip=$pytest_skipped
 
 passed=$((unit_ok + sys_ok))
 failed=$((unit_fail + sys_fail))

@@ -1,4 +1,6 @@
 #!/bin/sh
+# $vg is a command line, split on purpose where it is used unquoted.
+# shellcheck disable=SC2086
 # Runs the unit tests, lm-sandbox and the daemon under valgrind (memcheck, full leak check); any error fails.
 # Ends with `N passed, N failed`.
 set -u

@@ -13,11 +13,12 @@
 set -eu
 rounds=${1:-200}
 base=${2:-HEAD}
+# shellcheck source=bench/experiments/lib.sh
 . "$(dirname "$0")/lib.sh"
 patched_tree init-cost.patch "$base"
 ninja -C "$work/build" bench/lms-floor >/dev/null
 floor=$work/build/bench/lms-floor
-for pass in 1 2 3; do
+for _ in 1 2 3; do
 	echo "init $("$floor" "$rounds" 20 /usr/bin/true)"
 	echo "exec-as-pid1 $(LMS_EXP_EXEC_AS_PID1=1 "$floor" "$rounds" 20 /usr/bin/true)"
 	echo "hold-mnt $(LMS_EXP_HOLD_MNT=1 "$floor" "$rounds" 20 /usr/bin/true)"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the experiments here. patched_tree PATCH BASE: a scratch directory $work (removed at exit,
 # with the `cleanup_extra` command when one is set) holding a worktree of BASE at $work/tree with PATCH
 # (a file of this directory) applied, configured for a release build in $work/build.

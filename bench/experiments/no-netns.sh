@@ -9,7 +9,9 @@
 set -eu
 seconds=${1:-6}
 base=${2:-HEAD}
+# shellcheck source=bench/experiments/lib.sh
 . "$(dirname "$0")/lib.sh"
+# shellcheck disable=SC2034 # read by lib.sh
 cleanup_extra="rm -f /run/lms-exp-nonet"
 patched_tree no-netns.patch "$base"
 ninja -C "$work/build" lm-sandbox lm-sandbox-serve >/dev/null
@@ -19,7 +21,7 @@ wrk.body = '{"argv":["true"]}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
 ticks() { awk '/^cpu / {print $2 + $3, $4, $5}' /proc/stat; }
-for pass in 1 2; do
+for _ in 1 2; do
 	for mode in netns no-netns; do
 		if [ "$mode" = no-netns ]; then touch /run/lms-exp-nonet; else rm -f /run/lms-exp-nonet; fi
 		"$work/build/lm-sandbox-serve" --listen 127.0.0.1:0 --max-concurrent 64 2>"$work/serve.log" &

@@ -1,7 +1,7 @@
 /*
- * The daemon's life: the listening socket and the token rule, the backends, the spawner (forked before
- * any thread), libmicrohttpd, then SIGTERM / SIGINT / SIGHUP: stop accepting, cancel every running job,
- * finish the responses, clean up.
+ * The daemon's life: the privilege check (privileges.c), the listening socket and the token rule, the
+ * backends, the spawner (forked before any thread), libmicrohttpd, then SIGTERM / SIGINT / SIGHUP: stop
+ * accepting, cancel every running job, finish the responses, clean up.
  */
 #include <signal.h>
 #include <stdarg.h>
@@ -16,6 +16,7 @@
 #include "llm/backend.h"
 #include "llm/curl-load.h"
 #include "server/listener.h"
+#include "server/privileges.h"
 #include "server/processes.h"
 #include "server/sandbox-store.h"
 #include "server/sandboxes.h"
@@ -86,6 +87,18 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	lms_metrics_init(&s.metrics);
 	pthread_mutex_init(&s.jobs_lock, NULL);
 	s.have_bash = access("/bin/bash", X_OK) == 0;
+
+	/* A container or unit that withholds a privilege the sandbox needs is said at once, in one line,
+	 * rather than as every request's setup failure (docs/deploy.md). Before any thread: it forks. With
+	 * --sandbox-optional the gateway is served anyway and each exec fails with the engine's own error. */
+	if (lms_privileges_check(&cfg->defaults, err) < 0) {
+		if (!cfg->sandbox_optional)
+			return -1;
+		lms_log(LMS_LOG_ERROR, NULL, "no sandbox can be made here; serving the gateway only", "error",
+			(*err)->message, NULL);
+		lms_error_free(*err);
+		*err = NULL;
+	}
 
 	bool loopback = false;
 	int fd = lms_listener_open(cfg->listen, &loopback, &s.listen_url, err);

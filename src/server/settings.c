@@ -65,6 +65,8 @@ static const struct setting settings[] = {
     {"allow-network", T_BOOL, "false", 0, 0, F(allow_network), "let requests ask for network: true"},
     {"insecure-no-auth", T_BOOL, "false", 0, 0, F(insecure_no_auth),
      "serve a non-loopback address without a token (do not)"},
+    {"sandbox-optional", T_BOOL, "false", 0, 0, F(sandbox_optional),
+     "serve the gateway even where the start-up check finds that no sandbox can be made here (it is logged)"},
     {"ollama-url", T_STRING, "http://127.0.0.1:11434", 0, 0, F(ollama_url), "the Ollama backend"},
     {"llamacpp-url", T_STRING, "http://127.0.0.1:8080", 0, 0, F(llamacpp_url), "the llama.cpp backend (llama-server)"},
     {"backend", T_LIST, NULL, 0, 0, F(backends),

@@ -32,6 +32,7 @@ struct lms_config {
 	uint64_t idle_timeout_ms;
 	bool allow_network;
 	bool insecure_no_auth;
+	bool sandbox_optional; /* a failed start-up privilege check is logged, not fatal */
 	char *ollama_url;
 	char *llamacpp_url;
 	char *backends; /* "NAME=URL,NAME=URL" */

@@ -35,6 +35,7 @@ static const char *const all_flags[] = {
     "idle-timeout-ms",
     "allow-network",
     "insecure-no-auth",
+    "sandbox-optional",
     "ollama-url",
     "llamacpp-url",
     "backend",
