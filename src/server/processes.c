@@ -191,8 +191,9 @@ reader_main(void *arg)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			lms_log(LMS_LOG_ERROR, NULL, "processes: epoll_wait failed: background output is no longer read",
-				"error", strerror(errno), NULL);
+			lms_log(LMS_LOG_ERROR, NULL,
+				"processes: epoll_wait failed: background output is no longer read", "error",
+				strerror(errno), NULL);
 			return NULL;
 		}
 		for (int i = 0; i < n; i++) {
@@ -363,8 +364,8 @@ lms_procs_start(struct lms_procs *ps, struct lms_spawner *sp, const char *sandbo
 	struct lms_sandbox_spec run = *spec;
 	run.stdin_data = NULL; /* it goes down the pipe: the command's input stays a pipe we hold */
 	run.stdin_len = 0;
-	struct lms_background_io io = {.output = pp.out[1], .input = pp.in[0], .status = pp.status[1],
-				       .control = pp.control[0]};
+	struct lms_background_io io = {
+	    .output = pp.out[1], .input = pp.in[0], .status = pp.status[1], .control = pp.control[0]};
 	int pid = 0, exit_code = 0;
 	int r = lms_spawner_start_background(sp, key, &run, &io, &pid, &exit_code, err);
 	/* PID 1 holds its own copies of the command's ends now (or the command did not start). */
@@ -393,8 +394,8 @@ lms_procs_start(struct lms_procs *ps, struct lms_spawner *sp, const char *sandbo
 		close_fd(&p->status_fd);
 		finish(ps, p, &res);
 	} else if (epoll_ctl(ps->epfd, EPOLL_CTL_ADD, p->status_fd, &st_ev) < 0) {
-		lms_log(LMS_LOG_ERROR, NULL, "processes: epoll_ctl: its exit will not be seen", "error", strerror(errno),
-			NULL);
+		lms_log(LMS_LOG_ERROR, NULL, "processes: epoll_ctl: its exit will not be seen", "error",
+			strerror(errno), NULL);
 	}
 	if (p->out_fd >= 0 && epoll_ctl(ps->epfd, EPOLL_CTL_ADD, p->out_fd, &out_ev) < 0)
 		lms_log(LMS_LOG_ERROR, NULL, "processes: epoll_ctl: its output will not be read", "error",
@@ -449,8 +450,7 @@ lms_procs_list(struct lms_procs *ps, const char *sandbox)
 /* Caller holds the lock and a reference on p. Waits until done(p) or wait_ms pass; false if p was
  * forgotten meanwhile. */
 static bool
-wait_for(struct lms_procs *ps, struct proc *p, bool (*done)(const struct proc *, uint64_t), uint64_t arg,
-	 int wait_ms)
+wait_for(struct lms_procs *ps, struct proc *p, bool (*done)(const struct proc *, uint64_t), uint64_t arg, int wait_ms)
 {
 	struct timespec until = lms_monotonic_after_ms(wait_ms);
 	while (!p->forgotten && !done(p, arg))
@@ -484,7 +484,8 @@ lms_procs_get(struct lms_procs *ps, const char *sandbox, const char *ref, int wa
 		if (wait_ms <= 0 || wait_for(ps, p, has_exited, 0, wait_ms))
 			obj = proc_json(p);
 		else
-			lms_error_set(err, LMS_ERR_NOT_FOUND, 0, "background process %.40s is gone with its sandbox", ref);
+			lms_error_set(err, LMS_ERR_NOT_FOUND, 0, "background process %.40s is gone with its sandbox",
+				      ref);
 		unref(p);
 	}
 	pthread_mutex_unlock(&ps->lock);
@@ -499,8 +500,8 @@ has_output(const struct proc *p, uint64_t offset)
 }
 
 int
-lms_procs_read(struct lms_procs *ps, const char *sandbox, const char *ref, uint64_t offset, size_t max,
-	       int wait_ms, struct lms_buf *out, struct lms_proc_output *info, struct lms_error **err)
+lms_procs_read(struct lms_procs *ps, const char *sandbox, const char *ref, uint64_t offset, size_t max, int wait_ms,
+	       struct lms_buf *out, struct lms_proc_output *info, struct lms_error **err)
 {
 	pthread_mutex_lock(&ps->lock);
 	struct proc *p = find(ps, sandbox, ref, err);
@@ -515,7 +516,8 @@ lms_procs_read(struct lms_procs *ps, const char *sandbox, const char *ref, uint6
 		uint64_t from = offset < first ? first : offset > p->total ? p->total : offset;
 		size_t n = (size_t)(p->total - from) < max ? (size_t)(p->total - from) : max;
 		for (size_t done = 0; done < n;) {
-			size_t at = (size_t)((from + done) % p->cap), run = p->cap - at < n - done ? p->cap - at : n - done;
+			size_t at = (size_t)((from + done) % p->cap),
+			       run = p->cap - at < n - done ? p->cap - at : n - done;
 			lms_buf_append(out, p->ring + at, run);
 			done += run;
 		}
@@ -559,8 +561,8 @@ lms_procs_write(struct lms_procs *ps, const char *sandbox, const char *ref, cons
 	}
 	if (p->stdin_fd < 0) {
 		pthread_mutex_unlock(&ps->lock);
-		return lms_error_set(err, LMS_ERR_CONFLICT, 0, "the input of background process %s is closed%s",
-				     p->id, p->exited ? ": it has exited" : "");
+		return lms_error_set(err, LMS_ERR_CONFLICT, 0, "the input of background process %s is closed%s", p->id,
+				     p->exited ? ": it has exited" : "");
 	}
 	/* The descriptor is ours to write while we hold a duplicate: a drop meanwhile closes only its copy. */
 	int fd = fcntl(p->stdin_fd, F_DUPFD_CLOEXEC, 0);
@@ -579,15 +581,16 @@ lms_procs_write(struct lms_procs *ps, const char *sandbox, const char *ref, cons
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno != EAGAIN) {
-			r = lms_error_set(err, LMS_ERR_CONFLICT, errno, "write to the input of background process %s", ref);
+			r = lms_error_set(err, LMS_ERR_CONFLICT, errno, "write to the input of background process %s",
+					  ref);
 			break;
 		}
 		double left = deadline - lms_monotonic_ms();
 		struct pollfd pfd = {.fd = fd, .events = POLLOUT};
 		if (left <= 0 || poll(&pfd, 1, (int)left + 1) == 0)
 			r = lms_error_set(err, LMS_ERR_BUSY, 0,
-					  "background process %s does not read its input (%zu of %zu bytes written)", ref,
-					  off, len);
+					  "background process %s does not read its input (%zu of %zu bytes written)",
+					  ref, off, len);
 	}
 	close(fd);
 	if (r == 0 && close_after) {

@@ -48,8 +48,8 @@ struct lms_proc_output {
 };
 /* Appends to out the output from `offset` on (at most max bytes); with wait_ms > 0, first waits until
  * there is some past offset or it has exited (or wait_ms pass). */
-int lms_procs_read(struct lms_procs *ps, const char *sandbox, const char *ref, uint64_t offset, size_t max,
-		   int wait_ms, struct lms_buf *out, struct lms_proc_output *info, struct lms_error **err);
+int lms_procs_read(struct lms_procs *ps, const char *sandbox, const char *ref, uint64_t offset, size_t max, int wait_ms,
+		   struct lms_buf *out, struct lms_proc_output *info, struct lms_error **err);
 
 /* A signal for its session (LMS_ERR_CONFLICT once it has exited). */
 int lms_procs_signal(struct lms_procs *ps, const char *sandbox, const char *ref, int sig, struct lms_error **err);

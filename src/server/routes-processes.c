@@ -63,8 +63,7 @@ hold(struct lms_request *req, const char *sandbox, uint64_t *key, enum MHD_Resul
 	_cleanup_error_ struct lms_error *err = NULL;
 	const char *reason = NULL;
 	const struct lms_sandbox_settings *base = NULL;
-	struct lms_sandbox_entry *e =
-	    lms_sandboxes_acquire(req->server->sandboxes, sandbox, key, &base, &reason, &err);
+	struct lms_sandbox_entry *e = lms_sandboxes_acquire(req->server->sandboxes, sandbox, key, &base, &reason, &err);
 	if (e == NULL)
 		*reply = reply_sandbox_error(req, err, reason);
 	return e;
@@ -95,8 +94,9 @@ arg_uint(struct lms_request *req, const char *name, uint64_t dflt, uint64_t max,
 	errno = 0;
 	unsigned long long n = strtoull(v, &end, 10);
 	if (errno != 0 || end == v || *end != '\0' || v[0] == '-' || n > max) {
-		*reply = lms_reply_error(req, 400, "invalid_request_error", "invalid_request",
-					 "%s must be an integer 0..%llu, not '%.40s'", name, (unsigned long long)max, v);
+		*reply =
+		    lms_reply_error(req, 400, "invalid_request_error", "invalid_request",
+				    "%s must be an integer 0..%llu, not '%.40s'", name, (unsigned long long)max, v);
 		return false;
 	}
 	*out = n;
@@ -172,8 +172,8 @@ output_once(struct lms_request *req, const char *sandbox, const char *ref, uint6
 		lms_buf_clear(&out);
 		return reply_process_error(req, err);
 	}
-	struct MHD_Response *resp = MHD_create_response_from_buffer(out.len, out.data ? out.data : (void *)"",
-								   out.data ? MHD_RESPMEM_MUST_COPY : MHD_RESPMEM_PERSISTENT);
+	struct MHD_Response *resp = MHD_create_response_from_buffer(
+	    out.len, out.data ? out.data : (void *)"", out.data ? MHD_RESPMEM_MUST_COPY : MHD_RESPMEM_PERSISTENT);
 	lms_buf_clear(&out);
 	char num[32];
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
@@ -236,8 +236,9 @@ follow_step(struct follow *f)
 	struct lms_proc_output info;
 	if (lms_procs_read(f->server->procs, f->sandbox, f->ref, f->offset, 1 << 16, FOLLOW_TICK_MS, &out, &info,
 			   NULL) < 0) {
-		event(&f->pending, "error", lms_api_error_json("invalid_request_error", "process_not_found",
-							       "the process is gone with its sandbox"));
+		event(&f->pending, "error",
+		      lms_api_error_json("invalid_request_error", "process_not_found",
+					 "the process is gone with its sandbox"));
 		f->done = true;
 		return;
 	}
@@ -260,8 +261,8 @@ follow_step(struct follow *f)
 		size_t clean_len;
 		char *clean = lms_utf8_sanitize(chunk.data, chunk.len - keep, &clean_len);
 		event(&f->pending, "output",
-		      json_pack("{s:I, s:s%, s:I}", "offset", (json_int_t)info.offset, "data", clean, clean_len, "dropped",
-				(json_int_t)info.dropped));
+		      json_pack("{s:I, s:s%, s:I}", "offset", (json_int_t)info.offset, "data", clean, clean_len,
+				"dropped", (json_int_t)info.dropped));
 		free(clean);
 		lms_buf_clear(&chunk);
 		f->offset = info.end;
@@ -370,9 +371,10 @@ lms_route_process_signal(struct lms_request *req)
 	int sig = v == NULL ? SIGTERM : parse_signal(v);
 	json_decref(root);
 	if (root == NULL || sig < 0)
-		return lms_reply_error(req, 400, "invalid_request_error", "invalid_request",
-				       "the body must be {\"signal\": \"SIGTERM\"} (a name such as SIGINT or KILL, or a "
-				       "number 1..64)");
+		return lms_reply_error(
+		    req, 400, "invalid_request_error", "invalid_request",
+		    "the body must be {\"signal\": \"SIGTERM\"} (a name such as SIGINT or KILL, or a "
+		    "number 1..64)");
 	uint64_t key;
 	enum MHD_Result reply = MHD_NO;
 	struct lms_sandbox_entry *e = hold(req, sandbox, &key, &reply);
@@ -398,8 +400,8 @@ lms_route_process_stdin(struct lms_request *req)
 	if (e == NULL)
 		return reply;
 	_cleanup_error_ struct lms_error *err = NULL;
-	int r = lms_procs_write(req->server->procs, sandbox, ref, req->body.data, req->body.len,
-				arg_true(req, "close"), 10000, &err);
+	int r = lms_procs_write(req->server->procs, sandbox, ref, req->body.data, req->body.len, arg_true(req, "close"),
+				10000, &err);
 	lms_sandboxes_release(req->server->sandboxes, e, NULL);
 	if (r < 0)
 		return reply_process_error(req, err);

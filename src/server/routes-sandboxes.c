@@ -193,7 +193,8 @@ lms_route_sandbox_fork(struct lms_request *req)
 	json_decref(metadata);
 	if (obj != NULL)
 		return lms_reply_json(req, 201, obj);
-	return err->kind == LMS_ERR_NOT_FOUND ? lms_reply_sandbox_not_found(req, err, reason) : lms_reply_lms_error(req, err);
+	return err->kind == LMS_ERR_NOT_FOUND ? lms_reply_sandbox_not_found(req, err, reason)
+					      : lms_reply_lms_error(req, err);
 }
 
 /* A command's request in the sandbox: its limits within the sandbox's, its environment added to the

@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/capability.h>
+#include <sys/syscall.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -44,10 +46,29 @@ mkdir_p(const char *path, mode_t mode, struct lms_error **err)
 	}
 }
 
+/* Whether this process may mount (CAP_SYS_ADMIN in its effective set): root in a container started with
+ * the narrow set of docs/deploy.md may not. */
+static bool
+can_mount(void)
+{
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct data[2] = {0};
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		return false;
+	return data[CAP_SYS_ADMIN / 32].effective & (1u << (CAP_SYS_ADMIN % 32));
+}
+
 int
 lms_store_open(const char *state_dir, struct lms_store **out, struct lms_error **err)
 {
 	*out = NULL;
+	if (geteuid() == 0 && !can_mount()) {
+		lms_log(LMS_LOG_WARNING, NULL,
+			"sandboxes end with this daemon: keeping them across restarts mounts their file systems, which "
+			"needs CAP_SYS_ADMIN (a container with the narrow set of docs/deploy.md has not got it)",
+			"state_dir", state_dir, NULL);
+		return 0;
+	}
 	if (geteuid() != 0) {
 		lms_log(LMS_LOG_WARNING, NULL,
 			"sandboxes end with this daemon: only a daemon run as root keeps them across restarts (it "
