@@ -362,16 +362,17 @@ lms_spawner_exec(struct lms_spawner *sp, uint64_t sandbox, const struct lms_sand
 	return send_request(sp, LMS_SPAWN_EXEC, sandbox, spec, out, err);
 }
 
-/* A request answered by one RESULT or ERROR frame, after which CREATE's STDOUT frame of PID 1's pid
- * (lms_frame_pid; *pid1 stays -1 without one). */
+/* A request answered by one RESULT (into *result when not NULL) or ERROR frame, after which CREATE's
+ * STDOUT frame of PID 1's pid (lms_frame_pid; *pid1 stays -1 without one). extra: descriptors the request
+ * carries after its own (the caller keeps them). */
 static int
 request_answer(struct lms_spawner *sp, uint32_t type, uint64_t sandbox, const struct lms_sandbox_spec *spec,
-	       pid_t *pid1, struct lms_error **err)
+	       const int *extra, size_t n_extra, pid_t *pid1, struct lms_sandbox_result *result, struct lms_error **err)
 {
 	struct lms_job *job = NULL;
-	if (send_request(sp, type, sandbox, spec, &job, err) < 0)
+	if (send_request_with(sp, type, sandbox, spec, extra, n_extra, &job, err) < 0)
 		return -1;
-	struct lms_job_event ev;
+	struct lms_job_event ev = {0};
 	int r;
 	if (pid1 != NULL)
 		*pid1 = -1;
@@ -393,6 +394,10 @@ request_answer(struct lms_spawner *sp, uint32_t type, uint64_t sandbox, const st
 		return -1;
 	}
 	free(ev.data);
+	if (result != NULL && (r != 1 || ev.type != LMS_JOB_RESULT))
+		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "spawner: a request ended without its answer");
+	if (result != NULL)
+		*result = ev.result;
 	return 0;
 }
 
@@ -400,7 +405,7 @@ int
 lms_spawner_create(struct lms_spawner *sp, uint64_t sandbox, const struct lms_sandbox_spec *base, pid_t *pid1,
 		   struct lms_error **err)
 {
-	return request_answer(sp, LMS_SPAWN_CREATE, sandbox, base, pid1, err);
+	return request_answer(sp, LMS_SPAWN_CREATE, sandbox, base, NULL, 0, pid1, NULL, err);
 }
 
 int
@@ -408,30 +413,16 @@ lms_spawner_start_background(struct lms_spawner *sp, uint64_t sandbox, const str
 			     const struct lms_background_io *io, int *pid, int *exit_code, struct lms_error **err)
 {
 	int extra[4] = {io->output, io->input, io->status, io->control};
-	struct lms_job *job = NULL;
-	if (send_request_with(sp, LMS_SPAWN_START, sandbox, spec, extra, 4, &job, err) < 0)
+	struct lms_sandbox_result res;
+	if (request_answer(sp, LMS_SPAWN_START, sandbox, spec, extra, 4, NULL, &res, err) < 0)
 		return -1;
-	struct lms_job_event ev = {0};
-	int r = lms_job_next(job, &ev, err);
-	lms_job_free(job);
-	if (r < 0)
-		return -1;
-	if (r == 1 && ev.type == LMS_JOB_ERROR) {
-		if (err != NULL && *err == NULL)
-			*err = steal_pointer(&ev.error);
-		lms_error_free(ev.error);
-		return -1;
-	}
-	free(ev.data);
-	if (r != 1 || ev.type != LMS_JOB_RESULT)
-		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "spawner: no answer to a background command");
-	*pid = ev.result.pid;
-	*exit_code = ev.result.exit_code;
+	*pid = res.pid;
+	*exit_code = res.exit_code;
 	return 0;
 }
 
 int
 lms_spawner_destroy(struct lms_spawner *sp, uint64_t sandbox, struct lms_error **err)
 {
-	return request_answer(sp, LMS_SPAWN_DESTROY, sandbox, NULL, NULL, err);
+	return request_answer(sp, LMS_SPAWN_DESTROY, sandbox, NULL, NULL, 0, NULL, NULL, err);
 }

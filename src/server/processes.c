@@ -48,23 +48,11 @@ struct lms_procs {
 
 enum { TOKEN_OUT = 0, TOKEN_STATUS = 1 };
 
-static double
-wall_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static json_t *
 rfc3339(double s)
 {
-	time_t t = (time_t)s;
-	struct tm tm;
-	gmtime_r(&t, &tm);
 	char text[40];
-	size_t n = strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(text + n, sizeof(text) - n, ".%03dZ", (int)((s - (double)t) * 1000));
+	lms_rfc3339(s, text);
 	return json_string(text);
 }
 
@@ -133,7 +121,7 @@ static void
 finish(struct lms_procs *ps, struct proc *p, const struct lms_sandbox_result *res)
 {
 	p->exited = true;
-	p->ended_s = wall_s();
+	p->ended_s = lms_wall_s();
 	if (res != NULL) {
 		p->exit_code = res->exit_code;
 		p->sig = res->signal;
@@ -327,7 +315,7 @@ proc_new(struct lms_procs *ps, const char *sandbox, const char *cmd, uint64_t ca
 	snprintf(p->sandbox, sizeof(p->sandbox), "%s", sandbox);
 	p->cmd = xstrdup(cmd);
 	p->cap = cap;
-	p->started_s = wall_s();
+	p->started_s = lms_wall_s();
 	p->out_fd = steal_fd(&pp->out[0]);
 	p->status_fd = steal_fd(&pp->status[0]);
 	p->control_fd = steal_fd(&pp->control[1]);

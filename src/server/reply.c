@@ -145,3 +145,17 @@ lms_reply_event_stream(struct lms_request *req, MHD_ContentReaderCallback reader
 	MHD_add_response_header(resp, "X-Accel-Buffering", "no");
 	return lms_reply(req, 200, resp);
 }
+
+void
+lms_sse_event(struct lms_buf *out, const char *event, json_t *data)
+{
+	char *text = json_dumps(data, LMS_JSON_FLAGS);
+	json_decref(data);
+	lms_buf_append(out, "event: ", 7);
+	lms_buf_append(out, event, strlen(event));
+	lms_buf_append(out, "\ndata: ", 7);
+	if (text)
+		lms_buf_append(out, text, strlen(text));
+	lms_buf_append(out, "\n\n", 2);
+	free(text);
+}

@@ -131,20 +131,6 @@ incomplete_utf8_tail(const char *s, size_t len)
 }
 
 static void
-sse_event(struct lms_buf *out, const char *event, json_t *data)
-{
-	char *text = json_dumps(data, LMS_JSON_FLAGS);
-	json_decref(data);
-	lms_buf_append(out, "event: ", 7);
-	lms_buf_append(out, event, strlen(event));
-	lms_buf_append(out, "\ndata: ", 7);
-	if (text)
-		lms_buf_append(out, text, strlen(text));
-	lms_buf_append(out, "\n\n", 2);
-	free(text);
-}
-
-static void
 sse_output(struct stream *x, int stream, const char *data, size_t len)
 {
 	struct lms_buf chunk = {0};
@@ -167,7 +153,7 @@ sse_output(struct stream *x, int stream, const char *data, size_t len)
 		free(clean);
 	}
 	lms_buf_clear(&chunk);
-	sse_event(&x->pending, stream == 1 ? "stdout" : "stderr", json_pack("{s:o}", "data", value));
+	lms_sse_event(&x->pending, stream == 1 ? "stdout" : "stderr", json_pack("{s:o}", "data", value));
 }
 
 static void
@@ -181,18 +167,18 @@ sse_finish(struct stream *x, const struct lms_job_event *ev)
 			memcpy(held, x->tail[s], n);
 			size_t clean_len;
 			char *clean = lms_utf8_sanitize(held, n, &clean_len);
-			sse_event(&x->pending, s == 1 ? "stdout" : "stderr",
-				  json_pack("{s:s%}", "data", clean, clean_len));
+			lms_sse_event(&x->pending, s == 1 ? "stdout" : "stderr",
+				      json_pack("{s:s%}", "data", clean, clean_len));
 			free(clean);
 		}
 	if (ev->type == LMS_JOB_ERROR) {
-		sse_event(&x->pending, "error", lms_error_json(ev->error));
+		lms_sse_event(&x->pending, "error", lms_error_json(ev->error));
 		return;
 	}
 	json_t *result = lms_exec_result_json(&ev->result, NULL, 0, NULL, 0, LMS_ENCODING_UTF8);
 	json_object_del(result, "stdout");
 	json_object_del(result, "stderr");
-	sse_event(&x->pending, "exit", result);
+	lms_sse_event(&x->pending, "exit", result);
 }
 
 static ssize_t
@@ -210,7 +196,7 @@ sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 		int r = lms_exec_next(x->exec, x->client_fd, &ev, &err);
 		if (r < 0) {
 			x->finished = true;
-			sse_event(&x->pending, "error", lms_error_json(err));
+			lms_sse_event(&x->pending, "error", lms_error_json(err));
 			continue;
 		}
 		if (r == 0) {

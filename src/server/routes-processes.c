@@ -207,20 +207,6 @@ struct follow {
 	size_t tail_len;
 };
 
-static void
-event(struct lms_buf *out, const char *name, json_t *data)
-{
-	char *text = json_dumps(data, JSON_COMPACT);
-	json_decref(data);
-	lms_buf_append(out, "event: ", 7);
-	lms_buf_append(out, name, strlen(name));
-	lms_buf_append(out, "\ndata: ", 7);
-	if (text)
-		lms_buf_append(out, text, strlen(text));
-	lms_buf_append(out, "\n\n", 2);
-	free(text);
-}
-
 static bool
 client_gone(int fd)
 {
@@ -236,9 +222,9 @@ follow_step(struct follow *f)
 	struct lms_proc_output info;
 	if (lms_procs_read(f->server->procs, f->sandbox, f->ref, f->offset, 1 << 16, FOLLOW_TICK_MS, &out, &info,
 			   NULL) < 0) {
-		event(&f->pending, "error",
-		      lms_api_error_json("invalid_request_error", "process_not_found",
-					 "the process is gone with its sandbox"));
+		lms_sse_event(&f->pending, "error",
+			      lms_api_error_json("invalid_request_error", "process_not_found",
+						 "the process is gone with its sandbox"));
 		f->done = true;
 		return;
 	}
@@ -260,9 +246,9 @@ follow_step(struct follow *f)
 		memcpy(f->tail, chunk.data + chunk.len - keep, keep);
 		size_t clean_len;
 		char *clean = lms_utf8_sanitize(chunk.data, chunk.len - keep, &clean_len);
-		event(&f->pending, "output",
-		      json_pack("{s:I, s:s%, s:I}", "offset", (json_int_t)info.offset, "data", clean, clean_len,
-				"dropped", (json_int_t)info.dropped));
+		lms_sse_event(&f->pending, "output",
+			      json_pack("{s:I, s:s%, s:I}", "offset", (json_int_t)info.offset, "data", clean, clean_len,
+					"dropped", (json_int_t)info.dropped));
 		free(clean);
 		lms_buf_clear(&chunk);
 		f->offset = info.end;
@@ -273,7 +259,7 @@ follow_step(struct follow *f)
 	lms_buf_clear(&out);
 	if (info.exited) {
 		json_t *obj = lms_procs_get(f->server->procs, f->sandbox, f->ref, 0, NULL);
-		event(&f->pending, "exit", obj ? obj : json_object());
+		lms_sse_event(&f->pending, "exit", obj ? obj : json_object());
 		f->done = true;
 	} else if (f->quiet_ms >= KEEPALIVE_MS) {
 		lms_buf_append(&f->pending, ": keep-alive\n\n", 14);

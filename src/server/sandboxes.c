@@ -60,23 +60,11 @@ struct lms_sandboxes {
 	bool stop, have_reaper;
 };
 
-static double
-wall_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static json_t *
 rfc3339(double s)
 {
-	time_t t = (time_t)s;
-	struct tm tm;
-	gmtime_r(&t, &tm);
 	char text[40];
-	size_t n = strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(text + n, sizeof(text) - n, ".%03dZ", (int)((s - (double)t) * 1000));
+	lms_rfc3339(s, text);
 	return json_string(text);
 }
 
@@ -90,15 +78,15 @@ entry_json(const struct lms_sandbox_entry *e)
 	double left_s = (e->expires_ms - lms_monotonic_ms()) / 1e3;
 	return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:I, s:o, s:b, s:b, s:o}", "id", e->id, "image", e->image,
 			 "state", "running", "created_at", rfc3339(e->created_s), "last_used_at", rfc3339(e->used_s),
-			 "expires_at", rfc3339(wall_s() + (left_s > 0 ? left_s : 0)), "ttl_s", (json_int_t)e->set.ttl_s,
-			 "limits", limits, "network", e->set.spec.network, "gpu", e->set.spec.gpu, "metadata",
-			 e->set.metadata ? json_incref(e->set.metadata) : json_object());
+			 "expires_at", rfc3339(lms_wall_s() + (left_s > 0 ? left_s : 0)), "ttl_s",
+			 (json_int_t)e->set.ttl_s, "limits", limits, "network", e->set.spec.network, "gpu",
+			 e->set.spec.gpu, "metadata", e->set.metadata ? json_incref(e->set.metadata) : json_object());
 }
 
 static void
 touch(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e)
 {
-	e->used_s = wall_s();
+	e->used_s = lms_wall_s();
 	e->expires_ms = lms_monotonic_ms() + (double)e->set.ttl_s * 1e3;
 	if (sbs->store != NULL)
 		lms_store_touch(sbs->store, e->id);
@@ -318,7 +306,7 @@ entry_new(uint64_t key, const struct lms_sandbox_settings *set)
 	e->set.spec.stdin_data = NULL;
 	e->set.spec.stdin_len = 0;
 	e->set.spec.storage = NULL;
-	e->created_s = wall_s();
+	e->created_s = lms_wall_s();
 	e->used_s = e->created_s;
 	e->expires_ms = lms_monotonic_ms() + (double)set->ttl_s * 1e3;
 	return e;
@@ -561,7 +549,7 @@ restore_one(void *userdata, const char *id, json_t *rec, double used_s)
 	snprintf(e->id, sizeof(e->id), "%s", id);
 	e->created_s = json_number_value(json_object_get(rec, "created_at"));
 	e->used_s = used_s;
-	e->expires_ms = lms_monotonic_ms() + (used_s + (double)e->set.ttl_s - wall_s()) * 1e3;
+	e->expires_ms = lms_monotonic_ms() + (used_s + (double)e->set.ttl_s - lms_wall_s()) * 1e3;
 	e->storage = lms_store_path(sbs->store, id);
 	/* Its PID 1 comes at its first use (ensure_init): a restart does not start every sandbox at once. */
 	json_decref(enlist(sbs, e, 0));

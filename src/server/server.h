@@ -142,6 +142,8 @@ struct MHD_Response *lms_reply_stream_response(struct lms_request *req, size_t b
 /* 200 with Server-Sent Events read from `reader` as they come (cls freed by free_cls). */
 enum MHD_Result lms_reply_event_stream(struct lms_request *req, MHD_ContentReaderCallback reader, void *cls,
 				       MHD_ContentReaderFreeCallback free_cls);
+/* Appends one Server-Sent Event `event` with data's JSON (takes the reference to data). */
+void lms_sse_event(struct lms_buf *out, const char *event, json_t *data);
 /* The HTTP status of an error's kind. */
 unsigned lms_error_status(const struct lms_error *e);
 
