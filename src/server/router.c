@@ -50,6 +50,12 @@ const struct lms_route lms_routes[] = {
      "Run a command in a persistent sandbox (as POST /v1/exec; it returns when the command exits, whatever it "
      "left running in the background)",
      "ExecRequest", "ExecResult"},
+    {"POST", "/mcp", lms_route_mcp, true, true, false,
+     "The Model Context Protocol over Streamable HTTP (JSON-RPC 2.0): the sandbox's tools for any MCP host; "
+     "legacy initialize clients served statelessly, 2026-07-28 clients per request",
+     "McpRequest", "McpResponse"},
+    {"OPTIONS", "/mcp", lms_route_mcp_preflight, false, false, false,
+     "CORS preflight of POST /mcp, for the pages of --cors-origin (204)", NULL, NULL},
     {"GET", "/healthz", lms_route_healthz, false, false, false, "Liveness and version (no token needed)", NULL,
      "Health"},
     {"GET", "/metrics", lms_route_metrics, true, false, false, "Prometheus metrics (text format)", NULL, NULL},

@@ -33,7 +33,8 @@ struct lms_config {
 	bool insecure_no_auth;
 	char *ollama_url;
 	char *llamacpp_url;
-	char *backends; /* "NAME=URL,NAME=URL" */
+	char *backends;	    /* "NAME=URL,NAME=URL" */
+	char *cors_origins; /* "ORIGIN,ORIGIN": pages that may call POST /mcp (mcp.c) */
 	char *ollama_model;
 	char *llamacpp_model;
 	uint64_t backend_connect_timeout_ms;

@@ -30,25 +30,34 @@ CHUNKS = 8
 MODEL = "tiny.gguf"  # the llamacpp fake's default model
 
 
-def pinned_sdk_version():
-    return json.loads((COMPAT / "package.json").read_text())["devDependencies"]["openai"]
+def pinned_versions():
+    return json.loads((COMPAT / "package.json").read_text())["devDependencies"]
 
 
-def installed_sdk_version():
+def installed_version(package):
     try:
-        return json.loads((COMPAT / "node_modules" / "openai" / "package.json").read_text())["version"]
+        return json.loads((COMPAT / "node_modules" / package / "package.json").read_text())["version"]
     except (OSError, ValueError, KeyError):
         return None
 
 
+def installed_sdk_version():
+    return installed_version("openai")
+
+
+def missing_packages():
+    return {p: v for p, v in pinned_versions().items() if installed_version(p) != v}
+
+
 def ensure_sdk():
-    """node_modules holds the pinned SDK, or npm ci (npm install without a lock file) puts it there."""
-    if installed_sdk_version() == pinned_sdk_version():
+    """node_modules holds every pinned package (the OpenAI SDK, the MCP SDK), or npm ci (npm install without a lock
+    file) puts them there."""
+    if not missing_packages():
         return
     npm = shutil.which("npm")
     if npm is None:
-        pytest.skip("NO NPM: the OpenAI Node SDK is not installed in tests/compat/node_modules and npm is missing; "
-                    "install npm (Debian: apt-get install npm) or run `npm ci` in tests/compat")
+        pytest.skip(f"NO NPM: {', '.join(missing_packages())} not installed in tests/compat/node_modules and npm is "
+                    "missing; install npm (Debian: apt-get install npm) or run `npm ci` in tests/compat")
     argv = [npm, "ci" if (COMPAT / "package-lock.json").exists() else "install", "--no-audit", "--no-fund"]
     try:
         proc = subprocess.run(argv, cwd=COMPAT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -58,9 +67,8 @@ def ensure_sdk():
                     f"{cut((e.stdout or b'').decode('utf-8', 'replace'))}")
     out = proc.stdout.decode("utf-8", "replace")
     assert proc.returncode == 0, f"{' '.join(argv)} in {COMPAT} exited {proc.returncode}:\n{cut(out)}"
-    assert installed_sdk_version() == pinned_sdk_version(), (
-        f"after {' '.join(argv)}, node_modules has openai {installed_sdk_version()}, "
-        f"package.json pins {pinned_sdk_version()}:\n{cut(out)}")
+    assert not missing_packages(), (f"after {' '.join(argv)}, node_modules lacks the pinned "
+                                    f"{missing_packages()}:\n{cut(out)}")
 
 
 def test_openai_node_sdk_lists_chats_and_streams(lms_bin, tmp_path):
