@@ -26,96 +26,95 @@
 #define PROGRESS_MIN_MS 250   /* output reports no more often than this */
 
 /* clang-format off: JSON texts, written as they read */
-#define SANDBOX_ID_PROP \
-	"\"sandbox_id\": {\"type\": \"string\", \"pattern\": \"^sbx_[0-9a-f]{16}$\", \"description\": " \
-	"\"The id that sandbox_create returned. Leave it out only on a first call: a new sandbox is then made, and " \
+#define SANDBOX_ID_PROP                                                                                                \
+	"\"sandbox_id\": {\"type\": \"string\", \"pattern\": \"^sbx_[0-9a-f]{16}$\", \"description\": "                \
+	"\"The id that sandbox_create returned. Leave it out only on a first call: a new sandbox is then made, and "   \
 	"its id is in the result: pass it to every later call.\"}"
-#define EXEC_OUTPUT_SCHEMA \
-	"{\"type\": \"object\", \"required\": [\"sandbox_id\", \"exit_code\", \"timed_out\", \"oom_killed\", " \
-	"\"stdout\", \"stderr\"], \"properties\": {\"sandbox_id\": {\"type\": \"string\"}, " \
-	"\"exit_code\": {\"type\": \"integer\"}, \"signal\": {\"type\": [\"string\", \"null\"]}, " \
-	"\"timed_out\": {\"type\": \"boolean\"}, \"oom_killed\": {\"type\": \"boolean\"}, " \
-	"\"stdout\": {\"type\": \"string\"}, \"stderr\": {\"type\": \"string\"}, " \
-	"\"stdout_truncated\": {\"type\": \"boolean\"}, \"stderr_truncated\": {\"type\": \"boolean\"}, " \
-	"\"duration_ms\": {\"type\": \"number\"}, \"cpu_ms\": {\"type\": \"number\"}, " \
+#define EXEC_OUTPUT_SCHEMA                                                                                             \
+	"{\"type\": \"object\", \"required\": [\"sandbox_id\", \"exit_code\", \"timed_out\", \"oom_killed\", "         \
+	"\"stdout\", \"stderr\"], \"properties\": {\"sandbox_id\": {\"type\": \"string\"}, "                           \
+	"\"exit_code\": {\"type\": \"integer\"}, \"signal\": {\"type\": [\"string\", \"null\"]}, "                     \
+	"\"timed_out\": {\"type\": \"boolean\"}, \"oom_killed\": {\"type\": \"boolean\"}, "                            \
+	"\"stdout\": {\"type\": \"string\"}, \"stderr\": {\"type\": \"string\"}, "                                     \
+	"\"stdout_truncated\": {\"type\": \"boolean\"}, \"stderr_truncated\": {\"type\": \"boolean\"}, "               \
+	"\"duration_ms\": {\"type\": \"number\"}, \"cpu_ms\": {\"type\": \"number\"}, "                                \
 	"\"max_rss_kb\": {\"type\": \"integer\"}}}"
 
-static const char tools_json[] = "["
-"{\"name\": \"sandbox_create\", \"title\": \"Create a sandbox\", \"description\": \"Creates an isolated Linux "
-"sandbox that keeps its files and background processes between calls. Call it first and pass the sandbox_id "
-"it returns to every other tool. Commands run as root inside it, but it cannot touch the host. The working "
-"directory is /work.\", "
-"\"inputSchema\": {\"type\": \"object\", \"properties\": {"
-"\"image\": {\"type\": \"string\", \"description\": \"Root file system: host (the default: the host's /usr, "
-"read-only) or an imported image's name.\"}, "
-"\"ttl_s\": {\"type\": \"integer\", \"minimum\": 1, \"description\": \"Seconds of idle time before it is "
-"removed (default 3600).\"}, "
-"\"network\": {\"type\": \"boolean\", \"description\": \"Internet access (only when the server allows it; "
-"default false: loopback only).\"}}}, "
-"\"outputSchema\": {\"type\": \"object\", \"required\": [\"sandbox_id\"], \"properties\": {"
-"\"sandbox_id\": {\"type\": \"string\"}, \"image\": {\"type\": \"string\"}, \"expires_at\": {\"type\": "
-"\"string\"}, \"network\": {}}}, "
-"\"annotations\": {\"readOnlyHint\": false, \"destructiveHint\": false, \"openWorldHint\": false}},"
+static const char tools_json[] =
+    "["
+    "{\"name\": \"sandbox_create\", \"title\": \"Create a sandbox\", \"description\": \"Creates an isolated Linux "
+    "sandbox that keeps its files and background processes between calls. Call it first and pass the sandbox_id "
+    "it returns to every other tool. Commands run as root inside it, but it cannot touch the host. The working "
+    "directory is /work.\", "
+    "\"inputSchema\": {\"type\": \"object\", \"properties\": {"
+    "\"image\": {\"type\": \"string\", \"description\": \"Root file system: host (the default: the host's /usr, "
+    "read-only) or an imported image's name.\"}, "
+    "\"ttl_s\": {\"type\": \"integer\", \"minimum\": 1, \"description\": \"Seconds of idle time before it is "
+    "removed (default 3600).\"}, "
+    "\"network\": {\"type\": \"boolean\", \"description\": \"Internet access (only when the server allows it; "
+    "default false: loopback only).\"}}}, "
+    "\"outputSchema\": {\"type\": \"object\", \"required\": [\"sandbox_id\"], \"properties\": {"
+    "\"sandbox_id\": {\"type\": \"string\"}, \"image\": {\"type\": \"string\"}, \"expires_at\": {\"type\": "
+    "\"string\"}, \"network\": {}}}, "
+    "\"annotations\": {\"readOnlyHint\": false, \"destructiveHint\": false, \"openWorldHint\": false}},"
 
-"{\"name\": \"bash\", \"title\": \"Run a shell command\", \"description\": \"Runs a command with bash -c in the "
-"sandbox, in /work, and returns its exit code, then its standard output and error. Files and background "
-"processes stay for later calls. A command that fails returns isError with its output. Long output keeps its "
-"beginning and its end.\", "
-"\"inputSchema\": {\"type\": \"object\", \"required\": [\"command\"], \"properties\": {" SANDBOX_ID_PROP ", "
-"\"command\": {\"type\": \"string\", \"description\": \"The shell command, e.g. ls -la or python3 x.py\"}, "
-"\"timeout_ms\": {\"type\": \"integer\", \"minimum\": 1, \"description\": \"Kill the command after this many "
-"milliseconds (default 30000).\"}}}, "
-"\"outputSchema\": " EXEC_OUTPUT_SCHEMA ", "
-"\"annotations\": {\"readOnlyHint\": false, \"destructiveHint\": true, \"openWorldHint\": false}},"
+    "{\"name\": \"bash\", \"title\": \"Run a shell command\", \"description\": \"Runs a command with bash -c in the "
+    "sandbox, in /work, and returns its exit code, then its standard output and error. Files and background "
+    "processes stay for later calls. A command that fails returns isError with its output. Long output keeps its "
+    "beginning and its end.\", "
+    "\"inputSchema\": {\"type\": \"object\", \"required\": [\"command\"], \"properties\": {" SANDBOX_ID_PROP ", "
+    "\"command\": {\"type\": \"string\", \"description\": \"The shell command, e.g. ls -la or python3 x.py\"}, "
+    "\"timeout_ms\": {\"type\": \"integer\", \"minimum\": 1, \"description\": \"Kill the command after this many "
+    "milliseconds (default 30000).\"}}}, "
+    "\"outputSchema\": " EXEC_OUTPUT_SCHEMA ", "
+    "\"annotations\": {\"readOnlyHint\": false, \"destructiveHint\": true, \"openWorldHint\": false}},"
 
-"{\"name\": \"read_file\", \"title\": \"Read a file\", \"description\": \"Returns the text of a file in the "
-"sandbox. offset and limit pick lines (the first line is 1).\", "
-"\"inputSchema\": {\"type\": \"object\", \"required\": [\"path\"], \"properties\": {" SANDBOX_ID_PROP ", "
-"\"path\": {\"type\": \"string\", \"description\": \"Absolute, or relative to /work\"}, "
-"\"offset\": {\"type\": \"integer\", \"minimum\": 1, \"description\": \"First line to return (default 1)\"}, "
-"\"limit\": {\"type\": \"integer\", \"minimum\": 1, \"description\": \"How many lines (default: all)\"}}}, "
-"\"outputSchema\": " EXEC_OUTPUT_SCHEMA ", "
-"\"annotations\": {\"readOnlyHint\": true, \"openWorldHint\": false}},"
+    "{\"name\": \"read_file\", \"title\": \"Read a file\", \"description\": \"Returns the text of a file in the "
+    "sandbox. offset and limit pick lines (the first line is 1).\", "
+    "\"inputSchema\": {\"type\": \"object\", \"required\": [\"path\"], \"properties\": {" SANDBOX_ID_PROP ", "
+    "\"path\": {\"type\": \"string\", \"description\": \"Absolute, or relative to /work\"}, "
+    "\"offset\": {\"type\": \"integer\", \"minimum\": 1, \"description\": \"First line to return (default 1)\"}, "
+    "\"limit\": {\"type\": \"integer\", \"minimum\": 1, \"description\": \"How many lines (default: all)\"}}}, "
+    "\"outputSchema\": " EXEC_OUTPUT_SCHEMA ", "
+    "\"annotations\": {\"readOnlyHint\": true, \"openWorldHint\": false}},"
 
-"{\"name\": \"write_file\", \"title\": \"Write a file\", \"description\": \"Writes content to a file in the "
-"sandbox, replacing it if it exists; missing parent directories are created.\", "
-"\"inputSchema\": {\"type\": \"object\", \"required\": [\"path\", \"content\"], \"properties\": {"
-SANDBOX_ID_PROP ", "
-"\"path\": {\"type\": \"string\", \"description\": \"Absolute, or relative to /work\"}, "
-"\"content\": {\"type\": \"string\", \"description\": \"The whole new text of the file\"}}}, "
-"\"outputSchema\": " EXEC_OUTPUT_SCHEMA ", "
-"\"annotations\": {\"readOnlyHint\": false, \"destructiveHint\": true, \"idempotentHint\": true, "
-"\"openWorldHint\": false}},"
+    "{\"name\": \"write_file\", \"title\": \"Write a file\", \"description\": \"Writes content to a file in the "
+    "sandbox, replacing it if it exists; missing parent directories are created.\", "
+    "\"inputSchema\": {\"type\": \"object\", \"required\": [\"path\", \"content\"], \"properties\": {" SANDBOX_ID_PROP
+    ", "
+    "\"path\": {\"type\": \"string\", \"description\": \"Absolute, or relative to /work\"}, "
+    "\"content\": {\"type\": \"string\", \"description\": \"The whole new text of the file\"}}}, "
+    "\"outputSchema\": " EXEC_OUTPUT_SCHEMA ", "
+    "\"annotations\": {\"readOnlyHint\": false, \"destructiveHint\": true, \"idempotentHint\": true, "
+    "\"openWorldHint\": false}},"
 
-"{\"name\": \"edit_file\", \"title\": \"Edit a file\", \"description\": \"Replaces the one place where old "
-"occurs in a file with new. old must match exactly once, whitespace included: if it matches more often, "
-"include more of the surrounding lines.\", "
-"\"inputSchema\": {\"type\": \"object\", \"required\": [\"path\", \"old\", \"new\"], \"properties\": {"
-SANDBOX_ID_PROP ", "
-"\"path\": {\"type\": \"string\", \"description\": \"Absolute, or relative to /work\"}, "
-"\"old\": {\"type\": \"string\", \"minLength\": 1, \"description\": \"The exact text to replace\"}, "
-"\"new\": {\"type\": \"string\", \"description\": \"The text to put in its place\"}}}, "
-"\"outputSchema\": " EXEC_OUTPUT_SCHEMA ", "
-"\"annotations\": {\"readOnlyHint\": false, \"destructiveHint\": true, \"openWorldHint\": false}},"
+    "{\"name\": \"edit_file\", \"title\": \"Edit a file\", \"description\": \"Replaces the one place where old "
+    "occurs in a file with new. old must match exactly once, whitespace included: if it matches more often, "
+    "include more of the surrounding lines.\", "
+    "\"inputSchema\": {\"type\": \"object\", \"required\": [\"path\", \"old\", \"new\"], \"properties\": "
+    "{" SANDBOX_ID_PROP ", "
+    "\"path\": {\"type\": \"string\", \"description\": \"Absolute, or relative to /work\"}, "
+    "\"old\": {\"type\": \"string\", \"minLength\": 1, \"description\": \"The exact text to replace\"}, "
+    "\"new\": {\"type\": \"string\", \"description\": \"The text to put in its place\"}}}, "
+    "\"outputSchema\": " EXEC_OUTPUT_SCHEMA ", "
+    "\"annotations\": {\"readOnlyHint\": false, \"destructiveHint\": true, \"openWorldHint\": false}},"
 
-"{\"name\": \"list_files\", \"title\": \"List a directory\", \"description\": \"Lists a directory of the "
-"sandbox (ls -la): names, types, sizes, permissions.\", "
-"\"inputSchema\": {\"type\": \"object\", \"required\": [\"path\"], \"properties\": {" SANDBOX_ID_PROP ", "
-"\"path\": {\"type\": \"string\", \"description\": \"Absolute, or relative to /work, e.g. /work\"}}}, "
-"\"outputSchema\": " EXEC_OUTPUT_SCHEMA ", "
-"\"annotations\": {\"readOnlyHint\": true, \"openWorldHint\": false}},"
+    "{\"name\": \"list_files\", \"title\": \"List a directory\", \"description\": \"Lists a directory of the "
+    "sandbox (ls -la): names, types, sizes, permissions.\", "
+    "\"inputSchema\": {\"type\": \"object\", \"required\": [\"path\"], \"properties\": {" SANDBOX_ID_PROP ", "
+    "\"path\": {\"type\": \"string\", \"description\": \"Absolute, or relative to /work, e.g. /work\"}}}, "
+    "\"outputSchema\": " EXEC_OUTPUT_SCHEMA ", "
+    "\"annotations\": {\"readOnlyHint\": true, \"openWorldHint\": false}},"
 
-"{\"name\": \"sandbox_delete\", \"title\": \"Delete a sandbox\", \"description\": \"Ends a sandbox: its "
-"processes are killed and its files removed.\", "
-"\"inputSchema\": {\"type\": \"object\", \"required\": [\"sandbox_id\"], \"properties\": {" SANDBOX_ID_PROP
-"}}, "
-"\"outputSchema\": {\"type\": \"object\", \"required\": [\"sandbox_id\", \"deleted\"], \"properties\": {"
-"\"sandbox_id\": {\"type\": \"string\"}, \"deleted\": {\"type\": \"boolean\"}}}, "
-"\"annotations\": {\"readOnlyHint\": false, \"destructiveHint\": true, \"idempotentHint\": false, "
-"\"openWorldHint\": false}}"
-"]";
+    "{\"name\": \"sandbox_delete\", \"title\": \"Delete a sandbox\", \"description\": \"Ends a sandbox: its "
+    "processes are killed and its files removed.\", "
+    "\"inputSchema\": {\"type\": \"object\", \"required\": [\"sandbox_id\"], \"properties\": {" SANDBOX_ID_PROP "}}, "
+    "\"outputSchema\": {\"type\": \"object\", \"required\": [\"sandbox_id\", \"deleted\"], \"properties\": {"
+    "\"sandbox_id\": {\"type\": \"string\"}, \"deleted\": {\"type\": \"boolean\"}}}, "
+    "\"annotations\": {\"readOnlyHint\": false, \"destructiveHint\": true, \"idempotentHint\": false, "
+    "\"openWorldHint\": false}}"
+    "]";
 /* clang-format on */
-
 
 static json_t *tools_parsed;
 
@@ -200,7 +199,7 @@ struct call {
 	int hangup_fd;
 	const struct lms_mcp_progress *progress;
 	char sandbox_id[SANDBOX_ID_MAX + 1];
-	bool created; /* the call made its sandbox */
+	bool created;  /* the call made its sandbox */
 	char *problem; /* what was wrong with the arguments */
 };
 
@@ -258,8 +257,8 @@ arg_path(struct call *c)
 		return NULL;
 	if (*p == '\0') {
 		if (c->problem == NULL)
-			c->problem = xasprintf("%s: argument path is empty: give a file's path, e.g. /work/main.py",
-					       c->tool);
+			c->problem =
+			    xasprintf("%s: argument path is empty: give a file's path, e.g. /work/main.py", c->tool);
 		return NULL;
 	}
 	return *p == '/' ? xstrdup(p) : xasprintf("/work/%s", p);
@@ -381,10 +380,10 @@ run(struct call *c, const char *const *argv, const char *stdin_data, size_t stdi
 	uint64_t key = 0;
 	struct lms_sandbox_entry *entry = lms_sandboxes_acquire(sbs, c->sandbox_id, &key, &base, &reason, &err);
 	if (entry == NULL) {
-		*fail = error_result("%s: sandbox %s does not exist%s%s%s: make one with sandbox_create, or leave "
-				     "sandbox_id out to get a new one",
-				     c->tool, c->sandbox_id, reason ? " (" : "", reason ? reason : "",
-				     reason ? ")" : "");
+		*fail =
+		    error_result("%s: sandbox %s does not exist%s%s%s: make one with sandbox_create, or leave "
+				 "sandbox_id out to get a new one",
+				 c->tool, c->sandbox_id, reason ? " (" : "", reason ? reason : "", reason ? ")" : "");
 		return -1;
 	}
 	struct lms_exec_request *xr = text ? lms_sandbox_command_parse(c->s, base, text, strlen(text), &err) : NULL;
@@ -399,8 +398,8 @@ run(struct call *c, const char *const *argv, const char *stdin_data, size_t stdi
 	lms_exec_request_free(xr);
 	if (r < 0) {
 		outcome_clear(o);
-		*fail = error_result("%s: the command could not run: %s", c->tool,
-				     err ? err->message : "unknown error");
+		*fail =
+		    error_result("%s: the command could not run: %s", c->tool, err ? err->message : "unknown error");
 	}
 	return r;
 }
@@ -455,8 +454,8 @@ summary(struct call *c, const struct outcome *o, json_int_t timeout_ms)
 	else if (o->result.cancelled)
 		line = xasprintf("cancelled\n");
 	else
-		line = xasprintf("exit code %d%s\n", o->result.exit_code,
-				 o->result.signal ? " (killed by a signal)" : "");
+		line =
+		    xasprintf("exit code %d%s\n", o->result.exit_code, o->result.signal ? " (killed by a signal)" : "");
 	lms_buf_append(&b, line, strlen(line));
 	free(line);
 	json_t *st = structured(c, o);
@@ -537,8 +536,8 @@ tool_sandbox_delete(struct call *c)
 	_cleanup_error_ struct lms_error *err = NULL;
 	const char *reason = NULL;
 	if (lms_sandboxes_delete(c->s->sandboxes, id, &reason, &err) < 0)
-		return error_result("sandbox_delete: %s%s%s%s", err->message, reason ? " (" : "",
-				    reason ? reason : "", reason ? ")" : "");
+		return error_result("sandbox_delete: %s%s%s%s", err->message, reason ? " (" : "", reason ? reason : "",
+				    reason ? ")" : "");
 	_cleanup_free_ char *text = xasprintf("Deleted sandbox %s.", id);
 	return text_result(text, json_pack("{s:s, s:b}", "sandbox_id", id, "deleted", 1), false);
 }
@@ -569,8 +568,9 @@ tool_read_file(struct call *c)
 	json_t *fail = c->problem ? NULL : resolve_sandbox(c);
 	if (c->problem || fail)
 		return fail;
-	_cleanup_free_ char *range = limit > 0 ? xasprintf("%lld,%lldp", (long long)offset, (long long)(offset + limit - 1))
-					       : xasprintf("%lld,$p", (long long)offset);
+	_cleanup_free_ char *range = limit > 0
+					 ? xasprintf("%lld,%lldp", (long long)offset, (long long)(offset + limit - 1))
+					 : xasprintf("%lld,$p", (long long)offset);
 	const char *cat[] = {"cat", "--", path, NULL};
 	const char *sed[] = {"sed", "-n", "-e", range, "--", path, NULL};
 	struct outcome o;
@@ -665,11 +665,11 @@ tool_edit_file(struct call *c)
 		if (ignored != o.out.len || memcmp(clean, text, o.out.len) != 0)
 			r = error_result("edit_file: %s is not UTF-8 text: edit it with bash instead", path);
 		else if ((count = count_matches(text, o.out.len, old, old_len, &first)) != 1)
-			r = error_result("edit_file: old matched %zu times in %s; it must match exactly once%s", count,
-					 path,
-					 count == 0 ? ": read the file (read_file) and copy the text exactly, whitespace "
-						      "included"
-						    : ": include more of the lines around it to make it unique");
+			r = error_result(
+			    "edit_file: old matched %zu times in %s; it must match exactly once%s", count, path,
+			    count == 0 ? ": read the file (read_file) and copy the text exactly, whitespace "
+					 "included"
+				       : ": include more of the lines around it to make it unique");
 	}
 	if (r != NULL) {
 		outcome_clear(&o);
@@ -712,9 +712,8 @@ static const struct tool {
 	const char *name;
 	json_t *(*fn)(struct call *c);
 } tools[] = {
-    {"sandbox_create", tool_sandbox_create}, {"bash", tool_bash},
-    {"read_file", tool_read_file},	     {"write_file", tool_write_file},
-    {"edit_file", tool_edit_file},	     {"list_files", tool_list_files},
+    {"sandbox_create", tool_sandbox_create}, {"bash", tool_bash},	    {"read_file", tool_read_file},
+    {"write_file", tool_write_file},	     {"edit_file", tool_edit_file}, {"list_files", tool_list_files},
     {"sandbox_delete", tool_sandbox_delete},
 };
 

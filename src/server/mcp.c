@@ -107,8 +107,7 @@ reply(struct rpc *r, unsigned status, json_t *body)
 	return lms_reply_json_headers(r->req, status, body, r->headers);
 }
 
-static enum MHD_Result
-reply_error_data(struct rpc *r, unsigned status, int code, json_t *data, const char *fmt, ...)
+static enum MHD_Result reply_error_data(struct rpc *r, unsigned status, int code, json_t *data, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
 static enum MHD_Result
@@ -121,7 +120,8 @@ reply_error_data(struct rpc *r, unsigned status, int code, json_t *data, const c
 	json_t *error = json_pack("{s:i, s:s}", "code", code, "message", message);
 	if (data)
 		json_object_set_new(error, "data", data);
-	json_t *body = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", r->id ? r->id : json_null(), "error", error);
+	json_t *body =
+	    json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", r->id ? r->id : json_null(), "error", error);
 	return reply(r, status, body);
 }
 
@@ -274,14 +274,20 @@ b64_value(char c)
 
 /* A header value as the body has it: "=?base64?...?=" decoded (NULL when that is malformed). */
 static char *
-header_value(const char *v)
+header_value(const char *raw)
 {
-	size_t n = strlen(v);
+	/* Optional whitespace around a field value is not part of it (RFC 9110, 5.5). */
+	while (*raw == ' ' || *raw == '\t')
+		raw++;
+	size_t n = strlen(raw);
+	while (n > 0 && (raw[n - 1] == ' ' || raw[n - 1] == '\t'))
+		n--;
+	_cleanup_free_ char *v = xstrndup(raw, n);
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)v[i] < 0x20 || (unsigned char)v[i] > 0x7e)
 			return NULL; /* MHD hands us what came: only visible ASCII is a header value */
 	if (n < 11 || strncmp(v, "=?base64?", 9) != 0 || strcmp(v + n - 2, "?=") != 0)
-		return xstrdup(v);
+		return steal_pointer(&v);
 	char *out = xmalloc(n);
 	size_t len = 0;
 	unsigned bits = 0, acc = 0;
@@ -314,8 +320,8 @@ check_mirror(struct rpc *r, const char *name, const char *value, enum MHD_Result
 {
 	const char *h = header(r, name);
 	if (h == NULL) {
-		*out = reply_error(r, 400, HEADER_MISMATCH, "Header mismatch: the %s header is missing (it must be %.200s)",
-				   name, value);
+		*out = reply_error(r, 400, HEADER_MISMATCH,
+				   "Header mismatch: the %s header is missing (it must be %.200s)", name, value);
 		return -1;
 	}
 	_cleanup_free_ char *decoded = header_value(h);
@@ -328,7 +334,9 @@ check_mirror(struct rpc *r, const char *name, const char *value, enum MHD_Result
 	return 0;
 }
 
-/* Decides the era and checks the envelope: 0 to go on, else the reply is queued in *out. */
+/* Decides the era and checks the envelope: 0 to go on, else the reply is queued in *out. A request
+ * with the modern _meta (or the modern version in its header) is modern, initialize included (which
+ * the modern revision does not have: 404); anything else is legacy. */
 static int
 check_envelope(struct rpc *r, enum MHD_Result *out)
 {
@@ -339,22 +347,27 @@ check_envelope(struct rpc *r, enum MHD_Result *out)
 		return -1;
 	}
 	json_t *mv = json_object_get(meta, META_VERSION);
-	if (hv != NULL && !version_known(hv)) {
-		*out = reply_error_data(r, 400, UNSUPPORTED_VERSION,
-					json_pack("{s:o, s:s}", "supported", versions_json(), "requested", hv),
-					"Unsupported protocol version %.64s (MCP-Protocol-Version header)", hv);
-		return -1;
-	}
-	if (strcmp(r->method, "initialize") == 0 || (mv == NULL && (hv == NULL || strcmp(hv, MODERN_VERSION) != 0)))
+	_cleanup_free_ char *hv_clean = hv ? header_value(hv) : NULL;
+	if (mv == NULL && (hv_clean == NULL || strcmp(hv_clean, MODERN_VERSION) != 0)) {
+		if (hv != NULL && (hv_clean == NULL || !version_known(hv_clean))) {
+			*out = reply_error_data(r, 400, UNSUPPORTED_VERSION,
+						json_pack("{s:o, s:s}", "supported", versions_json(), "requested", hv),
+						"Unsupported protocol version %.64s (MCP-Protocol-Version header)", hv);
+			return -1;
+		}
 		return 0; /* legacy: the header, when sent, names a version initialize can give */
+	}
 	r->modern = true;
 	if (mv == NULL || !json_is_string(mv)) {
 		*out = reply_error(r, 400, INVALID_PARAMS,
-				   "params._meta must carry \"" META_VERSION "\" (a string) in protocol version "
-				   MODERN_VERSION);
+				   "params._meta must carry \"" META_VERSION
+				   "\" (a string) in protocol version " MODERN_VERSION);
 		return -1;
 	}
 	const char *v = json_string_value(mv);
+	/* The header first: a body and a header that disagree are refused whatever they say. */
+	if (check_mirror(r, "MCP-Protocol-Version", v, out) < 0)
+		return -1;
 	if (strcmp(v, MODERN_VERSION) != 0) {
 		*out = reply_error_data(r, 400, UNSUPPORTED_VERSION,
 					json_pack("{s:o, s:s}", "supported", versions_json(), "requested", v),
@@ -363,7 +376,7 @@ check_envelope(struct rpc *r, enum MHD_Result *out)
 					v, MODERN_VERSION);
 		return -1;
 	}
-	if (check_mirror(r, "MCP-Protocol-Version", v, out) < 0 || check_mirror(r, "Mcp-Method", r->method, out) < 0)
+	if (check_mirror(r, "Mcp-Method", r->method, out) < 0)
 		return -1;
 	if (!json_is_object(json_object_get(meta, META_CAPABILITIES))) {
 		*out = reply_error(r, 400, INVALID_PARAMS,
@@ -384,9 +397,9 @@ struct sse {
 	struct rpc rpc; /* root, id and modern: the thread's copy */
 	char *name;
 	json_t *args;
-	json_t *token;	/* progressToken, or NULL */
-	int frames[2];	/* the thread writes events to [1]; the response reads [0] */
-	int cancel[2];	/* closing [1] hangs up [0], the command's hang-up descriptor */
+	json_t *token; /* progressToken, or NULL */
+	int frames[2]; /* the thread writes events to [1]; the response reads [0] */
+	int cancel[2]; /* closing [1] hangs up [0], the command's hang-up descriptor */
 	int client_fd;
 	pthread_t thread;
 };
@@ -430,7 +443,8 @@ sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 	(void)pos;
 	struct sse *x = cls;
 	for (;;) {
-		struct pollfd p[2] = {{.fd = x->frames[0], .events = POLLIN}, {.fd = x->client_fd, .events = POLLRDHUP}};
+		struct pollfd p[2] = {{.fd = x->frames[0], .events = POLLIN},
+				      {.fd = x->client_fd, .events = POLLRDHUP}};
 		if (poll(p, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -584,9 +598,9 @@ dispatch(struct rpc *r)
 	}
 	/* The modern revision answers an unknown method with 404, so that a client can tell it from a
 	 * server without this endpoint; a legacy client reads the error in a 200. */
-	return reply_error(r, r->modern ? 404 : 200, METHOD_NOT_FOUND,
-			   "Method not found: %.100s (this server has tools only: %s)", m,
-			   r->modern ? "server/discover, tools/list, tools/call" : "initialize, ping, tools/list, tools/call");
+	return reply_error(
+	    r, r->modern ? 404 : 200, METHOD_NOT_FOUND, "Method not found: %.100s (this server has tools only: %s)", m,
+	    r->modern ? "server/discover, tools/list, tools/call" : "initialize, ping, tools/list, tools/call");
 }
 
 /* The body as one JSON-RPC message: 0, or the error reply queued in *out. */
@@ -595,10 +609,11 @@ parse(struct rpc *r, enum MHD_Result *out)
 {
 	struct lms_request *req = r->req;
 	json_error_t jerr;
-	r->root = json_loadb(req->body.data ? req->body.data : "", req->body.len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	r->root = json_loadb(req->body.data ? req->body.data : "", req->body.len,
+			     JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if (r->root == NULL) {
-		*out = reply_error(r, 400, PARSE_ERROR, "Parse error: malformed JSON at line %d, column %d: %s", jerr.line,
-				   jerr.column, jerr.text);
+		*out = reply_error(r, 400, PARSE_ERROR, "Parse error: malformed JSON at line %d, column %d: %s",
+				   jerr.line, jerr.column, jerr.text);
 		return -1;
 	}
 	if (json_is_array(r->root)) {
@@ -629,8 +644,7 @@ parse(struct rpc *r, enum MHD_Result *out)
 				   "Invalid Request: this server sends no requests, so it takes no responses");
 		return -1;
 	}
-	if (!json_is_string(method) || json_string_length(method) == 0 ||
-	    json_string_length(method) > NAME_MAX_LEN) {
+	if (!json_is_string(method) || json_string_length(method) == 0 || json_string_length(method) > NAME_MAX_LEN) {
 		*out = reply_error(r, 400, INVALID_REQUEST,
 				   "Invalid Request: \"method\" must be a string of 1 to %d bytes", NAME_MAX_LEN);
 		return -1;

@@ -207,9 +207,20 @@ def test_headers_that_do_not_match_the_body_are_header_mismatch(server, headers,
 
 
 def test_a_version_header_that_differs_from_meta_is_header_mismatch(server):
-    params = {"_meta": modern_meta()}
-    assert_rpc_error(rpc(server, "tools/list", params, headers=modern_headers("tools/list", version="2025-11-25")),
-                     400, -32020)
+    for version in ("2025-11-25", "2099-01-01"):
+        params = {"_meta": modern_meta()}
+        assert_rpc_error(rpc(server, "tools/list", params, headers=modern_headers("tools/list", version=version)),
+                         400, -32020)
+
+
+def test_whitespace_around_a_header_value_is_not_part_of_it(server):
+    res = result_of(modern(server, "tools/call", {"name": "bash", "arguments": {"command": "true"}},
+                           headers={"Mcp-Name": "bash \t", "Mcp-Method": "tools/call  "}))
+    assert res["isError"] is False, res
+
+
+def test_initialize_with_modern_meta_is_not_a_modern_method(server):
+    assert_rpc_error(modern(server, "initialize", {"protocolVersion": MODERN, "capabilities": {}}), 404, -32601)
 
 
 def test_an_unsupported_version_lists_the_supported_ones(server):
