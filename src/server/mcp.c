@@ -239,6 +239,16 @@ check_origin(struct rpc *r, enum MHD_Result *out)
 	return 0;
 }
 
+/* A response without a body, with the request's CORS headers. */
+static struct MHD_Response *
+empty_response(const struct rpc *r)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	for (const struct lms_header *h = r->headers; h->name; h++)
+		MHD_add_response_header(resp, h->name, h->value);
+	return resp;
+}
+
 enum MHD_Result
 lms_route_mcp_preflight(struct lms_request *req)
 {
@@ -246,9 +256,7 @@ lms_route_mcp_preflight(struct lms_request *req)
 	enum MHD_Result out;
 	if (check_origin(&r, &out) < 0)
 		return out;
-	struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-	for (const struct lms_header *h = r.headers; h->name; h++)
-		MHD_add_response_header(resp, h->name, h->value);
+	struct MHD_Response *resp = empty_response(&r);
 	MHD_add_response_header(resp, "Access-Control-Allow-Methods", "POST, OPTIONS");
 	MHD_add_response_header(resp, "Access-Control-Allow-Headers",
 				"Authorization, Content-Type, Accept, MCP-Protocol-Version, Mcp-Method, Mcp-Name, "
@@ -682,10 +690,7 @@ lms_route_mcp(struct lms_request *req)
 		/* A notification (notifications/initialized, notifications/cancelled, ...): nothing to answer.
 		 * A cancellation has nothing to do either: over HTTP, a closed stream is what cancels. */
 		json_decref(r.root);
-		struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-		for (const struct lms_header *h = r.headers; h->name; h++)
-			MHD_add_response_header(resp, h->name, h->value);
-		return lms_reply(req, 202, resp);
+		return lms_reply(req, 202, empty_response(&r));
 	}
 	if (check_envelope(&r, &out) == 0)
 		out = dispatch(&r);

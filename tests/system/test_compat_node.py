@@ -71,6 +71,17 @@ def ensure_sdk(directory=COMPAT):
                                              f"{missing_packages(directory)}:\n{cut(out)}")
 
 
+def run_node_test(node, test_file, env, timeout=NODE_TIMEOUT):
+    """`node --test tests/compat/TEST_FILE` with `env`: (exit status or None after `timeout`, its output)."""
+    argv = [node, "--test", str(COMPAT / test_file)]
+    try:
+        proc = subprocess.run(argv, cwd=COMPAT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=timeout)
+        return proc.returncode, proc.stdout.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired as e:
+        return None, (e.stdout or b"").decode("utf-8", "replace") + f"\n(killed after {timeout} s)"
+
+
 def test_openai_node_sdk_lists_chats_and_streams(lms_bin, tmp_path):
     node = shutil.which("node")
     if node is None:
@@ -98,13 +109,7 @@ def test_openai_node_sdk_lists_chats_and_streams(lms_bin, tmp_path):
             "no_proxy": "127.0.0.1,localhost,::1",
             "NO_COLOR": "1",
         })
-        argv = [node, "--test", str(COMPAT / "openai-sdk.test.mjs")]
-        try:
-            proc = subprocess.run(argv, cwd=COMPAT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, timeout=NODE_TIMEOUT)
-            out, rc = proc.stdout.decode("utf-8", "replace"), proc.returncode
-        except subprocess.TimeoutExpired as e:
-            out, rc = (e.stdout or b"").decode("utf-8", "replace") + f"\n(killed after {NODE_TIMEOUT} s)", None
+        rc, out = run_node_test(node, "openai-sdk.test.mjs", env)
         assert rc == 0, (f"the OpenAI Node SDK (openai {installed_sdk_version()}, {node}) failed against the "
                          f"gateway: exit {rc}\n{cut(out, 8000)}\n--- daemon ---\n{server.describe()}")
     finally:

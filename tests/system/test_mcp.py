@@ -7,7 +7,6 @@ import base64
 import os
 import re
 import shutil
-import subprocess
 import uuid
 
 import pytest
@@ -503,7 +502,7 @@ def test_mcp_is_behind_the_token(start):
 # ---- the official TypeScript client -----------------------------------------------------------------------------
 
 def test_the_official_typescript_sdk_over_streamable_http(start):
-    from test_compat_node import COMPAT, ensure_sdk, installed_version
+    from test_compat_node import ensure_sdk, installed_version, run_node_test
     node = shutil.which("node")
     if node is None:
         pytest.skip("NO NODE: the MCP SDK test needs Node.js (Debian: apt-get install nodejs npm)")
@@ -512,12 +511,6 @@ def test_the_official_typescript_sdk_over_streamable_http(start):
     s = start(env={"LM_SANDBOX_API_TOKEN": token})
     env = dict(os.environ, LMS_MCP_URL=s.url + "/mcp", LMS_TOKEN=token, NO_COLOR="1",
                NO_PROXY="127.0.0.1,localhost,::1", no_proxy="127.0.0.1,localhost,::1")
-    argv = [node, "--test", str(COMPAT / "mcp-sdk.test.mjs")]
-    try:
-        proc = subprocess.run(argv, cwd=COMPAT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=NODE_TIMEOUT)
-        out, rc = proc.stdout.decode("utf-8", "replace"), proc.returncode
-    except subprocess.TimeoutExpired as e:
-        out, rc = (e.stdout or b"").decode("utf-8", "replace") + f"\n(killed after {NODE_TIMEOUT} s)", None
+    rc, out = run_node_test(node, "mcp-sdk.test.mjs", env, NODE_TIMEOUT)
     assert rc == 0, (f"@modelcontextprotocol/sdk {installed_version('@modelcontextprotocol/sdk')} failed against "
                      f"POST /mcp: exit {rc}\n{cut(out, 8000)}\n--- daemon ---\n{s.describe()}")
