@@ -22,8 +22,9 @@
 #include "server/server.h"
 
 #define SANDBOX_ID_MAX 23
-#define PROGRESS_TICK_MS 1000 /* a silent command still reports this often */
-#define PROGRESS_MIN_MS 250   /* output reports no more often than this */
+#define PROGRESS_TICK_MS 1000	      /* a silent command still reports this often */
+#define PROGRESS_MIN_MS 250	      /* output reports no more often than this */
+#define ARG_MAX_VALUE 1000000000000LL /* the largest whole-number argument taken */
 
 /* clang-format off: JSON texts, written as they read */
 #define SANDBOX_ID_PROP                                                                                                \
@@ -176,9 +177,11 @@ error_result(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	_cleanup_free_ char *text = xvasprintf(fmt, ap);
+	_cleanup_free_ char *raw = xvasprintf(fmt, ap);
 	va_end(ap);
-	return json_pack("{s:[{s:s, s:s}], s:b}", "content", "type", "text", "text", text, "isError", 1);
+	size_t n; /* a %.40s may cut a character in two: JSON takes UTF-8 only */
+	_cleanup_free_ char *text = lms_utf8_sanitize(raw, strlen(raw), &n);
+	return json_pack("{s:[{s:s, s:s%}], s:b}", "content", "type", "text", "text", text, n, "isError", 1);
 }
 
 static json_t *
@@ -232,9 +235,13 @@ arg_positive(struct call *c, const char *key, json_int_t def)
 	json_int_t n = 0;
 	if (json_is_integer(v))
 		n = json_integer_value(v);
-	else if (json_is_real(v) && json_real_value(v) == (double)(json_int_t)json_real_value(v))
-		n = (json_int_t)json_real_value(v);
-	else if (json_is_string(v)) {
+	else if (json_is_real(v)) {
+		double d = json_real_value(v); /* range first: a cast of what does not fit is undefined */
+		if (d > (double)ARG_MAX_VALUE)
+			n = ARG_MAX_VALUE; /* every double that large is whole */
+		else if (d >= 1 && d == (double)(json_int_t)d)
+			n = (json_int_t)d;
+	} else if (json_is_string(v)) {
 		char *end = NULL;
 		errno = 0;
 		long long parsed = strtoll(json_string_value(v), &end, 10);
@@ -245,7 +252,9 @@ arg_positive(struct call *c, const char *key, json_int_t def)
 			c->problem = xasprintf("%s: argument %s must be a positive whole number", c->tool, key);
 		return def;
 	}
-	return n;
+	/* Past this, every use (a line number, milliseconds) is clamped anyway; below it, offset + limit
+	 * cannot overflow. */
+	return n > ARG_MAX_VALUE ? ARG_MAX_VALUE : n;
 }
 
 /* An absolute path: a relative one is taken from /work (so that no path can read as an option). */

@@ -25,6 +25,7 @@
 #include "api/exec-json.h"
 #include "core/alloc.h"
 #include "core/fdio.h"
+#include "core/utf8.h"
 #include "server/mcp-tools.h"
 #include "server/server.h"
 
@@ -115,9 +116,12 @@ reply_error_data(struct rpc *r, unsigned status, int code, json_t *data, const c
 {
 	va_list ap;
 	va_start(ap, fmt);
-	_cleanup_free_ char *message = xvasprintf(fmt, ap);
+	_cleanup_free_ char *raw = xvasprintf(fmt, ap);
 	va_end(ap);
-	json_t *error = json_pack("{s:i, s:s}", "code", code, "message", message);
+	/* Header values are the client's bytes, and a %.200s may cut a character in two: JSON takes UTF-8. */
+	size_t n;
+	_cleanup_free_ char *message = lms_utf8_sanitize(raw, strlen(raw), &n);
+	json_t *error = json_pack("{s:i, s:s%}", "code", code, "message", message, n);
 	if (data)
 		json_object_set_new(error, "data", data);
 	json_t *body =
@@ -359,7 +363,8 @@ check_envelope(struct rpc *r, enum MHD_Result *out)
 	if (mv == NULL && (hv_clean == NULL || strcmp(hv_clean, MODERN_VERSION) != 0)) {
 		if (hv != NULL && (hv_clean == NULL || !version_known(hv_clean))) {
 			*out = reply_error_data(r, 400, UNSUPPORTED_VERSION,
-						json_pack("{s:o, s:s}", "supported", versions_json(), "requested", hv),
+						json_pack("{s:o, s:s}", "supported", versions_json(), "requested",
+							  hv_clean ? hv_clean : "(not visible ASCII)"),
 						"Unsupported protocol version %.64s (MCP-Protocol-Version header)", hv);
 			return -1;
 		}

@@ -514,3 +514,19 @@ def test_the_official_typescript_sdk_over_streamable_http(start):
     rc, out = run_node_test(node, "mcp-sdk.test.mjs", env, NODE_TIMEOUT)
     assert rc == 0, (f"@modelcontextprotocol/sdk {installed_version('@modelcontextprotocol/sdk')} failed against "
                      f"POST /mcp: exit {rc}\n{cut(out, 8000)}\n--- daemon ---\n{s.describe()}")
+
+
+def test_hostile_bytes_in_headers_and_arguments_get_clean_errors(server):
+    # A header value that is not ASCII, and numbers far out of range: a JSON-RPC error or an error result,
+    # never a 500 or a crash.
+    params = {"_meta": modern_meta()}
+    r = rpc(server, "tools/list", params, headers={**modern_headers("tools/list"),
+                                                     "Mcp-Method": "tools/l\u00efst".encode("latin-1")})
+    assert_rpc_error(r, 400, -32020)
+    r = rpc(server, "tools/list", headers={"MCP-Protocol-Version": "\u00ff".encode("latin-1")})
+    assert_rpc_error(r, 400, -32022)
+    big = call(server, "read_file", {"path": "/etc/hostname", "offset": 1e300, "limit": 9223372036854775807})
+    assert big["isError"] is False and big["structuredContent"]["stdout"] == "", big
+    r = call(server, "bash", {"command": "echo ok", "timeout_ms": 1e300})
+    assert r["structuredContent"]["stdout"] == "ok\n", r
+    assert server.get("/healthz").status_code == 200
