@@ -145,17 +145,24 @@ def pss_kib(pid):
     return 0
 
 
-def persistent(url, rounds, daemon_pid, idle_count=20):
-    """Persistent sandboxes: an exec of true in one on a kept-alive connection, a create and its first command,
-    and what an idle one costs (the PSS of its worker and its PID 1, and the daemon's growth). None when the
-    daemon has no /v1/sandboxes."""
+def connect_with_sandbox(url):
+    """A kept-alive connection and a new persistent sandbox's id; (None, None) when the daemon has none."""
     host, port = url.split("//")[1].rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port))
     status, data = call(conn, "POST", "/v1/sandboxes", {})
     if status != 201:
         conn.close()
+        return None, None
+    return conn, json.loads(data)["id"]
+
+
+def persistent(url, rounds, daemon_pid, idle_count=20):
+    """Persistent sandboxes: an exec of true in one on a kept-alive connection, a create and its first command,
+    and what an idle one costs (the PSS of its worker and its PID 1, and the daemon's growth). None when the
+    daemon has no /v1/sandboxes."""
+    conn, sbx = connect_with_sandbox(url)
+    if conn is None:
         return None
-    sbx = json.loads(data)["id"]
     body = {"argv": ["true"]}
     for _ in range(10):
         call(conn, "POST", f"/v1/sandboxes/{sbx}/exec", body)
@@ -320,13 +327,9 @@ def mcp_vs_exec(url, rounds):
     """An MCP tools/call of bash `true` over Streamable HTTP (as a client that accepts events sends it) against
     POST /v1/sandboxes/{id}/exec of the same command, interleaved in one sandbox on kept-alive connections:
     medians in ms. None when the daemon has no /mcp."""
-    host, port = url.split("//")[1].rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port))
-    status, data = call(conn, "POST", "/v1/sandboxes", {})
-    if status != 201:
-        conn.close()
+    conn, sbx = connect_with_sandbox(url)
+    if conn is None:
         return None
-    sbx = json.loads(data)["id"]
     rpc = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                       "params": {"name": "bash", "arguments": {"sandbox_id": sbx, "command": "true"}}})
     headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
