@@ -88,6 +88,7 @@ SYSTEMD_UNIT_DIR ?= /etc/systemd/system
 install: build
 	install -D -m 0755 $(BUILD)/lm-sandbox $(DESTDIR)$(PREFIX)/bin/lm-sandbox
 	install -D -m 0755 $(BUILD)/lm-sandbox-serve $(DESTDIR)$(PREFIX)/bin/lm-sandbox-serve
+	install -D -m 0755 $(BUILD)/lm-sandbox-client $(DESTDIR)$(PREFIX)/bin/lm-sandbox-client
 
 install-systemd: install
 	sed 's|/usr/local/|$(PREFIX)/|g' deploy/systemd/lm-sandbox.service > $(BUILD)/lm-sandbox.service

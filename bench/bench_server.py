@@ -12,6 +12,7 @@ Three figures, each with its anchor measured in the same run:
 * Sustained rate: wrk with 16 connections for --seconds against POST /v1/exec, beside the rate of two
   parallel bubblewrap loops over the same time (goal: >= 4 x).
 * Idle resident memory of the daemon (VmRSS; goal <= 8 MiB) and of its spawner.
+* MCP: a tools/call of bash `true` over Streamable HTTP against a sandbox exec of the same (goal: <= 1.3 x).
 * The floor under the round trip: build/bench/lms-floor (floor.c) times the engine alone launching
   /usr/bin/true in a prepared sandbox, teardown included, with no HTTP and no process in between,
   beside a bare posix_spawn of it from C.
@@ -148,17 +149,24 @@ def pss_kib(pid):
     return 0
 
 
-def persistent(url, rounds, daemon_pid, idle_count=20):
-    """Persistent sandboxes: an exec of true in one on a kept-alive connection, a create and its first command,
-    and what an idle one costs (the PSS of its worker and its PID 1, and the daemon's growth). None when the
-    daemon has no /v1/sandboxes."""
+def connect_with_sandbox(url):
+    """A kept-alive connection and a new persistent sandbox's id; (None, None) when the daemon has none."""
     host, port = url.split("//")[1].rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port))
     status, data = call(conn, "POST", "/v1/sandboxes", {})
     if status != 201:
         conn.close()
+        return None, None
+    return conn, json.loads(data)["id"]
+
+
+def persistent(url, rounds, daemon_pid, idle_count=20):
+    """Persistent sandboxes: an exec of true in one on a kept-alive connection, a create and its first command,
+    and what an idle one costs (the PSS of its worker and its PID 1, and the daemon's growth). None when the
+    daemon has no /v1/sandboxes."""
+    conn, sbx = connect_with_sandbox(url)
+    if conn is None:
         return None
-    sbx = json.loads(data)["id"]
     body = {"argv": ["true"]}
     for _ in range(10):
         call(conn, "POST", f"/v1/sandboxes/{sbx}/exec", body)
@@ -370,6 +378,47 @@ def gateway(serve_bin, rounds, chunks):
     return med, used_rss
 
 
+def mcp_vs_exec(url, rounds):
+    """An MCP tools/call of bash `true` over Streamable HTTP (as a client that accepts events sends it) against
+    POST /v1/sandboxes/{id}/exec of the same command, interleaved in one sandbox on kept-alive connections:
+    medians in ms. None when the daemon has no /mcp."""
+    conn, sbx = connect_with_sandbox(url)
+    if conn is None:
+        return None
+    rpc = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "bash", "arguments": {"sandbox_id": sbx, "command": "true"}}})
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+    def mcp_once():
+        t = time.perf_counter_ns()
+        conn.request("POST", "/mcp", rpc, headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        took = time.perf_counter_ns() - t
+        if resp.status != 200 or b'"isError":false' not in data:
+            sys.exit(f"bench_server: MCP tools/call failed: {resp.status} {data[:200]!r}")
+        return took
+
+    def exec_once_cmd():
+        t = time.perf_counter_ns()
+        status, data = call(conn, "POST", f"/v1/sandboxes/{sbx}/exec", {"cmd": "true"})
+        took = time.perf_counter_ns() - t
+        if status != 200:
+            sys.exit(f"bench_server: sandbox exec failed: {status} {data[:200]!r}")
+        return took
+
+    for _ in range(10):
+        mcp_once()
+        exec_once_cmd()
+    mcp, execs = [], []
+    for _ in range(rounds):
+        mcp.append(mcp_once())
+        execs.append(exec_once_cmd())
+    call(conn, "DELETE", f"/v1/sandboxes/{sbx}")
+    conn.close()
+    return {"mcp": statistics.median(mcp) / 1e6, "exec": statistics.median(execs) / 1e6}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--serve-bin", default="build/lm-sandbox-serve")
@@ -387,6 +436,7 @@ def main():
         rt = round_trips(url, args.rounds, proc.pid, POOL_SIZE)
         lasting = persistent(url, args.rounds, proc.pid)
         files = files_throughput(url)
+        mcp = mcp_vs_exec(url, args.rounds)
         rate, bad, socket_errors = wrk_rate(url, args.seconds)
         brate = bwrap_rate(args.seconds)
     finally:
@@ -440,6 +490,13 @@ def main():
            f"| download {files['mib']} MiB (MiB/s) | {files['mib'] / files['download']:.0f} "
            f"| {files['mib'] / files['cp']:.0f} | {files['cp'] / files['download']:.2f} | >= 0.5 |", ""]
           if files else []),
+        *(["## MCP", "",
+           f"{args.rounds} interleaved rounds in one sandbox on a kept-alive connection: POST /mcp tools/call of "
+           "bash `true` (Accept: application/json, text/event-stream, as the official clients send it) against "
+           "POST /v1/sandboxes/{id}/exec {\"cmd\": \"true\"}; medians.", "",
+           "| figure | lm-sandbox | anchor | ratio | goal |", "|---|---:|---:|---:|---|",
+           f"| MCP tools/call of bash true (ms) | {mcp['mcp']:.3f} | exec {mcp['exec']:.3f} "
+           f"| {mcp['mcp'] / mcp['exec']:.2f} | <= 1.3 |", ""] if mcp else []),
         "## LLM gateway", "",
         f"A fake llama-server (tests/fakes/fake_llm.py) streams {args.stream_chunks} chunks as fast as it can; "
         f"{args.stream_rounds} streamed chats straight to it and through lm-sandbox, interleaved; medians.", "",

@@ -79,6 +79,12 @@ lms_reply_json(struct lms_request *req, unsigned status, json_t *body)
 }
 
 enum MHD_Result
+lms_reply_json_headers(struct lms_request *req, unsigned status, json_t *body, const struct lms_header *headers)
+{
+	return reply_json(req, status, body, headers);
+}
+
+enum MHD_Result
 lms_reply_error_headers(struct lms_request *req, unsigned status, const struct lms_header *headers, const char *type,
 			const char *code, const char *fmt, ...)
 {
@@ -138,7 +144,16 @@ enum MHD_Result
 lms_reply_event_stream(struct lms_request *req, MHD_ContentReaderCallback reader, void *cls,
 		       MHD_ContentReaderFreeCallback free_cls)
 {
+	return lms_reply_event_stream_headers(req, reader, cls, free_cls, NULL);
+}
+
+enum MHD_Result
+lms_reply_event_stream_headers(struct lms_request *req, MHD_ContentReaderCallback reader, void *cls,
+			       MHD_ContentReaderFreeCallback free_cls, const struct lms_header *headers)
+{
 	struct MHD_Response *resp = lms_reply_stream_response(req, 64 * 1024, reader, cls, free_cls);
+	for (const struct lms_header *h = headers; h && h->name; h++)
+		MHD_add_response_header(resp, h->name, h->value);
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
 	/* Proxies such as nginx must not hold the events back. */

@@ -70,6 +70,12 @@ const struct lms_route lms_routes[] = {
      NULL, NULL, &lms_files_put_sink},
     {"DELETE", "/v1/sandboxes/{id}/files/{file_path}", lms_route_files_delete, true, false, false,
      "Remove a file, or a directory (?recursive=true for one that is not empty) (204)", NULL, NULL},
+    {"POST", "/mcp", lms_route_mcp, true, true, false,
+     "The Model Context Protocol over Streamable HTTP (JSON-RPC 2.0): the sandbox's tools for any MCP host; "
+     "legacy initialize clients served statelessly, 2026-07-28 clients per request",
+     "McpRequest", "McpResponse"},
+    {"OPTIONS", "/mcp", lms_route_mcp_preflight, false, false, false,
+     "CORS preflight of POST /mcp, for the pages of --cors-origin (204)", NULL, NULL},
     {"GET", "/healthz", lms_route_healthz, false, false, false, "Liveness and version (no token needed)", NULL,
      "Health"},
     {"GET", "/metrics", lms_route_metrics, true, false, false, "Prometheus metrics (text format)", NULL, NULL},

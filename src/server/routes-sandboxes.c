@@ -78,7 +78,7 @@ parse_metadata(const json_t *root, json_t **out, struct lms_error **err)
 /* The creation body's exec-like fields (image, limits, network, gpu, env) go through the one exec
  * parser, as a command `true` would: the same rules, the same messages, the server's ceilings. */
 static struct lms_exec_request *
-parse_settings(struct lms_request *req, const json_t *root, struct lms_error **err)
+parse_settings(struct lms_server *s, const json_t *root, struct lms_error **err)
 {
 	json_t *copy = json_deep_copy(root);
 	const char *command_only[] = {"cmd", "argv", "stdin", "stream", "cwd", "timeout_ms", "encoding"};
@@ -87,11 +87,37 @@ parse_settings(struct lms_request *req, const json_t *root, struct lms_error **e
 	json_object_set_new(copy, "argv", json_pack("[s]", "true"));
 	_cleanup_free_ char *text = json_dumps(copy, JSON_COMPACT);
 	json_decref(copy);
-	struct lms_exec_policy policy = lms_server_exec_policy(req->server);
+	struct lms_exec_policy policy = lms_server_exec_policy(s);
 	struct lms_exec_request *xr = NULL;
 	if (lms_exec_request_parse(text, strlen(text), &policy, &xr, err) < 0)
 		return NULL;
 	return xr;
+}
+
+json_t *
+lms_sandbox_create_json(struct lms_server *s, const json_t *root, struct lms_error **err)
+{
+	struct lms_sandbox_settings set = {.ttl_s = DEFAULT_TTL_S};
+	if (set.ttl_s > s->cfg->max_ttl_s)
+		set.ttl_s = s->cfg->max_ttl_s;
+	json_t *ttl = json_object_get(root, "ttl_s");
+	struct lms_exec_request *xr = NULL;
+	if (ttl != NULL && !json_is_null(ttl) && (!json_is_integer(ttl) || json_integer_value(ttl) < 1)) {
+		lms_error_set(err, LMS_ERR_INVALID, 0, "ttl_s must be a positive integer (seconds of idle time)");
+		return NULL;
+	}
+	if (json_is_integer(ttl))
+		set.ttl_s = (uint64_t)json_integer_value(ttl);
+	if (parse_metadata(root, &set.metadata, err) == 0)
+		xr = parse_settings(s, root, err);
+	json_t *obj = NULL;
+	if (xr != NULL) {
+		set.spec = xr->spec;
+		obj = lms_sandboxes_create(s->sandboxes, &set, err);
+	}
+	json_decref(set.metadata);
+	lms_exec_request_free(xr);
+	return obj;
 }
 
 enum MHD_Result
@@ -101,25 +127,8 @@ lms_route_sandbox_create(struct lms_request *req)
 	json_t *root = body_json(req, &err);
 	if (root == NULL)
 		return lms_reply_lms_error(req, err);
-	struct lms_sandbox_settings set = {.ttl_s = DEFAULT_TTL_S};
-	if (set.ttl_s > req->server->cfg->max_ttl_s)
-		set.ttl_s = req->server->cfg->max_ttl_s;
-	json_t *ttl = json_object_get(root, "ttl_s");
-	struct lms_exec_request *xr = NULL;
-	if (ttl != NULL && !json_is_null(ttl) && (!json_is_integer(ttl) || json_integer_value(ttl) < 1))
-		lms_error_set(&err, LMS_ERR_INVALID, 0, "ttl_s must be a positive integer (seconds of idle time)");
-	else if (json_is_integer(ttl))
-		set.ttl_s = (uint64_t)json_integer_value(ttl);
-	if (err == NULL && parse_metadata(root, &set.metadata, &err) == 0)
-		xr = parse_settings(req, root, &err);
+	json_t *obj = lms_sandbox_create_json(req->server, root, &err);
 	json_decref(root);
-	json_t *obj = NULL;
-	if (xr != NULL) {
-		set.spec = xr->spec;
-		obj = lms_sandboxes_create(req->server->sandboxes, &set, &err);
-	}
-	json_decref(set.metadata);
-	lms_exec_request_free(xr);
 	return obj ? lms_reply_json(req, 201, obj) : lms_reply_lms_error(req, err);
 }
 
@@ -199,16 +208,17 @@ lms_route_sandbox_fork(struct lms_request *req)
 
 /* A command's request in the sandbox: its limits within the sandbox's, its environment added to the
  * sandbox's, the sandbox's network, GPUs and image. */
-static struct lms_exec_request *
-parse_command(struct lms_request *req, const struct lms_sandbox_settings *base, struct lms_error **err)
+struct lms_exec_request *
+lms_sandbox_command_parse(struct lms_server *s, const struct lms_sandbox_settings *base, const char *body, size_t len,
+			  struct lms_error **err)
 {
-	struct lms_exec_policy policy = lms_server_exec_policy(req->server);
+	struct lms_exec_policy policy = lms_server_exec_policy(s);
 	policy.ceilings = base->spec.limits;
-	policy.ceilings.timeout_ms = req->server->cfg->max_timeout_ms;
+	policy.ceilings.timeout_ms = s->cfg->max_timeout_ms;
 	policy.defaults = base->spec.limits;
-	policy.defaults.timeout_ms = req->server->cfg->defaults.timeout_ms;
+	policy.defaults.timeout_ms = s->cfg->defaults.timeout_ms;
 	struct lms_exec_request *xr = NULL;
-	if (lms_exec_request_parse(req->body.data ? req->body.data : "", req->body.len, &policy, &xr, err) < 0)
+	if (lms_exec_request_parse(body, len, &policy, &xr, err) < 0)
 		return NULL;
 	if (xr->spec.image != NULL && strcmp(xr->spec.image, base->spec.image) != 0) {
 		lms_exec_request_free(xr);
@@ -251,7 +261,8 @@ lms_route_sandbox_exec(struct lms_request *req)
 	if (t.entry == NULL)
 		return err->kind == LMS_ERR_NOT_FOUND ? lms_reply_sandbox_not_found(req, err, reason)
 						      : lms_reply_lms_error(req, err);
-	struct lms_exec_request *xr = parse_command(req, base, &err);
+	struct lms_exec_request *xr =
+	    lms_sandbox_command_parse(req->server, base, req->body.data ? req->body.data : "", req->body.len, &err);
 	if (xr == NULL) {
 		lms_sandboxes_release(sbs, t.entry, NULL);
 		return lms_reply_lms_error(req, err);

@@ -11,6 +11,7 @@
  *   router.c    the route table and how a request finds its route
  *   openapi.c   /openapi.json, made from the route table
  *   routes-*.c  one file per group of routes; metrics.c, settings.c
+ *   mcp.c       POST /mcp: JSON-RPC and MCP's Streamable HTTP transport; mcp-tools.c its tools
  * Sandboxes run through the spawner (sandbox/spawner.h), forked before the first thread.
  */
 #include <jansson.h>
@@ -124,6 +125,9 @@ struct lms_header {
 enum MHD_Result lms_reply(struct lms_request *req, unsigned status, struct MHD_Response *resp);
 /* Takes the reference to body; adds a newline. */
 enum MHD_Result lms_reply_json(struct lms_request *req, unsigned status, json_t *body);
+/* The same with extra headers (an array ending with {NULL, NULL}, or NULL). */
+enum MHD_Result lms_reply_json_headers(struct lms_request *req, unsigned status, json_t *body,
+				       const struct lms_header *headers);
 /* API.md's error shape, {"error": {"message", "type", "code"}}, the message from fmt, with extra headers
  * (Allow, Retry-After): an array ending with {NULL, NULL}, or NULL. */
 __attribute__((format(printf, 6, 7))) enum MHD_Result lms_reply_error_headers(struct lms_request *req, unsigned status,
@@ -144,6 +148,10 @@ enum MHD_Result lms_reply_event_stream(struct lms_request *req, MHD_ContentReade
 				       MHD_ContentReaderFreeCallback free_cls);
 /* Appends one Server-Sent Event `event` with data's JSON (takes the reference to data). */
 void lms_sse_event(struct lms_buf *out, const char *event, json_t *data);
+/* The same with extra headers (an array ending with {NULL, NULL}, or NULL). */
+enum MHD_Result lms_reply_event_stream_headers(struct lms_request *req, MHD_ContentReaderCallback reader, void *cls,
+					       MHD_ContentReaderFreeCallback free_cls,
+					       const struct lms_header *headers);
 /* The HTTP status of an error's kind. */
 unsigned lms_error_status(const struct lms_error *e);
 
@@ -223,6 +231,18 @@ enum MHD_Result lms_route_process_output(struct lms_request *req);
 enum MHD_Result lms_route_process_signal(struct lms_request *req);
 enum MHD_Result lms_route_process_stdin(struct lms_request *req);
 enum MHD_Result lms_route_sandbox_exec(struct lms_request *req);
+struct lms_sandbox_settings;
+/* The services under those routes, for callers inside the daemon (mcp-tools.c). A sandbox made from a
+ * creation body (an object): its JSON object, or NULL with the error the route would answer. */
+json_t *lms_sandbox_create_json(struct lms_server *s, const json_t *root, struct lms_error **err);
+/* A command's exec body (len bytes of JSON) for sandbox base: its limits within the sandbox's, its
+ * environment added to the sandbox's, the sandbox's network, GPUs and image. */
+struct lms_exec_request *lms_sandbox_command_parse(struct lms_server *s, const struct lms_sandbox_settings *base,
+						   const char *body, size_t len, struct lms_error **err);
+
+/* mcp.c: POST /mcp (the MCP server over Streamable HTTP) and its CORS preflight. */
+enum MHD_Result lms_route_mcp(struct lms_request *req);
+enum MHD_Result lms_route_mcp_preflight(struct lms_request *req);
 
 /* routes-llm.c */
 enum MHD_Result lms_route_models(struct lms_request *req);

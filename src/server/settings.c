@@ -63,6 +63,9 @@ static const struct setting settings[] = {
     {"idle-timeout-ms", T_U64, "120000", 1000, 3600000, F(idle_timeout_ms),
      "a body that stalls, or a client that takes no bytes of a response, this long is closed (whole seconds)"},
     {"allow-network", T_BOOL, "false", 0, 0, F(allow_network), "let requests ask for network: true"},
+    {"cors-origin", T_LIST, NULL, 0, 0, F(cors_origins),
+     "an Origin (scheme://host[:port]) whose pages may call POST /mcp, besides the server's own (repeatable; the "
+     "variable takes ORIGIN,ORIGIN)"},
     {"insecure-no-auth", T_BOOL, "false", 0, 0, F(insecure_no_auth),
      "serve a non-loopback address without a token (do not)"},
     {"sandbox-optional", T_BOOL, "false", 0, 0, F(sandbox_optional),

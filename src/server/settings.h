@@ -35,7 +35,8 @@ struct lms_config {
 	bool sandbox_optional; /* a failed start-up privilege check is logged, not fatal */
 	char *ollama_url;
 	char *llamacpp_url;
-	char *backends; /* "NAME=URL,NAME=URL" */
+	char *backends;	    /* "NAME=URL,NAME=URL" */
+	char *cors_origins; /* "ORIGIN,ORIGIN": pages that may call POST /mcp (mcp.c) */
 	char *ollama_model;
 	char *llamacpp_model;
 	uint64_t backend_connect_timeout_ms;

@@ -30,37 +30,56 @@ CHUNKS = 8
 MODEL = "tiny.gguf"  # the llamacpp fake's default model
 
 
-def pinned_sdk_version():
-    return json.loads((COMPAT / "package.json").read_text())["devDependencies"]["openai"]
+def pinned_versions(directory=COMPAT):
+    return json.loads((directory / "package.json").read_text())["devDependencies"]
 
 
-def installed_sdk_version():
+def installed_version(package, directory=COMPAT):
     try:
-        return json.loads((COMPAT / "node_modules" / "openai" / "package.json").read_text())["version"]
+        return json.loads((directory / "node_modules" / package / "package.json").read_text())["version"]
     except (OSError, ValueError, KeyError):
         return None
 
 
-def ensure_sdk():
-    """node_modules holds the pinned SDK, or npm ci (npm install without a lock file) puts it there."""
-    if installed_sdk_version() == pinned_sdk_version():
+def installed_sdk_version():
+    return installed_version("openai")
+
+
+def missing_packages(directory=COMPAT):
+    return {p: v for p, v in pinned_versions(directory).items() if installed_version(p, directory) != v}
+
+
+def ensure_sdk(directory=COMPAT):
+    """directory/node_modules holds every package its package.json pins (tests/compat: the OpenAI SDK, the MCP SDK),
+    or npm ci (npm install without a lock file) puts them there."""
+    if not missing_packages(directory):
         return
     npm = shutil.which("npm")
     if npm is None:
-        pytest.skip("NO NPM: the OpenAI Node SDK is not installed in tests/compat/node_modules and npm is missing; "
-                    "install npm (Debian: apt-get install npm) or run `npm ci` in tests/compat")
-    argv = [npm, "ci" if (COMPAT / "package-lock.json").exists() else "install", "--no-audit", "--no-fund"]
+        pytest.skip(f"NO NPM: {', '.join(missing_packages(directory))} not installed in {directory}/node_modules and "
+                    f"npm is missing; install npm (Debian: apt-get install npm) or run `npm ci` in {directory}")
+    argv = [npm, "ci" if (directory / "package-lock.json").exists() else "install", "--no-audit", "--no-fund"]
     try:
-        proc = subprocess.run(argv, cwd=COMPAT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        proc = subprocess.run(argv, cwd=directory, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=NPM_TIMEOUT)
     except subprocess.TimeoutExpired as e:
-        pytest.fail(f"{' '.join(argv)} in {COMPAT} ran past {NPM_TIMEOUT} s\n"
+        pytest.fail(f"{' '.join(argv)} in {directory} ran past {NPM_TIMEOUT} s\n"
                     f"{cut((e.stdout or b'').decode('utf-8', 'replace'))}")
     out = proc.stdout.decode("utf-8", "replace")
-    assert proc.returncode == 0, f"{' '.join(argv)} in {COMPAT} exited {proc.returncode}:\n{cut(out)}"
-    assert installed_sdk_version() == pinned_sdk_version(), (
-        f"after {' '.join(argv)}, node_modules has openai {installed_sdk_version()}, "
-        f"package.json pins {pinned_sdk_version()}:\n{cut(out)}")
+    assert proc.returncode == 0, f"{' '.join(argv)} in {directory} exited {proc.returncode}:\n{cut(out)}"
+    assert not missing_packages(directory), (f"after {' '.join(argv)}, {directory}/node_modules lacks the pinned "
+                                             f"{missing_packages(directory)}:\n{cut(out)}")
+
+
+def run_node_test(node, test_file, env, timeout=NODE_TIMEOUT):
+    """`node --test tests/compat/TEST_FILE` with `env`: (exit status or None after `timeout`, its output)."""
+    argv = [node, "--test", str(COMPAT / test_file)]
+    try:
+        proc = subprocess.run(argv, cwd=COMPAT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=timeout)
+        return proc.returncode, proc.stdout.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired as e:
+        return None, (e.stdout or b"").decode("utf-8", "replace") + f"\n(killed after {timeout} s)"
 
 
 def test_openai_node_sdk_lists_chats_and_streams(lms_bin, tmp_path):
@@ -90,13 +109,7 @@ def test_openai_node_sdk_lists_chats_and_streams(lms_bin, tmp_path):
             "no_proxy": "127.0.0.1,localhost,::1",
             "NO_COLOR": "1",
         })
-        argv = [node, "--test", str(COMPAT / "openai-sdk.test.mjs")]
-        try:
-            proc = subprocess.run(argv, cwd=COMPAT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, timeout=NODE_TIMEOUT)
-            out, rc = proc.stdout.decode("utf-8", "replace"), proc.returncode
-        except subprocess.TimeoutExpired as e:
-            out, rc = (e.stdout or b"").decode("utf-8", "replace") + f"\n(killed after {NODE_TIMEOUT} s)", None
+        rc, out = run_node_test(node, "openai-sdk.test.mjs", env)
         assert rc == 0, (f"the OpenAI Node SDK (openai {installed_sdk_version()}, {node}) failed against the "
                          f"gateway: exit {rc}\n{cut(out, 8000)}\n--- daemon ---\n{server.describe()}")
     finally:

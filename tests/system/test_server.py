@@ -894,8 +894,11 @@ class SlowClients:
 
 def answers_quickly(server, seconds):
     """/healthz and a /v1/exec from 127.0.0.1 each answer within `seconds`."""
-    assert server.get("/healthz", timeout=seconds).status_code == 200
-    assert_exec_result(server.exec({"argv": ["true"]}, timeout=seconds))
+    try:
+        assert server.get("/healthz", timeout=seconds).status_code == 200
+        assert_exec_result(server.exec({"argv": ["true"]}, timeout=seconds))
+    except requests.RequestException as e:
+        pytest.fail(f"no answer within {seconds} s: {e}\n{server.describe()}")
 
 
 @root

@@ -39,6 +39,7 @@ static const char *const all_flags[] = {
     "ollama-url",
     "llamacpp-url",
     "backend",
+    "cors-origin",
     "ollama-model",
     "llamacpp-model",
     "backend-connect-timeout-ms",
