@@ -324,17 +324,6 @@ proc_new(struct lms_procs *ps, const char *sandbox, const char *cmd, uint64_t ca
 	return p;
 }
 
-/* The initial input, when the request had one: written, then the input closed (as an exec's). */
-static void
-feed_input(struct proc *p, const struct lms_sandbox_spec *spec)
-{
-	if (spec->stdin_data == NULL)
-		return;
-	(void)fcntl(p->stdin_fd, F_SETFL, 0); /* a blocking write of a bounded body (--max-body-bytes) */
-	(void)lms_fd_write_all(p->stdin_fd, spec->stdin_data, spec->stdin_len);
-	close_fd(&p->stdin_fd);
-}
-
 json_t *
 lms_procs_start(struct lms_procs *ps, struct lms_spawner *sp, const char *sandbox, uint64_t key,
 		const struct lms_sandbox_spec *spec, const char *cmd, struct lms_error **err)
@@ -390,10 +379,15 @@ lms_procs_start(struct lms_procs *ps, struct lms_spawner *sp, const char *sandbo
 			strerror(errno), NULL);
 	p->next = ps->list;
 	ps->list = p;
-	if (!p->exited)
-		feed_input(p, spec);
+	bool feed = !p->exited && spec->stdin_data != NULL;
+	char id[24];
+	memcpy(id, p->id, sizeof(id));
 	json_t *obj = proc_json(p);
 	pthread_mutex_unlock(&ps->lock);
+	/* The request's input, then end-of-file (as an exec's), without the lock: the process may be slow
+	 * to read it. One that does not read it at all gets what fitted in the pipe. */
+	if (feed)
+		(void)lms_procs_write(ps, sandbox, id, spec->stdin_data, spec->stdin_len, true, 10000, NULL);
 	return obj;
 }
 

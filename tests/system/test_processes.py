@@ -155,3 +155,9 @@ def test_a_program_that_cannot_start_is_an_exited_process_with_the_shells_status
     proc = r.json()
     assert proc["state"] == "exited" and proc["exit_code"] == 127 and proc["pid"] == 0, proc
     assert b"no-such-program-here" in output(server, sbx, proc["process_id"]).content
+
+
+def test_a_request_stdin_is_the_processes_input_then_its_end(server, sbx):
+    proc = background(server, sbx, "cat; echo end", stdin="given\n")
+    assert waited(server, sbx, proc["process_id"])["exit_code"] == 0
+    assert output(server, sbx, proc["process_id"]).content == b"given\nend\n"
