@@ -413,7 +413,7 @@ lms_spawner_start_background(struct lms_spawner *sp, uint64_t sandbox, const str
 			     const struct lms_background_io *io, int *pid, int *exit_code, struct lms_error **err)
 {
 	int extra[4] = {io->output, io->input, io->status, io->control};
-	struct lms_sandbox_result res;
+	struct lms_sandbox_result res = {0};
 	if (request_answer(sp, LMS_SPAWN_START, sandbox, spec, extra, 4, NULL, &res, err) < 0)
 		return -1;
 	*pid = res.pid;

@@ -440,7 +440,7 @@ ttl_ok(const struct lms_sandboxes *sbs, uint64_t ttl_s, struct lms_error **err)
 json_t *
 lms_sandboxes_create(struct lms_sandboxes *sbs, const struct lms_sandbox_settings *set, struct lms_error **err)
 {
-	uint64_t key;
+	uint64_t key = 0;
 	if (!ttl_ok(sbs, set->ttl_s, err) || reserve(sbs, &key, err) < 0)
 		return NULL;
 	struct lms_sandbox_entry *e = entry_new(key, set);
@@ -455,7 +455,7 @@ json_t *
 lms_sandboxes_fork(struct lms_sandboxes *sbs, const char *id, const uint64_t *ttl_s, const json_t *metadata,
 		   const char **reason, struct lms_error **err)
 {
-	uint64_t key, src_key;
+	uint64_t key = 0, src_key = 0;
 	const struct lms_sandbox_settings *base;
 	struct lms_sandbox_entry *src = lms_sandboxes_acquire(sbs, id, &src_key, &base, reason, err);
 	if (src == NULL)
