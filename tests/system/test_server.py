@@ -832,9 +832,11 @@ def test_bodies_in_flight_are_bounded(start):
         # A chunked body reserves its room as it is read: under load the daemon may not have read them all
         # yet, so the budget is full a moment later (each big body admitted meanwhile runs and gives its room
         # back).
-        big = wait_until(lambda: (lambda r: r if r.status_code == 503 else None)(
+        # (A tuple: a requests.Response of an error status is false, and wait_until waits for a true value.)
+        big = wait_until(lambda: (lambda r: (r,) if r.status_code == 503 else None)(
             s.exec({"argv": ["true"], "pad": "x" * (6 << 20)})), 10)
         assert big is not None, "a 6 MiB body was still admitted with 24 held bodies after 10 s"
+        big = big[0]
         err = assert_error(big, 503, code="server_busy")
         assert big.headers.get("Retry-After") == "1", show(big)
         assert "max-body-bytes-in-flight" in err["message"], err
