@@ -81,13 +81,15 @@ lms_agent_parse(struct lms_server *s, const json_t *body, json_t **error)
 	json_t *messages = json_object_get(body, "messages"), *sid = json_object_get(body, "sandbox_id");
 	json_t *stream = json_object_get(body, "stream"), *image = json_object_get(body, "image");
 	if (!json_is_string(model) || json_string_length(model) == 0)
-		*error = invalid("%s is required: the model to run, e.g. \"ollama/qwen2.5-coder:7b\" (GET /v1/models lists "
-				 "them)",
-				 "model");
+		*error =
+		    invalid("%s is required: the model to run, e.g. \"ollama/qwen2.5-coder:7b\" (GET /v1/models lists "
+			    "them)",
+			    "model");
 	else if (!json_is_string(prompt) && !(json_is_array(messages) && json_array_size(messages) > 0))
-		*error = invalid("%s: send \"prompt\": \"the task\" or \"messages\": [{\"role\": \"user\", \"content\": "
-				 "\"...\"}] (a non-empty array)",
-				 "prompt or messages");
+		*error =
+		    invalid("%s: send \"prompt\": \"the task\" or \"messages\": [{\"role\": \"user\", \"content\": "
+			    "\"...\"}] (a non-empty array)",
+			    "prompt or messages");
 	else if (json_is_string(prompt) && messages != NULL && !json_is_null(messages))
 		*error = invalid("%s: send one of them, not both", "prompt and messages");
 	else if (sid != NULL && !json_is_null(sid) && !json_is_string(sid))
@@ -194,8 +196,8 @@ first_messages(const struct lms_agent *a, const json_t *sbx)
 	}
 	json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "system", "content", sys));
 	if (json_is_string(json_object_get(a->body, "prompt")))
-		json_array_append_new(msgs, json_pack("{s:s, s:O}", "role", "user", "content",
-						      json_object_get(a->body, "prompt")));
+		json_array_append_new(
+		    msgs, json_pack("{s:s, s:O}", "role", "user", "content", json_object_get(a->body, "prompt")));
 	for (size_t i = from; i < json_array_size(given); i++)
 		json_array_append_new(msgs, json_deep_copy(json_array_get(given, i)));
 	return msgs;
@@ -246,8 +248,9 @@ on_output(void *cls, int stream, const char *data, size_t len)
 	struct run *r = cls;
 	size_t n;
 	char *clean = lms_utf8_sanitize(data, len, &n);
-	emit(r, "tool_output", json_pack("{s:s, s:s, s:s%}", "id", r->tool_id, "stream", stream == 1 ? "stdout" : "stderr",
-					 "data", clean, n));
+	emit(r, "tool_output",
+	     json_pack("{s:s, s:s, s:s%}", "id", r->tool_id, "stream", stream == 1 ? "stdout" : "stderr", "data", clean,
+		       n));
 	free(clean);
 }
 
@@ -269,16 +272,16 @@ calls_of(struct run *r, const json_t *message, bool *from_content)
 			json_t *id = json_object_get(c, "id");
 			char cid[32];
 			snprintf(cid, sizeof(cid), "call_%u", r->next_id++);
-			char *text = json_is_string(args) ? xstrdup(json_string_value(args))
+			char *text = json_is_string(args)	   ? xstrdup(json_string_value(args))
 				     : args && !json_is_null(args) ? json_dumps(args, LMS_JSON_FLAGS)
 								   : xstrdup("");
-			json_array_append_new(out, json_pack("{s:s, s:s, s:{s:s, s:s}}", "id",
-							     json_is_string(id) && json_string_length(id) > 0
-								 ? json_string_value(id)
-								 : cid,
-							     "type", "function", "function", "name",
-							     json_is_string(name) ? json_string_value(name) : "", "arguments",
-							     text ? text : ""));
+			json_array_append_new(
+			    out,
+			    json_pack("{s:s, s:s, s:{s:s, s:s}}", "id",
+				      json_is_string(id) && json_string_length(id) > 0 ? json_string_value(id) : cid,
+				      "type", "function", "function", "name",
+				      json_is_string(name) ? json_string_value(name) : "", "arguments",
+				      text ? text : ""));
 			free(text);
 		}
 		return out;
@@ -310,8 +313,9 @@ run_call(struct run *r, const char *sandbox_id, const char *name, const char *ar
 		json_decref(args);
 		json_object_set_new(*event, "is_error", json_true());
 		if (*arguments == '\0' || args != NULL)
-			return xasprintf("error: the arguments of %s must be one JSON object, e.g. %s. Call it again.", name,
-					 strcmp(name, "bash") == 0 ? "{\"command\": \"ls -la\"}" : "{\"path\": \"/work/x\"}");
+			return xasprintf(
+			    "error: the arguments of %s must be one JSON object, e.g. %s. Call it again.", name,
+			    strcmp(name, "bash") == 0 ? "{\"command\": \"ls -la\"}" : "{\"path\": \"/work/x\"}");
 		return xasprintf("error: the arguments of %s are not valid JSON (%s, at character %d). Send one JSON "
 				 "object, with the quotes and newlines inside strings escaped, and call it again.",
 				 name, jerr.text, jerr.position);
@@ -336,7 +340,8 @@ run_call(struct run *r, const char *sandbox_id, const char *name, const char *ar
 		if (json_object_get(sc, keys[i]) != NULL)
 			json_object_set(*event, keys[i], json_object_get(sc, keys[i]));
 	json_object_set(*event, "is_error", json_object_get(res, "isError"));
-	const char *text = json_string_value(json_object_get(json_array_get(json_object_get(res, "content"), 0), "text"));
+	const char *text =
+	    json_string_value(json_object_get(json_array_get(json_object_get(res, "content"), 0), "text"));
 	char *out = xstrdup(text ? text : "");
 	json_decref(res);
 	return out;
@@ -349,8 +354,9 @@ add_usage(json_t *sum, const json_t *usage)
 	for (size_t i = 0; i < 3; i++) {
 		json_t *v = json_object_get(usage, keys[i]);
 		if (json_is_integer(v))
-			json_object_set_new(sum, keys[i], json_integer(json_integer_value(json_object_get(sum, keys[i])) +
-								       json_integer_value(v)));
+			json_object_set_new(
+			    sum, keys[i],
+			    json_integer(json_integer_value(json_object_get(sum, keys[i])) + json_integer_value(v)));
 	}
 }
 
@@ -431,9 +437,9 @@ lms_agent_run(struct lms_agent *a, int hangup_fd, const struct lms_agent_sink *s
 			finish = "timeout";
 			break;
 		}
-		json_t *req = json_pack("{s:O, s:O, s:O, s:b, s:{s:b}}", "model", json_object_get(a->body, "model"),
-					"messages", messages, "tools", tools, "stream", 1, "stream_options",
-					"include_usage", 1);
+		json_t *req =
+		    json_pack("{s:O, s:O, s:O, s:b, s:{s:b}}", "model", json_object_get(a->body, "model"), "messages",
+			      messages, "tools", tools, "stream", 1, "stream_options", "include_usage", 1);
 		struct lms_chat_options opts = {.on_chunk = on_chunk, .userdata = &r, .cancel_fd = hangup_fd};
 		struct lms_chat_result res = {0};
 		_cleanup_error_ struct lms_error *err = NULL;
@@ -479,7 +485,8 @@ lms_agent_run(struct lms_agent *a, int hangup_fd, const struct lms_agent_sink *s
 			json_t *fn = json_object_get(c, "function");
 			const char *name = json_string_value(json_object_get(fn, "name"));
 			const char *arguments = json_string_value(json_object_get(fn, "arguments"));
-			emit(&r, "tool_call", json_pack("{s:s, s:s, s:s}", "id", id, "name", name, "arguments", arguments));
+			emit(&r, "tool_call",
+			     json_pack("{s:s, s:s, s:s}", "id", id, "name", name, "arguments", arguments));
 			r.tool_id = id;
 			json_t *ev;
 			_cleanup_free_ char *raw = run_call(&r, sandbox_id, name, arguments, deadline, &ev);
@@ -488,8 +495,8 @@ lms_agent_run(struct lms_agent *a, int hangup_fd, const struct lms_agent_sink *s
 			json_object_set_new(ev, "id", json_string(id));
 			json_object_set_new(ev, "content", json_string(text));
 			emit(&r, "tool_result", ev);
-			json_array_append_new(messages, json_pack("{s:s, s:s, s:s, s:s}", "role", "tool", "tool_call_id",
-								  id, "name", name, "content", text));
+			json_array_append_new(messages, json_pack("{s:s, s:s, s:s, s:s}", "role", "tool",
+								  "tool_call_id", id, "name", name, "content", text));
 			free(text);
 			if (hung_up(hangup_fd))
 				break;

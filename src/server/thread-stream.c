@@ -100,7 +100,8 @@ lms_thread_stream_reply(struct lms_request *req, lms_thread_stream_fn fn, void *
 			const struct lms_header *headers, enum MHD_Result *out)
 {
 	struct lms_thread_stream *ts = xcalloc(1, sizeof(*ts));
-	*ts = (struct lms_thread_stream){.fn = fn, .cls = cls, .free_cls = free_cls, .client_fd = lms_request_socket(req)};
+	*ts = (struct lms_thread_stream){
+	    .fn = fn, .cls = cls, .free_cls = free_cls, .client_fd = lms_request_socket(req)};
 	ts->frames[0] = ts->frames[1] = ts->cancel[0] = ts->cancel[1] = -1;
 	if (pipe2(ts->frames, O_CLOEXEC) < 0 || pipe2(ts->cancel, O_CLOEXEC) < 0 ||
 	    pthread_create(&ts->thread, NULL, work, ts) != 0) {
