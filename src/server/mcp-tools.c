@@ -320,6 +320,8 @@ report(struct call *c, double start_ms, size_t bytes, double *last_ms)
 {
 	double now = lms_monotonic_ms();
 	*last_ms = now;
+	if (c->progress->fn == NULL)
+		return;
 	_cleanup_free_ char *msg =
 	    xasprintf("%s running for %.1f s, %zu bytes of output so far", c->tool, (now - start_ms) / 1e3, bytes);
 	c->progress->fn(c->progress->cls, now - start_ms, msg);
@@ -357,6 +359,8 @@ follow(struct call *c, struct lms_exec *x, struct outcome *o, struct lms_error *
 			return -1;
 		}
 		lms_buf_append(ev.type == LMS_JOB_STDOUT ? &o->out : &o->err, ev.data, ev.len);
+		if (c->progress != NULL && c->progress->output != NULL)
+			c->progress->output(c->progress->cls, ev.type == LMS_JOB_STDOUT ? 1 : 2, ev.data, ev.len);
 		free(ev.data);
 		if (c->progress != NULL && lms_monotonic_ms() - last >= PROGRESS_MIN_MS)
 			report(c, start, o->out.len + o->err.len, &last);

@@ -12,10 +12,13 @@
 struct lms_server;
 
 /* A long command's progress, reported while it runs (on the calling thread): progress grows at each
- * call (milliseconds since the start), message says what happens. */
+ * call (milliseconds since the start), message says what happens. output, when not NULL, gets each piece
+ * of the command's output as it is read (stream 1 stdout, 2 stderr; the agent's tool_output events).
+ * Either may be NULL. */
 struct lms_mcp_progress {
 	void (*fn)(void *cls, double progress, const char *message);
 	void *cls;
+	void (*output)(void *cls, int stream, const char *data, size_t len);
 };
 
 /* The tool budget: output past it keeps its head and its tail around a "[… N bytes omitted …]" marker. */

@@ -28,6 +28,7 @@
 #include "core/utf8.h"
 #include "server/mcp-tools.h"
 #include "server/server.h"
+#include "server/thread-stream.h"
 
 #define MODERN_VERSION "2026-07-28"
 #define LEGACY_LATEST "2025-11-25"
@@ -411,10 +412,7 @@ struct sse {
 	char *name;
 	json_t *args;
 	json_t *token; /* progressToken, or NULL */
-	int frames[2]; /* the thread writes events to [1]; the response reads [0] */
-	int cancel[2]; /* closing [1] hangs up [0], the command's hang-up descriptor */
-	int client_fd;
-	pthread_t thread;
+	struct lms_thread_stream *ts;
 };
 
 static void
@@ -426,8 +424,7 @@ sse_send(struct sse *x, json_t *message)
 		return;
 	_cleanup_free_ char *frame = xasprintf("event: message\ndata: %s\n\n", text);
 	free(text);
-	/* A reader gone (EPIPE) is fine: the command is being cancelled. */
-	(void)lms_fd_write_all(x->frames[1], frame, strlen(frame));
+	lms_thread_stream_write(x->ts, frame, strlen(frame));
 }
 
 static void
@@ -438,48 +435,21 @@ sse_progress(void *cls, double progress, const char *message)
 			      "params", "progressToken", x->token, "progress", progress, "message", message));
 }
 
-static void *
-sse_thread(void *cls)
+static void
+sse_work(struct lms_thread_stream *ts, void *cls)
 {
 	struct sse *x = cls;
-	struct lms_mcp_progress p = {sse_progress, x};
-	json_t *result = lms_mcp_tool_call(x->s, x->name, x->args, x->cancel[0], x->token ? &p : NULL);
+	x->ts = ts;
+	struct lms_mcp_progress p = {sse_progress, x, NULL};
+	json_t *result =
+	    lms_mcp_tool_call(x->s, x->name, x->args, lms_thread_stream_cancel_fd(ts), x->token ? &p : NULL);
 	sse_send(x, response(&x->rpc, result));
-	close(x->frames[1]);
-	x->frames[1] = -1;
-	return NULL;
-}
-
-static ssize_t
-sse_read(void *cls, uint64_t pos, char *buf, size_t max)
-{
-	(void)pos;
-	struct sse *x = cls;
-	for (;;) {
-		struct pollfd p[2] = {{.fd = x->frames[0], .events = POLLIN},
-				      {.fd = x->client_fd, .events = POLLRDHUP}};
-		if (poll(p, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			return MHD_CONTENT_READER_END_WITH_ERROR;
-		}
-		if (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR))
-			return MHD_CONTENT_READER_END_WITH_ERROR; /* the stream is closed: sse_free cancels */
-		if (p[0].revents == 0)
-			continue;
-		ssize_t n = read(x->frames[0], buf, max);
-		if (n > 0)
-			return n;
-		if (n == 0)
-			return MHD_CONTENT_READER_END_OF_STREAM;
-		if (errno != EINTR && errno != EAGAIN)
-			return MHD_CONTENT_READER_END_WITH_ERROR;
-	}
 }
 
 static void
-sse_discard(struct sse *x)
+sse_discard(void *cls)
 {
+	struct sse *x = cls;
 	json_decref(x->rpc.root);
 	json_decref(x->args);
 	json_decref(x->token);
@@ -487,20 +457,8 @@ sse_discard(struct sse *x)
 	free(x);
 }
 
-static void
-sse_free(void *cls)
-{
-	struct sse *x = cls;
-	close(x->cancel[1]); /* a command still running is cancelled */
-	close(x->frames[0]); /* what the thread still writes fails */
-	pthread_join(x->thread, NULL);
-	if (x->frames[1] >= 0)
-		close(x->frames[1]);
-	close(x->cancel[0]);
-	sse_discard(x);
-}
-
-/* Starts the call on a thread of its own and answers with its events; false when that cannot start. */
+/* Starts the call on a thread of its own (thread-stream.c) and answers with its events; false when that
+ * cannot start. A closed stream cancels the command. */
 static bool
 call_streamed(struct rpc *r, const char *name, json_t *args, json_t *token, enum MHD_Result *out)
 {
@@ -510,20 +468,10 @@ call_streamed(struct rpc *r, const char *name, json_t *args, json_t *token, enum
 	x->name = xstrdup(name);
 	x->args = json_incref(args);
 	x->token = json_incref(token);
-	x->client_fd = lms_request_socket(r->req);
-	x->frames[0] = x->frames[1] = x->cancel[0] = x->cancel[1] = -1;
-	if (pipe2(x->frames, O_CLOEXEC) < 0 || pipe2(x->cancel, O_CLOEXEC) < 0 ||
-	    pthread_create(&x->thread, NULL, sse_thread, x) != 0) {
-		for (int i = 0; i < 2; i++) {
-			if (x->frames[i] >= 0)
-				close(x->frames[i]);
-			if (x->cancel[i] >= 0)
-				close(x->cancel[i]);
-		}
+	if (!lms_thread_stream_reply(r->req, sse_work, x, sse_discard, r->headers, out)) {
 		sse_discard(x);
 		return false;
 	}
-	*out = lms_reply_event_stream_headers(r->req, sse_read, x, sse_free, r->headers);
 	return true;
 }
 

@@ -70,6 +70,10 @@ const struct lms_route lms_routes[] = {
      NULL, NULL, &lms_files_put_sink},
     {"DELETE", "/v1/sandboxes/{id}/files/{file_path}", lms_route_files_delete, true, false, false,
      "Remove a file, or a directory (?recursive=true for one that is not empty) (204)", NULL, NULL},
+    {"POST", "/v1/agent", lms_route_agent, true, true, false,
+     "Run a model that uses a sandbox: its tool calls run there until it answers (JSON result, or Server-Sent "
+     "Events with stream: true)",
+     "AgentRequest", "AgentResult"},
     {"POST", "/mcp", lms_route_mcp, true, true, false,
      "The Model Context Protocol over Streamable HTTP (JSON-RPC 2.0): the sandbox's tools for any MCP host; "
      "legacy initialize clients served statelessly, 2026-07-28 clients per request",

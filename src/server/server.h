@@ -244,6 +244,9 @@ struct lms_exec_request *lms_sandbox_command_parse(struct lms_server *s, const s
 enum MHD_Result lms_route_mcp(struct lms_request *req);
 enum MHD_Result lms_route_mcp_preflight(struct lms_request *req);
 
+/* routes-agent.c: POST /v1/agent (the agent loop, agent.h). */
+enum MHD_Result lms_route_agent(struct lms_request *req);
+
 /* routes-llm.c */
 enum MHD_Result lms_route_models(struct lms_request *req);
 enum MHD_Result lms_route_chat_completions(struct lms_request *req);

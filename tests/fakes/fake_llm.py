@@ -232,6 +232,24 @@ def tool_call_for(req, cfg):
     return name, args
 
 
+def scripted_turn(script, messages):
+    """The scripted model's answer to `messages`: {content, calls}. Turn N of the script answers a conversation
+    with N assistant messages (so a loop replays deterministically); past the script, "done". In content,
+    {last_tool} is the last tool result's text. A call's arguments: an object (sent as JSON) or a string (sent
+    as it is: malformed JSON on purpose)."""
+    n = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant")
+    turn = script[n] if n < len(script) else {"content": "done"}
+    last = next((m.get("content") for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "tool"),
+                "")
+    content = str(turn.get("content") or "").replace("{last_tool}", last if isinstance(last, str) else "")
+    calls = []
+    for k, c in enumerate(turn.get("tool_calls") or []):
+        args = c.get("arguments", {})
+        calls.append({"id": f"call_{n}_{k}", "name": c.get("name", ""),
+                      "arguments": args if isinstance(args, str) else json.dumps(args)})
+    return {"content": content, "calls": calls}
+
+
 def llama_timings(p, n):
     return {"cache_n": 0, "prompt_n": p, "prompt_ms": p * 0.25, "prompt_per_token_ms": 0.25,
             "prompt_per_second": 4000.0, "predicted_n": n, "predicted_ms": n * 1.0, "predicted_per_token_ms": 1.0,
@@ -265,7 +283,7 @@ def go_json_error(text, err):
 
 
 def make_config(kind, mode="normal", chunks=8, delay_ms=200, models=None, all_routes=False, tool_calls="required",
-                tool_name=None, tool_args=None, n_ctx=4096):
+                tool_name=None, tool_args=None, n_ctx=4096, script=None):
     """Validated settings of one fake. Raises ValueError on a bad value."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}")
@@ -288,7 +306,9 @@ def make_config(kind, mode="normal", chunks=8, delay_ms=200, models=None, all_ro
         raise ValueError("tool_name must be a string or null")
     if tool_args is not None and not isinstance(tool_args, dict):
         raise ValueError("tool_args must be an object or null")
-    return {"kind": kind, "mode": mode, "chunks": chunks, "delay_ms": delay_ms, "models": list(models),
+    if script is not None and not (isinstance(script, list) and all(isinstance(s, dict) for s in script)):
+        raise ValueError("script must be a list of turns ({content?, tool_calls?}) or null")
+    return {"script": script, "kind": kind, "mode": mode, "chunks": chunks, "delay_ms": delay_ms, "models": list(models),
             "all_routes": bool(all_routes), "tool_calls": tool_calls, "tool_name": tool_name,
             "tool_args": tool_args, "n_ctx": n_ctx}
 
@@ -807,6 +827,8 @@ class LlamaCppHandler(_Handler):
         p = prompt_tokens(messages, req.get("tools"))
         if not self.context_check(p, cfg):
             return
+        if cfg.get("script") is not None:
+            return self.scripted(req, cfg, mode, p)
         model = self.model_for(req.get("model"), cfg)
         n, finish = plan(cfg, limit(req.get("max_completion_tokens")) or limit(req.get("max_tokens")) or
                          limit(req.get("n_predict")))
@@ -851,6 +873,50 @@ class LlamaCppHandler(_Handler):
             events.append((chunk(None, usage=llama_usage(p, n), timings=llama_timings(p, n)), False))
         else:
             events.append((chunk(delta({}, finish), timings=llama_timings(p, n)), False))
+        events.append((b"data: [DONE]\n\n", False))
+        self.stream("text/event-stream", events, cfg, mode)
+
+    def scripted(self, req, cfg, mode, p):
+        """The scripted model: turn N (N = the assistant messages so far) of cfg["script"]."""
+        model = self.model_for(req.get("model"), cfg)
+        cid, created = "chatcmpl-" + rand_alnum(32), int(time.time())
+        turn = scripted_turn(cfg["script"], req["messages"])
+        content, calls = turn["content"], turn["calls"]
+        n = max(1, len(content) // 4)
+        finish = "tool_calls" if calls else "stop"
+        usage = llama_usage(p, n)
+        if not req.get("stream"):
+            message = {"role": "assistant", "content": content}
+            if calls:
+                message["tool_calls"] = [{"type": "function", "id": c["id"], "function": {
+                    "name": c["name"], "arguments": c["arguments"]}} for c in calls]
+            obj = {"choices": [{"finish_reason": finish, "index": 0, "message": message}], "created": created,
+                   "model": model, "object": "chat.completion", "usage": usage, "id": cid}
+            return self.respond(200, obj, mode=mode, cfg=cfg)
+
+        def chunk(choice_or_none, **extra):
+            obj = {"choices": [choice_or_none] if choice_or_none else [], "created": created, "id": cid,
+                   "model": model, "object": "chat.completion.chunk"}
+            obj.update(extra)
+            return sse(obj)
+
+        def delta(d, finish_reason=None):
+            return {"finish_reason": finish_reason, "index": 0, "delta": d}
+
+        events = [(chunk(delta({"role": "assistant", "content": None})), False)]
+        events += [(chunk(delta({"content": content[i:i + 4]})), True) for i in range(0, len(content), 4)]
+        for k, c in enumerate(calls):
+            args = c["arguments"]
+            fragments = [args[i:i + 3] for i in range(0, len(args), 3)] or [""]
+            first = {"index": k, "id": c["id"], "type": "function",
+                     "function": {"name": c["name"], "arguments": fragments[0]}}
+            events.append((chunk(delta({"tool_calls": [first]})), True))
+            events += [(chunk(delta({"tool_calls": [{"index": k, "function": {"arguments": f}}]})), True)
+                       for f in fragments[1:]]
+        events.append((chunk(delta({}, finish)), False))
+        include_usage = isinstance(req.get("stream_options"), dict) and req["stream_options"].get("include_usage")
+        if include_usage:
+            events.append((chunk(None, usage=usage), False))
         events.append((b"data: [DONE]\n\n", False))
         self.stream("text/event-stream", events, cfg, mode)
 
