@@ -47,7 +47,8 @@ lms_gpu_selection_json(uint64_t gpus)
 bool
 lms_gpu_selection_text_like(const char *text)
 {
-	return strcmp(text, "all") == 0 || (text[0] >= '0' && text[0] <= '9' && strspn(text, "0123456789,") == strlen(text));
+	return strcmp(text, "all") == 0 ||
+	       (text[0] >= '0' && text[0] <= '9' && strspn(text, "0123456789,") == strlen(text));
 }
 
 int
@@ -65,16 +66,18 @@ lms_gpu_selection_parse_text(const char *text, uint64_t *gpus, struct lms_error 
 		for (size_t k = 0; k < n && v < LMS_GPU_MAX; k++)
 			v = v * 10 + (unsigned long)(p[k] - '0');
 		if (n == 0 || v >= LMS_GPU_MAX)
-			return lms_error_set(err, LMS_ERR_INVALID, 0,
-					     "--gpu takes all or GPU indices 0 to %d separated by commas (0,1), not '%s'",
-					     LMS_GPU_MAX - 1, text);
+			return lms_error_set(
+			    err, LMS_ERR_INVALID, 0,
+			    "--gpu takes all or GPU indices 0 to %d separated by commas (0,1), not '%s'",
+			    LMS_GPU_MAX - 1, text);
 		mask |= 1ull << v;
 		p += n;
 		if (*p == '\0')
 			break;
 		if (*p++ != ',')
 			return lms_error_set(err, LMS_ERR_INVALID, 0,
-					     "--gpu takes all or GPU indices separated by commas (0,1), not '%s'", text);
+					     "--gpu takes all or GPU indices separated by commas (0,1), not '%s'",
+					     text);
 	}
 	*gpus = mask;
 	return 0;
@@ -86,10 +89,10 @@ lms_gpus_json(const struct lms_gpus *gpus)
 	json_t *list = json_array();
 	for (size_t i = 0; i < gpus->count; i++) {
 		const struct lms_gpu *g = &gpus->gpu[i];
-		json_array_append_new(list, json_pack("{s:i, s:s, s:s, s:s, s:o}", "index", (int)g->index, "name",
-						      g->name, "uuid", g->uuid, "bus", g->bus, "memory_mb",
-						      g->memory_mb ? json_integer((json_int_t)g->memory_mb)
-								   : json_null()));
+		json_array_append_new(list,
+				      json_pack("{s:i, s:s, s:s, s:s, s:o}", "index", (int)g->index, "name", g->name,
+						"uuid", g->uuid, "bus", g->bus, "memory_mb",
+						g->memory_mb ? json_integer((json_int_t)g->memory_mb) : json_null()));
 	}
 	return list;
 }

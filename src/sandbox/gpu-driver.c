@@ -16,14 +16,24 @@
 /* libnvidia-container's utility and compute libraries (what `--gpus` with the default capabilities
  * "compute,utility" binds). */
 static const char *const driver_libs[] = {
-    "libnvidia-ml",	       "libnvidia-cfg",		"libcuda",	       "libcudadebugger",
-    "libnvidia-opencl",	       "libnvidia-gpucomp",	"libnvidia-ptxjitcompiler", "libnvidia-fatbinaryloader",
-    "libnvidia-allocator",     "libnvidia-compiler",	"libnvidia-pkcs11",	   "libnvidia-pkcs11-openssl3",
-    "libnvidia-nvvm",	       NULL,
+    "libnvidia-ml",
+    "libnvidia-cfg",
+    "libcuda",
+    "libcudadebugger",
+    "libnvidia-opencl",
+    "libnvidia-gpucomp",
+    "libnvidia-ptxjitcompiler",
+    "libnvidia-fatbinaryloader",
+    "libnvidia-allocator",
+    "libnvidia-compiler",
+    "libnvidia-pkcs11",
+    "libnvidia-pkcs11-openssl3",
+    "libnvidia-nvvm",
+    NULL,
 };
 
-static const char *const driver_bins[] = {"nvidia-smi",		     "nvidia-debugdump",	"nvidia-persistenced",
-					  "nvidia-cuda-mps-control", "nvidia-cuda-mps-server", NULL};
+static const char *const driver_bins[] = {
+    "nvidia-smi", "nvidia-debugdump", "nvidia-persistenced", "nvidia-cuda-mps-control", "nvidia-cuda-mps-server", NULL};
 
 const char *
 lms_gpu_host_abi(void)

@@ -21,8 +21,8 @@
 /* An information file is a dozen short lines. */
 #define INFORMATION_MAX 4096
 
-static const char *const control_nodes[] = {"nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset",
-					    "nvidia-caps", NULL};
+static const char *const control_nodes[] = {"nvidiactl",      "nvidia-uvm",  "nvidia-uvm-tools",
+					    "nvidia-modeset", "nvidia-caps", NULL};
 
 /* N for "nvidiaN" (digits only, no leading zero but "0", N < LMS_GPU_MAX), else -1. */
 static int

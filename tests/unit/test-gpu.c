@@ -135,9 +135,10 @@ lists_gpus_in_bus_order(void **state)
 
 	json_t *j = lms_gpus_json(&g);
 	char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
-	assert_string_equal(text, "[{\"bus\":\"0000:17:00.0\",\"index\":0,\"memory_mb\":null,\"name\":\"NVIDIA H200 "
-				  "?NVL?\",\"uuid\":\"GPU-1-uuid\"},{\"bus\":\"0000:3b:00.0\",\"index\":1,\"memory_mb\":"
-				  "null,\"name\":\"NVIDIA H200\",\"uuid\":\"GPU-0-uuid\"}]");
+	assert_string_equal(text,
+			    "[{\"bus\":\"0000:17:00.0\",\"index\":0,\"memory_mb\":null,\"name\":\"NVIDIA H200 "
+			    "?NVL?\",\"uuid\":\"GPU-1-uuid\"},{\"bus\":\"0000:3b:00.0\",\"index\":1,\"memory_mb\":"
+			    "null,\"name\":\"NVIDIA H200\",\"uuid\":\"GPU-0-uuid\"}]");
 	free(text);
 	json_decref(j);
 }
@@ -168,7 +169,7 @@ ignores_what_is_not_a_gpu_node(void **state)
 	(void)state;
 	two_gpus();
 	gpu_info("0000:5d:00.0", "NVIDIA H200", 2); /* no /dev/nvidia2 */
-	put("dev/nvidia3", "", 0644);		      /* not a device */
+	put("dev/nvidia3", "", 0644);		    /* not a device */
 	node("nvidia07");
 	node("nvidia-modeset");
 	node("nvidia-nvswitch0");
@@ -251,9 +252,12 @@ driver_libraries_from_the_linker_cache(void **state)
 	struct lms_gpu_driver drv = {0};
 	lms_gpu_driver_libs(ldconfig, strlen(ldconfig), "x86-64", &drv);
 	const char *want[] = {
-	    "/usr/local/nvidia/lib64/libnvidia-ml.so.1", "/usr/local/nvidia/lib64/libnvidia-ptxjitcompiler.so.1",
-	    "/usr/lib/libnvidia-pkcs11-openssl3.so.550.54.15", "/usr/local/nvidia/lib64/libcuda.so.1",
-	    "/usr/local/nvidia/lib64/libcuda.so", "/usr/lib/x86_64-linux-gnu/libcudadebugger.so.1",
+	    "/usr/local/nvidia/lib64/libnvidia-ml.so.1",
+	    "/usr/local/nvidia/lib64/libnvidia-ptxjitcompiler.so.1",
+	    "/usr/lib/libnvidia-pkcs11-openssl3.so.550.54.15",
+	    "/usr/local/nvidia/lib64/libcuda.so.1",
+	    "/usr/local/nvidia/lib64/libcuda.so",
+	    "/usr/lib/x86_64-linux-gnu/libcudadebugger.so.1",
 	};
 	assert_int_equal(drv.n_libs, 6);
 	for (size_t i = 0; i < 6; i++)
