@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "api/gpu-json.h"
 #include "core/alloc.h"
 #include "core/utf8.h"
 
@@ -409,9 +410,9 @@ lms_exec_request_parse(const char *body, size_t len, const struct lms_exec_polic
 	if (parse_command(root, policy, req, err) < 0 || parse_stdin(root, req, err) < 0 ||
 	    parse_env(root, req, err) < 0 || parse_cwd(root, req, err) < 0 ||
 	    parse_limits(root, &spec->limits, err) < 0 || get_bool(root, "network", &network, err) < 0 ||
-	    get_bool(root, "gpu", &spec->gpu, err) < 0 || get_bool(root, "stream", &req->stream, err) < 0 ||
-	    parse_encoding(root, &req->encoding, err) < 0 || parse_image(root, req, err) < 0 ||
-	    get_bool(root, "background", &req->background, err) < 0)
+	    lms_gpu_selection_parse(field(root, "gpu"), &spec->gpus, err) < 0 ||
+	    get_bool(root, "stream", &req->stream, err) < 0 || parse_encoding(root, &req->encoding, err) < 0 ||
+	    parse_image(root, req, err) < 0 || get_bool(root, "background", &req->background, err) < 0)
 		return -1;
 	if (req->background && req->stream)
 		return lms_error_set(err, LMS_ERR_INVALID, 0,

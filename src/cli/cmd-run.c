@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "api/exec-json.h"
+#include "api/gpu-json.h"
 #include "cli/commands.h"
 #include "core/alloc.h"
 #include "core/buf.h"
@@ -73,7 +74,8 @@ static const char help_text[] =
 													       "t: " S(
 														   LMS_DEFAULT_DISK_MB) ")\n"
 																	"  --network            reach the network (not available yet)\n"
-																	"  --gpu                pass the NVIDIA GPUs through (device nodes; driver from the host)\n"
+																	"  --gpu [all|0,1]      pass NVIDIA GPUs through: all (default) or these indices (device nodes;\n"
+																	"                       driver from the host); `lm-sandbox version` lists them\n"
 																	"  --env NAME=VALUE     add a variable (repeatable); the caller's environment is never passed\n"
 																	"  --cwd DIR            working directory inside (default: " LMS_DEFAULT_CWD
 																	"; created if missing)\n"
@@ -110,7 +112,7 @@ static const struct option options[] = {
     {"output-bytes", required_argument, NULL, OPT_OUTPUT},
     {"disk-mb", required_argument, NULL, OPT_DISK},
     {"network", no_argument, NULL, OPT_NETWORK},
-    {"gpu", no_argument, NULL, OPT_GPU},
+    {"gpu", optional_argument, NULL, OPT_GPU},
     {"env", required_argument, NULL, OPT_ENV},
     {"cwd", required_argument, NULL, OPT_CWD},
     {"stdin", no_argument, NULL, 'i'},
@@ -172,6 +174,21 @@ read_stdin(struct lms_buf *in)
 	return 0;
 }
 
+/* --gpu, --gpu=0,1 or --gpu 0,1: a following word that reads as a selection is its value (getopt
+ * gives an optional value only with '='). */
+static int
+parse_gpu(int argc, char **argv, struct lms_sandbox_spec *spec)
+{
+	const char *text = optarg;
+	if (text == NULL && optind < argc && lms_gpu_selection_text_like(argv[optind]))
+		text = argv[optind++];
+	_cleanup_error_ struct lms_error *err = NULL;
+	if (lms_gpu_selection_parse_text(text, &spec->gpus, &err) == 0)
+		return 0;
+	fprintf(stderr, "lm-sandbox run: %s\n", err->message);
+	return -1;
+}
+
 /* Fills spec from the flags. Returns 0, or the exit status for --help (0) and usage errors (2) + 1000. */
 static int
 parse_args(int argc, char **argv, struct lms_sandbox_spec *spec, char ***env, bool *json, bool *feed_stdin)
@@ -210,7 +227,7 @@ parse_args(int argc, char **argv, struct lms_sandbox_spec *spec, char ***env, bo
 			spec->network = true;
 			break;
 		case OPT_GPU:
-			spec->gpu = true;
+			r = parse_gpu(argc, argv, spec);
 			break;
 		case OPT_ENV:
 			*env = xrealloc(*env, (n_env + 2) * sizeof(char *));

@@ -8,7 +8,9 @@
 
 #include "cli/commands.h"
 #include "core/alloc.h"
+#include "core/error.h"
 #include "core/self.h"
+#include "sandbox/gpu.h"
 #include "sandbox/spawner.h"
 #include "config.h"
 
@@ -64,6 +66,29 @@ ensure_std_fds(void)
 	return 0;
 }
 
+/* The GPUs a sandbox can be given (`--gpu`), one line each, or "gpus: none". */
+static int
+print_gpus(void)
+{
+	struct lms_gpus gpus;
+	_cleanup_error_ struct lms_error *err = NULL;
+	if (lms_gpu_discover("/", &gpus, &err) < 0) {
+		fprintf(stderr, "lm-sandbox: %s\n", err->message);
+		return 1;
+	}
+	if (gpus.count == 0 || !gpus.control)
+		printf("gpus: none%s\n", gpus.count ? " (/dev/nvidiactl does not exist)" : "");
+	for (size_t i = 0; gpus.control && i < gpus.count; i++) {
+		const struct lms_gpu *g = &gpus.gpu[i];
+		char memory[32] = "memory unknown";
+		if (g->memory_mb)
+			snprintf(memory, sizeof(memory), "%llu MiB", (unsigned long long)g->memory_mb);
+		printf("gpu %u: %s, %s%s%s\n", g->index, g->name[0] ? g->name : "NVIDIA GPU (no driver information)",
+		       memory, g->uuid[0] ? ", " : "", g->uuid);
+	}
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -86,7 +111,7 @@ main(int argc, char **argv)
 		return exec_sibling("lm-sandbox-client", argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("lm-sandbox %s\n", LMS_VERSION);
-		return 0;
+		return print_gpus();
 	}
 	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
 		usage(stdout);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "api/gpu-json.h"
 #include "client/http.h"
 #include "core/alloc.h"
 #include "core/buf.h"
@@ -48,7 +49,7 @@ static const char usage_create[] =
     "  -e, --env K=V       a variable of every command (repeatable; `-e K` takes K from this environment)\n"
     "  -l, --label K=V     metadata, shown by ls and matched by ls --filter (repeatable)\n"
     "  --image NAME        root file system (default: host)\n"
-    "  --gpu               pass the NVIDIA GPUs through\n";
+    "  --gpu [all|0,1]     pass NVIDIA GPUs through: all (default) or these indices\n";
 
 static const char usage_ls[] =
     "usage: lm-sandbox sandbox ls [-q] [--filter label=K=V]...\n"
@@ -226,7 +227,7 @@ static const struct option create_options[] = {
     {"env", required_argument, NULL, 'e'},
     {"label", required_argument, NULL, 'l'},
     {"image", required_argument, NULL, OPT_IMAGE},
-    {"gpu", no_argument, NULL, OPT_GPU},
+    {"gpu", optional_argument, NULL, OPT_GPU},
     {NULL, 0, NULL, 0},
 };
 static const struct option ls_options[] = {
@@ -378,9 +379,13 @@ option(struct lms_client_args *a, int c, const char *arg, struct lms_buf *query,
 	case OPT_IMAGE:
 		json_object_set_new(a->body, "image", json_string(arg));
 		return 0;
-	case OPT_GPU:
-		json_object_set_new(a->body, "gpu", json_true());
+	case OPT_GPU: {
+		uint64_t gpus;
+		if (lms_gpu_selection_parse_text(arg, &gpus, err) < 0)
+			return -1;
+		json_object_set_new(a->body, "gpu", lms_gpu_selection_json(gpus));
 		return 0;
+	}
 	case 'e':
 		return add_pair(object_at(a->body, "env"), "--env", arg, true, err);
 	case 'l':
@@ -426,7 +431,12 @@ run_getopt(struct lms_client_args *a, int argc, char **argv, const char *shortop
 					known = true;
 			return usage_error(err, a->cmd, known ? "option %s needs a value" : "unknown option %s", bad);
 		}
-		if (option(a, c, optarg, query, err) < 0)
+		const char *arg = optarg;
+		/* --gpu's value is optional: getopt takes it only after '=', so a following word that reads
+		 * as a selection (all, 0,1) is taken here. */
+		if (c == OPT_GPU && arg == NULL && optind < argc && lms_gpu_selection_text_like(argv[optind]))
+			arg = argv[optind++];
+		if (option(a, c, arg, query, err) < 0)
 			return -1;
 	}
 	return 0;

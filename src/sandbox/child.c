@@ -260,7 +260,7 @@ contain(struct lms_child_ctx *ctx, struct lms_init_msg *msg)
 		return lms_child_fail(msg, errno, "prctl PR_SET_PDEATHSIG");
 	if (bound_namespace_knobs(msg) < 0)
 		return -1;
-	int r = lms_mount_host_root(ctx->disk_mb, ctx->gpu, stored, msg);
+	int r = lms_mount_host_root(ctx, stored, msg);
 	for (int i = 0; i < 3; i++)
 		if (stored[i] >= 0)
 			close(stored[i]);

@@ -15,7 +15,8 @@
 /* What the child needs before it knows its command, set up by the parent before clone. */
 struct lms_child_ctx {
 	uint64_t disk_mb;    /* size of the scratch tmpfs as prepared */
-	bool gpu;	     /* NVIDIA devices in /dev */
+	uint64_t gpu_minors; /* the /dev/nvidiaN passed through (bit N); 0: no NVIDIA device at all */
+	bool gpu_only;	     /* a selection of GPUs: the others' /proc/driver/nvidia entries are hidden */
 	const char *storage; /* NULL, or the host directory of work/, tmp/ and shm/ (sandbox.h) */
 	const struct sock_fprog *seccomp;
 	int ctl;	       /* PID 1's end of its socket with the parent (init-proto.h) */
@@ -42,7 +43,7 @@ int lms_child_report(int ctl, const struct lms_init_msg *msg);
 
 /* Builds the `host` image's root file system and makes it the root (mount.c). */
 /* stored: the descriptors lms_mount_open_storage gave, or -1s. */
-int lms_mount_host_root(uint64_t disk_mb, bool gpu, const int stored[3], struct lms_init_msg *msg);
+int lms_mount_host_root(const struct lms_child_ctx *ctx, const int stored[3], struct lms_init_msg *msg);
 
 /* O_PATH descriptors of storage's work/, tmp/ and shm/ (sandbox.h), opened in the sandbox's mount
  * namespace (a bind's source must be of it) while PID 1 still has the host uid that owns them, and before

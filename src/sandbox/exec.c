@@ -356,9 +356,9 @@ static int
 fit_limits(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, bool last, struct lms_error **err)
 {
 	const struct lms_limits *want = &spec->limits, *base = &sb->base;
-	if (spec->gpu != sb->gpu)
+	if (spec->gpus != sb->gpus)
 		return lms_error_set(err, LMS_ERR_INVALID, 0, "the sandbox was prepared %s GPUs",
-				     sb->gpu ? "with" : "without");
+				     sb->gpus ? "with other" : "without");
 	if (!lms_limits_fit_prepared(base, want))
 		return lms_error_set(err, LMS_ERR_INVALID, 0,
 				     "limits exceed those the sandbox was prepared with (memory %llu MiB, pids %llu, "
@@ -376,7 +376,7 @@ fit_limits(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, bool las
 int
 lms_sandbox_limit(struct lms_sandbox *sb, const struct lms_limits *want, struct lms_error **err)
 {
-	struct lms_sandbox_spec spec = {.limits = *want, .gpu = sb->gpu};
+	struct lms_sandbox_spec spec = {.limits = *want, .gpus = sb->gpus};
 	if (fit_limits(sb, &spec, true, err) < 0)
 		return -1;
 	uint64_t timeout = sb->base.timeout_ms;

@@ -9,7 +9,7 @@
 
 struct lms_sandbox {
 	struct lms_limits base; /* the ceilings it was made with */
-	bool gpu;
+	uint64_t gpus;		/* as the spec's */
 	struct lms_cgroup *cg;
 	int ctl;	  /* our end of PID 1's socket (init-proto.h); its end-of-file is PID 1's exit */
 	pid_t pid;	  /* PID 1, in our PID namespace; -1 once reaped */

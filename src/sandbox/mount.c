@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <linux/mount.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -16,8 +17,10 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "core/file.h"
 #include "core/stringify.h"
 #include "sandbox/child.h"
+#include "sandbox/gpu.h"
 
 /* Where the new root is built, inside the sandbox's own mount namespace (the host's /tmp is untouched). */
 #define BASE "/tmp"
@@ -110,10 +113,11 @@ bind_device(const char *src, const char *dst, struct lms_init_msg *msg)
 	return 0;
 }
 
-/* What `docker run --gpus all` gives: every /dev/nvidia* device node and the /dev/nvidia-caps folder.
- * The driver's user-space libraries and nvidia-smi come with the host's /usr and /etc (ld.so.cache). */
+/* What `docker run --gpus` gives: the selected /dev/nvidiaN, the control nodes and the /dev/nvidia-caps
+ * folder (gpu.c says which). The driver's user-space libraries and nvidia-smi come with the host's /usr
+ * and /etc (ld.so.cache). */
 static int
-add_nvidia_devices(struct lms_init_msg *msg)
+add_nvidia_devices(uint64_t minors, struct lms_init_msg *msg)
 {
 	DIR *d = opendir("/dev");
 	if (d == NULL)
@@ -122,7 +126,7 @@ add_nvidia_devices(struct lms_init_msg *msg)
 	int r = 0;
 	struct dirent *e;
 	while (r == 0 && (e = readdir(d)) != NULL) {
-		if (strncmp(e->d_name, "nvidia", 6) != 0)
+		if (!lms_gpu_node_wanted(e->d_name, minors))
 			continue;
 		snprintf(src, sizeof(src), "/dev/%s", e->d_name);
 		snprintf(dst, sizeof(dst), "dev/%s", e->d_name);
@@ -143,7 +147,7 @@ add_nvidia_devices(struct lms_init_msg *msg)
 }
 
 static int
-make_dev_nodes(bool gpu, int shm, struct lms_init_msg *msg)
+make_dev_nodes(uint64_t gpu_minors, int shm, struct lms_init_msg *msg)
 {
 	char src[64], dst[64];
 	if (do_mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755,nr_inodes=64", msg) < 0)
@@ -155,7 +159,7 @@ make_dev_nodes(bool gpu, int shm, struct lms_init_msg *msg)
 		if (bind_device(src, dst, msg) < 0)
 			return -1;
 	}
-	if (gpu && add_nvidia_devices(msg) < 0)
+	if (gpu_minors && add_nvidia_devices(gpu_minors, msg) < 0)
 		return -1;
 	if (mkdir("dev/pts", 0755) < 0 || mkdir("dev/shm", 01777) < 0)
 		return lms_child_fail(msg, errno, "mkdir /dev/pts, /dev/shm");
@@ -179,12 +183,12 @@ make_dev_nodes(bool gpu, int shm, struct lms_init_msg *msg)
 }
 
 static int
-make_dev(bool gpu, int stored_shm, struct lms_init_msg *msg)
+make_dev(uint64_t gpu_minors, int stored_shm, struct lms_init_msg *msg)
 {
 	if (mkdir("dev", 0755) < 0)
 		return lms_child_fail(msg, errno, "mkdir /dev");
 	if (stored_shm >= 0)
-		return make_dev_nodes(gpu, stored_shm, msg);
+		return make_dev_nodes(gpu_minors, stored_shm, msg);
 	/* /dev/shm is a directory of the scratch tmpfs, so that it counts in the same disk_mb as /work and
 	 * /tmp: made here, under the place /dev's own tmpfs is about to cover, and kept by an O_PATH
 	 * descriptor through which it is bound (the magic link reaches the covered directory). */
@@ -193,13 +197,66 @@ make_dev(bool gpu, int stored_shm, struct lms_init_msg *msg)
 	int shm = open("dev/shm", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (shm < 0)
 		return lms_child_fail(msg, errno, "open /dev/shm on the scratch file system");
-	int r = make_dev_nodes(gpu, shm, msg);
+	int r = make_dev_nodes(gpu_minors, shm, msg);
 	close(shm);
 	return r;
 }
 
+/* With a selection of GPUs, the sandbox's /proc/driver/nvidia/gpus shows the selected ones only (as
+ * libnvidia-container does): NVML lists what is there and fails on a GPU whose node is missing. The
+ * selected folders are held open, a tmpfs covers the folder, and they are bound back onto it. */
 static int
-make_proc(struct lms_init_msg *msg)
+hide_other_gpus(uint64_t minors, struct lms_init_msg *msg)
+{
+	static const char gpus_dir[] = "proc/driver/nvidia/gpus";
+	int dfd = open(gpus_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return errno == ENOENT ? 0 : lms_child_fail(msg, errno, "open /%s", gpus_dir);
+	DIR *d = fdopendir(dfd);
+	if (d == NULL) {
+		close(dfd);
+		return lms_child_fail(msg, errno, "list /%s", gpus_dir);
+	}
+	char names[LMS_GPU_MAX][64], path[128];
+	int keep[LMS_GPU_MAX], n = 0, r = 0;
+	struct dirent *e;
+	while (r == 0 && n < LMS_GPU_MAX && (e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.' || strlen(e->d_name) >= sizeof(names[0]))
+			continue;
+		snprintf(path, sizeof(path), "%s/information", e->d_name);
+		char *text = lms_file_read_at(dfd, path, 4096, NULL);
+		struct lms_gpu g = {0};
+		bool selected = text != NULL && lms_gpu_parse_information(text, &g) && (minors >> g.minor & 1);
+		free(text);
+		if (!selected)
+			continue;
+		keep[n] = openat(dfd, e->d_name, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (keep[n] < 0)
+			r = lms_child_fail(msg, errno, "open /%s/%s", gpus_dir, e->d_name);
+		else
+			snprintf(names[n++], sizeof(names[0]), "%s", e->d_name);
+	}
+	closedir(d);
+	if (r == 0)
+		r = do_mount("tmpfs", gpus_dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=16k,mode=0555", msg);
+	for (int i = 0; i < n; i++) {
+		char dst[128], src[64];
+		snprintf(dst, sizeof(dst), "%s/%s", gpus_dir, names[i]);
+		snprintf(src, sizeof(src), "/proc/self/fd/%d", keep[i]);
+		if (r == 0 && mkdir(dst, 0555) < 0)
+			r = lms_child_fail(msg, errno, "mkdir /%s", dst);
+		if (r == 0)
+			r = bind_readonly(src, dst, msg);
+		close(keep[i]);
+	}
+	if (r == 0)
+		r = do_mount(NULL, gpus_dir, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+			     "size=16k,mode=0555", msg);
+	return r;
+}
+
+static int
+make_proc(uint64_t gpu_minors, bool gpu_only, struct lms_init_msg *msg)
 {
 	char path[64];
 	if (mkdir("proc", 0555) < 0)
@@ -214,7 +271,7 @@ make_proc(struct lms_init_msg *msg)
 		if (bind_readonly(path, path, msg) < 0)
 			return -1;
 	}
-	return 0;
+	return gpu_minors && gpu_only ? hide_other_gpus(gpu_minors, msg) : 0;
 }
 
 /* /work or /tmp: a directory of the scratch tmpfs bound onto itself (so that it stays writable when the
@@ -250,8 +307,9 @@ lms_mount_open_storage(const char *storage, int fds[3], struct lms_init_msg *msg
 }
 
 static int
-assemble(uint64_t disk_mb, bool gpu, const int stored[3], struct lms_init_msg *msg)
+assemble(const struct lms_child_ctx *ctx, const int stored[3], struct lms_init_msg *msg)
 {
+	uint64_t disk_mb = ctx->disk_mb;
 	char opts[64];
 	/* With storage, the tmpfs holds only the mount points and links of the root. */
 	if (stored[0] >= 0)
@@ -263,18 +321,19 @@ assemble(uint64_t disk_mb, bool gpu, const int stored[3], struct lms_init_msg *m
 	if (chdir(BASE) < 0)
 		return lms_child_fail(msg, errno, "chdir %s", BASE);
 	if (host_entries(msg) < 0 || make_scratch("work", 0755, stored[0], msg) < 0 ||
-	    make_scratch("tmp", 01777, stored[1], msg) < 0 || make_dev(gpu, stored[2], msg) < 0 || make_proc(msg) < 0)
+	    make_scratch("tmp", 01777, stored[1], msg) < 0 || make_dev(ctx->gpu_minors, stored[2], msg) < 0 ||
+	    make_proc(ctx->gpu_minors, ctx->gpu_only, msg) < 0)
 		return -1;
 	return 0;
 }
 
 int
-lms_mount_host_root(uint64_t disk_mb, bool gpu, const int stored[3], struct lms_init_msg *msg)
+lms_mount_host_root(const struct lms_child_ctx *ctx, const int stored[3], struct lms_init_msg *msg)
 {
 	/* Nothing of the sandbox's mounts may propagate back to the host. */
 	if (do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, msg) < 0)
 		return -1;
-	if (assemble(disk_mb, gpu, stored, msg) < 0)
+	if (assemble(ctx, stored, msg) < 0)
 		return -1;
 
 	/* pivot_root(".", ".") stacks the old root on the new one; detaching it leaves no way back

@@ -20,6 +20,7 @@
 #include "core/alloc.h"
 #include "core/file.h"
 #include "sandbox/child.h"
+#include "sandbox/gpu.h"
 #include "sandbox/internal.h"
 #include "sandbox/seccomp.h"
 
@@ -32,15 +33,24 @@
 /* How long PID 1 may take to build its root and drop its privileges (milliseconds, a few at most). */
 #define SETUP_TIMEOUT_MS 30000
 
+/* The device minors of a GPU selection, as this host has them now. */
+static int
+gpu_minors(uint64_t gpus, uint64_t *minors, struct lms_error **err)
+{
+	struct lms_gpus found;
+	if (lms_gpu_discover("/", &found, err) < 0)
+		return -1;
+	return lms_gpu_select(&found, gpus, minors, err);
+}
+
 int
 lms_sandbox_check_support(const struct lms_sandbox_spec *spec, struct lms_error **err)
 {
 	if (lms_image_check(spec->image, err) < 0)
 		return -1;
-	if (spec->gpu && access("/dev/nvidiactl", F_OK) < 0)
-		return lms_error_set(
-		    err, LMS_ERR_UNSUPPORTED, 0,
-		    "gpu: this host has no NVIDIA GPU (/dev/nvidiactl does not exist); run without --gpu");
+	uint64_t minors;
+	if (spec->gpus && gpu_minors(spec->gpus, &minors, err) < 0)
+		return -1;
 	if (spec->network)
 		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
 				     "network: sandboxes have loopback only for now; run without --network");
@@ -165,7 +175,7 @@ lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox **out
 		return -1;
 	struct lms_sandbox *sb = xcalloc(1, sizeof(*sb));
 	sb->base = base->limits;
-	sb->gpu = base->gpu;
+	sb->gpus = base->gpus;
 	sb->pid = -1;
 	sb->next_id = 1;
 	char name[64];
@@ -175,6 +185,9 @@ lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox **out
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		r = lms_error_set(err, LMS_ERR_SETUP, errno, "create the sandbox's socket");
 	sb->ctl = sv[0];
+	uint64_t minors = 0;
+	if (r == 0 && sb->gpus)
+		r = gpu_minors(sb->gpus, &minors, err);
 	if (r == 0)
 		r = lms_cgroup_create(LMS_CGROUP_FS, LMS_CGROUP_SELF, name, &sb->base, &sb->cg, err);
 	bool privileged = geteuid() == 0, into_cgroup = false;
@@ -183,7 +196,8 @@ lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox **out
 	if (r == 0) {
 		struct lms_child_ctx ctx = {
 		    .disk_mb = sb->base.disk_mb,
-		    .gpu = sb->gpu,
+		    .gpu_minors = minors,
+		    .gpu_only = sb->gpus != LMS_GPU_ALL,
 		    .storage = base->storage,
 		    .seccomp = prog,
 		    .ctl = sv[1],

@@ -72,8 +72,9 @@ struct lms_sandbox_spec {
 	const void *stdin_data; /* fed to the command then closed; NULL = /dev/null */
 	size_t stdin_len;
 	struct lms_limits limits;
-	bool network;  /* not yet supported: always loopback only */
-	bool gpu;      /* NVIDIA passthrough (not yet: fails where no GPU exists) */
+	bool network; /* not yet supported: always loopback only */
+	/* NVIDIA passthrough: 0 none; bit N the GPU of index N; LMS_GPU_ALL (gpu.h) every GPU the host has */
+	uint64_t gpus;
 	int cancel_fd; /* when readable (or hung up), the sandbox is killed; -1 = none */
 };
 

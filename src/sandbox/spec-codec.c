@@ -49,8 +49,8 @@ lms_spec_encode(const struct lms_sandbox_spec *spec, struct lms_buf *out)
 	struct lms_buf *b = out;
 	const struct lms_limits *l = &spec->limits;
 	put_u32(b, SPEC_MAGIC);
-	uint64_t nums[] = {l->timeout_ms, l->memory_mb,	 l->pids,   l->cpu_ms,	 l->output_bytes,
-			   l->disk_mb,	  spec->network, spec->gpu, l->millicpus};
+	uint64_t nums[] = {l->timeout_ms, l->memory_mb,	 l->pids,    l->cpu_ms,	  l->output_bytes,
+			   l->disk_mb,	  spec->network, spec->gpus, l->millicpus};
 	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
 		put_u64(b, nums[i]);
 	char *const *lists[] = {spec->argv, spec->env};
@@ -145,7 +145,7 @@ lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, voi
 			r.p += stdin_len;
 		}
 	}
-	if (!ok || r.p != r.end || nums[6] > 1 || nums[7] > 1) {
+	if (!ok || r.p != r.end || nums[6] > 1) {
 		free(block);
 		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "decode a job: malformed or truncated spec");
 	}
@@ -157,7 +157,7 @@ lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, voi
 					   .disk_mb = nums[5],
 					   .millicpus = nums[8]};
 	spec->network = nums[6] != 0;
-	spec->gpu = nums[7] != 0;
+	spec->gpus = nums[7];
 	spec->argv = argv;
 	spec->env = env;
 	spec->cwd = cwd;

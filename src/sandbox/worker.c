@@ -46,7 +46,7 @@ read_spec(int fd, struct lms_sandbox_spec *spec, char **data, void **storage, si
 static bool
 fits_pool(const struct lms_pool_config *cfg, const struct lms_sandbox_spec *spec)
 {
-	return cfg->base && !spec->network && !spec->gpu && lms_image_is_host(spec->image) &&
+	return cfg->base && !spec->network && !spec->gpus && lms_image_is_host(spec->image) &&
 	       lms_limits_fit_prepared(&cfg->base->limits, &spec->limits);
 }
 

@@ -2,17 +2,56 @@
 #include <string.h>
 
 #include "config.h"
+#include "api/gpu-json.h"
 #include "core/alloc.h"
+#include "core/log.h"
 #include "llm/backend.h"
 #include "server/server.h"
+
+/* The GPUs a sandbox can be given now (a few directory reads: cheap enough per probe, and a driver
+ * loaded after start shows). A host whose GPUs cannot be read is logged and shows none. */
+static void
+find_gpus(struct lms_gpus *gpus)
+{
+	_cleanup_error_ struct lms_error *err = NULL;
+	if (lms_gpu_discover("/", gpus, &err) < 0) {
+		lms_log(LMS_LOG_WARNING, NULL, "gpu discovery failed", "error", err->message, NULL);
+		memset(gpus, 0, sizeof(*gpus));
+	}
+	if (!gpus->control)
+		gpus->count = 0; /* nodes without nvidiactl cannot be used */
+}
 
 enum MHD_Result
 lms_route_healthz(struct lms_request *req)
 {
+	struct lms_gpus gpus;
+	find_gpus(&gpus);
 	return lms_reply_json(req, 200,
-			      json_pack("{s:s, s:s, s:o, s:i}", "status", "ok", "version", LMS_VERSION, "backends",
+			      json_pack("{s:s, s:s, s:o, s:i, s:o}", "status", "ok", "version", LMS_VERSION, "backends",
 					lms_backends_health_json(req->server->backends), "active_sandboxes",
-					atomic_load(&req->server->active)));
+					atomic_load(&req->server->active), "gpus", lms_gpus_json(&gpus)));
+}
+
+/* lms_gpus (how many) and lms_gpu_info (one series per GPU, its name and uuid as labels). */
+static void
+render_gpus(struct lms_buf *out)
+{
+	struct lms_gpus gpus;
+	find_gpus(&gpus);
+	char line[512];
+	int n = snprintf(line, sizeof(line),
+			 "# HELP lms_gpus NVIDIA GPUs a sandbox can be given (gpu: true).\n# TYPE lms_gpus gauge\n"
+			 "lms_gpus %zu\n# HELP lms_gpu_info The GPUs by index, name and uuid.\n"
+			 "# TYPE lms_gpu_info gauge\n",
+			 gpus.count);
+	lms_buf_append(out, line, (size_t)n);
+	for (size_t i = 0; i < gpus.count; i++) {
+		const struct lms_gpu *g = &gpus.gpu[i];
+		n = snprintf(line, sizeof(line), "lms_gpu_info{index=\"%u\",name=\"%s\",uuid=\"%s\"} 1\n", g->index,
+			     g->name, g->uuid);
+		lms_buf_append(out, line, n > 0 && (size_t)n < sizeof(line) ? (size_t)n : 0);
+	}
 }
 
 enum MHD_Result
@@ -20,6 +59,7 @@ lms_route_metrics(struct lms_request *req)
 {
 	struct lms_buf out = {0};
 	lms_metrics_render(&req->server->metrics, atomic_load(&req->server->active), &out);
+	render_gpus(&out);
 	size_t len;
 	char *text = lms_buf_steal(&out, &len);
 	struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);

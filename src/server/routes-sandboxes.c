@@ -230,7 +230,7 @@ lms_sandbox_command_parse(struct lms_server *s, const struct lms_sandbox_setting
 	xr->spec.limits.disk_mb = base->spec.limits.disk_mb;
 	xr->spec.image = base->spec.image;
 	xr->spec.network = base->spec.network;
-	xr->spec.gpu = base->spec.gpu;
+	xr->spec.gpus = base->spec.gpus;
 	size_t n_base = 0, n_own = 0;
 	while (base->spec.env && base->spec.env[n_base])
 		n_base++;

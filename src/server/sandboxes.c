@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/gpu-json.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -76,11 +77,12 @@ entry_json(const struct lms_sandbox_entry *e)
 	    json_pack("{s:I, s:I, s:I, s:I}", "memory_mb", (json_int_t)l->memory_mb, "pids", (json_int_t)l->pids,
 		      "disk_mb", (json_int_t)l->disk_mb, "output_bytes", (json_int_t)l->output_bytes);
 	double left_s = (e->expires_ms - lms_monotonic_ms()) / 1e3;
-	return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:I, s:o, s:b, s:b, s:o}", "id", e->id, "image", e->image,
+	return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:I, s:o, s:b, s:o, s:o}", "id", e->id, "image", e->image,
 			 "state", "running", "created_at", rfc3339(e->created_s), "last_used_at", rfc3339(e->used_s),
 			 "expires_at", rfc3339(lms_wall_s() + (left_s > 0 ? left_s : 0)), "ttl_s",
 			 (json_int_t)e->set.ttl_s, "limits", limits, "network", e->set.spec.network, "gpu",
-			 e->set.spec.gpu, "metadata", e->set.metadata ? json_incref(e->set.metadata) : json_object());
+			 lms_gpu_selection_json(e->set.spec.gpus), "metadata",
+			 e->set.metadata ? json_incref(e->set.metadata) : json_object());
 }
 
 static void
@@ -324,10 +326,10 @@ entry_record(const struct lms_sandbox_entry *e)
 	json_t *env = json_array();
 	for (char **v = e->env; v && *v; v++)
 		json_array_append_new(env, json_string(*v));
-	return json_pack("{s:i, s:s, s:f, s:I, s:s, s:o, s:o, s:b, s:b, s:o}", "version", 1, "id", e->id, "created_at",
+	return json_pack("{s:i, s:s, s:f, s:I, s:s, s:o, s:o, s:b, s:o, s:o}", "version", 1, "id", e->id, "created_at",
 			 e->created_s, "ttl_s", (json_int_t)e->set.ttl_s, "image", e->image, "limits", limits, "env",
-			 env, "network", e->set.spec.network, "gpu", e->set.spec.gpu, "metadata",
-			 e->set.metadata ? json_incref(e->set.metadata) : json_object());
+			 env, "network", e->set.spec.network, "gpu", lms_gpu_selection_json(e->set.spec.gpus),
+			 "metadata", e->set.metadata ? json_incref(e->set.metadata) : json_object());
 }
 
 /* Its PID 1, on its stored files when there is a store. */
@@ -520,7 +522,8 @@ settings_of(const struct lms_sandboxes *sbs, json_t *rec, struct lms_sandbox_set
 	set->spec.env = *env;
 	set->spec.image = image;
 	set->spec.network = json_is_true(json_object_get(rec, "network"));
-	set->spec.gpu = json_is_true(json_object_get(rec, "gpu"));
+	if (lms_gpu_selection_parse(json_object_get(rec, "gpu"), &set->spec.gpus, NULL) < 0)
+		return "its record has a gpu that is not true, false or a list of indices";
 	set->metadata = meta;
 	return NULL;
 }

@@ -8,7 +8,9 @@
 
 #include "api/exec-json.h"
 #include "api/exec-request.h"
+#include "api/gpu-json.h"
 #include "core/alloc.h"
+#include "sandbox/gpu.h"
 #include "core/buf.h"
 
 /* A server started with defaults below API.md's and a few ceilings above them. */
@@ -130,7 +132,7 @@ defaults_come_from_the_policy(void **state)
 	assert_null(s->cwd); /* /work */
 	assert_null(s->image);
 	assert_false(s->network);
-	assert_false(s->gpu);
+	assert_int_equal(s->gpus, 0);
 	assert_int_equal(s->cancel_fd, -1);
 	assert_int_equal(r->encoding, LMS_ENCODING_UTF8);
 	assert_false(r->stream);
@@ -164,7 +166,7 @@ every_field_is_read(void **state)
 	assert_int_equal(s->limits.disk_mb, 16);
 	assert_true(s->network);
 	assert_string_equal(s->image, "host");
-	assert_true(s->gpu);
+	assert_true(s->gpus == LMS_GPU_ALL);
 	assert_int_equal(s->cancel_fd, -1);
 	assert_int_equal(r->encoding, LMS_ENCODING_BASE64);
 	assert_true(r->stream);
@@ -178,9 +180,24 @@ explicit_false_and_utf8(void **state)
 	_cleanup_request_ struct lms_exec_request *r = parse(
 	    "{\"cmd\": \"true\", \"network\": false, \"gpu\": false, \"stream\": false, \"encoding\": \"utf-8\"}");
 	assert_false(r->spec.network);
-	assert_false(r->spec.gpu);
+	assert_int_equal(r->spec.gpus, 0);
 	assert_false(r->stream);
 	assert_int_equal(r->encoding, LMS_ENCODING_UTF8);
+}
+
+/* gpu: [indices] selects those (a set: repeats are one), and goes back out as the same list. */
+static void
+gpu_indices(void **state)
+{
+	(void)state;
+	_cleanup_request_ struct lms_exec_request *r = parse("{\"cmd\": \"true\", \"gpu\": [2, 0, 2]}");
+	assert_int_equal(r->spec.gpus, 5);
+	json_auto_t *j = lms_gpu_selection_json(r->spec.gpus);
+	char *text = json_dumps(j, JSON_COMPACT);
+	assert_string_equal(text, "[0,2]");
+	free(text);
+	json_auto_t *all = lms_gpu_selection_json(LMS_GPU_ALL);
+	assert_true(json_is_true(all));
 }
 
 static void
@@ -507,7 +524,12 @@ flag_and_enum_errors(void **state)
 {
 	(void)state;
 	expect_invalid("{\"cmd\": \"true\", \"network\": \"no\"}", "network must be true or false, not a string");
-	expect_invalid("{\"cmd\": \"true\", \"gpu\": 1}", "gpu must be true or false, not an integer");
+	expect_invalid("{\"cmd\": \"true\", \"gpu\": 1}",
+		       "gpu must be true, false or a list of GPU indices such as [0, 1]");
+	expect_invalid("{\"cmd\": \"true\", \"gpu\": []}", "gpu: an empty list selects no GPU: send false");
+	expect_invalid("{\"cmd\": \"true\", \"gpu\": [0, -1]}", "gpu[1] must be a GPU index, an integer from 0 to 63");
+	expect_invalid("{\"cmd\": \"true\", \"gpu\": [64]}", "gpu[0] must be a GPU index");
+	expect_invalid("{\"cmd\": \"true\", \"gpu\": [\"0\"]}", "gpu[0] must be a GPU index");
 	expect_invalid("{\"cmd\": \"true\", \"stream\": \"true\"}", "stream must be true or false");
 	expect_invalid("{\"cmd\": \"true\", \"encoding\": \"latin-1\"}",
 		       "encoding must be \"utf-8\" or \"base64\", not \"latin-1\"");
@@ -598,6 +620,7 @@ main(void)
 	    cmocka_unit_test(defaults_come_from_the_policy),
 	    cmocka_unit_test(every_field_is_read),
 	    cmocka_unit_test(explicit_false_and_utf8),
+	    cmocka_unit_test(gpu_indices),
 	    cmocka_unit_test(env_becomes_name_value_entries),
 	    cmocka_unit_test(stdin_empty_absent_and_binary),
 	    cmocka_unit_test(larger_limits_are_clamped_to_the_ceilings),
