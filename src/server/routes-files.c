@@ -350,6 +350,9 @@ lms_route_files_put(struct lms_request *req)
 				      json_pack("{s:s, s:s, s:I}", "path", file_path(req), "type", "directory",
 						"entries", (json_int_t)entries));
 	}
+	/* A failed upload leaves nothing by the time its client hears of it. */
+	if (st->too_large || st->err != NULL)
+		lms_upload_abort(&st->up);
 	if (st->too_large)
 		return reply_too_large(req);
 	if (st->err != NULL)
