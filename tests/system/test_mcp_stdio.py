@@ -300,23 +300,25 @@ def node_or_skip():
     return node
 
 
-def run_client_test(node, test_file, env, server):
+def run_client_test(node, test_file, env, server, tests):
     from test_compat_node import run_node_test
     env = dict(os.environ, NO_COLOR="1", NO_PROXY="127.0.0.1,localhost,::1", no_proxy="127.0.0.1,localhost,::1",
                **env)
     rc, out = run_node_test(node, test_file, env, NODE_TIMEOUT)
     assert rc == 0, f"{test_file} failed: exit {rc}\n{cut(out, 8000)}\n--- daemon ---\n{server.describe()}"
+    assert f"# pass {tests}" in out, f"{test_file} did not run its {tests} tests:\n{cut(out, 4000)}"
 
 
 def test_the_official_v1_sdk_over_stdio_spawning_lm_sandbox_mcp(start, lms_bin):
     node = node_or_skip()
     token = f"tok-{uuid.uuid4().hex}"
     s = start(env={"LM_SANDBOX_API_TOKEN": token})
-    run_client_test(node, "mcp-stdio.test.mjs", {"LMS_BIN": str(lms_bin), "LMS_URL": s.url, "LMS_TOKEN": token}, s)
+    run_client_test(node, "mcp-stdio.test.mjs", {"LMS_BIN": str(lms_bin), "LMS_URL": s.url, "LMS_TOKEN": token}, s,
+                    7)
 
 
 def test_the_official_v2_client_over_streamable_http_both_eras(start):
     node = node_or_skip()
     token = f"tok-{uuid.uuid4().hex}"
     s = start(env={"LM_SANDBOX_API_TOKEN": token})
-    run_client_test(node, "mcp-client-v2.test.mjs", {"LMS_MCP_URL": s.url + "/mcp", "LMS_TOKEN": token}, s)
+    run_client_test(node, "mcp-client-v2.test.mjs", {"LMS_MCP_URL": s.url + "/mcp", "LMS_TOKEN": token}, s, 2)
