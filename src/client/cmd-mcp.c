@@ -54,9 +54,9 @@ struct bridge {
 	struct lms_client *c;
 	struct lms_lines in;
 	struct message *head, *tail;
-	size_t queued; /* bytes in the queue */
-	bool eof;      /* standard input ended */
-	bool gone;     /* standard output is closed: the host is gone */
+	size_t queued;	  /* bytes in the queue */
+	bool eof;	  /* standard input ended */
+	bool gone;	  /* standard output is closed: the host is gone */
 	json_t *inflight; /* the id of the request being forwarded (NULL: none, or a notification) */
 	bool cancel;	  /* it was cancelled */
 	/* The answer being received. */
@@ -65,8 +65,7 @@ struct bridge {
 	bool answered;
 };
 
-static void
-say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static void
 say(const char *fmt, ...)

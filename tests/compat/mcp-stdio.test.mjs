@@ -11,6 +11,8 @@ import { after, before, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 
+import { assertSandboxed, text } from './mcp-checks.mjs';
+
 const bin = process.env.LMS_BIN;
 const url = process.env.LMS_URL;
 assert.ok(bin && url, 'LMS_BIN and LMS_URL are not set (see the top of this file)');
@@ -18,10 +20,6 @@ assert.ok(bin && url, 'LMS_BIN and LMS_URL are not set (see the top of this file
 const client = new Client({ name: 'lm-sandbox-compat-stdio', version: '1.0.0' });
 const stderr = [];
 let sandboxId;
-
-function text(result) {
-  return result.content.filter((c) => c.type === 'text').map((c) => c.text).join('');
-}
 
 before(async () => {
   const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
@@ -62,14 +60,7 @@ test('sandbox_create, bash, write_file and read_file back', async () => {
 });
 
 test('the call is sandboxed: /etc/shadow unreadable, uid 0 inside is not root outside', async () => {
-  const shadow = await client.callTool({ name: 'read_file', arguments: { sandbox_id: sandboxId, path: '/etc/shadow' } });
-  assert.equal(shadow.isError, true, text(shadow));
-  const map = await client.callTool({ name: 'bash', arguments: { sandbox_id: sandboxId, command: 'id -u; cat /proc/self/uid_map' } });
-  const [uid, mapLine] = map.structuredContent.stdout.trim().split('\n');
-  assert.equal(uid, '0');
-  const [inside, outside] = mapLine.trim().split(/\s+/).map(Number);
-  assert.equal(inside, 0);
-  assert.notEqual(outside, 0, `uid 0 inside is uid ${outside} outside: ${mapLine}`);
+  await assertSandboxed(client, sandboxId);
 });
 
 test('progress notifications come through stdio while the command runs', async () => {

@@ -18,24 +18,14 @@ import uuid
 import pytest
 
 from conftest import host_pids_with, unique_marker, wait_pids_gone
-from server_fixtures import clean_env, cut, daemons, wait_until
+from server_fixtures import clean_env, cut, wait_until
+from test_mcp import server, start  # noqa: F401 (the fixtures: a daemon without a pool)
 
 pytestmark = pytest.mark.require_root
 
 MODERN = "2026-07-28"
 TIMEOUT = 30
 NODE_TIMEOUT = 180
-
-
-@pytest.fixture
-def start(lms_bin, tmp_path):
-    with daemons(lms_bin, tmp_path, base_args=("--pool-size", "0")) as start:
-        yield start
-
-
-@pytest.fixture
-def server(start):
-    return start()
 
 
 class Bridge:
