@@ -18,3 +18,16 @@ export async function assertSandboxed(client, sandboxId) {
   assert.equal(inside, 0);
   assert.notEqual(outside, 0, `uid 0 inside is uid ${outside} outside: ${mapLine}`);
 }
+
+// Progress notifications arrive, in order, while a command runs for a second. `call(params, onprogress)` is the
+// client's callTool with its progress option (v1 and v2 take it in different places).
+export async function assertProgress(call, sandboxId) {
+  const seen = [];
+  const r = await call(
+    { name: 'bash', arguments: { sandbox_id: sandboxId, command: 'for i in 1 2 3; do echo $i; sleep 0.4; done' } },
+    (p) => seen.push(p),
+  );
+  assert.equal(r.structuredContent.stdout, '1\n2\n3\n');
+  assert.ok(seen.length >= 2, `progress notifications: ${JSON.stringify(seen)}`);
+  for (let i = 1; i < seen.length; i++) assert.ok(seen[i].progress > seen[i - 1].progress);
+}

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
 
-import { assertSandboxed, text } from './mcp-checks.mjs';
+import { assertProgress, assertSandboxed, text } from './mcp-checks.mjs';
 
 const url = process.env.LMS_MCP_URL;
 assert.ok(url, 'LMS_MCP_URL is not set (see the top of this file)');
@@ -44,13 +44,7 @@ async function session(client, era) {
   assert.equal(failing.isError, true);
   assert.equal(failing.structuredContent.exit_code, 3);
   await assertSandboxed(client, sandboxId);
-  const seen = [];
-  const slow = await client.callTool(
-    { name: 'bash', arguments: { sandbox_id: sandboxId, command: 'for i in 1 2 3; do echo $i; sleep 0.4; done' } },
-    { onprogress: (p) => seen.push(p) },
-  );
-  assert.equal(slow.structuredContent.stdout, '1\n2\n3\n');
-  assert.ok(seen.length >= 2, `progress notifications: ${JSON.stringify(seen)}`);
+  await assertProgress((params, onprogress) => client.callTool(params, { onprogress }), sandboxId);
   const d = await client.callTool({ name: 'sandbox_delete', arguments: { sandbox_id: sandboxId } });
   assert.equal(d.isError, false, text(d));
   await client.close();
