@@ -3,26 +3,16 @@
 #include <math.h>
 
 #include "core/alloc.h"
+#include "core/base64.h"
 #include "core/utf8.h"
 
 static json_t *
 encode_output(const char *data, size_t len, enum lms_encoding encoding)
 {
 	if (encoding == LMS_ENCODING_BASE64) {
-		static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-		size_t out_len = (len + 2) / 3 * 4;
-		_cleanup_free_ char *out = xmalloc(out_len + 1);
-		const unsigned char *in = (const unsigned char *)data;
-		size_t o = 0;
-		for (size_t i = 0; i < len; i += 3) {
-			uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < len ? (uint32_t)in[i + 1] << 8 : 0) |
-				     (i + 2 < len ? in[i + 2] : 0);
-			out[o++] = digits[v >> 18 & 63];
-			out[o++] = digits[v >> 12 & 63];
-			out[o++] = i + 1 < len ? digits[v >> 6 & 63] : '=';
-			out[o++] = i + 2 < len ? digits[v & 63] : '=';
-		}
-		return json_stringn(out, o);
+		size_t out_len;
+		_cleanup_free_ char *out = lms_base64_encode(data, len, &out_len);
+		return json_stringn(out, out_len);
 	}
 	size_t clean_len;
 	_cleanup_free_ char *clean = lms_utf8_sanitize(data ? data : "", len, &clean_len);

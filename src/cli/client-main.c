@@ -1,7 +1,7 @@
 /*
- * `lm-sandbox-client` (run as `lm-sandbox sandbox ...`): the commands that drive a running daemon's lasting
- * sandboxes. A binary of its own, dynamic, linking libcurl and libarchive: the static `lm-sandbox` stays
- * small and fast for `lm-sandbox run`, and the daemon never maps what only a client needs.
+ * `lm-sandbox-client` (run as `lm-sandbox sandbox ...` and `lm-sandbox mcp`): the commands that drive a running
+ * daemon's lasting sandboxes. A binary of its own, dynamic, linking libcurl and libarchive: the static `lm-sandbox`
+ * stays small and fast for `lm-sandbox run`, and the daemon never maps what only a client needs.
  */
 #include <stdio.h>
 #include <string.h>
@@ -59,6 +59,9 @@ main(int argc, char **argv)
 			break;
 		case LMS_CLIENT_RM:
 			status = lms_client_rm(&c, &a);
+			break;
+		case LMS_CLIENT_MCP:
+			status = lms_client_mcp(&c);
 			break;
 		case LMS_CLIENT_HELP:
 		default:

@@ -24,12 +24,14 @@ usage(FILE *f)
 	    "  run       run a program in a fresh one-shot sandbox (lm-sandbox run --help)\n"
 	    "  serve     serve the HTTP API (lm-sandbox serve --help)\n"
 	    "  sandbox   lasting sandboxes of a running daemon: create, ls, exec, cp, rm (lm-sandbox sandbox --help)\n"
+	    "  mcp       an MCP server on stdin/stdout for MCP hosts, through a running daemon (lm-sandbox mcp "
+	    "--help)\n"
 	    "  version   print the version\n"
 	    "  help      show this help\n",
 	    f);
 }
 
-/* `serve` and `sandbox` live in binaries of their own beside this one (they link libmicrohttpd, libcurl and
+/* `serve`, `sandbox` and `mcp` live in binaries of their own beside this one (they link libmicrohttpd, libcurl and
  * libarchive; this one stays static). */
 static int
 exec_sibling(const char *name, char **argv)
@@ -109,6 +111,9 @@ main(int argc, char **argv)
 		return exec_sibling("lm-sandbox-serve", argv + 1);
 	if (strcmp(cmd, "sandbox") == 0)
 		return exec_sibling("lm-sandbox-client", argv + 1);
+	/* The client takes `mcp` as one of its commands: it is passed on. */
+	if (strcmp(cmd, "mcp") == 0)
+		return exec_sibling("lm-sandbox-client", argv);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("lm-sandbox %s\n", LMS_VERSION);
 		return print_gpus();

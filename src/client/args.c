@@ -95,6 +95,19 @@ static const char usage_rm[] =
     "Removes each sandbox: every process killed, every file gone. Prints the ids removed; goes on past one\n"
     "that fails and then exits 1.\n";
 
+static const char usage_mcp[] =
+    "usage: lm-sandbox mcp [--url URL] [--token-file FILE]\n"
+    "\n"
+    "An MCP server on standard input and output (one JSON-RPC message a line), for MCP hosts that start\n"
+    "their servers themselves: llama-server's --mcp-servers-config, desktop assistants, IDEs. Each message\n"
+    "goes to the running daemon's POST /mcp (start it with `lm-sandbox serve`), so the tools are the\n"
+    "daemon's: sandbox_create, bash, read_file, write_file, edit_file, list_files, sandbox_delete.\n"
+    "Nothing but messages is written to standard output; errors go to standard error. It ends when its\n"
+    "standard input does (after answering what was sent).\n"
+    "\n"
+    "  --url URL           the daemon (default: $LM_SANDBOX_URL, else http://127.0.0.1:8000)\n"
+    "  --token-file FILE   its token, as the daemon's own --token-file (default: $LM_SANDBOX_API_TOKEN)\n";
+
 const char *
 lms_client_usage(enum lms_client_cmd cmd)
 {
@@ -109,6 +122,8 @@ lms_client_usage(enum lms_client_cmd cmd)
 		return usage_cp;
 	case LMS_CLIENT_RM:
 		return usage_rm;
+	case LMS_CLIENT_MCP:
+		return usage_mcp;
 	case LMS_CLIENT_HELP:
 		break;
 	}
@@ -257,6 +272,7 @@ static const struct {
     {"exec", LMS_CLIENT_EXEC, "+he:w:n", exec_options},
     {"cp", LMS_CLIENT_CP, "h", global_options},
     {"rm", LMS_CLIENT_RM, "h", global_options},
+    {"mcp", LMS_CLIENT_MCP, "h", global_options},
 };
 
 __attribute__((format(printf, 3, 4))) static int
@@ -272,8 +288,8 @@ usage_error(struct lms_error **err, enum lms_client_cmd cmd, const char *fmt, ..
 			name = commands[i].name;
 			break;
 		}
-	return lms_error_set(err, LMS_ERR_INVALID, 0, "%s (lm-sandbox sandbox %s%s--help)", what, name,
-			     name[0] ? " " : "");
+	return lms_error_set(err, LMS_ERR_INVALID, 0, "%s (lm-sandbox %s%s%s--help)", what,
+			     cmd == LMS_CLIENT_MCP ? "" : "sandbox ", name, name[0] ? " " : "");
 }
 
 /* K=V into obj; `-e K` alone (env_fallback) takes K's value from this process's environment, or nothing. */
@@ -458,6 +474,7 @@ operands(struct lms_client_args *a, int argc, char **argv, struct lms_error **er
 	switch (a->cmd) {
 	case LMS_CLIENT_CREATE:
 	case LMS_CLIENT_LS:
+	case LMS_CLIENT_MCP:
 		if (a->n_operands > 0)
 			return usage_error(err, a->cmd, "unexpected argument '%s'", a->operands[0]);
 		return 0;

@@ -20,6 +20,7 @@ enum lms_client_cmd {
 	LMS_CLIENT_EXEC,
 	LMS_CLIENT_CP,
 	LMS_CLIENT_RM,
+	LMS_CLIENT_MCP, /* `lm-sandbox mcp`: the MCP server on stdio (cmd-mcp.c) */
 };
 
 struct lms_client_args {

@@ -12,6 +12,8 @@ int lms_client_ls(struct lms_client *c, const struct lms_client_args *a);
 int lms_client_rm(struct lms_client *c, const struct lms_client_args *a);
 int lms_client_exec(struct lms_client *c, const struct lms_client_args *a);
 int lms_client_cp(struct lms_client *c, const struct lms_client_args *a);
+/* `lm-sandbox mcp`: serves MCP on standard input and output until standard input ends. */
+int lms_client_mcp(struct lms_client *c);
 
 /* Prints "lm-sandbox: MESSAGE" on stderr. */
 void lms_client_report(const struct lms_error *e);

@@ -202,6 +202,18 @@ on_read(char *buf, size_t size, size_t n, void *userdata)
 }
 
 static int
+on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	struct call *x = userdata;
+	if (!x->rq->cancel(x->rq->cancel_data))
+		return 0;
+	if (x->err == NULL)
+		lms_error_set(&x->err, LMS_ERR_CANCELLED, 0, "the call to %s was cancelled", x->rq->path);
+	return 1; /* curl stops the transfer and closes its connection */
+}
+
+static int
 transport_error(const struct lms_client *c, CURLcode code, const char *detail, struct lms_error **err)
 {
 	const char *why = detail[0] ? detail : curl_easy_strerror(code);
@@ -243,6 +255,9 @@ setup(struct lms_client *c, const struct lms_client_request *rq, struct call *x,
 		l = add_header(l, "Content-Type", type);
 	if (rq->accept != NULL)
 		l = add_header(l, "Accept", rq->accept);
+	for (const char *const *more = rq->headers; more != NULL && *more != NULL; more++)
+		if ((l = curl_slist_append(l, *more)) == NULL)
+			abort(); /* out of memory, as xmalloc */
 	*headers = l;
 
 	bool ok = curl_easy_setopt(h, CURLOPT_URL, url) == CURLE_OK &&
@@ -255,6 +270,10 @@ setup(struct lms_client *c, const struct lms_client_request *rq, struct call *x,
 		  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write) == CURLE_OK &&
 		  curl_easy_setopt(h, CURLOPT_WRITEDATA, x) == CURLE_OK &&
 		  curl_easy_setopt(h, CURLOPT_USERAGENT, "lm-sandbox-client") == CURLE_OK;
+	if (rq->cancel != NULL)
+		ok = ok && curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress) == CURLE_OK &&
+		     curl_easy_setopt(h, CURLOPT_XFERINFODATA, x) == CURLE_OK &&
+		     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L) == CURLE_OK;
 	const char *body = json_body != NULL ? json_body : rq->body;
 	size_t body_len = json_body != NULL ? strlen(json_body) : rq->body_len;
 	if (strcmp(rq->method, "PUT") == 0 || (strcmp(rq->method, "POST") == 0 && rq->body_fd >= 0)) {

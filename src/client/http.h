@@ -40,6 +40,11 @@ struct lms_client_response {
 typedef int (*lms_client_data_fn)(void *userdata, const struct lms_client_response *resp, const char *data, size_t len,
 				  struct lms_error **err);
 
+/* Asked about once a second, and whenever bytes move, while the call runs: true to give it up at once (the
+ * connection is closed, which cancels what the daemon was doing for it; the call fails with
+ * LMS_ERR_CANCELLED). */
+typedef bool (*lms_client_cancel_fn)(void *userdata);
+
 struct lms_client_request {
 	const char *method; /* GET, POST, PUT, DELETE */
 	const char *path;   /* "/v1/sandboxes?x=y", already escaped */
@@ -52,7 +57,10 @@ struct lms_client_request {
 	json_t *json;	   /* or this, as application/json */
 	lms_client_data_fn on_data;
 	void *userdata;
-	size_t max_body; /* bound of a body kept in resp->body (0: 16 MiB) */
+	size_t max_body;	    /* bound of a body kept in resp->body (0: 16 MiB) */
+	const char *const *headers; /* more "Name: value" lines, NULL-terminated; NULL: none */
+	lms_client_cancel_fn cancel;
+	void *cancel_data;
 };
 
 /* Sends the request and receives the answer. 0 once an answer came (whatever its status: see resp), -1 when

@@ -2,6 +2,8 @@
 
 #include <stdint.h>
 
+#include "core/alloc.h"
+
 static int
 digit(unsigned char c)
 {
@@ -41,4 +43,25 @@ lms_base64_decode(const char *in, size_t len, unsigned char *out)
 		}
 	}
 	return (long)o;
+}
+
+char *
+lms_base64_encode(const void *data, size_t len, size_t *out_len)
+{
+	static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	char *out = xmalloc((len + 2) / 3 * 4 + 1);
+	const unsigned char *in = data;
+	size_t o = 0;
+	for (size_t i = 0; i < len; i += 3) {
+		uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < len ? (uint32_t)in[i + 1] << 8 : 0) |
+			     (i + 2 < len ? in[i + 2] : 0);
+		out[o++] = digits[v >> 18 & 63];
+		out[o++] = digits[v >> 12 & 63];
+		out[o++] = i + 1 < len ? digits[v >> 6 & 63] : '=';
+		out[o++] = i + 2 < len ? digits[v & 63] : '=';
+	}
+	out[o] = '\0';
+	if (out_len != NULL)
+		*out_len = o;
+	return out;
 }

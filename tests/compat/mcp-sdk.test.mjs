@@ -9,16 +9,14 @@ import { after, before, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 
+import { assertProgress, assertSandboxed, text } from './mcp-checks.mjs';
+
 const url = process.env.LMS_MCP_URL;
 assert.ok(url, 'LMS_MCP_URL is not set (see the top of this file)');
 const token = process.env.LMS_TOKEN;
 
 const client = new Client({ name: 'lm-sandbox-compat', version: '1.0.0' });
 let sandboxId;
-
-function text(result) {
-  return result.content.filter((c) => c.type === 'text').map((c) => c.text).join('');
-}
 
 before(async () => {
   const transport = new StreamableHTTPClientTransport(new URL(url), {
@@ -83,27 +81,11 @@ test('write_file then read_file gives the content back, edit_file changes it onc
 });
 
 test('the call is sandboxed: /etc/shadow unreadable, uid 0 inside maps to no root outside', async () => {
-  const shadow = await client.callTool({ name: 'read_file', arguments: { sandbox_id: sandboxId, path: '/etc/shadow' } });
-  assert.equal(shadow.isError, true, text(shadow));
-  assert.match(shadow.structuredContent.stderr, /Permission denied|No such file/);
-  const map = await client.callTool({ name: 'bash', arguments: { sandbox_id: sandboxId, command: 'id -u; cat /proc/self/uid_map' } });
-  const [uid, mapLine] = map.structuredContent.stdout.trim().split('\n');
-  assert.equal(uid, '0');
-  const [inside, outside] = mapLine.trim().split(/\s+/).map(Number);
-  assert.equal(inside, 0);
-  assert.notEqual(outside, 0, `uid 0 inside is uid ${outside} outside: ${mapLine}`);
+  await assertSandboxed(client, sandboxId);
 });
 
 test('progress notifications arrive while a long command runs', async () => {
-  const seen = [];
-  const r = await client.callTool(
-    { name: 'bash', arguments: { sandbox_id: sandboxId, command: 'for i in 1 2 3; do echo $i; sleep 0.4; done' } },
-    undefined,
-    { onprogress: (p) => seen.push(p) },
-  );
-  assert.equal(r.structuredContent.stdout, '1\n2\n3\n');
-  assert.ok(seen.length >= 2, `progress notifications: ${JSON.stringify(seen)}`);
-  for (let i = 1; i < seen.length; i++) assert.ok(seen[i].progress > seen[i - 1].progress);
+  await assertProgress((params, onprogress) => client.callTool(params, undefined, { onprogress }), sandboxId);
 });
 
 test('sandbox_delete ends it; a later call says it is gone', async () => {
