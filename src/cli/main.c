@@ -22,6 +22,7 @@ usage(FILE *f)
 	    "  run       run a program in a fresh one-shot sandbox (lm-sandbox run --help)\n"
 	    "  serve     serve the HTTP API (lm-sandbox serve --help)\n"
 	    "  sandbox   lasting sandboxes of a running daemon: create, ls, exec, cp, rm (lm-sandbox sandbox --help)\n"
+	    "  image     root file systems for sandboxes: import, ls, rm (lm-sandbox image --help)\n"
 	    "  version   print the version\n"
 	    "  help      show this help\n",
 	    f);
@@ -84,6 +85,9 @@ main(int argc, char **argv)
 		return exec_sibling("lm-sandbox-serve", argv + 1);
 	if (strcmp(cmd, "sandbox") == 0)
 		return exec_sibling("lm-sandbox-client", argv + 1);
+	/* Importing needs libarchive: lm-sandbox-client has it (argv keeps "image" for it to dispatch on). */
+	if (strcmp(cmd, "image") == 0)
+		return exec_sibling("lm-sandbox-client", argv);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("lm-sandbox %s\n", LMS_VERSION);
 		return 0;
