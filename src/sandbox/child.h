@@ -17,6 +17,7 @@ struct lms_child_ctx {
 	uint64_t disk_mb;    /* size of the scratch tmpfs as prepared */
 	bool gpu;	     /* NVIDIA devices in /dev */
 	const char *storage; /* NULL, or the host directory of work/, tmp/ and shm/ (sandbox.h) */
+	char *const *layers; /* NULL (the host image), or an image's layer directories, the lowest first */
 	const struct sock_fprog *seccomp;
 	int ctl;	       /* PID 1's end of its socket with the parent (init-proto.h) */
 	bool privileged;       /* the parent is root: setgroups is allowed */
@@ -40,9 +41,14 @@ __attribute__((format(printf, 3, 4))) int lms_child_fail(struct lms_init_msg *ms
 /* Sends a message to the parent (one record). 0, or -1 when the parent is gone. */
 int lms_child_report(int ctl, const struct lms_init_msg *msg);
 
-/* Builds the `host` image's root file system and makes it the root (mount.c). */
-/* stored: the descriptors lms_mount_open_storage gave, or -1s. */
-int lms_mount_host_root(uint64_t disk_mb, bool gpu, const int stored[3], struct lms_init_msg *msg);
+/* Builds the sandbox's root file system and makes it the root (mount.c): the `host` image's binds, or
+ * (layers != NULL) an overlay of an image's layers. stored: the descriptors lms_mount_open_storage gave,
+ * or -1s; layers: lms_mount_open_layers's, -1-terminated, the lowest first. */
+int lms_mount_root(uint64_t disk_mb, bool gpu, const int stored[3], const int *layers, struct lms_init_msg *msg);
+
+/* O_PATH descriptors of an image's layer directories (-1-terminated, in `fds` of LMS_MAX_LAYERS + 1),
+ * opened as the storage's are: before the uid change and before anything covers the host's /tmp. */
+int lms_mount_open_layers(char *const *layers, int *fds, struct lms_init_msg *msg);
 
 /* O_PATH descriptors of storage's work/, tmp/ and shm/ (sandbox.h), opened in the sandbox's mount
  * namespace (a bind's source must be of it) while PID 1 still has the host uid that owns them, and before

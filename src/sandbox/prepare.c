@@ -35,7 +35,7 @@
 int
 lms_sandbox_check_support(const struct lms_sandbox_spec *spec, struct lms_error **err)
 {
-	if (lms_image_check(spec->image, err) < 0)
+	if (lms_image_check(spec->image, spec->layers, err) < 0)
 		return -1;
 	if (spec->gpu && access("/dev/nvidiactl", F_OK) < 0)
 		return lms_error_set(
@@ -185,6 +185,7 @@ lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox **out
 		    .disk_mb = sb->base.disk_mb,
 		    .gpu = sb->gpu,
 		    .storage = base->storage,
+		    .layers = base->layers,
 		    .seccomp = prog,
 		    .ctl = sv[1],
 		    .privileged = privileged,

@@ -91,6 +91,14 @@ parse_settings(struct lms_server *s, const json_t *root, struct lms_error **err)
 	struct lms_exec_request *xr = NULL;
 	if (lms_exec_request_parse(text, strlen(text), &policy, &xr, err) < 0)
 		return NULL;
+	if (xr->spec.layers != NULL) {
+		lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
+			      "image '%s': persistent sandboxes have the host image only for now; run one-shot "
+			      "commands in it with POST /v1/exec",
+			      xr->spec.image);
+		lms_exec_request_free(xr);
+		return NULL;
+	}
 	return xr;
 }
 

@@ -533,7 +533,7 @@ restore_one(void *userdata, const char *id, json_t *rec, double used_s)
 	struct lms_sandbox_settings set = {0};
 	char **env = NULL;
 	const char *bad = settings_of(sbs, rec, &set, &env);
-	if (bad == NULL && lms_image_check(set.spec.image, NULL) < 0)
+	if (bad == NULL && lms_image_check(set.spec.image, set.spec.layers, NULL) < 0)
 		bad = "its image no longer exists";
 	uint64_t key = 0;
 	_cleanup_error_ struct lms_error *err = NULL;
