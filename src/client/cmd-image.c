@@ -94,8 +94,11 @@ int
 lms_client_image_main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-	    {"state-dir", required_argument, NULL, 's'}, {"max-size", required_argument, NULL, 'm'},
-	    {"max-entries", required_argument, NULL, 'e'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
+	    {"state-dir", required_argument, NULL, 's'},
+	    {"max-size", required_argument, NULL, 'm'},
+	    {"max-entries", required_argument, NULL, 'e'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	if (argc < 2)
 		return usage(LMS_CLIENT_EXIT_USAGE);
@@ -120,7 +123,8 @@ lms_client_image_main(int argc, char **argv)
 			break;
 		case 'e':
 			if (!parse_count(optarg, &opts.max_entries)) {
-				fprintf(stderr, "lm-sandbox: --max-entries must be a positive number, not '%s'\n", optarg);
+				fprintf(stderr, "lm-sandbox: --max-entries must be a positive number, not '%s'\n",
+					optarg);
 				return LMS_CLIENT_EXIT_USAGE;
 			}
 			break;

@@ -168,9 +168,10 @@ add_layer(struct importer *im, int fd, const char *want, const char *what, struc
 		if (r < 0)
 			return lms_error_prefix(err, "%s", what);
 		if (want != NULL && strcmp(want, digest) != 0)
-			return lms_error_set(err, LMS_ERR_INVALID, 0,
-					     "%s: its content's digest is %s, not the %s it is named by (damaged or forged)",
-					     what, digest, want);
+			return lms_error_set(
+			    err, LMS_ERR_INVALID, 0,
+			    "%s: its content's digest is %s, not the %s it is named by (damaged or forged)", what,
+			    digest, want);
 		if (root_user && fchown(rootfd, LMS_UID_BASE, LMS_UID_BASE) < 0)
 			return lms_error_set(err, LMS_ERR_SETUP, errno, "set the owner of %s/%s", im->tmp, root);
 		bytes = us.bytes;
@@ -264,7 +265,8 @@ take_config(const json_t *cfg, struct lms_image *img, struct lms_error **err)
 	const char *w = json_string_value(wd);
 	if (w != NULL && w[0] != '\0') {
 		if (w[0] != '/' || strlen(w) >= 4096)
-			return lms_error_set(err, LMS_ERR_INVALID, 0, "the image's WorkingDir '%.200s' is not absolute", w);
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "the image's WorkingDir '%.200s' is not absolute",
+					     w);
 		img->working_dir = xstrdup(w);
 	}
 	return 0;
@@ -282,8 +284,8 @@ docker_archive(struct importer *im, int dirfd, struct lms_image *img, struct lms
 	const json_t *layers = json_object_get(first, "Layers");
 	if (config == NULL || !json_is_array(layers) || json_array_size(layers) == 0 ||
 	    json_array_size(layers) > LMS_IMAGE_MAX_LAYERS)
-		return lms_error_set(err, LMS_ERR_INVALID, 0,
-				     "manifest.json names no Config, or not 1 to %d Layers", LMS_IMAGE_MAX_LAYERS);
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "manifest.json names no Config, or not 1 to %d Layers",
+				     LMS_IMAGE_MAX_LAYERS);
 	json_auto_t *cfg = read_json(dirfd, config, &img->digest, err);
 	if (cfg == NULL || take_config(cfg, img, err) < 0)
 		return -1;
@@ -365,7 +367,8 @@ oci_layout(struct importer *im, int dirfd, struct lms_image *img, struct lms_err
 	const json_t *layers = json_object_get(mref, "layers");
 	if (!is_digest(cdigest) || !json_is_array(layers) || json_array_size(layers) == 0 ||
 	    json_array_size(layers) > LMS_IMAGE_MAX_LAYERS)
-		return lms_error_set(err, LMS_ERR_INVALID, 0, "the image's manifest names no config, or not 1 to %d layers",
+		return lms_error_set(err, LMS_ERR_INVALID, 0,
+				     "the image's manifest names no config, or not 1 to %d layers",
 				     LMS_IMAGE_MAX_LAYERS);
 	_cleanup_free_ char *cpath = blob_path(cdigest);
 	json_auto_t *cfg = read_json(dirfd, cpath, &img->digest, err);
@@ -506,10 +509,11 @@ import_input(struct importer *im, const char *file, struct lms_image *img, struc
 		if (S_ISDIR(st.st_mode))
 			return layout(im, fd, img, err);
 		if (!S_ISREG(st.st_mode))
-			return lms_error_set(err, LMS_ERR_INVALID, 0,
-					     "%s is neither a file nor a directory: give a file, a directory or - (standard "
-					     "input)",
-					     file);
+			return lms_error_set(
+			    err, LMS_ERR_INVALID, 0,
+			    "%s is neither a file nor a directory: give a file, a directory or - (standard "
+			    "input)",
+			    file);
 	}
 	bool is_layout;
 	if (tar_is_layout(fd, &is_layout, err) < 0)

@@ -11,8 +11,8 @@
 #include "image/store.h"
 
 /* Defaults of the caps (lm-sandbox image import --max-size, --max-entries). */
-#define LMS_IMPORT_MAX_BYTES (32ull << 30)   /* all layers' files together */
-#define LMS_IMPORT_MAX_ENTRIES 2000000ull    /* per layer */
+#define LMS_IMPORT_MAX_BYTES (32ull << 30) /* all layers' files together */
+#define LMS_IMPORT_MAX_ENTRIES 2000000ull  /* per layer */
 
 struct lms_import_opts {
 	unsigned long long max_bytes;	/* 0: LMS_IMPORT_MAX_BYTES */

@@ -32,8 +32,9 @@ int
 lms_image_name_check(const char *name, struct lms_error **err)
 {
 	size_t n = name ? strlen(name) : 0;
-	bool ok = n >= 1 && n <= LMS_IMAGE_NAME_MAX && strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-								     "0123456789._:-") == n;
+	bool ok = n >= 1 && n <= LMS_IMAGE_NAME_MAX &&
+		  strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+			       "0123456789._:-") == n;
 	ok = ok && ((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= 'A' && name[0] <= 'Z') ||
 		    (name[0] >= '0' && name[0] <= '9'));
 	if (!ok)
@@ -43,7 +44,8 @@ lms_image_name_check(const char *name, struct lms_error **err)
 				     name ? name : "", LMS_IMAGE_NAME_MAX);
 	if (strcmp(name, LMS_IMAGE_HOST) == 0)
 		return lms_error_set(err, LMS_ERR_INVALID, 0,
-				     "image name '" LMS_IMAGE_HOST "' is the host's own root file system: choose another");
+				     "image name '" LMS_IMAGE_HOST
+				     "' is the host's own root file system: choose another");
 	return 0;
 }
 
@@ -171,8 +173,8 @@ lms_image_load(const char *state_dir, const char *name, struct lms_image **out, 
 {
 	*out = NULL;
 	if (lms_image_name_check(name, NULL) < 0)
-		return lms_error_set(err, LMS_ERR_NOT_FOUND, 0, "image '%.200s' does not exist (not a valid image name)",
-				     name);
+		return lms_error_set(err, LMS_ERR_NOT_FOUND, 0,
+				     "image '%.200s' does not exist (not a valid image name)", name);
 	_cleanup_free_ char *path = xasprintf("%s/images/records/%s.json", state_dir, name);
 	_cleanup_fd_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 && errno == ENOENT)
@@ -192,8 +194,9 @@ lms_image_load(const char *state_dir, const char *name, struct lms_image **out, 
 	const char *bad = json_is_object(rec) ? record_problem(rec, img, state_dir) : "it is not a JSON object";
 	if (bad != NULL) {
 		lms_image_free(img);
-		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "the record of image '%s' (%s) is damaged: %s; import "
-							    "the image again",
+		return lms_error_set(err, LMS_ERR_INTERNAL, 0,
+				     "the record of image '%s' (%s) is damaged: %s; import "
+				     "the image again",
 				     name, path, bad);
 	}
 	*out = img;
@@ -215,8 +218,8 @@ lms_image_save(const char *state_dir, const struct lms_image *img, struct lms_er
 	json_auto_t *rec = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:b, s:I}", "name", img->name, "digest",
 				     img->digest, "source", img->source, "created_at", img->created_at, "working_dir",
 				     img->working_dir ? json_string(img->working_dir) : json_null(), "layers",
-				     strv_to_json(img->layers), "env", strv_to_json(img->env), "has_bash", img->has_bash,
-				     "size", (json_int_t)img->size);
+				     strv_to_json(img->layers), "env", strv_to_json(img->env), "has_bash",
+				     img->has_bash, "size", (json_int_t)img->size);
 	_cleanup_free_ char *text = rec ? json_dumps(rec, JSON_INDENT(2)) : NULL;
 	if (text == NULL)
 		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "encode the record of image '%s' (not UTF-8?)",

@@ -17,14 +17,14 @@
 
 struct lms_image {
 	char *name;
-	char *digest;	   /* "sha256:HEX" of the image's configuration (or of its only layer) */
-	char *source;	   /* "rootfs", "docker-archive", "oci-layout" */
-	char *created_at;  /* RFC 3339: when it was imported */
-	char *working_dir; /* NULL: none (the sandbox's default /work) */
-	char **layers;	   /* "sha256:HEX", the lowest first */
-	char **paths;	   /* each layer's tree, absolute (lms_image_load fills it), the lowest first */
-	char **env;	   /* "K=V" */
-	bool has_bash;	   /* /bin/bash or /usr/bin/bash is in one of its layers: "cmd" runs as bash -c */
+	char *digest;		 /* "sha256:HEX" of the image's configuration (or of its only layer) */
+	char *source;		 /* "rootfs", "docker-archive", "oci-layout" */
+	char *created_at;	 /* RFC 3339: when it was imported */
+	char *working_dir;	 /* NULL: none (the sandbox's default /work) */
+	char **layers;		 /* "sha256:HEX", the lowest first */
+	char **paths;		 /* each layer's tree, absolute (lms_image_load fills it), the lowest first */
+	char **env;		 /* "K=V" */
+	bool has_bash;		 /* /bin/bash or /usr/bin/bash is in one of its layers: "cmd" runs as bash -c */
 	unsigned long long size; /* bytes of its layers' files */
 };
 

@@ -148,10 +148,9 @@ lms_image_check(const char *image, char *const *layers, struct lms_error **err)
 					      "the '" LMS_IMAGE_HOST "' image has no layers, yet %zu were given", n);
 	if (n == 0)
 		return lms_error_set(err, LMS_ERR_NOT_FOUND, 0,
-				     "image '%s' does not exist: import it with `lm-sandbox image import %s FILE` "
-				     "(`lm-sandbox image ls` lists those there are; '" LMS_IMAGE_HOST
-				     "' is always there)",
-				     image, image);
+				     "image '%s' does not exist: import it with `lm-sandbox image import NAME FILE` "
+				     "('" LMS_IMAGE_HOST "' is always there)",
+				     image);
 	if (n > LMS_MAX_LAYERS)
 		return lms_error_set(err, LMS_ERR_INVALID, 0, "image '%s' has %zu layers, more than %d", image, n,
 				     LMS_MAX_LAYERS);
