@@ -249,9 +249,9 @@ load_seccomp(const struct lms_child_ctx *ctx, struct lms_init_msg *msg)
 static int
 contain(struct lms_child_ctx *ctx, struct lms_init_msg *msg)
 {
-	int stored[3] = {-1, -1, -1};
+	int stored[5] = {-1, -1, -1, -1, -1};
 	int layers[LMS_MAX_LAYERS + 1] = {-1};
-	if (ctx->storage != NULL && lms_mount_open_storage(ctx->storage, stored, msg) < 0)
+	if (ctx->storage != NULL && lms_mount_open_storage(ctx->storage, ctx->layers != NULL, stored, msg) < 0)
 		return -1;
 	if (ctx->layers != NULL && lms_mount_open_layers(ctx->layers, layers, msg) < 0)
 		return -1;
@@ -264,7 +264,7 @@ contain(struct lms_child_ctx *ctx, struct lms_init_msg *msg)
 	if (bound_namespace_knobs(msg) < 0)
 		return -1;
 	int r = lms_mount_root(ctx->disk_mb, ctx->gpu, stored, ctx->layers != NULL ? layers : NULL, msg);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 5; i++)
 		if (stored[i] >= 0)
 			close(stored[i]);
 	for (int i = 0; layers[i] >= 0; i++)

@@ -44,13 +44,15 @@ int lms_child_report(int ctl, const struct lms_init_msg *msg);
 /* Builds the sandbox's root file system and makes it the root (mount.c): the `host` image's binds, or
  * (layers != NULL) an overlay of an image's layers. stored: the descriptors lms_mount_open_storage gave,
  * or -1s; layers: lms_mount_open_layers's, -1-terminated, the lowest first. */
-int lms_mount_root(uint64_t disk_mb, bool gpu, const int stored[3], const int *layers, struct lms_init_msg *msg);
+int lms_mount_root(uint64_t disk_mb, bool gpu, const int stored[5], const int *layers, struct lms_init_msg *msg);
 
 /* O_PATH descriptors of an image's layer directories (-1-terminated, in `fds` of LMS_MAX_LAYERS + 1),
  * opened as the storage's are: before the uid change and before anything covers the host's /tmp. */
 int lms_mount_open_layers(char *const *layers, int *fds, struct lms_init_msg *msg);
 
-/* O_PATH descriptors of storage's work/, tmp/ and shm/ (sandbox.h), opened in the sandbox's mount
+/* O_PATH descriptors of storage's work/, tmp/ and shm/ (sandbox.h), and for an image its upper/ and
+ * ovlwork/ (the overlay's upper layer and work directory, so that what a command changes anywhere in the
+ * image's root is kept with the files), opened in the sandbox's mount
  * namespace (a bind's source must be of it) while PID 1 still has the host uid that owns them, and before
  * the scratch tmpfs covers /tmp (where a --state-dir may lie: the magic links reach it all the same). */
-int lms_mount_open_storage(const char *storage, int fds[3], struct lms_init_msg *msg);
+int lms_mount_open_storage(const char *storage, bool image, int fds[5], struct lms_init_msg *msg);

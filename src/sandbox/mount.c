@@ -252,13 +252,13 @@ make_scratch(const char *dir, mode_t mode, int stored, struct lms_init_msg *msg)
 }
 
 int
-lms_mount_open_storage(const char *storage, int fds[3], struct lms_init_msg *msg)
+lms_mount_open_storage(const char *storage, bool image, int fds[5], struct lms_init_msg *msg)
 {
-	static const char *const parts[3] = {"work", "tmp", "shm"};
+	static const char *const parts[5] = {"work", "tmp", "shm", "upper", "ovlwork"};
 	int dir = open(storage, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dir < 0)
 		return lms_child_fail(msg, errno, "open the sandbox's storage %s", storage);
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < (image ? 5 : 3); i++) {
 		fds[i] = openat(dir, parts[i], O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (fds[i] < 0) {
 			int e = errno;
@@ -290,14 +290,23 @@ lms_mount_open_layers(char *const *layers, int *fds, struct lms_init_msg *msg)
 }
 
 /* The image's root: an overlay of its layers (read-only, the lowest last in lowerdir) under an upper layer
- * of the scratch tmpfs, mounted on BASE/root. The layers are named by /proc/self/fd links: short (a
- * mount's options fit in a page) and reaching the host's directories whatever covers their paths now.
- * userxattr: overlayfs in a user namespace reads user.overlay.* (the importer's opaque directories). */
+ * of the scratch tmpfs (or the stored one: stored[3] and [4]), mounted on BASE/root. The layers are named by
+ * /proc/self/fd links: short (a mount's options fit in a page) and reaching the host's directories whatever covers
+ * their paths now. userxattr: overlayfs in a user namespace reads user.overlay.* (the importer's opaque directories).
+ */
 static int
-mount_overlay(const int *layers, struct lms_init_msg *msg)
+mount_overlay(const int *layers, const int stored[5], struct lms_init_msg *msg)
 {
-	if (mkdir("upper", 0755) < 0 || mkdir("ovlwork", 0700) < 0 || mkdir("root", 0755) < 0)
+	if (mkdir("root", 0755) < 0 || (stored[3] < 0 && (mkdir("upper", 0755) < 0 || mkdir("ovlwork", 0700) < 0)))
 		return lms_child_fail(msg, errno, "mkdir the overlay's directories on the scratch file system");
+	char upper[64], work[64];
+	if (stored[3] >= 0) {
+		snprintf(upper, sizeof(upper), "/proc/self/fd/%d", stored[3]);
+		snprintf(work, sizeof(work), "/proc/self/fd/%d", stored[4]);
+	} else {
+		snprintf(upper, sizeof(upper), BASE "/upper");
+		snprintf(work, sizeof(work), BASE "/ovlwork");
+	}
 	size_t n = 0;
 	while (layers[n] >= 0)
 		n++;
@@ -306,8 +315,8 @@ mount_overlay(const int *layers, struct lms_init_msg *msg)
 	for (size_t i = n; i-- > 0 && len < sizeof(opts);)
 		len += (size_t)snprintf(opts + len, sizeof(opts) - len, "/proc/self/fd/%d%s", layers[i], i ? ":" : "");
 	if (len < sizeof(opts))
-		len += (size_t)snprintf(opts + len, sizeof(opts) - len,
-					",upperdir=" BASE "/upper,workdir=" BASE "/ovlwork,userxattr");
+		len +=
+		    (size_t)snprintf(opts + len, sizeof(opts) - len, ",upperdir=%s,workdir=%s,userxattr", upper, work);
 	if (len >= sizeof(opts))
 		return lms_child_fail(msg, E2BIG, "the overlay's options for %zu layers", n);
 	return do_mount("overlay", "root", "overlay", MS_NOSUID | MS_NODEV, opts, msg);
@@ -331,12 +340,12 @@ scratch_parts(int fds[3], struct lms_init_msg *msg)
 }
 
 static int
-assemble(uint64_t disk_mb, bool gpu, const int stored[3], const int *layers, struct lms_init_msg *msg)
+assemble(uint64_t disk_mb, bool gpu, const int stored[5], const int *layers, struct lms_init_msg *msg)
 {
 	char opts[64];
-	/* With storage, the tmpfs holds only the mount points and links of the root (and an image's upper
-	 * layer: what a command changes outside /work and /tmp lasts as long as the sandbox's PID 1). */
-	if (stored[0] >= 0 && layers == NULL)
+	/* With storage, the tmpfs holds only the mount points and links of the root (an image's upper layer is
+	 * stored too). */
+	if (stored[0] >= 0)
 		snprintf(opts, sizeof(opts), "size=1m,nr_inodes=4096,mode=0755");
 	else
 		snprintf(opts, sizeof(opts), "size=%llum,mode=0755", (unsigned long long)disk_mb);
@@ -351,7 +360,7 @@ assemble(uint64_t disk_mb, bool gpu, const int stored[3], const int *layers, str
 			goto fail;
 		if (stored[0] < 0)
 			parts = own;
-		if (mount_overlay(layers, msg) < 0)
+		if (mount_overlay(layers, stored, msg) < 0)
 			goto fail;
 		if (chdir("root") < 0) {
 			lms_child_fail(msg, errno, "chdir to the image's root");
@@ -375,7 +384,7 @@ fail:
 }
 
 int
-lms_mount_root(uint64_t disk_mb, bool gpu, const int stored[3], const int *layers, struct lms_init_msg *msg)
+lms_mount_root(uint64_t disk_mb, bool gpu, const int stored[5], const int *layers, struct lms_init_msg *msg)
 {
 	/* Nothing of the sandbox's mounts may propagate back to the host. */
 	if (do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, msg) < 0)

@@ -379,8 +379,44 @@ def test_exec_with_an_imported_image(lms_bin, tmp_path, rootfs):
         assert missing.status_code == 404 and "nope" in missing.text
         host = s.exec({"argv": ["cat", "/etc/hostname"], "image": "host"}).json()
         assert host["stdout"] != "mini\n"
-        persistent = s.post("/v1/sandboxes", {"image": "oci"})
-        assert persistent.status_code == 422, persistent.text
+
+
+# ---- step 3: persistent sandboxes with an image -----------------------------------------------------------------
+
+
+def sbx_sh(s, sbx, script):
+    r = s.post(f"/v1/sandboxes/{sbx}/exec", {"cmd": script})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@root
+def test_a_persistent_image_sandbox_keeps_its_changes_across_execs_and_restarts(lms_bin, tmp_path, rootfs):
+    layout = tmp_path / "oci"
+    oci_layout(layout, [(gzip.compress(rootfs), "application/vnd.oci.image.layer.v1.tar+gzip"),
+                        (whiteout_layer(), "application/vnd.oci.image.layer.v1.tar")], CONFIG)
+    state = tmp_path / "state-0"
+    state.mkdir()
+    assert image_cmd(lms_bin, state, "import", "oci", str(layout)).returncode == 0
+    with daemons(lms_bin, tmp_path) as start:
+        s = start(state=state)
+        r = s.post("/v1/sandboxes", {"image": "oci"})
+        assert r.status_code == 201, r.text
+        sbx = r.json()
+        assert sbx["image"] == "oci"
+        first = sbx_sh(s, sbx["id"], "echo installed > /usr/bin/tool && rm /etc/hostname && pwd && echo $GREETING")
+        assert first["exit_code"] == 0 and first["stdout"] == "/data\nfrom-the-image\n", first
+        second = sbx_sh(s, sbx["id"], "cat /usr/bin/tool; test ! -e /etc/hostname && echo deleted")
+        assert second["stdout"] == "installed\ndeleted\n", second
+        other = s.post("/v1/sandboxes", {"image": "oci"}).json()
+        assert sbx_sh(s, other["id"], "cat /etc/hostname; test ! -e /usr/bin/tool && echo clean")["stdout"] == \
+            "mini\nclean\n", "another sandbox of the image sees none of it"
+        s.stop(keep_state=True)
+        again = start(state=state)
+        after = sbx_sh(again, sbx["id"], "cat /usr/bin/tool; test ! -e /etc/hostname && echo deleted; pwd")
+        assert after["stdout"] == "installed\ndeleted\n/data\n", after
+    layer_files = [p for p in (state / "images" / "layers").rglob("tool")]
+    assert layer_files == [], "the image itself never changes"
 
 
 # ---- a real Debian ------------------------------------------------------------------------------------------------
@@ -399,8 +435,27 @@ def debian_tarball(tmp_path_factory):
     return out
 
 
+def local_deb(tmp_path):
+    """A small .deb (dpkg-deb) that installs /usr/bin/lms-hello."""
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("NEEDS dpkg-deb (dpkg) to build a local .deb")
+    pkg = tmp_path / "pkg"
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "usr" / "bin").mkdir(parents=True)
+    (pkg / "DEBIAN" / "control").write_text("Package: lms-hello\nVersion: 1.0\nArchitecture: all\n"
+                                            "Maintainer: test <t@example.org>\nDescription: test package\n")
+    tool = pkg / "usr" / "bin" / "lms-hello"
+    tool.write_text("#!/bin/sh\necho hello from a package\n")
+    tool.chmod(0o755)
+    deb = tmp_path / "lms-hello.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(pkg), str(deb)], check=True, capture_output=True)
+    return deb.read_bytes()
+
+
 @root
-def test_real_debian_from_mmdebstrap(lms_bin, state, debian_tarball):
+def test_real_debian_from_mmdebstrap(lms_bin, tmp_path, debian_tarball):
+    state = tmp_path / "state-0"
+    state.mkdir()
     r = image_cmd(lms_bin, state, "import", "bookworm", str(debian_tarball), timeout=300)
     assert r.returncode == 0, r.stderr
     out = run_in(lms_bin, state, "bookworm", "cat /etc/debian_version && apt-get --version | head -1 && "
@@ -408,3 +463,13 @@ def test_real_debian_from_mmdebstrap(lms_bin, state, debian_tarball):
     assert out.returncode == 0, out
     lines = out.stdout.decode().splitlines()
     assert lines[0].startswith("12.") and lines[1].startswith("apt ") and lines[2:] == ["1", "ok"], out
+    deb = local_deb(tmp_path)
+    with daemons(lms_bin, tmp_path) as start:
+        s = start(state=state)
+        sbx = s.post("/v1/sandboxes", {"image": "bookworm"}).json()
+        put = s.request("PUT", f"/v1/sandboxes/{sbx['id']}/files/work/lms-hello.deb", data=deb)
+        assert put.status_code in (200, 201, 204), put.text
+        inst = sbx_sh(s, sbx["id"], "dpkg -i /work/lms-hello.deb")
+        assert inst["exit_code"] == 0, inst
+        run = sbx_sh(s, sbx["id"], "lms-hello && dpkg -s lms-hello | grep Status")
+        assert run["stdout"] == "hello from a package\nStatus: install ok installed\n", run
