@@ -599,6 +599,17 @@ metadata_matches(const json_t *metadata, const json_t *filter)
 	return true;
 }
 
+bool
+lms_sandboxes_use_image(struct lms_sandboxes *sbs, const char *image)
+{
+	bool used = false;
+	pthread_mutex_lock(&sbs->lock);
+	for (struct lms_sandbox_entry *e = sbs->list; e && !used; e = e->next)
+		used = strcmp(e->image, image) == 0;
+	pthread_mutex_unlock(&sbs->lock);
+	return used;
+}
+
 json_t *
 lms_sandboxes_list(struct lms_sandboxes *sbs, const json_t *filter)
 {

@@ -379,6 +379,12 @@ def test_exec_with_an_imported_image(lms_bin, tmp_path, rootfs):
         assert missing.status_code == 404 and "nope" in missing.text
         host = s.exec({"argv": ["cat", "/etc/hostname"], "image": "host"}).json()
         assert host["stdout"] != "mini\n"
+        listed = s.get("/v1/images")
+        assert listed.status_code == 200, listed.text
+        (img,) = listed.json()["data"]
+        assert {"name", "digest", "size", "created_at", "source"} <= set(img), img
+        assert img["name"] == "oci" and img["source"] == "oci-layout" and img["size"] > 0
+        assert img["digest"].startswith("sha256:") and len(img["layers"]) == 2
 
 
 # ---- step 3: persistent sandboxes with an image -----------------------------------------------------------------
@@ -415,8 +421,14 @@ def test_a_persistent_image_sandbox_keeps_its_changes_across_execs_and_restarts(
         again = start(state=state)
         after = sbx_sh(again, sbx["id"], "cat /usr/bin/tool; test ! -e /etc/hostname && echo deleted; pwd")
         assert after["stdout"] == "installed\ndeleted\n/data\n", after
-    layer_files = [p for p in (state / "images" / "layers").rglob("tool")]
-    assert layer_files == [], "the image itself never changes"
+        busy = again.request("DELETE", "/v1/images/oci")
+        assert busy.status_code == 409 and "persistent sandbox" in busy.text, busy.text
+        for sid in (sbx["id"], other["id"]):
+            assert again.request("DELETE", f"/v1/sandboxes/{sid}").status_code == 204
+        assert again.request("DELETE", "/v1/images/oci").status_code == 204
+        assert again.get("/v1/images").json()["data"] == []
+        assert again.request("DELETE", "/v1/images/oci").status_code == 404
+    assert layer_dirs(state) == [], "the layers nothing uses are freed"
 
 
 # ---- a real Debian ------------------------------------------------------------------------------------------------
