@@ -359,14 +359,20 @@ def test_bad_names_and_unknown_images(lms_bin, state, rootfs):
 # ---- step 2: "image" in POST /v1/exec -------------------------------------------------------------------------------
 
 
-@root
-def test_exec_with_an_imported_image(lms_bin, tmp_path, rootfs):
+def import_oci(lms_bin, tmp_path, rootfs):
+    """The two-layer OCI image as "oci", in the state directory a daemon of daemons() gets first."""
     layout = tmp_path / "oci"
     oci_layout(layout, [(gzip.compress(rootfs), "application/vnd.oci.image.layer.v1.tar+gzip"),
                         (whiteout_layer(), "application/vnd.oci.image.layer.v1.tar")], CONFIG)
     state = tmp_path / "state-0"
     state.mkdir()
     assert image_cmd(lms_bin, state, "import", "oci", str(layout)).returncode == 0
+    return state
+
+
+@root
+def test_exec_with_an_imported_image(lms_bin, tmp_path, rootfs):
+    state = import_oci(lms_bin, tmp_path, rootfs)
     with daemons(lms_bin, tmp_path) as start:
         s = start(state=state)
         r = s.exec({"cmd": "ls; echo $GREETING; cat /etc/hostname; test ! -e /etc/gone", "image": "oci"})
@@ -398,12 +404,7 @@ def sbx_sh(s, sbx, script):
 
 @root
 def test_a_persistent_image_sandbox_keeps_its_changes_across_execs_and_restarts(lms_bin, tmp_path, rootfs):
-    layout = tmp_path / "oci"
-    oci_layout(layout, [(gzip.compress(rootfs), "application/vnd.oci.image.layer.v1.tar+gzip"),
-                        (whiteout_layer(), "application/vnd.oci.image.layer.v1.tar")], CONFIG)
-    state = tmp_path / "state-0"
-    state.mkdir()
-    assert image_cmd(lms_bin, state, "import", "oci", str(layout)).returncode == 0
+    state = import_oci(lms_bin, tmp_path, rootfs)
     with daemons(lms_bin, tmp_path) as start:
         s = start(state=state)
         r = s.post("/v1/sandboxes", {"image": "oci"})
