@@ -7,6 +7,7 @@
 #include "api/gpu-json.h"
 #include "core/alloc.h"
 #include "core/utf8.h"
+#include "image/store.h"
 
 /* An error message quotes at most this many bytes of a string from the request: the body may be
  * megabytes long, and the message goes back to the client and into the log. */
@@ -365,9 +366,33 @@ parse_encoding(const json_t *root, enum lms_encoding *out, struct lms_error **er
 	return 0;
 }
 
+/* An imported image's part of the spec: its layers, its Env under the request's (a name in both: the
+ * request's wins, as the last of repeated names does), its WorkingDir where the request gives no cwd,
+ * and bash or sh for "cmd" as the image has them. */
+static void
+apply_image(const struct lms_image *img, const json_t *root, struct lms_exec_request *req)
+{
+	size_t n = 0;
+	while (img->paths[n])
+		n++;
+	req->layers = xcalloc(n + 1, sizeof(char *));
+	for (size_t i = 0; i < n; i++)
+		req->layers[i] = xstrdup(img->paths[i]);
+	char **env = lms_image_env(img, req->env);
+	lms_strv_free(req->env);
+	req->env = env;
+	if (req->cwd == NULL && img->working_dir != NULL)
+		req->cwd = xstrdup(img->working_dir);
+	if (field(root, "cmd") != NULL && req->argv != NULL) {
+		free(req->argv[0]);
+		req->argv[0] = xstrdup(img->has_bash ? "bash" : "sh");
+	}
+}
+
 /* What the server allows: checked after the request's shape, so that a 400 comes first. */
 static int
-parse_image(const json_t *root, struct lms_exec_request *req, struct lms_error **err)
+parse_image(const json_t *root, const struct lms_exec_policy *policy, struct lms_exec_request *req,
+	    struct lms_error **err)
 {
 	const json_t *image = NULL;
 	int r = get_string(root, "image", true, &image, err);
@@ -376,9 +401,16 @@ parse_image(const json_t *root, struct lms_exec_request *req, struct lms_error *
 	const char *s = json_string_value(image);
 	size_t len = json_string_length(image);
 	/* The name is shown quoted (cut at a NUL or past QUOTE_MAX), never cut silently. */
-	if (memchr(s, '\0', len) != NULL || !lms_image_is_host(s)) {
+	if (memchr(s, '\0', len) != NULL || (!lms_image_is_host(s) && policy->state_dir == NULL)) {
 		_cleanup_free_ char *q = quote(s, len);
-		return lms_image_check(q, err);
+		return lms_image_check(q, NULL, err);
+	}
+	if (!lms_image_is_host(s)) {
+		struct lms_image *img;
+		if (lms_image_load(policy->state_dir, s, &img, err) < 0)
+			return -1;
+		apply_image(img, root, req);
+		lms_image_free(img);
 	}
 	req->image = xstrdup(s);
 	return 0;
@@ -412,7 +444,7 @@ lms_exec_request_parse(const char *body, size_t len, const struct lms_exec_polic
 	    parse_limits(root, &spec->limits, err) < 0 || get_bool(root, "network", &network, err) < 0 ||
 	    lms_gpu_selection_parse(field(root, "gpu"), &spec->gpus, err) < 0 ||
 	    get_bool(root, "stream", &req->stream, err) < 0 || parse_encoding(root, &req->encoding, err) < 0 ||
-	    parse_image(root, req, err) < 0 || get_bool(root, "background", &req->background, err) < 0)
+	    parse_image(root, policy, req, err) < 0 || get_bool(root, "background", &req->background, err) < 0)
 		return -1;
 	if (req->background && req->stream)
 		return lms_error_set(err, LMS_ERR_INVALID, 0,
@@ -428,6 +460,7 @@ lms_exec_request_parse(const char *body, size_t len, const struct lms_exec_polic
 	spec->env = req->env;
 	spec->cwd = req->cwd;
 	spec->image = req->image;
+	spec->layers = req->layers;
 	spec->stdin_data = req->stdin_data;
 	if (lms_sandbox_spec_validate(spec, err) < 0)
 		return -1;
@@ -444,6 +477,7 @@ lms_exec_request_free(struct lms_exec_request *req)
 	lms_strv_free(req->env);
 	free(req->cwd);
 	free(req->image);
+	lms_strv_free(req->layers);
 	free(req->stdin_data);
 	free(req);
 }

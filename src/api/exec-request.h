@@ -19,6 +19,7 @@ struct lms_exec_policy {
 				     * server's defaults) */
 	bool allow_network;	    /* --allow-network */
 	bool have_bash;		    /* the root file system has /bin/bash: "cmd" runs as bash -c, else sh -c */
+	const char *state_dir;	    /* where imported images are (image/store.h); NULL: only "host" */
 };
 
 struct lms_exec_request {
@@ -31,6 +32,7 @@ struct lms_exec_request {
 	char **env;
 	char *cwd;
 	char *image;
+	char **layers; /* an imported image's layer directories (the server resolved its name) */
 	char *stdin_data;
 };
 
@@ -40,7 +42,8 @@ struct lms_exec_request {
  * of the wrong type, both or neither of "cmd"/"argv", an empty argv or one with a non-string, an env
  * that is not an object of strings or has a name with '=' or an empty name, a relative cwd, a
  * negative or non-integer limit, an unknown "encoding"; "network": true without allow_network is
- * LMS_ERR_FORBIDDEN; an image other than "host" is LMS_ERR_NOT_FOUND. NUL bytes inside strings are
+ * LMS_ERR_FORBIDDEN; an image neither "host" nor imported under policy->state_dir is LMS_ERR_NOT_FOUND (an
+ * imported one brings its layers, Env, WorkingDir and bash-or-sh into the spec). NUL bytes inside strings are
  * rejected where the kernel cannot take them (argv, env, cwd) and kept in stdin. Unknown fields are
  * ignored. On success *out is set; free it with lms_exec_request_free.
  */

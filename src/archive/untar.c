@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -16,6 +18,23 @@
 #include "core/inroot.h"
 
 #define COPY_BLOCK (256 * 1024)
+#define READ_BLOCK (64 * 1024)
+
+/* OCI's markers (image-spec layer.md, "Whiteouts") and overlayfs's for an opaque directory when mounted
+ * with userxattr (in a user namespace). */
+#define WHITEOUT_PREFIX ".wh."
+#define WHITEOUT_OPAQUE ".wh..wh..opq"
+#define OVERLAY_OPAQUE_XATTR "user.overlay.opaque"
+
+static const struct lms_untar_opts no_opts;
+
+/* The state of one unpack: its options, its counts, its reader's buffer. */
+struct unpack_ctx {
+	const struct lms_untar_opts *o;
+	struct lms_untar_stats *st;
+	int fd;
+	char *block;
+};
 
 /* An entry's name made relative and checked: no leading "/", no ".." component ("./" and "." are
  * dropped). NULL when refused. */
@@ -79,9 +98,19 @@ clear_name(int pfd, const char *name, const char *entry, struct lms_error **err)
 }
 
 static int
-write_file(struct archive *a, int pfd, const char *name, const char *entry, mode_t perm, time_t mtime,
-	   struct lms_untar_stats *st, struct lms_error **err)
+too_big(struct unpack_ctx *u, const char *entry, struct lms_error **err)
 {
+	return lms_error_set(err, LMS_ERR_INVALID, 0,
+			     "tar entry \"%.200s\": the archive unpacks to more than %llu bytes (refused: the cap on "
+			     "an archive's size)",
+			     entry, u->o->max_bytes);
+}
+
+static int
+write_file(struct archive *a, int pfd, const char *name, const char *entry, mode_t perm, time_t mtime,
+	   struct unpack_ctx *u, struct lms_error **err)
+{
+	struct lms_untar_stats *st = u->st;
 	if (clear_name(pfd, name, entry, err) < 0)
 		return -1;
 	int fd = openat(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -96,6 +125,10 @@ write_file(struct archive *a, int pfd, const char *name, const char *entry, mode
 		if (n < 0) {
 			r = lms_error_set(err, LMS_ERR_INVALID, 0, "tar entry \"%.200s\": %s", entry,
 					  archive_error_string(a) ? archive_error_string(a) : "bad data");
+			break;
+		}
+		if (u->o->max_bytes != 0 && st->bytes + (unsigned long long)n > u->o->max_bytes) {
+			r = too_big(u, entry, err);
 			break;
 		}
 		if (lms_fd_write_all(fd, buf, (size_t)n) < 0) {
@@ -153,10 +186,60 @@ make_hardlink(int dirfd, int pfd, const char *name, const char *entry, const cha
 	return r;
 }
 
+/* A whiteout entry (opts->whiteouts): `.wh..wh..opq` marks its directory opaque, `.wh.NAME` hides NAME of
+ * the layers below. */
 static int
-unpack_entry(struct archive *a, struct archive_entry *ae, int dirfd, struct lms_untar_stats *st, struct lms_error **err)
+make_whiteout(int pfd, const char *name, const char *entry, struct lms_error **err)
 {
+	if (strcmp(name, WHITEOUT_OPAQUE) == 0) {
+		int fd = openat(pfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			return entry_error(err, errno, entry, "open its directory to mark it opaque");
+		int r = 0;
+		if (fsetxattr(fd, OVERLAY_OPAQUE_XATTR, "y", 1, 0) < 0)
+			r = entry_error(err, errno, entry,
+					"mark its directory opaque (the " OVERLAY_OPAQUE_XATTR
+					" xattr: the state directory's file system must take user xattrs)");
+		close(fd);
+		return r;
+	}
+	const char *hidden = name + strlen(WHITEOUT_PREFIX);
+	if (!lms_inroot_name_ok(hidden) || strncmp(hidden, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)) == 0)
+		return entry_error(err, 0, entry, "a whiteout of no valid name (refused)");
+	if (clear_name(pfd, hidden, entry, err) < 0)
+		return -1;
+	if (mknodat(pfd, hidden, S_IFCHR | 0600, makedev(0, 0)) < 0)
+		return entry_error(err, errno, entry, "make the whiteout");
+	return 0;
+}
+
+/* The owner the sandbox sees (opts->map_owners). A link's own owner: AT_SYMLINK_NOFOLLOW. */
+static int
+set_owner(const struct lms_untar_opts *o, struct archive_entry *ae, int pfd, const char *name, const char *entry,
+	  struct lms_error **err)
+{
+	la_int64_t uid = archive_entry_uid(ae), gid = archive_entry_gid(ae);
+	uid_t u = o->owner_base + (uid >= 0 && uid < (la_int64_t)o->owner_count ? (uid_t)uid : 0);
+	gid_t g = o->owner_base + (gid >= 0 && gid < (la_int64_t)o->owner_count ? (gid_t)gid : 0);
+	if (fchownat(pfd, name, u, g, AT_SYMLINK_NOFOLLOW) < 0)
+		return entry_error(err, errno, entry, "set its owner");
+	return 0;
+}
+
+static int
+unpack_entry(struct archive *a, struct archive_entry *ae, int dirfd, struct unpack_ctx *u, struct lms_error **err)
+{
+	const struct lms_untar_opts *o = u->o;
+	struct lms_untar_stats *st = u->st;
 	const char *raw = archive_entry_pathname(ae);
+	if (o->max_entries != 0 && st->entries + st->skipped >= o->max_entries)
+		return lms_error_set(
+		    err, LMS_ERR_INVALID, 0,
+		    "tar entry \"%.200s\": the archive has more than %llu entries (refused: the cap on "
+		    "entries)",
+		    raw ? raw : "", o->max_entries);
+	if (raw != NULL && o->max_name != 0 && strlen(raw) > o->max_name)
+		return entry_error(err, 0, raw, "a name longer than the cap on names (refused)");
 	_cleanup_free_ char *clean = clean_name(raw);
 	if (clean == NULL)
 		return entry_error(err, 0, raw ? raw : "", "an absolute name, or one with .. (refused)");
@@ -164,10 +247,19 @@ unpack_entry(struct archive *a, struct archive_entry *ae, int dirfd, struct lms_
 		return 0; /* "." or "./": the target itself, which exists */
 	mode_t type = archive_entry_filetype(ae);
 	const char *hardlink = archive_entry_hardlink(ae);
-	if (hardlink == NULL && (type == AE_IFCHR || type == AE_IFBLK))
-		return entry_error(err, 0, clean, "a device node (refused)");
-	if (hardlink == NULL && type == AE_IFSOCK)
+	if (hardlink == NULL && (type == AE_IFCHR || type == AE_IFBLK)) {
+		if (!o->skip_devices)
+			return entry_error(err, 0, clean, "a device node (refused)");
+		st->skipped++;
+		return 0;
+	}
+	if (hardlink == NULL && type == AE_IFSOCK) {
+		st->skipped++;
 		return 0; /* a socket is nothing without its process */
+	}
+	if (o->max_bytes != 0 && hardlink == NULL && type == AE_IFREG && archive_entry_size(ae) > 0 &&
+	    st->bytes + (unsigned long long)archive_entry_size(ae) > o->max_bytes)
+		return too_big(u, clean, err);
 	_cleanup_free_ char *buf = NULL;
 	const char *name;
 	int pfd = entry_parent(dirfd, clean, &buf, &name, err);
@@ -175,7 +267,10 @@ unpack_entry(struct archive *a, struct archive_entry *ae, int dirfd, struct lms_
 		return -1;
 	mode_t perm = archive_entry_perm(ae);
 	int r = 0;
-	if (hardlink != NULL) {
+	bool whiteout = o->whiteouts && strncmp(name, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)) == 0;
+	if (whiteout) {
+		r = make_whiteout(pfd, name, clean, err);
+	} else if (hardlink != NULL) {
 		r = make_hardlink(dirfd, pfd, name, clean, hardlink, err);
 	} else if (type == AE_IFDIR) {
 		r = make_dir(pfd, name, clean, perm, err);
@@ -189,20 +284,21 @@ unpack_entry(struct archive *a, struct archive_entry *ae, int dirfd, struct lms_
 		if ((r = clear_name(pfd, name, clean, err)) == 0 && mkfifoat(pfd, name, perm & 0777) < 0)
 			r = entry_error(err, errno, clean, "make the FIFO");
 	} else if (type == AE_IFREG) {
-		r = write_file(a, pfd, name, clean, perm, archive_entry_mtime(ae), st, err);
+		r = write_file(a, pfd, name, clean, perm, archive_entry_mtime(ae), u, err);
 	} else {
 		r = entry_error(err, 0, clean, "an entry of an unknown type");
 	}
+	if (r == 0 && o->map_owners && !whiteout && hardlink == NULL)
+		r = set_owner(o, ae, pfd, name, clean, err);
 	close(pfd);
 	st->entries += r == 0;
 	return r;
 }
 
 static int
-unpack(struct archive *a, int opened, int dirfd, struct lms_untar_stats *stats, struct lms_error **err)
+unpack(struct archive *a, int opened, int dirfd, struct unpack_ctx *u, struct lms_error **err)
 {
-	struct lms_untar_stats none;
-	struct lms_untar_stats *st = stats ? stats : &none;
+	struct lms_untar_stats *st = u->st;
 	*st = (struct lms_untar_stats){0};
 	int r = 0;
 	if (opened != ARCHIVE_OK)
@@ -219,9 +315,10 @@ unpack(struct archive *a, int opened, int dirfd, struct lms_untar_stats *stats, 
 					  st->entries);
 			break;
 		}
-		r = unpack_entry(a, ae, dirfd, st, err);
+		r = unpack_entry(a, ae, dirfd, u, err);
 	}
 	archive_read_free(a);
+	free(u->block);
 	return r;
 }
 
@@ -234,19 +331,53 @@ reader(void)
 	archive_read_support_format_tar(a);
 	archive_read_support_format_gnutar(a);
 	archive_read_support_filter_gzip(a);
+	/* Image layers come with zstd too; without libzstd libarchive runs the zstd program, else fails
+	 * with a message at the first layer that needs it. */
+	archive_read_support_filter_zstd(a);
 	return a;
+}
+
+/* libarchive's read callback: the descriptor's bytes, each shown to on_read (the layer's digest). */
+static la_ssize_t
+read_block(struct archive *a, void *userdata, const void **buf)
+{
+	struct unpack_ctx *u = userdata;
+	ssize_t n;
+	do
+		n = read(u->fd, u->block, READ_BLOCK);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		archive_set_error(a, errno, "read the archive: %s", strerror(errno));
+		return -1;
+	}
+	if (n > 0 && u->o->on_read != NULL)
+		u->o->on_read(u->o->userdata, u->block, (size_t)n);
+	*buf = u->block;
+	return n;
+}
+
+int
+lms_untar_fd_opts(int dirfd, int fd, const struct lms_untar_opts *opts, struct lms_untar_stats *stats,
+		  struct lms_error **err)
+{
+	struct lms_untar_stats none;
+	struct unpack_ctx u = {.o = opts ? opts : &no_opts, .st = stats ? stats : &none, .fd = fd};
+	u.block = xmalloc(READ_BLOCK);
+	struct archive *a = reader();
+	return unpack(a, archive_read_open(a, &u, NULL, read_block, NULL), dirfd, &u, err);
 }
 
 int
 lms_untar_fd(int dirfd, int fd, struct lms_untar_stats *stats, struct lms_error **err)
 {
-	struct archive *a = reader();
-	return unpack(a, archive_read_open_fd(a, fd, 64 * 1024), dirfd, stats, err);
+	return lms_untar_fd_opts(dirfd, fd, NULL, stats, err);
 }
 
 int
 lms_untar_mem(int dirfd, const void *data, size_t len, struct lms_untar_stats *stats, struct lms_error **err)
 {
+	struct lms_untar_stats none;
+	struct unpack_ctx u = {.o = &no_opts, .st = stats ? stats : &none, .fd = -1};
 	struct archive *a = reader();
-	return unpack(a, archive_read_open_memory(a, data, len), dirfd, stats, err);
+	return unpack(a, archive_read_open_memory(a, data, len), dirfd, &u, err);
 }

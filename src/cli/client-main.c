@@ -15,6 +15,9 @@
 int
 main(int argc, char **argv)
 {
+	/* `lm-sandbox image ...`: the local image store, no daemon. */
+	if (argc > 1 && strcmp(argv[1], "image") == 0)
+		return lms_client_image_main(argc - 1, argv + 1);
 	/* Accept both `lm-sandbox-client COMMAND` and `lm-sandbox-client sandbox COMMAND`. */
 	if (argc > 1 && strcmp(argv[1], "sandbox") == 0) {
 		argv[1] = argv[0];

@@ -20,6 +20,7 @@
 #include "core/fdio.h"
 #include "core/stringify.h"
 #include "sandbox/sandbox.h"
+#include "image/store.h"
 
 #define EXIT_USAGE 2
 #define EXIT_TIMEOUT 124
@@ -37,7 +38,8 @@ static const char help_text[] =
     "read-only; a private writable " LMS_DEFAULT_CWD " (the default directory) and /tmp; seccomp; cgroup limits.\n"
     "\n"
     "options:\n"
-    "  --image NAME         the root file system: host, the default\n"
+    "  --image NAME         the root file system: host (the default) or an imported image\n"
+    "  --state-dir DIR      where imported images are (default: " LMS_STATE_DIR_DEFAULT ")\n"
     "  --timeout-ms N       wall-clock limit; the whole tree is killed (default: " S(
 	LMS_DEFAULT_TIMEOUT_MS) ")\n"
 				"  --memory-mb N        memory of all processes together (default: " S(
@@ -100,6 +102,7 @@ enum {
 	OPT_ENV,
 	OPT_CWD,
 	OPT_JSON,
+	OPT_STATE_DIR,
 };
 
 static const struct option options[] = {
@@ -117,6 +120,7 @@ static const struct option options[] = {
     {"cwd", required_argument, NULL, OPT_CWD},
     {"stdin", no_argument, NULL, 'i'},
     {"json", no_argument, NULL, OPT_JSON},
+    {"state-dir", required_argument, NULL, OPT_STATE_DIR},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -191,7 +195,8 @@ parse_gpu(int argc, char **argv, struct lms_sandbox_spec *spec)
 
 /* Fills spec from the flags. Returns 0, or the exit status for --help (0) and usage errors (2) + 1000. */
 static int
-parse_args(int argc, char **argv, struct lms_sandbox_spec *spec, char ***env, bool *json, bool *feed_stdin)
+parse_args(int argc, char **argv, struct lms_sandbox_spec *spec, char ***env, bool *json, bool *feed_stdin,
+	   const char **state_dir)
 {
 	size_t n_env = 0;
 	int c;
@@ -242,6 +247,9 @@ parse_args(int argc, char **argv, struct lms_sandbox_spec *spec, char ***env, bo
 			break;
 		case OPT_JSON:
 			*json = true;
+			break;
+		case OPT_STATE_DIR:
+			*state_dir = optarg;
 			break;
 		case 'h':
 			fputs(help_text, stdout);
@@ -305,9 +313,22 @@ lms_cmd_run(int argc, char **argv)
 	_cleanup_strv_ char **env = NULL;
 	bool json = false, feed_stdin = false;
 	lms_sandbox_spec_init(&spec);
-	int r = parse_args(argc, argv, &spec, &env, &json, &feed_stdin);
+	const char *state_dir = LMS_STATE_DIR_DEFAULT;
+	int r = parse_args(argc, argv, &spec, &env, &json, &feed_stdin, &state_dir);
 	if (r != 0)
 		return r - 1000;
+	/* An imported image: its layers, its Env under --env's, its WorkingDir unless --cwd. */
+	_cleanup_image_ struct lms_image *img = NULL;
+	_cleanup_strv_ char **image_env = NULL;
+	if (!lms_image_is_host(spec.image)) {
+		_cleanup_error_ struct lms_error *ierr = NULL;
+		if (lms_image_load(state_dir, spec.image, &img, &ierr) < 0)
+			return report_error(ierr, json);
+		spec.layers = img->paths;
+		spec.env = image_env = lms_image_env(img, env);
+		if (spec.cwd == NULL)
+			spec.cwd = img->working_dir;
+	}
 
 	struct lms_buf in = {0};
 	if (feed_stdin) {

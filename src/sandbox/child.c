@@ -249,8 +249,11 @@ load_seccomp(const struct lms_child_ctx *ctx, struct lms_init_msg *msg)
 static int
 contain(struct lms_child_ctx *ctx, struct lms_init_msg *msg)
 {
-	int stored[3] = {-1, -1, -1};
-	if (ctx->storage != NULL && lms_mount_open_storage(ctx->storage, stored, msg) < 0)
+	int stored[5] = {-1, -1, -1, -1, -1};
+	int layers[LMS_MAX_LAYERS + 1] = {-1};
+	if (ctx->storage != NULL && lms_mount_open_storage(ctx->storage, ctx->layers != NULL, stored, msg) < 0)
+		return -1;
+	if (ctx->layers != NULL && lms_mount_open_layers(ctx->layers, layers, msg) < 0)
 		return -1;
 	if (wait_for_parent(ctx, "write the uid maps", msg) < 0 || become_root(ctx, msg) < 0)
 		return -1;
@@ -260,10 +263,12 @@ contain(struct lms_child_ctx *ctx, struct lms_init_msg *msg)
 		return lms_child_fail(msg, errno, "prctl PR_SET_PDEATHSIG");
 	if (bound_namespace_knobs(msg) < 0)
 		return -1;
-	int r = lms_mount_host_root(ctx, stored, msg);
-	for (int i = 0; i < 3; i++)
+	int r = lms_mount_root(ctx, stored, ctx->layers != NULL ? layers : NULL, msg);
+	for (int i = 0; i < 5; i++)
 		if (stored[i] >= 0)
 			close(stored[i]);
+	for (int i = 0; layers[i] >= 0; i++)
+		close(layers[i]);
 	if (r < 0)
 		return -1;
 	if (sethostname("sandbox", 7) < 0)

@@ -18,6 +18,7 @@ struct lms_child_ctx {
 	uint64_t gpu_minors; /* the /dev/nvidiaN passed through (bit N); 0: no NVIDIA device at all */
 	bool gpu_only;	     /* a selection of GPUs: the others' /proc/driver/nvidia entries are hidden */
 	const char *storage; /* NULL, or the host directory of work/, tmp/ and shm/ (sandbox.h) */
+	char *const *layers; /* NULL (the host image), or an image's layer directories, the lowest first */
 	const struct sock_fprog *seccomp;
 	int ctl;	       /* PID 1's end of its socket with the parent (init-proto.h) */
 	bool privileged;       /* the parent is root: setgroups is allowed */
@@ -41,11 +42,18 @@ __attribute__((format(printf, 3, 4))) int lms_child_fail(struct lms_init_msg *ms
 /* Sends a message to the parent (one record). 0, or -1 when the parent is gone. */
 int lms_child_report(int ctl, const struct lms_init_msg *msg);
 
-/* Builds the `host` image's root file system and makes it the root (mount.c). */
-/* stored: the descriptors lms_mount_open_storage gave, or -1s. */
-int lms_mount_host_root(const struct lms_child_ctx *ctx, const int stored[3], struct lms_init_msg *msg);
+/* Builds the sandbox's root file system and makes it the root (mount.c): the `host` image's binds, or
+ * (layers != NULL) an overlay of an image's layers. stored: the descriptors lms_mount_open_storage gave,
+ * or -1s; layers: lms_mount_open_layers's, -1-terminated, the lowest first. */
+int lms_mount_root(const struct lms_child_ctx *ctx, const int stored[5], const int *layers, struct lms_init_msg *msg);
 
-/* O_PATH descriptors of storage's work/, tmp/ and shm/ (sandbox.h), opened in the sandbox's mount
+/* O_PATH descriptors of an image's layer directories (-1-terminated, in `fds` of LMS_MAX_LAYERS + 1),
+ * opened as the storage's are: before the uid change and before anything covers the host's /tmp. */
+int lms_mount_open_layers(char *const *layers, int *fds, struct lms_init_msg *msg);
+
+/* O_PATH descriptors of storage's work/, tmp/ and shm/ (sandbox.h), and for an image its upper/ and
+ * ovlwork/ (the overlay's upper layer and work directory, so that what a command changes anywhere in the
+ * image's root is kept with the files), opened in the sandbox's mount
  * namespace (a bind's source must be of it) while PID 1 still has the host uid that owns them, and before
  * the scratch tmpfs covers /tmp (where a --state-dir may lie: the magic links reach it all the same). */
-int lms_mount_open_storage(const char *storage, int fds[3], struct lms_init_msg *msg);
+int lms_mount_open_storage(const char *storage, bool image, int fds[5], struct lms_init_msg *msg);

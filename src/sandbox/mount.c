@@ -1,6 +1,7 @@
 /*
  * The root file system of a sandbox, assembled in its private mount namespace: a size-limited tmpfs
- * holding read-only binds of the host's system directories, a writable /work and /tmp, a fresh /proc
+ * holding read-only binds of the host's system directories (the `host` image) or an overlay of an
+ * imported image's layers with its upper layer on that tmpfs, a writable /work and /tmp, a fresh /proc
  * and a minimal /dev; then pivot_root into it and detach the old root (as bubblewrap does).
  */
 #include <dirent.h>
@@ -182,11 +183,31 @@ make_dev_nodes(uint64_t gpu_minors, int shm, struct lms_init_msg *msg)
 	return 0;
 }
 
+/* A mount point: made, or (an image's root has most of them) the directory already there. Anything else
+ * of that name in an image (a file, a link that could lead a mount elsewhere) is removed first: in the
+ * overlay, that is a whiteout in the sandbox's own upper layer. */
+static int
+mount_point(const char *dir, mode_t mode, struct lms_init_msg *msg)
+{
+	if (mkdir(dir, mode) == 0)
+		return chmod(dir, mode) < 0 ? lms_child_fail(msg, errno, "chmod /%s", dir) : 0;
+	if (errno != EEXIST)
+		return lms_child_fail(msg, errno, "mkdir /%s", dir);
+	struct stat st;
+	if (lstat(dir, &st) < 0)
+		return lms_child_fail(msg, errno, "lstat /%s", dir);
+	if (S_ISDIR(st.st_mode))
+		return 0;
+	if (unlink(dir) < 0 || mkdir(dir, mode) < 0)
+		return lms_child_fail(msg, errno, "replace /%s (not a directory in the image) by a directory", dir);
+	return 0;
+}
+
 static int
 make_dev(uint64_t gpu_minors, int stored_shm, struct lms_init_msg *msg)
 {
-	if (mkdir("dev", 0755) < 0)
-		return lms_child_fail(msg, errno, "mkdir /dev");
+	if (mount_point("dev", 0755, msg) < 0)
+		return -1;
 	if (stored_shm >= 0)
 		return make_dev_nodes(gpu_minors, stored_shm, msg);
 	/* /dev/shm is a directory of the scratch tmpfs, so that it counts in the same disk_mb as /work and
@@ -259,8 +280,8 @@ static int
 make_proc(uint64_t gpu_minors, bool gpu_only, struct lms_init_msg *msg)
 {
 	char path[64];
-	if (mkdir("proc", 0555) < 0)
-		return lms_child_fail(msg, errno, "mkdir /proc");
+	if (mount_point("proc", 0555, msg) < 0)
+		return -1;
 	/* Shows this PID namespace only: the host's processes are not there to see. */
 	if (do_mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, msg) < 0)
 		return -1;
@@ -279,8 +300,8 @@ make_proc(uint64_t gpu_minors, bool gpu_only, struct lms_init_msg *msg)
 static int
 make_scratch(const char *dir, mode_t mode, int stored, struct lms_init_msg *msg)
 {
-	if (mkdir(dir, mode) < 0 || chmod(dir, mode) < 0)
-		return lms_child_fail(msg, errno, "mkdir /%s", dir);
+	if (mount_point(dir, mode, msg) < 0)
+		return -1;
 	char src[64];
 	if (stored >= 0)
 		snprintf(src, sizeof(src), "/proc/self/fd/%d", stored);
@@ -288,13 +309,13 @@ make_scratch(const char *dir, mode_t mode, int stored, struct lms_init_msg *msg)
 }
 
 int
-lms_mount_open_storage(const char *storage, int fds[3], struct lms_init_msg *msg)
+lms_mount_open_storage(const char *storage, bool image, int fds[5], struct lms_init_msg *msg)
 {
-	static const char *const parts[3] = {"work", "tmp", "shm"};
+	static const char *const parts[5] = {"work", "tmp", "shm", "upper", "ovlwork"};
 	int dir = open(storage, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dir < 0)
 		return lms_child_fail(msg, errno, "open the sandbox's storage %s", storage);
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < (image ? 5 : 3); i++) {
 		fds[i] = openat(dir, parts[i], O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (fds[i] < 0) {
 			int e = errno;
@@ -306,12 +327,82 @@ lms_mount_open_storage(const char *storage, int fds[3], struct lms_init_msg *msg
 	return 0;
 }
 
+int
+lms_mount_open_layers(char *const *layers, int *fds, struct lms_init_msg *msg)
+{
+	size_t n = 0;
+	fds[0] = -1;
+	for (; layers[n] != NULL && n < LMS_MAX_LAYERS; n++) {
+		fds[n] = open(layers[n], O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		fds[n + 1] = -1;
+		if (fds[n] < 0) {
+			int e = errno;
+			for (size_t i = 0; i < n; i++)
+				close(fds[i]);
+			fds[0] = -1;
+			return lms_child_fail(msg, e, "open the image's layer %s (import the image again)", layers[n]);
+		}
+	}
+	return 0;
+}
+
+/* The image's root: an overlay of its layers (read-only, the lowest last in lowerdir) under an upper layer
+ * of the scratch tmpfs (or the stored one: stored[3] and [4]), mounted on BASE/root. The layers are named by
+ * /proc/self/fd links: short (a mount's options fit in a page) and reaching the host's directories whatever covers
+ * their paths now. userxattr: overlayfs in a user namespace reads user.overlay.* (the importer's opaque directories).
+ */
 static int
-assemble(const struct lms_child_ctx *ctx, const int stored[3], struct lms_init_msg *msg)
+mount_overlay(const int *layers, const int stored[5], struct lms_init_msg *msg)
+{
+	if (mkdir("root", 0755) < 0 || (stored[3] < 0 && (mkdir("upper", 0755) < 0 || mkdir("ovlwork", 0700) < 0)))
+		return lms_child_fail(msg, errno, "mkdir the overlay's directories on the scratch file system");
+	char upper[64], work[64];
+	if (stored[3] >= 0) {
+		snprintf(upper, sizeof(upper), "/proc/self/fd/%d", stored[3]);
+		snprintf(work, sizeof(work), "/proc/self/fd/%d", stored[4]);
+	} else {
+		snprintf(upper, sizeof(upper), BASE "/upper");
+		snprintf(work, sizeof(work), BASE "/ovlwork");
+	}
+	size_t n = 0;
+	while (layers[n] >= 0)
+		n++;
+	char opts[4096];
+	size_t len = (size_t)snprintf(opts, sizeof(opts), "lowerdir=");
+	for (size_t i = n; i-- > 0 && len < sizeof(opts);)
+		len += (size_t)snprintf(opts + len, sizeof(opts) - len, "/proc/self/fd/%d%s", layers[i], i ? ":" : "");
+	if (len < sizeof(opts))
+		len +=
+		    (size_t)snprintf(opts + len, sizeof(opts) - len, ",upperdir=%s,workdir=%s,userxattr", upper, work);
+	if (len >= sizeof(opts))
+		return lms_child_fail(msg, E2BIG, "the overlay's options for %zu layers", n);
+	return do_mount("overlay", "root", "overlay", MS_NOSUID | MS_NODEV, opts, msg);
+}
+
+/* /work, /tmp and /dev/shm of an image sandbox without storage: directories of the scratch tmpfs beside
+ * the upper layer (one disk_mb for everything the sandbox writes), bound in as stored ones are. */
+static int
+scratch_parts(int fds[3], struct lms_init_msg *msg)
+{
+	static const char *const parts[3] = {"files/work", "files/tmp", "files/shm"};
+	static const mode_t modes[3] = {0755, 01777, 01777};
+	if (mkdir("files", 0755) < 0)
+		return lms_child_fail(msg, errno, "mkdir the scratch files");
+	for (int i = 0; i < 3; i++) {
+		if (mkdir(parts[i], modes[i]) < 0 || chmod(parts[i], modes[i]) < 0 ||
+		    (fds[i] = open(parts[i], O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+			return lms_child_fail(msg, errno, "make %s on the scratch file system", parts[i]);
+	}
+	return 0;
+}
+
+static int
+assemble(const struct lms_child_ctx *ctx, const int stored[5], const int *layers, struct lms_init_msg *msg)
 {
 	uint64_t disk_mb = ctx->disk_mb;
 	char opts[64];
-	/* With storage, the tmpfs holds only the mount points and links of the root. */
+	/* With storage, the tmpfs holds only the mount points and links of the root (an image's upper layer is
+	 * stored too). */
 	if (stored[0] >= 0)
 		snprintf(opts, sizeof(opts), "size=1m,nr_inodes=4096,mode=0755");
 	else
@@ -320,20 +411,43 @@ assemble(const struct lms_child_ctx *ctx, const int stored[3], struct lms_init_m
 		return -1;
 	if (chdir(BASE) < 0)
 		return lms_child_fail(msg, errno, "chdir %s", BASE);
-	if (host_entries(msg) < 0 || make_scratch("work", 0755, stored[0], msg) < 0 ||
-	    make_scratch("tmp", 01777, stored[1], msg) < 0 || make_dev(ctx->gpu_minors, stored[2], msg) < 0 ||
-	    make_proc(ctx->gpu_minors, ctx->gpu_only, msg) < 0)
-		return -1;
+	int own[3] = {-1, -1, -1};
+	const int *parts = stored;
+	if (layers != NULL) {
+		if (stored[0] < 0 && scratch_parts(own, msg) < 0)
+			goto fail;
+		if (stored[0] < 0)
+			parts = own;
+		if (mount_overlay(layers, stored, msg) < 0)
+			goto fail;
+		if (chdir("root") < 0) {
+			lms_child_fail(msg, errno, "chdir to the image's root");
+			goto fail;
+		}
+	} else if (host_entries(msg) < 0) {
+		goto fail;
+	}
+	if (make_scratch("work", 0755, parts[0], msg) < 0 || make_scratch("tmp", 01777, parts[1], msg) < 0 ||
+	    make_dev(ctx->gpu_minors, parts[2], msg) < 0 || make_proc(ctx->gpu_minors, ctx->gpu_only, msg) < 0)
+		goto fail;
+	for (int i = 0; i < 3; i++)
+		if (own[i] >= 0)
+			close(own[i]);
 	return 0;
+fail:
+	for (int i = 0; i < 3; i++)
+		if (own[i] >= 0)
+			close(own[i]);
+	return -1;
 }
 
 int
-lms_mount_host_root(const struct lms_child_ctx *ctx, const int stored[3], struct lms_init_msg *msg)
+lms_mount_root(const struct lms_child_ctx *ctx, const int stored[5], const int *layers, struct lms_init_msg *msg)
 {
 	/* Nothing of the sandbox's mounts may propagate back to the host. */
 	if (do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, msg) < 0)
 		return -1;
-	if (assemble(ctx, stored, msg) < 0)
+	if (assemble(ctx, stored, layers, msg) < 0)
 		return -1;
 
 	/* pivot_root(".", ".") stacks the old root on the new one; detaching it leaves no way back
@@ -346,5 +460,8 @@ lms_mount_host_root(const struct lms_child_ctx *ctx, const int stored[3], struct
 		return lms_child_fail(msg, errno, "chdir /");
 	if (do_mount(NULL, "/dev", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL, msg) < 0)
 		return -1;
+	/* An image's root stays writable: its changes go to the sandbox's upper layer, never to the image. */
+	if (layers != NULL)
+		return 0;
 	return do_mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL, msg);
 }

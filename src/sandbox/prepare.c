@@ -46,7 +46,7 @@ gpu_minors(uint64_t gpus, uint64_t *minors, struct lms_error **err)
 int
 lms_sandbox_check_support(const struct lms_sandbox_spec *spec, struct lms_error **err)
 {
-	if (lms_image_check(spec->image, err) < 0)
+	if (lms_image_check(spec->image, spec->layers, err) < 0)
 		return -1;
 	uint64_t minors;
 	if (spec->gpus && gpu_minors(spec->gpus, &minors, err) < 0)
@@ -199,6 +199,7 @@ lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox **out
 		    .gpu_minors = minors,
 		    .gpu_only = sb->gpus != LMS_GPU_ALL,
 		    .storage = base->storage,
+		    .layers = base->layers,
 		    .seccomp = prog,
 		    .ctl = sv[1],
 		    .privileged = privileged,

@@ -63,7 +63,11 @@ struct lms_sandbox_spec {
 	char *const *argv; /* NULL-terminated, argv[0] looked up in the sandbox's PATH */
 	char *const *env;  /* "K=V" added to the minimal environment; NULL-terminated or NULL */
 	const char *cwd;   /* inside the sandbox; NULL = /work; created when missing and possible */
-	const char *image; /* NULL or LMS_IMAGE_HOST */
+	const char *image; /* NULL or LMS_IMAGE_HOST, or an imported image's name (with its layers) */
+	/* An imported image's layers: its unpacked trees on the host, absolute paths, the lowest first,
+	 * NULL-terminated (the caller resolved the name: the engine reads no image store). The root is then an
+	 * overlay of them with a private upper layer on the scratch file system; NULL for the host image. */
+	char *const *layers;
 	/* NULL: /work, /tmp and /dev/shm are a fresh tmpfs of disk_mb in the sandbox's own mount namespace,
 	 * gone with it. Else a host directory holding work/, tmp/ and shm/ (a tmpfs the caller mounted and
 	 * sized: its size is then the disk limit), bound in, so that the files outlive the sandbox's
@@ -207,11 +211,14 @@ int lms_sandbox_launch(struct lms_sandbox *sb, const struct lms_sandbox_spec *sp
 void lms_sandbox_destroy(struct lms_sandbox *sb);
 int lms_sandbox_destroy_checked(struct lms_sandbox *sb, struct lms_error **err);
 
-/* The root file systems a sandbox can have: only the host's for now (NULL means it too). */
+/* The root file systems a sandbox can have: the host's (NULL means it too), or an imported image, given by
+ * its name and its layers' directories (spec->layers). */
 #define LMS_IMAGE_HOST "host"
+#define LMS_MAX_LAYERS 128
 bool lms_image_is_host(const char *image);
-/* 0 for an image that exists, else LMS_ERR_NOT_FOUND naming it and what does exist. */
-int lms_image_check(const char *image, struct lms_error **err);
+/* 0 for the host image, or an image given with 1 to LMS_MAX_LAYERS absolute layer paths; else
+ * LMS_ERR_NOT_FOUND naming it (a name nothing resolved) or LMS_ERR_INVALID (layers with the host image). */
+int lms_image_check(const char *image, char *const *layers, struct lms_error **err);
 
 /* "SIGKILL" for SIGKILL; NULL for 0 or an unknown number. */
 const char *lms_signal_name(int sig);

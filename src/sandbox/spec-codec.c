@@ -53,8 +53,8 @@ lms_spec_encode(const struct lms_sandbox_spec *spec, struct lms_buf *out)
 			   l->disk_mb,	  spec->network, spec->gpus, l->millicpus};
 	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
 		put_u64(b, nums[i]);
-	char *const *lists[] = {spec->argv, spec->env};
-	for (int k = 0; k < 2; k++) {
+	char *const *lists[] = {spec->argv, spec->env, spec->layers};
+	for (int k = 0; k < 3; k++) {
 		uint32_t n = 0;
 		while (lists[k] && lists[k][n])
 			n++;
@@ -126,17 +126,18 @@ lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, voi
 {
 	/* One block: pointer slots for argv and env, then every string copied with its NUL. */
 	/* argv and env (the whole environment, defaults included) share the slots. */
-	size_t slots = LMS_MAX_ARGS + LMS_MAX_ENV + 16;
+	size_t slots = LMS_MAX_ARGS + LMS_MAX_ENV + LMS_MAX_LAYERS + 16;
 	char *block = xmalloc(slots * sizeof(char *) + len + slots + 8);
 	char **slot = (char **)block;
 	struct reader r = {.p = data, .end = data + len, .out = block + slots * sizeof(char *)};
 	uint32_t magic;
 	uint64_t nums[9], stdin_len;
-	char **argv = NULL, **env = NULL, *cwd, *image, *storage_dir;
+	char **argv = NULL, **env = NULL, **layers = NULL, *cwd, *image, *storage_dir;
 	lms_sandbox_spec_init(spec);
 	bool ok = take(&r, &magic, sizeof(magic)) && magic == SPEC_MAGIC && take(&r, nums, sizeof(nums)) &&
-		  take_list(&r, &argv, &slot, &slots) && take_list(&r, &env, &slot, &slots) && take_str(&r, &cwd) &&
-		  take_str(&r, &image) && take_str(&r, &storage_dir) && take(&r, &stdin_len, sizeof(stdin_len));
+		  take_list(&r, &argv, &slot, &slots) && take_list(&r, &env, &slot, &slots) &&
+		  take_list(&r, &layers, &slot, &slots) && take_str(&r, &cwd) && take_str(&r, &image) &&
+		  take_str(&r, &storage_dir) && take(&r, &stdin_len, sizeof(stdin_len));
 	if (ok && stdin_len != NONE64) {
 		ok = stdin_len <= (uint64_t)(r.end - r.p);
 		if (ok) {
@@ -160,6 +161,8 @@ lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, voi
 	spec->gpus = nums[7];
 	spec->argv = argv;
 	spec->env = env;
+	/* No layers and no layer list are the same: the host image. */
+	spec->layers = layers != NULL && layers[0] != NULL ? layers : NULL;
 	spec->cwd = cwd;
 	spec->image = image;
 	spec->storage = storage_dir;

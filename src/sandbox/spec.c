@@ -56,7 +56,7 @@ lms_sandbox_spec_validate(const struct lms_sandbox_spec *spec, struct lms_error 
 		return lms_error_set(err, LMS_ERR_INVALID, 0, "cwd must be an absolute path, not '%s'", spec->cwd);
 	if (spec->storage != NULL && (spec->storage[0] != '/' || strlen(spec->storage) >= 1024))
 		return lms_error_set(err, LMS_ERR_INVALID, 0, "storage must be an absolute path under 1024 bytes");
-	if (lms_image_check(spec->image, err) < 0)
+	if (lms_image_check(spec->image, spec->layers, err) < 0)
 		return -1;
 	if (check_range("timeout_ms", l->timeout_ms, 1, LMS_MAX_TIMEOUT_MS, err) < 0 ||
 	    check_range("memory_mb", l->memory_mb, 4, LMS_MAX_MEMORY_MB, err) < 0 ||
@@ -135,11 +135,24 @@ lms_image_is_host(const char *image)
 }
 
 int
-lms_image_check(const char *image, struct lms_error **err)
+lms_image_check(const char *image, char *const *layers, struct lms_error **err)
 {
+	size_t n = 0;
+	for (; layers && layers[n]; n++)
+		if (layers[n][0] != '/' || strlen(layers[n]) >= 1024)
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "image layer '%.200s' is not an absolute path",
+					     layers[n]);
 	if (lms_image_is_host(image))
-		return 0;
-	return lms_error_set(
-	    err, LMS_ERR_NOT_FOUND, 0,
-	    "image '%s' does not exist: only '" LMS_IMAGE_HOST "' is available (imported images come later)", image);
+		return n == 0 ? 0
+			      : lms_error_set(err, LMS_ERR_INVALID, 0,
+					      "the '" LMS_IMAGE_HOST "' image has no layers, yet %zu were given", n);
+	if (n == 0)
+		return lms_error_set(err, LMS_ERR_NOT_FOUND, 0,
+				     "image '%s' does not exist: import it with `lm-sandbox image import NAME FILE` "
+				     "('" LMS_IMAGE_HOST "' is always there)",
+				     image);
+	if (n > LMS_MAX_LAYERS)
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "image '%s' has %zu layers, more than %d", image, n,
+				     LMS_MAX_LAYERS);
+	return 0;
 }

@@ -21,6 +21,7 @@ lms_server_exec_policy(const struct lms_server *s)
 	    .ceilings = s->cfg->defaults,
 	    .allow_network = s->cfg->allow_network,
 	    .have_bash = s->have_bash,
+	    .state_dir = s->cfg->state_dir,
 	};
 	policy.ceilings.timeout_ms = s->cfg->max_timeout_ms;
 	return policy;

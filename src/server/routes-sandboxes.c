@@ -8,6 +8,7 @@
 #include "api/exec-json.h"
 #include "api/exec-request.h"
 #include "core/alloc.h"
+#include "image/store.h"
 #include "server/sandboxes.h"
 #include "server/server.h"
 
@@ -217,6 +218,13 @@ lms_sandbox_command_parse(struct lms_server *s, const struct lms_sandbox_setting
 	policy.ceilings.timeout_ms = s->cfg->max_timeout_ms;
 	policy.defaults = base->spec.limits;
 	policy.defaults.timeout_ms = s->cfg->defaults.timeout_ms;
+	/* "cmd" runs as bash -c where the sandbox's image has bash, as in POST /v1/exec. */
+	if (!lms_image_is_host(base->spec.image)) {
+		struct lms_image *img = NULL;
+		policy.have_bash =
+		    lms_image_load(s->cfg->state_dir, base->spec.image, &img, NULL) == 0 && img->has_bash;
+		lms_image_free(img);
+	}
 	struct lms_exec_request *xr = NULL;
 	if (lms_exec_request_parse(body, len, &policy, &xr, err) < 0)
 		return NULL;
@@ -229,6 +237,10 @@ lms_sandbox_command_parse(struct lms_server *s, const struct lms_sandbox_setting
 	/* The disk is sized when the sandbox is made: every command shares it. */
 	xr->spec.limits.disk_mb = base->spec.limits.disk_mb;
 	xr->spec.image = base->spec.image;
+	xr->spec.layers = base->spec.layers; /* the sandbox's, which outlives the command */
+	if (xr->cwd == NULL && base->spec.cwd != NULL)
+		xr->cwd = xstrdup(base->spec.cwd); /* the image's WorkingDir */
+	xr->spec.cwd = xr->cwd;
 	xr->spec.network = base->spec.network;
 	xr->spec.gpus = base->spec.gpus;
 	size_t n_base = 0, n_own = 0;

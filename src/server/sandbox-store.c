@@ -26,8 +26,11 @@ struct lms_store {
 	int dirfd;
 };
 
-static const char *const parts[] = {"work", "tmp", "shm"};
-static const mode_t part_modes[] = {0755, 01777, 01777};
+/* work/, tmp/, shm/: its /work, /tmp, /dev/shm; upper/ and ovlwork/: an image sandbox's overlay (its upper
+ * layer and overlayfs's work directory), empty for the host image. A fork copies all but ovlwork/. */
+static const char *const parts[] = {"work", "tmp", "shm", "upper", "ovlwork"};
+static const mode_t part_modes[] = {0755, 01777, 01777, 0755, 0700};
+#define COPIED_PARTS 4
 
 static int
 mkdir_p(const char *path, mode_t mode, struct lms_error **err)
@@ -193,10 +196,12 @@ lms_store_remove(struct lms_store *st, const char *id, struct lms_error **err)
 int
 lms_store_copy(struct lms_store *st, const char *from, const char *to, struct lms_error **err)
 {
-	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+	for (size_t i = 0; i < COPIED_PARTS; i++) {
 		_cleanup_free_ char *src_rel = xasprintf("%s/fs/%s", from, parts[i]);
 		_cleanup_free_ char *dst_rel = xasprintf("%s/fs/%s", to, parts[i]);
 		_cleanup_fd_ int src = openat(st->dirfd, src_rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (src < 0 && errno == ENOENT && i >= 3)
+			continue; /* a sandbox stored before images had no upper/ */
 		_cleanup_fd_ int dst = openat(st->dirfd, dst_rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (src < 0 || dst < 0)
 			return lms_error_set(err, LMS_ERR_INTERNAL, errno, "open /%s of sandbox %s or %s", parts[i],

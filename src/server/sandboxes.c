@@ -14,6 +14,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "image/store.h"
 #include "server/processes.h"
 #include "server/sandbox-store.h"
 #include "server/server.h"
@@ -29,6 +30,8 @@ struct lms_sandbox_entry {
 	struct lms_sandbox_settings set;
 	char *image;
 	char **env;
+	char **layers;		  /* an imported image's layer directories (resolved again at a restart), or NULL */
+	char *cwd;		  /* the image's WorkingDir: its commands' default directory, or NULL */
 	char *storage;		  /* its files' host directory (sandbox-store.h), or NULL without a store */
 	double created_s, used_s; /* wall clock, for the API */
 	double expires_ms;	  /* monotonic */
@@ -140,6 +143,8 @@ entry_free(struct lms_sandbox_entry *e)
 	free(e->image);
 	free(e->storage);
 	lms_strv_free(e->env);
+	lms_strv_free(e->layers);
+	free(e->cwd);
 	free(e->jobs);
 	free(e);
 }
@@ -304,6 +309,10 @@ entry_new(uint64_t key, const struct lms_sandbox_settings *set)
 	e->env = strv_copy(set->spec.env);
 	e->set.spec.env = e->env;
 	e->set.spec.image = e->image;
+	e->layers = set->spec.layers ? strv_copy(set->spec.layers) : NULL;
+	e->set.spec.layers = e->layers;
+	e->cwd = set->spec.cwd ? xstrdup(set->spec.cwd) : NULL;
+	e->set.spec.cwd = e->cwd;
 	e->set.spec.argv = NULL;
 	e->set.spec.stdin_data = NULL;
 	e->set.spec.stdin_len = 0;
@@ -536,7 +545,17 @@ restore_one(void *userdata, const char *id, json_t *rec, double used_s)
 	struct lms_sandbox_settings set = {0};
 	char **env = NULL;
 	const char *bad = settings_of(sbs, rec, &set, &env);
-	if (bad == NULL && lms_image_check(set.spec.image, NULL) < 0)
+	/* An imported image is found again by its name: its layers and WorkingDir as the store has them now. */
+	_cleanup_image_ struct lms_image *img = NULL;
+	if (bad == NULL && !lms_image_is_host(set.spec.image)) {
+		if (lms_image_load(sbs->server->cfg->state_dir, set.spec.image, &img, NULL) < 0) {
+			bad = "its image no longer exists";
+		} else {
+			set.spec.layers = img->paths;
+			set.spec.cwd = img->working_dir;
+		}
+	}
+	if (bad == NULL && lms_image_check(set.spec.image, set.spec.layers, NULL) < 0)
 		bad = "its image no longer exists";
 	uint64_t key = 0;
 	_cleanup_error_ struct lms_error *err = NULL;
@@ -581,6 +600,17 @@ metadata_matches(const json_t *metadata, const json_t *filter)
 			return false;
 	}
 	return true;
+}
+
+bool
+lms_sandboxes_use_image(struct lms_sandboxes *sbs, const char *image)
+{
+	bool used = false;
+	pthread_mutex_lock(&sbs->lock);
+	for (struct lms_sandbox_entry *e = sbs->list; e && !used; e = e->next)
+		used = strcmp(e->image, image) == 0;
+	pthread_mutex_unlock(&sbs->lock);
+	return used;
 }
 
 json_t *

@@ -45,6 +45,8 @@ json_t *lms_sandboxes_create(struct lms_sandboxes *sbs, const struct lms_sandbox
 json_t *lms_sandboxes_fork(struct lms_sandboxes *sbs, const char *id, const uint64_t *ttl_s, const json_t *metadata,
 			   const char **reason, struct lms_error **err);
 
+/* Whether a persistent sandbox has `image` as its root (DELETE /v1/images/{name} is then 409). */
+bool lms_sandboxes_use_image(struct lms_sandboxes *sbs, const char *image);
 /* {"data": [...]} of those whose metadata has every (key, value) of filter (an object; NULL: all). */
 json_t *lms_sandboxes_list(struct lms_sandboxes *sbs, const json_t *filter);
 

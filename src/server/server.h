@@ -213,6 +213,10 @@ struct lms_exec_policy lms_server_exec_policy(const struct lms_server *s);
 /* Runs xr there and replies: its JSON result, or its events with stream: true. Takes xr. */
 enum MHD_Result lms_exec_respond(struct lms_request *req, struct lms_exec_request *xr, const struct lms_exec_target *t);
 
+/* routes-images.c */
+enum MHD_Result lms_route_image_list(struct lms_request *req);
+enum MHD_Result lms_route_image_delete(struct lms_request *req);
+
 /* routes-sandboxes.c */
 enum MHD_Result lms_route_sandbox_create(struct lms_request *req);
 enum MHD_Result lms_route_sandbox_list(struct lms_request *req);

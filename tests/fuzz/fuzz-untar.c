@@ -1,31 +1,41 @@
 /*
  * libFuzzer target: the tar unpacker (archive/untar.c), which unpacks what a client uploads into a
- * sandbox (and, later, image layers). Each input is unpacked into a fresh directory `in` beside an empty
- * sibling `out`, and `out` holds a marker: whatever the bytes, nothing appears outside `in` (the sibling
- * stays empty, the marker intact), and nothing inside is a device node or has a set-user-ID or
- * set-group-ID bit; a failure is an error with a message, never a crash.
+ * sandbox and an imported image's layers. Each input is unpacked into a fresh directory `in` beside an
+ * empty sibling `out`, and `out` holds a marker: whatever the bytes, nothing appears outside `in` (the
+ * sibling stays empty, the marker intact), and nothing inside is a device node (but an image layer's
+ * whiteouts, 0/0) or has a set-user-ID or set-group-ID bit; a failure is an error with a message, never a
+ * crash. An input that starts with IMAGE_MAGIC is unpacked as an image layer (whiteouts, devices skipped,
+ * small caps on entries and bytes), the rest of it being the archive.
  */
 #define _XOPEN_SOURCE 700
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "archive/untar.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+#define IMAGE_MAGIC "LMSIMG\n"
+
+static int image_mode;
+
 static int
 check_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)path, (void)flag, (void)ftw;
-	if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode) || (st->st_mode & (S_ISUID | S_ISGID)))
+	bool whiteout = image_mode && S_ISCHR(st->st_mode) && major(st->st_rdev) == 0 && minor(st->st_rdev) == 0;
+	if ((S_ISCHR(st->st_mode) && !whiteout) || S_ISBLK(st->st_mode) || (st->st_mode & (S_ISUID | S_ISGID)))
 		abort();
 	return 0;
 }
@@ -75,7 +85,22 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (dirfd < 0)
 		abort();
 	struct lms_error *err = NULL;
-	int r = lms_untar_mem(dirfd, data, size, NULL, &err);
+	int r;
+	size_t magic = strlen(IMAGE_MAGIC);
+	image_mode = size >= magic && memcmp(data, IMAGE_MAGIC, magic) == 0;
+	if (image_mode) {
+		/* The descriptor reader that image layers go through (a memfd holds the bytes). */
+		int fd = memfd_create("fuzz-layer", MFD_CLOEXEC);
+		if (fd < 0 || write(fd, data + magic, size - magic) != (ssize_t)(size - magic) ||
+		    lseek(fd, 0, SEEK_SET) != 0)
+			abort();
+		struct lms_untar_opts o = {
+		    .max_entries = 64, .max_bytes = 1 << 20, .max_name = 512, .whiteouts = true, .skip_devices = true};
+		r = lms_untar_fd_opts(dirfd, fd, &o, NULL, &err);
+		close(fd);
+	} else {
+		r = lms_untar_mem(dirfd, data, size, NULL, &err);
+	}
 	if ((r < 0) != (err != NULL) || (err != NULL && err->message[0] == '\0'))
 		abort();
 	lms_error_free(err);
