@@ -244,7 +244,7 @@ hide_other_gpus(uint64_t minors, struct lms_init_msg *msg)
 	while (r == 0 && n < LMS_GPU_MAX && (e = readdir(d)) != NULL) {
 		if (e->d_name[0] == '.' || strlen(e->d_name) >= sizeof(names[0]))
 			continue;
-		snprintf(path, sizeof(path), "%s/information", e->d_name);
+		snprintf(path, sizeof(path), "%.63s/information", e->d_name); /* its length is checked above */
 		char *text = lms_file_read_at(dfd, path, 4096, NULL);
 		struct lms_gpu g = {0};
 		bool selected = text != NULL && lms_gpu_parse_information(text, &g) && (minors >> g.minor & 1);
@@ -255,14 +255,14 @@ hide_other_gpus(uint64_t minors, struct lms_init_msg *msg)
 		if (keep[n] < 0)
 			r = lms_child_fail(msg, errno, "open /%s/%s", gpus_dir, e->d_name);
 		else
-			snprintf(names[n++], sizeof(names[0]), "%s", e->d_name);
+			snprintf(names[n++], sizeof(names[0]), "%.63s", e->d_name);
 	}
 	closedir(d);
 	if (r == 0)
 		r = do_mount("tmpfs", gpus_dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=16k,mode=0555", msg);
 	for (int i = 0; i < n; i++) {
 		char dst[128], src[64];
-		snprintf(dst, sizeof(dst), "%s/%s", gpus_dir, names[i]);
+		snprintf(dst, sizeof(dst), "%s/%.63s", gpus_dir, names[i]);
 		snprintf(src, sizeof(src), "/proc/self/fd/%d", keep[i]);
 		if (r == 0 && mkdir(dst, 0555) < 0)
 			r = lms_child_fail(msg, errno, "mkdir /%s", dst);
