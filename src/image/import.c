@@ -61,7 +61,7 @@ hash_final(EVP_MD_CTX *ctx)
 	unsigned n = 0;
 	EVP_DigestFinal_ex(ctx, md, &n);
 	char *out = xmalloc(8 + 2 * n);
-	strcpy(out, "sha256:");
+	memcpy(out, "sha256:", 8);
 	for (unsigned i = 0; i < n; i++)
 		snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
 	return out;

@@ -9,12 +9,12 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "core/id.h"
 #include "core/fdio.h"
 #include "core/log.h"
 
@@ -237,19 +237,6 @@ lms_procs_free(struct lms_procs *ps)
 	free(ps);
 }
 
-static void
-new_id(char id[24])
-{
-	unsigned char raw[8] = {0};
-	if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) {
-		uint64_t n = (uint64_t)(lms_monotonic_ms() * 1000);
-		memcpy(raw, &n, sizeof(raw));
-	}
-	memcpy(id, "proc_", 5);
-	for (size_t i = 0; i < sizeof(raw); i++)
-		snprintf(id + 5 + 2 * i, 3, "%02x", raw[i]);
-}
-
 /* Caller holds the lock. Room for one more in the sandbox: the oldest exited one may go. */
 static int
 make_room(struct lms_procs *ps, const char *sandbox, struct lms_error **err)
@@ -311,7 +298,7 @@ static struct proc *
 proc_new(struct lms_procs *ps, const char *sandbox, const char *cmd, uint64_t cap, struct pipes *pp)
 {
 	struct proc *p = xcalloc(1, sizeof(*p));
-	new_id(p->id);
+	lms_random_id(p->id, "proc_");
 	snprintf(p->sandbox, sizeof(p->sandbox), "%s", sandbox);
 	p->cmd = xstrdup(cmd);
 	p->cap = cap;

@@ -216,7 +216,7 @@ lms_store_copy(struct lms_store *st, const char *from, const char *to, struct lm
 	return 0;
 }
 
-/* Our directories' names: "sbx_" and 16 hex digits (sandboxes.c, new_id). */
+/* Our directories' names: "sbx_" and 16 hex digits (core/id.h). */
 static bool
 is_sandbox_name(const char *name)
 {

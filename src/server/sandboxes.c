@@ -5,7 +5,6 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -13,6 +12,7 @@
 #include "api/gpu-json.h"
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "core/id.h"
 #include "core/log.h"
 #include "image/store.h"
 #include "server/processes.h"
@@ -252,20 +252,6 @@ lms_sandboxes_free(struct lms_sandboxes *sbs)
 	free(sbs);
 }
 
-static void
-new_id(char id[24])
-{
-	unsigned char raw[8];
-	if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) {
-		static uint64_t counter;
-		uint64_t n = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED) ^ (uint64_t)lms_monotonic_ms();
-		memcpy(raw, &n, sizeof(raw));
-	}
-	memcpy(id, "sbx_", 4);
-	for (size_t i = 0; i < sizeof(raw); i++)
-		snprintf(id + 4 + 2 * i, 3, "%02x", raw[i]);
-}
-
 static char **
 strv_copy(char *const *v)
 {
@@ -300,7 +286,7 @@ static struct lms_sandbox_entry *
 entry_new(uint64_t key, const struct lms_sandbox_settings *set)
 {
 	struct lms_sandbox_entry *e = xcalloc(1, sizeof(*e));
-	new_id(e->id);
+	lms_random_id(e->id, "sbx_");
 	e->key = key;
 	e->pidfd = -1;
 	e->set = *set;
