@@ -48,7 +48,7 @@ static const char usage_create[] =
     "  --ttl DURATION      removed after this long without a call, e.g. 600, 30m, 2h (default: the daemon's)\n"
     "  -e, --env K=V       a variable of every command (repeatable; `-e K` takes K from this environment)\n"
     "  -l, --label K=V     metadata, shown by ls and matched by ls --filter (repeatable)\n"
-    "  --image NAME        root file system (default: host)\n"
+    "  --image NAME        root file system; default: host\n"
     "  --gpu [all|0,1]     pass NVIDIA GPUs through: all (default) or these indices\n";
 
 static const char usage_ls[] =

@@ -16,6 +16,20 @@
 #include "server/auth.h"
 #include "server/server.h"
 
+json_t *
+lms_request_json_object(struct lms_request *req, enum MHD_Result *reply)
+{
+	json_error_t jerr;
+	json_t *body = json_loadb(req->body.data ? req->body.data : "", req->body.len, 0, &jerr);
+	if (json_is_object(body))
+		return body;
+	json_decref(body);
+	*reply = lms_reply_error(req, 400, "invalid_request_error", "invalid_json",
+				 body ? "the body must be a JSON object" : "malformed JSON at line %d, column %d: %s",
+				 jerr.line, jerr.column, jerr.text);
+	return NULL;
+}
+
 int
 lms_request_socket(const struct lms_request *req)
 {

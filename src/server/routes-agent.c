@@ -56,15 +56,10 @@ free_streamed(void *cls)
 enum MHD_Result
 lms_route_agent(struct lms_request *req)
 {
-	json_error_t jerr;
-	json_t *body = json_loadb(req->body.data ? req->body.data : "", req->body.len, 0, &jerr);
-	if (!json_is_object(body)) {
-		json_decref(body);
-		return lms_reply_error(req, 400, "invalid_request_error", "invalid_json",
-				       body ? "the body must be a JSON object"
-					    : "malformed JSON at line %d, column %d: %s",
-				       jerr.line, jerr.column, jerr.text);
-	}
+	enum MHD_Result reply = MHD_NO;
+	json_t *body = lms_request_json_object(req, &reply);
+	if (body == NULL)
+		return reply;
 	json_t *error = NULL;
 	struct lms_agent *a = lms_agent_parse(req->server, body, &error);
 	json_decref(body);

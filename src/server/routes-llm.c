@@ -86,15 +86,10 @@ stream_free(void *cls)
 enum MHD_Result
 lms_route_chat_completions(struct lms_request *req)
 {
-	json_error_t jerr;
-	json_t *body = json_loadb(req->body.data ? req->body.data : "", req->body.len, 0, &jerr);
-	if (!json_is_object(body)) {
-		json_decref(body);
-		return lms_reply_error(req, 400, "invalid_request_error", "invalid_json",
-				       body ? "the body must be a JSON object"
-					    : "malformed JSON at line %d, column %d: %s",
-				       jerr.line, jerr.column, jerr.text);
-	}
+	enum MHD_Result reply = MHD_NO;
+	json_t *body = lms_request_json_object(req, &reply);
+	if (body == NULL)
+		return reply;
 	/* Model resolution and errors are the chat service's; the answer's bytes are relayed as the backend
 	 * sends them when it streams, so that clients see its chunks unchanged. */
 	struct lms_chat_options opts = {.cancel_fd = lms_request_socket(req)};
@@ -104,7 +99,6 @@ lms_route_chat_completions(struct lms_request *req)
 	int rc = lms_chat_open(req->server->backends, body, &opts, &res, &r, &err);
 	json_decref(body);
 	count_backend(req, res.backend, res.status, res.seconds, err);
-	enum MHD_Result reply;
 	if (rc < 0)
 		reply = reply_llm_error(req, &res, err);
 	else if (res.status == 200 && strncmp(res.content_type, "text/event-stream", 17) == 0)

@@ -112,6 +112,8 @@ enum MHD_Result lms_request_on_request(void *cls, struct MHD_Connection *conn, c
 				       void **con_cls);
 void lms_request_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			      enum MHD_RequestTerminationCode toe);
+/* The body as a JSON object (new reference), or NULL with *reply the 400 `invalid_json` that says why. */
+json_t *lms_request_json_object(struct lms_request *req, enum MHD_Result *reply);
 /* The client's socket, to watch for a hang-up; -1 if unknown. */
 int lms_request_socket(const struct lms_request *req);
 /* Frees the request's body and gives its share of --max-body-bytes-in-flight back; a handler calls it
