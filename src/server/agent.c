@@ -331,7 +331,7 @@ run_call(struct run *r, const char *sandbox_id, const char *name, const char *ar
 		if (t == NULL || json_is_null(t) || (json_is_integer(t) && json_integer_value(t) > cap))
 			json_object_set_new(args, "timeout_ms", json_integer(cap));
 	}
-	struct lms_mcp_progress progress = {.cls = r, .output = on_output};
+	struct lms_mcp_progress progress = {.cls = r, .output = on_output, .via = "agent"};
 	json_t *res = lms_mcp_tool_call(r->a->s, name, args, r->hangup_fd, &progress);
 	json_decref(args);
 	json_t *sc = json_object_get(res, "structuredContent");
