@@ -17,6 +17,7 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "llm/backend.h"
+#include "llm/ollama.h"
 
 /* Called with each `data:` chunk of a streamed answer (a parsed JSON object, borrowed) as it arrives.
  * Returns 0 to go on; < 0 stops the call, which then fails with LMS_ERR_CANCELLED. */
@@ -29,16 +30,22 @@ struct lms_chat_options {
 	 * a socket closed: the HTTP client's socket today) or at all (a pipe, an eventfd), the backend request
 	 * is aborted and the call fails with LMS_ERR_CANCELLED. -1 for none. */
 	int cancel_fd;
+	/* For an Ollama backend: call its own /api/chat with options.num_ctx large enough for the request
+	 * (llm/ollama.h), the answer assembled as a streamed OpenAI one; res->context says what was asked. The
+	 * request must ask for a stream. Other backends ignore it. */
+	bool ollama_context;
 };
 
 struct lms_chat_result {
-	struct lms_backend *backend; /* the model's backend, once resolved (owned by the lms_backends) */
-	char *model;		     /* the model as the backend knows it */
-	long status;		     /* the backend's HTTP status; 0 when it sent none */
-	double seconds;		     /* from the request to the backend's headers (or to its failure) */
-	char *content_type;	     /* of the backend's answer */
-	json_t *answer;		     /* on success: the chat.completion object (assembled when streamed) */
-	struct lms_buf body;	     /* on LMS_ERR_BACKEND: the backend's error answer as it sent it */
+	struct lms_backend *backend;	   /* the model's backend, once resolved (owned by the lms_backends) */
+	char *model;			   /* the model as the backend knows it */
+	long status;			   /* the backend's HTTP status; 0 when it sent none */
+	double seconds;			   /* from the request to the backend's headers (or to its failure) */
+	char *content_type;		   /* of the backend's answer */
+	json_t *answer;			   /* on success: the chat.completion object (assembled when streamed) */
+	struct lms_buf body;		   /* on LMS_ERR_BACKEND: the backend's error answer as it sent it */
+	bool native;			   /* Ollama's /api/chat was called (ollama_context) */
+	struct lms_ollama_context context; /* then: the context asked for and the model's limit */
 };
 
 /*

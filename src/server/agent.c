@@ -347,6 +347,29 @@ run_call(struct run *r, const char *sandbox_id, const char *name, const char *ar
 	return out;
 }
 
+/* An Ollama model's context: the largest asked for so far, and a warning event the first time the
+ * conversation outgrows the model (Ollama then drops its oldest part: the model may forget its task). */
+static void
+note_context(struct run *r, const struct lms_ollama_context *c, json_t **context)
+{
+	if (*context == NULL)
+		*context = json_pack("{s:I, s:I, s:I, s:b}", "num_ctx", (json_int_t)0, "limit", (json_int_t)c->limit,
+				     "needed", (json_int_t)0, "exceeded", 0);
+	if (c->num_ctx > json_integer_value(json_object_get(*context, "num_ctx")))
+		json_object_set_new(*context, "num_ctx", json_integer(c->num_ctx));
+	if (c->needed > json_integer_value(json_object_get(*context, "needed")))
+		json_object_set_new(*context, "needed", json_integer(c->needed));
+	if (c->exceeded && !json_is_true(json_object_get(*context, "exceeded"))) {
+		json_object_set_new(*context, "exceeded", json_true());
+		_cleanup_free_ char *msg = xasprintf(
+		    "the conversation (about %lld tokens with room for the answer) is longer than the model's context "
+		    "(%lld tokens): Ollama drops its oldest part, so the model may lose the task. Use a model with "
+		    "a longer context, or start a new run with a shorter conversation.",
+		    (long long)c->needed, (long long)c->limit);
+		emit(r, "warning", json_pack("{s:s, s:s}", "code", "context_exceeded", "message", msg));
+	}
+}
+
 static void
 add_usage(json_t *sum, const json_t *usage)
 {
@@ -427,7 +450,7 @@ lms_agent_run(struct lms_agent *a, int hangup_fd, const struct lms_agent_sink *s
 	const char *finish = NULL;
 	_cleanup_free_ char *content = xstrdup("");
 	json_int_t steps = 0;
-	json_t *result = NULL;
+	json_t *result = NULL, *context = NULL;
 	while (finish == NULL) {
 		if (steps >= a->max_steps) {
 			finish = "max_steps";
@@ -440,11 +463,14 @@ lms_agent_run(struct lms_agent *a, int hangup_fd, const struct lms_agent_sink *s
 		json_t *req =
 		    json_pack("{s:O, s:O, s:O, s:b, s:{s:b}}", "model", json_object_get(a->body, "model"), "messages",
 			      messages, "tools", tools, "stream", 1, "stream_options", "include_usage", 1);
-		struct lms_chat_options opts = {.on_chunk = on_chunk, .userdata = &r, .cancel_fd = hangup_fd};
+		struct lms_chat_options opts = {
+		    .on_chunk = on_chunk, .userdata = &r, .cancel_fd = hangup_fd, .ollama_context = true};
 		struct lms_chat_result res = {0};
 		_cleanup_error_ struct lms_error *err = NULL;
 		int rc = lms_chat(a->s->backends, req, &opts, &res, &err);
 		json_decref(req);
+		if (res.native)
+			note_context(&r, &res.context, &context);
 		if (rc < 0) {
 			if (err->kind == LMS_ERR_CANCELLED) {
 				*status = 499;
@@ -510,7 +536,12 @@ lms_agent_run(struct lms_agent *a, int hangup_fd, const struct lms_agent_sink *s
 	}
 	result = json_pack("{s:s, s:I, s:s, s:s, s:O, s:O}", "sandbox_id", sandbox_id, "steps", (json_int_t)steps,
 			   "finish_reason", finish, "content", content, "messages", messages, "usage", usage);
+	if (context != NULL) {
+		json_object_set(result, "context", context);
+		json_object_set(result, "context_exceeded", json_object_get(context, "exceeded"));
+	}
 out:
+	json_decref(context);
 	json_decref(messages);
 	json_decref(tools);
 	json_decref(usage);

@@ -21,9 +21,9 @@
 
 struct lms_history {
 	pthread_mutex_t lock;
-	char *path;	   /* NULL: memory only */
-	json_t *entries;   /* the last LMS_HISTORY_MAX, oldest first */
-	size_t in_file;	   /* records in the file, torn ones included */
+	char *path;	 /* NULL: memory only */
+	json_t *entries; /* the last LMS_HISTORY_MAX, oldest first */
+	size_t in_file;	 /* records in the file, torn ones included */
 };
 
 static void
@@ -170,8 +170,8 @@ text(const char *s)
 	size_t len = strlen(s), n;
 	bool cut = len > LMS_HISTORY_TEXT;
 	char *clean = lms_utf8_sanitize(s, cut ? LMS_HISTORY_TEXT : len, &n);
-	json_t *out = cut ? json_sprintf("%s[… %zu bytes omitted …]", clean, len - LMS_HISTORY_TEXT)
-			  : json_stringn(clean, n);
+	json_t *out =
+	    cut ? json_sprintf("%s[… %zu bytes omitted …]", clean, len - LMS_HISTORY_TEXT) : json_stringn(clean, n);
 	free(clean);
 	return out;
 }
@@ -195,8 +195,11 @@ lms_history_entry(const struct lms_history_call *c)
 const char *
 lms_history_status(const struct lms_sandbox_result *r)
 {
-	return r->timed_out ? "timed_out" : r->oom_killed ? "oom_killed" : r->cancelled ? "cancelled"
-	       : r->exit_code == 0 ? "ok" : "error";
+	return r->timed_out	   ? "timed_out"
+	       : r->oom_killed	   ? "oom_killed"
+	       : r->cancelled	   ? "cancelled"
+	       : r->exit_code == 0 ? "ok"
+				   : "error";
 }
 
 char *

@@ -220,3 +220,74 @@ def test_unknown_model_and_sandbox_are_404(server):
     assert server.get("/v1/sandboxes").json()["data"] == []  # nothing ran: the run's sandbox is gone
     r = server.post("/v1/agent", {"model": MODEL, "prompt": "x", "sandbox_id": "sbx_0000000000000000"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "sandbox_not_found", show(r)
+
+
+def test_agent_steps_are_in_the_sandboxs_audit_log(server, model):
+    script(model, *WRITE_RUN_ANSWER)
+    res = agent(server, {"prompt": "write hello.sh and run it"})
+    r = server.get(f"/v1/sandboxes/{res['sandbox_id']}/history")
+    assert r.status_code == 200, show(r)
+    got = r.json()["data"]
+    assert [(e["via"], e["tool"]) for e in got] == [("agent", "write_file"), ("agent", "bash")], got
+    assert got[0]["arguments"] == {"path": "hello.sh"} and got[1]["arguments"] == {"command": "sh /work/hello.sh"}
+    assert got[1]["exit_code"] == 0 and got[1]["bytes"] == len("hello from 42\n"), got[1]
+
+
+# ---- Ollama: the context asked for (options.num_ctx on /api/chat), and said when it is outgrown ----
+
+@pytest.fixture
+def ollama(request):
+    fake = fake_llm.Fake("ollama", models=["scripted:latest"], script=[], n_ctx=getattr(request, "param", 32768))
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def oserver(lms_bin, tmp_path, ollama):
+    with daemons(lms_bin, tmp_path, base_args=("--pool-size", "0")) as start:
+        yield start("--ollama-url", ollama.url, "--llamacpp-url", closed_url())
+
+
+def native_requests(fake, path):
+    with fake.state.cond:
+        return [e["json"] for e in fake.state.requests if e["method"] == "POST" and e["path"] == path]
+
+
+def test_ollama_gets_a_context_large_enough_for_the_conversation(oserver, ollama):
+    script(ollama, *WRITE_RUN_ANSWER)
+    r = oserver.post("/v1/agent", {"model": "ollama/scripted", "prompt": "write hello.sh and run it"}, timeout=60)
+    assert r.status_code == 200, show(r)
+    res = r.json()
+    assert res["finish_reason"] == "stop" and "hello from 42" in res["content"], res
+    chats = native_requests(ollama, "/api/chat")
+    assert len(chats) == 3 and native_requests(ollama, "/v1/chat/completions") == []
+    for c in chats:
+        n = c["options"]["num_ctx"]
+        assert n >= 4096 and n & (n - 1) == 0 and n >= len(json.dumps(c["messages"])) // 3, c["options"]
+        assert c["stream"] is True and {t["function"]["name"] for t in c["tools"]} == TOOLS
+    # Ollama's own message form: the tool call's arguments as an object, the tool result named.
+    assistant = next(m for m in chats[1]["messages"] if m.get("tool_calls"))
+    assert isinstance(assistant["tool_calls"][0]["function"]["arguments"], dict)
+    assert next(m for m in chats[1]["messages"] if m["role"] == "tool")["tool_name"] == "write_file"
+    # The model's limit is asked once (cached), and the result says what was asked for.
+    assert len(native_requests(ollama, "/api/show")) == 1
+    assert res["context"]["limit"] == 32768 and res["context_exceeded"] is False, res["context"]
+    assert res["usage"]["prompt_tokens"] > 0
+
+
+@pytest.mark.parametrize("ollama", [600], indirect=True)
+def test_a_conversation_that_outgrows_the_model_is_said_so(oserver, ollama):
+    script(ollama, {"tool_calls": [bash("seq 1 3000")]}, {"content": "done"})
+    stream = oserver.sse({"model": "ollama/scripted", "prompt": "count", "stream": True}, path="/v1/agent",
+                         timeout=60)
+    events = stream.events()
+    stream.close()
+    names = [e[0] for e in events]
+    assert names.count("warning") == 1, names
+    warning = next(json.loads(e[1]) if isinstance(e[1], str) else e[1] for e in events if e[0] == "warning")
+    assert warning["code"] == "context_exceeded" and "600 tokens" in warning["message"], warning
+    done = events[-1][1]
+    done = json.loads(done) if isinstance(done, str) else done
+    assert done["context_exceeded"] is True and done["context"]["limit"] == 600, done["context"]
+    # Never more than the model can take.
+    assert all(c["options"]["num_ctx"] <= 600 for c in native_requests(ollama, "/api/chat"))
