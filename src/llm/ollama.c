@@ -7,9 +7,9 @@
 #include "core/alloc.h"
 
 #define SHOW_TIMEOUT_MS 5000
-#define MIN_CTX 4096	      /* Ollama's own default today: never ask for less */
-#define DEFAULT_ANSWER 2048   /* room for the answer when the request does not bound it */
-#define MAX_CACHED 256	      /* models per backend whose limit is remembered */
+#define MIN_CTX 4096	    /* Ollama's own default today: never ask for less */
+#define DEFAULT_ANSWER 2048 /* room for the answer when the request does not bound it */
+#define MAX_CACHED 256	    /* models per backend whose limit is remembered */
 
 int64_t
 lms_ollama_context_limit(struct lms_backends *bs, struct lms_backend *b, const char *model)
@@ -136,16 +136,19 @@ lms_ollama_request(const json_t *openai, const char *model, int64_t num_ctx)
 	    json_array_append_new(msgs, native_message(m));
 	json_t *options = json_pack("{s:I}", "num_ctx", (json_int_t)num_ctx);
 	/* The sampling fields that OpenAI and Ollama share, under Ollama's names. */
-	static const char *const same[][2] = {{"temperature", "temperature"}, {"top_p", "top_p"},
-					      {"seed", "seed"},		      {"stop", "stop"},
-					      {"max_tokens", "num_predict"},  {"max_completion_tokens", "num_predict"}};
+	static const char *const same[][2] = {{"temperature", "temperature"},
+					      {"top_p", "top_p"},
+					      {"seed", "seed"},
+					      {"stop", "stop"},
+					      {"max_tokens", "num_predict"},
+					      {"max_completion_tokens", "num_predict"}};
 	for (size_t k = 0; k < sizeof(same) / sizeof(same[0]); k++) {
 		json_t *v = json_object_get(openai, same[k][0]);
 		if (v != NULL && !json_is_null(v))
 			json_object_set(options, same[k][1], v);
 	}
-	json_t *out = json_pack("{s:s, s:o, s:b, s:o}", "model", model, "messages", msgs, "stream", 1, "options",
-				options);
+	json_t *out =
+	    json_pack("{s:s, s:o, s:b, s:o}", "model", model, "messages", msgs, "stream", 1, "options", options);
 	json_t *tools = json_object_get(openai, "tools");
 	if (json_is_array(tools))
 		json_object_set(out, "tools", tools);
@@ -175,14 +178,14 @@ lms_ollama_chunk(const json_t *line, unsigned *calls)
 			char id[32];
 			snprintf(id, sizeof(id), "call_%u", *calls);
 			json_t *cid = json_object_get(c, "id");
-			json_array_append_new(
-			    out, json_pack("{s:I, s:s, s:s, s:{s:s, s:s}}", "index", (json_int_t)(*calls)++, "id",
-					   json_is_string(cid) ? json_string_value(cid) : id, "type", "function",
-					   "function", "name",
-					   json_is_string(json_object_get(fn, "name"))
-					       ? json_string_value(json_object_get(fn, "name"))
-					       : "",
-					   "arguments", text ? text : "{}"));
+			json_array_append_new(out, json_pack("{s:I, s:s, s:s, s:{s:s, s:s}}", "index",
+							     (json_int_t)(*calls)++, "id",
+							     json_is_string(cid) ? json_string_value(cid) : id, "type",
+							     "function", "function", "name",
+							     json_is_string(json_object_get(fn, "name"))
+								 ? json_string_value(json_object_get(fn, "name"))
+								 : "",
+							     "arguments", text ? text : "{}"));
 			free(text);
 		}
 		json_object_set_new(delta, "tool_calls", out);
@@ -193,14 +196,14 @@ lms_ollama_chunk(const json_t *line, unsigned *calls)
 	if (json_is_true(json_object_get(line, "done"))) {
 		const char *why = json_string_value(json_object_get(line, "done_reason"));
 		const char *reason = *calls > 0 && (why == NULL || strcmp(why, "stop") == 0) ? "tool_calls"
-				     : why && strcmp(why, "length") == 0			  ? "length"
-												  : "stop";
+				     : why && strcmp(why, "length") == 0		     ? "length"
+											     : "stop";
 		json_object_set_new(choice, "finish_reason", json_string(reason));
 		json_int_t p = json_integer_value(json_object_get(line, "prompt_eval_count"));
 		json_int_t n = json_integer_value(json_object_get(line, "eval_count"));
-		json_object_set_new(chunk, "usage",
-				    json_pack("{s:I, s:I, s:I}", "prompt_tokens", p, "completion_tokens", n,
-					      "total_tokens", p + n));
+		json_object_set_new(
+		    chunk, "usage",
+		    json_pack("{s:I, s:I, s:I}", "prompt_tokens", p, "completion_tokens", n, "total_tokens", p + n));
 	}
 	return chunk;
 }

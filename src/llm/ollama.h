@@ -15,10 +15,10 @@
 
 /* The context a request gets and what the model allows. */
 struct lms_ollama_context {
-	int64_t num_ctx;  /* asked for: what the conversation needs, in powers of two, within the limit */
-	int64_t limit;	  /* the model's (its GGUF context_length); 0 when /api/show did not say */
-	int64_t needed;	  /* the estimate: the conversation's tokens and room for the answer */
-	bool exceeded;	  /* needed > limit: Ollama will drop the oldest part of the conversation */
+	int64_t num_ctx; /* asked for: what the conversation needs, in powers of two, within the limit */
+	int64_t limit;	 /* the model's (its GGUF context_length); 0 when /api/show did not say */
+	int64_t needed;	 /* the estimate: the conversation's tokens and room for the answer */
+	bool exceeded;	 /* needed > limit: Ollama will drop the oldest part of the conversation */
 };
 
 /* The model's context length from /api/show, asked once per backend and model (also when it failed: 0). */

@@ -38,6 +38,7 @@ struct lms_agent {
 	const char *sandbox_id;
 	json_int_t max_steps, timeout_ms, step_timeout_ms;
 	bool stream;
+	bool confirm; /* stop before running the model's tool calls: the client asks its user */
 };
 
 static bool
@@ -80,6 +81,7 @@ lms_agent_parse(struct lms_server *s, const json_t *body, json_t **error)
 	json_t *model = json_object_get(body, "model"), *prompt = json_object_get(body, "prompt");
 	json_t *messages = json_object_get(body, "messages"), *sid = json_object_get(body, "sandbox_id");
 	json_t *stream = json_object_get(body, "stream"), *image = json_object_get(body, "image");
+	json_t *confirm = json_object_get(body, "confirm");
 	if (!json_is_string(model) || json_string_length(model) == 0)
 		*error =
 		    invalid("%s is required: the model to run, e.g. \"ollama/qwen2.5-coder:7b\" (GET /v1/models lists "
@@ -98,6 +100,8 @@ lms_agent_parse(struct lms_server *s, const json_t *body, json_t **error)
 		*error = invalid("%s must be a string (an image's name)", "image");
 	else if (stream != NULL && !json_is_null(stream) && !json_is_boolean(stream))
 		*error = invalid("%s must be true or false", "stream");
+	else if (confirm != NULL && !json_is_null(confirm) && !json_is_boolean(confirm))
+		*error = invalid("%s must be true or false", "confirm");
 	else if ((a.max_steps = number(body, "max_steps", DEFAULT_MAX_STEPS, MAX_MAX_STEPS)) < 0)
 		*error = invalid("%s must be a whole number of at least 1", "max_steps");
 	else if ((a.timeout_ms = number(body, "timeout_ms", DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS)) < 0)
@@ -117,6 +121,7 @@ lms_agent_parse(struct lms_server *s, const json_t *body, json_t **error)
 		out->body = json_deep_copy(body);
 		out->sandbox_id = json_string_value(json_object_get(out->body, "sandbox_id"));
 		out->stream = json_is_true(stream);
+		out->confirm = json_is_true(confirm);
 		return out;
 	}
 	return NULL;
@@ -210,6 +215,7 @@ struct run {
 	const struct lms_agent_sink *sink;
 	int hangup_fd;
 	const char *tool_id; /* the call whose output is being streamed */
+	json_int_t step;     /* model calls made so far: a tool_call event says which step asked for it */
 	unsigned next_id;    /* for calls that came without an id */
 };
 
@@ -401,6 +407,81 @@ model_error(const struct lms_chat_result *res, const struct lms_error *e, unsign
 	return lms_api_error_json(*status < 500 ? "invalid_request_error" : "server_error", "backend_error", clean);
 }
 
+/* Runs the calls in order, each result a tool message appended to `messages`; stops when the client left. */
+static void
+run_calls(struct run *r, const char *sandbox_id, const json_t *calls, double deadline, json_t *messages)
+{
+	size_t i;
+	json_t *c;
+	json_array_foreach(calls, i, c)
+	{
+		const char *id = json_string_value(json_object_get(c, "id"));
+		json_t *fn = json_object_get(c, "function");
+		const char *name = json_string_value(json_object_get(fn, "name"));
+		const char *arguments = json_string_value(json_object_get(fn, "arguments"));
+		if (id == NULL || name == NULL || arguments == NULL)
+			continue; /* a resumed conversation's call that is not one (pending_calls keeps only whole ones)
+				   */
+		emit(
+		    r, "tool_call",
+		    json_pack("{s:s, s:s, s:s, s:I}", "id", id, "name", name, "arguments", arguments, "step", r->step));
+		r->tool_id = id;
+		json_t *ev;
+		_cleanup_free_ char *raw = run_call(r, sandbox_id, name, arguments, deadline, &ev);
+		size_t n; /* a %.100s may cut a character in two: JSON takes UTF-8 only */
+		char *text = lms_utf8_sanitize(raw, strlen(raw), &n);
+		json_object_set_new(ev, "id", json_string(id));
+		json_object_set_new(ev, "content", json_string(text));
+		emit(r, "tool_result", ev);
+		json_array_append_new(messages, json_pack("{s:s, s:s, s:s, s:s}", "role", "tool", "tool_call_id", id,
+							  "name", name, "content", text));
+		free(text);
+		if (hung_up(r->hangup_fd))
+			break;
+	}
+}
+
+/* A conversation given back after a stop at tool calls (confirm): the last assistant message's calls that no
+ * tool message after it answers (the client answered those its user declined). NULL when there are none. */
+static json_t *
+pending_calls(const json_t *messages)
+{
+	size_t n = json_array_size(messages), at = n;
+	while (at > 0 &&
+	       strcmp(json_string_value(json_object_get(json_array_get(messages, at - 1), "role")), "tool") == 0)
+		at--;
+	if (at == 0)
+		return NULL;
+	const json_t *last = json_array_get(messages, at - 1);
+	json_t *calls = json_object_get(last, "tool_calls");
+	if (strcmp(json_string_value(json_object_get(last, "role")), "assistant") != 0 || !json_is_array(calls))
+		return NULL;
+	json_t *out = json_array();
+	size_t i;
+	json_t *c;
+	json_array_foreach(calls, i, c)
+	{
+		const char *id = json_string_value(json_object_get(c, "id"));
+		json_t *fn = json_object_get(c, "function");
+		if (id == NULL || !json_is_string(json_object_get(fn, "name")) ||
+		    !json_is_string(json_object_get(fn, "arguments")))
+			continue;
+		bool answered = false;
+		for (size_t k = at; k < n && !answered; k++) {
+			const char *to =
+			    json_string_value(json_object_get(json_array_get(messages, k), "tool_call_id"));
+			answered = to != NULL && strcmp(to, id) == 0;
+		}
+		if (!answered)
+			json_array_append(out, c);
+	}
+	if (json_array_size(out) == 0) {
+		json_decref(out);
+		return NULL;
+	}
+	return out;
+}
+
 /* The run's sandbox: the client's, or a new persistent one (image and network as asked). */
 static json_t *
 sandbox_of(struct lms_agent *a, unsigned *status, json_t **error)
@@ -451,6 +532,17 @@ lms_agent_run(struct lms_agent *a, int hangup_fd, const struct lms_agent_sink *s
 	_cleanup_free_ char *content = xstrdup("");
 	json_int_t steps = 0;
 	json_t *result = NULL, *context = NULL;
+	/* Calls the client's user allowed (confirm) run first, as if the model had just asked for them. */
+	json_t *pending = pending_calls(messages);
+	if (pending != NULL) {
+		run_calls(&r, sandbox_id, pending, deadline, messages);
+		json_decref(pending);
+		if (hung_up(hangup_fd)) {
+			*status = 499;
+			*error = lms_api_error_json("invalid_request_error", "cancelled", "the client went away");
+			goto out;
+		}
+	}
 	while (finish == NULL) {
 		if (steps >= a->max_steps) {
 			finish = "max_steps";
@@ -486,7 +578,7 @@ lms_agent_run(struct lms_agent *a, int hangup_fd, const struct lms_agent_sink *s
 			}
 			goto out;
 		}
-		steps++;
+		r.step = ++steps;
 		add_usage(usage, json_object_get(res.answer, "usage"));
 		json_t *message = json_object_get(json_array_get(json_object_get(res.answer, "choices"), 0), "message");
 		bool from_content;
@@ -503,30 +595,12 @@ lms_agent_run(struct lms_agent *a, int hangup_fd, const struct lms_agent_sink *s
 			finish = "stop";
 			break;
 		}
-		size_t i;
-		json_t *c;
-		json_array_foreach(calls, i, c)
-		{
-			const char *id = json_string_value(json_object_get(c, "id"));
-			json_t *fn = json_object_get(c, "function");
-			const char *name = json_string_value(json_object_get(fn, "name"));
-			const char *arguments = json_string_value(json_object_get(fn, "arguments"));
-			emit(&r, "tool_call",
-			     json_pack("{s:s, s:s, s:s}", "id", id, "name", name, "arguments", arguments));
-			r.tool_id = id;
-			json_t *ev;
-			_cleanup_free_ char *raw = run_call(&r, sandbox_id, name, arguments, deadline, &ev);
-			size_t n; /* a %.100s may cut a character in two: JSON takes UTF-8 only */
-			char *text = lms_utf8_sanitize(raw, strlen(raw), &n);
-			json_object_set_new(ev, "id", json_string(id));
-			json_object_set_new(ev, "content", json_string(text));
-			emit(&r, "tool_result", ev);
-			json_array_append_new(messages, json_pack("{s:s, s:s, s:s, s:s}", "role", "tool",
-								  "tool_call_id", id, "name", name, "content", text));
-			free(text);
-			if (hung_up(hangup_fd))
-				break;
+		if (a->confirm) { /* the client asks its user, then sends the conversation back to run them */
+			json_decref(calls);
+			finish = "tool_calls";
+			break;
 		}
+		run_calls(&r, sandbox_id, calls, deadline, messages);
 		json_decref(calls);
 		if (hung_up(hangup_fd)) {
 			*status = 499;

@@ -291,3 +291,22 @@ def test_a_conversation_that_outgrows_the_model_is_said_so(oserver, ollama):
     assert done["context_exceeded"] is True and done["context"]["limit"] == 600, done["context"]
     # Never more than the model can take.
     assert all(c["options"]["num_ctx"] <= 600 for c in native_requests(ollama, "/api/chat"))
+
+
+def test_confirm_stops_before_the_calls_and_the_conversation_given_back_runs_them(server, model):
+    script(model, {"content": "two things", "tool_calls": [bash("echo yes-ran > /work/a"), bash("echo no > /work/b")]},
+           {"content": "ok: {last_tool}"})
+    res = agent(server, {"prompt": "do it", "confirm": True})
+    assert res["finish_reason"] == "tool_calls" and res["steps"] == 1, res
+    last = res["messages"][-1]
+    assert last["role"] == "assistant" and len(last["tool_calls"]) == 2
+    sid = res["sandbox_id"]
+    assert sandbox_run(server, sid, "ls /work")["stdout"] == ""  # nothing ran yet
+    # The client declines the second call (its own tool message) and sends the conversation back.
+    declined = {"role": "tool", "tool_call_id": last["tool_calls"][1]["id"], "name": "bash", "content": "declined"}
+    again = agent(server, {"messages": res["messages"][1:] + [declined], "sandbox_id": sid, "confirm": True})
+    assert again["finish_reason"] == "stop" and again["content"].startswith("ok: exit code 0"), again
+    assert sandbox_run(server, sid, "ls /work")["stdout"] == "a\n"
+    tools = tool_messages(again)
+    assert [t["tool_call_id"] for t in tools] == [declined["tool_call_id"], last["tool_calls"][0]["id"]]
+    assert server.post("/v1/agent", {"model": MODEL, "prompt": "x", "confirm": "yes"}).status_code == 400
