@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 
 #define MAX_LINE (16u << 20)   /* one line of a stream */
 #define MAX_STREAM (64u << 20) /* a whole stream, as lms_relay_body's bound */
@@ -349,6 +350,7 @@ lms_chat_open(struct lms_backends *bs, json_t *request, const struct lms_chat_op
 		path = "/api/chat";
 	}
 	struct lms_relay *r = NULL;
+	res->backend_ms = -lms_monotonic_ms(); /* made whole by lms_chat_finish */
 	if (lms_relay_start(bs, res->backend, "POST", path, text, strlen(text), opts ? opts->cancel_fd : -1, &r, err) <
 	    0)
 		return -1;
@@ -390,9 +392,12 @@ read_stream(struct lms_relay *relay, const struct lms_chat_options *opts, struct
 	const struct lms_backend *b = res->backend;
 	int rc = 0;
 	ssize_t n;
-	while (rc == 0 && (n = lms_relay_read(relay, buf, sizeof(buf))) > 0)
+	while (rc == 0 && (n = lms_relay_read(relay, buf, sizeof(buf))) > 0) {
+		double t = lms_monotonic_ms();
 		if (lms_chat_stream_feed(s, buf, (size_t)n, err) < 0)
 			rc = lms_error_prefix(err, "backend %s (%s) answered badly", b->name, b->url);
+		res->backend_ms -= lms_monotonic_ms() - t;
+	}
 	/* The relay's own errors (cut short, timed out, cancelled) name the backend already. */
 	if (rc == 0)
 		rc = lms_relay_end(relay, err);
@@ -445,8 +450,10 @@ read_native(struct lms_relay *relay, const struct lms_chat_options *opts, struct
 					lms_buf_append(&line, &buf[i], 1);
 				continue;
 			}
+			double t = lms_monotonic_ms();
 			if (line.len > 0)
 				rc = feed_native(s, line.data, line.len, &calls, &done, err);
+			res->backend_ms -= lms_monotonic_ms() - t;
 			line.len = 0;
 		}
 	if (rc == 0 && !done && line.len > 0)
@@ -491,9 +498,11 @@ lms_chat(struct lms_backends *bs, json_t *request, const struct lms_chat_options
 	 struct lms_error **err)
 {
 	struct lms_relay *relay = NULL;
-	if (lms_chat_open(bs, request, opts, res, &relay, err) < 0)
-		return -1;
-	int rc = lms_chat_finish(relay, opts, res, err);
+	int rc = lms_chat_open(bs, request, opts, res, &relay, err);
+	if (rc == 0)
+		rc = lms_chat_finish(relay, opts, res, err);
 	lms_relay_free(relay);
+	if (res->backend_ms < 0)
+		res->backend_ms += lms_monotonic_ms();
 	return rc;
 }

@@ -45,6 +45,9 @@ struct lms_chat_result {
 	json_t *answer;			   /* on success: the chat.completion object (assembled when streamed) */
 	struct lms_buf body;		   /* on LMS_ERR_BACKEND: the backend's error answer as it sent it */
 	bool native;			   /* Ollama's /api/chat was called (ollama_context) */
+	/* waiting on the backend: from the request to its answer's end, less the time spent here taking the
+	 * answer's bytes apart (lms_chat only) */
+	double backend_ms;
 	struct lms_ollama_context context; /* then: the context asked for and the model's limit */
 };
 

@@ -216,6 +216,7 @@ struct run {
 	int hangup_fd;
 	const char *tool_id; /* the call whose output is being streamed */
 	json_int_t step;     /* model calls made so far: a tool_call event says which step asked for it */
+	double model_ms, tools_ms; /* the run's time waiting on the model, and in its tool calls */
 	unsigned next_id;    /* for calls that came without an id */
 };
 
@@ -338,7 +339,9 @@ run_call(struct run *r, const char *sandbox_id, const char *name, const char *ar
 			json_object_set_new(args, "timeout_ms", json_integer(cap));
 	}
 	struct lms_mcp_progress progress = {.cls = r, .output = on_output, .via = "agent"};
+	double t = lms_monotonic_ms();
 	json_t *res = lms_mcp_tool_call(r->a->s, name, args, r->hangup_fd, &progress);
+	r->tools_ms += lms_monotonic_ms() - t;
 	json_decref(args);
 	json_t *sc = json_object_get(res, "structuredContent");
 	const char *keys[] = {"exit_code", "timed_out", "oom_killed", "duration_ms"};
@@ -519,7 +522,7 @@ json_t *
 lms_agent_run(struct lms_agent *a, int hangup_fd, const struct lms_agent_sink *sink, unsigned *status, json_t **error)
 {
 	struct run r = {.a = a, .sink = sink, .hangup_fd = hangup_fd};
-	double deadline = lms_monotonic_ms() + (double)a->timeout_ms;
+	double started_ms = lms_monotonic_ms(), deadline = started_ms + (double)a->timeout_ms;
 	json_t *sbx = sandbox_of(a, status, error);
 	if (sbx == NULL)
 		return NULL;
@@ -560,6 +563,7 @@ lms_agent_run(struct lms_agent *a, int hangup_fd, const struct lms_agent_sink *s
 		struct lms_chat_result res = {0};
 		_cleanup_error_ struct lms_error *err = NULL;
 		int rc = lms_chat(a->s->backends, req, &opts, &res, &err);
+		r.model_ms += res.backend_ms;
 		json_decref(req);
 		if (res.native)
 			note_context(&r, &res.context, &context);
@@ -610,6 +614,11 @@ lms_agent_run(struct lms_agent *a, int hangup_fd, const struct lms_agent_sink *s
 	}
 	result = json_pack("{s:s, s:I, s:s, s:s, s:O, s:O}", "sandbox_id", sandbox_id, "steps", (json_int_t)steps,
 			   "finish_reason", finish, "content", content, "messages", messages, "usage", usage);
+	/* The agent's own cost is what is neither the model's nor the tools' (bench/bench_agent.py). */
+	double total_ms = lms_monotonic_ms() - started_ms;
+	json_object_set_new(result, "timings",
+			    json_pack("{s:f, s:f, s:f, s:f}", "total_ms", total_ms, "model_ms", r.model_ms, "tools_ms",
+				      r.tools_ms, "agent_ms", total_ms - r.model_ms - r.tools_ms));
 	if (context != NULL) {
 		json_object_set(result, "context", context);
 		json_object_set(result, "context_exceeded", json_object_get(context, "exceeded"));
