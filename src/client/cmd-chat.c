@@ -45,16 +45,17 @@ struct chat {
 	char *model;
 	json_t *messages; /* the conversation, without the daemon's system message */
 	bool always;	  /* --yes, or "a" answered once */
+	bool tty;	  /* stdout is a terminal */
 	bool colour;
 	int ask_fd; /* where confirmations are read: standard input, or /dev/tty when a task was piped in */
 	/* one run: */
-	json_t *seen;	    /* the conversation as the events rebuild it (for a run cut by Ctrl-C) */
-	json_t *step_msg;   /* the assistant message of the step being streamed (in seen), or NULL */
-	json_int_t step;    /* its step */
+	json_t *seen;	     /* the conversation as the events rebuild it (for a run cut by Ctrl-C) */
+	json_t *step_msg;    /* the assistant message of the step being streamed (in seen), or NULL */
+	json_int_t step;     /* its step */
 	struct lms_buf text; /* the model's words of the step so far */
-	json_t *approved;   /* ids the user allowed: the daemon's tool_call event for them is not shown again */
-	json_t *done;	    /* the done event's data */
-	json_t *failed;	    /* an error event's */
+	json_t *approved;    /* ids the user allowed: the daemon's tool_call event for them is not shown again */
+	json_t *done;	     /* the done event's data */
+	json_t *failed;	     /* an error event's */
 	bool at_line_start;
 };
 
@@ -70,12 +71,36 @@ paint(const struct chat *ch, const char *code)
 #define CYAN "\033[36m"
 #define RESET "\033[0m"
 
+/* Text of the model or of a command, on our stdout. On a terminal its control characters are shown (^[ for
+ * ESC), never obeyed: a sandbox's output must not move the cursor, retitle the window or forge our prompt. */
 static void
 out(struct chat *ch, const char *s, size_t n)
 {
-	fwrite(s, 1, n, stdout);
+	if (!ch->tty) {
+		fwrite(s, 1, n, stdout);
+	} else {
+		for (size_t i = 0; i < n; i++) {
+			unsigned char c = (unsigned char)s[i];
+			if (c == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 &&
+			    (unsigned char)s[i + 1] < 0xa0) {
+				fputc('?', stdout); /* a C1 control (U+0080..U+009F): some terminals obey them too */
+				i++;
+			} else if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f) {
+				fputc('^', stdout);
+				fputc(c == 0x7f ? '?' : c + '@', stdout);
+			} else {
+				fputc(c, stdout);
+			}
+		}
+	}
 	if (n > 0)
 		ch->at_line_start = s[n - 1] == '\n';
+}
+
+static void
+put(struct chat *ch, const char *s)
+{
+	out(ch, s, strlen(s));
 }
 
 static void
@@ -93,16 +118,19 @@ show_call(struct chat *ch, const char *name, const char *arguments)
 	const char *command = json_string_value(json_object_get(args, "command"));
 	const char *path = json_string_value(json_object_get(args, "path"));
 	newline(ch);
-	if (strcmp(name, "bash") == 0 && command != NULL)
-		printf("%s$ %s%s\n", paint(ch, CYAN BOLD), command, paint(ch, RESET));
-	else if (path != NULL && strcmp(name, "write_file") == 0)
-		printf("%s%s %s (%zu bytes)%s\n", paint(ch, CYAN BOLD), name, path,
-		       json_string_length(json_object_get(args, "content")), paint(ch, RESET));
-	else if (path != NULL)
-		printf("%s%s %s%s\n", paint(ch, CYAN BOLD), name, path, paint(ch, RESET));
-	else
-		printf("%s%s %s%s\n", paint(ch, CYAN BOLD), name, arguments ? arguments : "", paint(ch, RESET));
-	ch->at_line_start = true;
+	fputs(paint(ch, CYAN BOLD), stdout);
+	if (strcmp(name, "bash") == 0 && command != NULL) {
+		put(ch, "$ ");
+		put(ch, command);
+	} else {
+		put(ch, name);
+		put(ch, " ");
+		put(ch, path ? path : arguments ? arguments : "");
+		if (path != NULL && strcmp(name, "write_file") == 0)
+			printf(" (%zu bytes)", json_string_length(json_object_get(args, "content")));
+	}
+	fputs(paint(ch, RESET), stdout);
+	out(ch, "\n", 1);
 	json_decref(args);
 	fflush(stdout);
 }
@@ -177,10 +205,13 @@ on_tool_result(struct chat *ch, const json_t *data)
 		printf("%s[out of memory]%s\n", paint(ch, YELLOW), paint(ch, RESET));
 	else if (json_is_integer(code) && json_integer_value(code) != 0)
 		printf("%s[exit %lld]%s\n", paint(ch, DIM), (long long)json_integer_value(code), paint(ch, RESET));
-	else if (json_is_true(json_object_get(data, "is_error")) && content != NULL)
-		printf("%s%s%s\n", paint(ch, YELLOW), content, paint(ch, RESET));
-	else if (name != NULL && strcmp(name, "bash") != 0 && content != NULL && strcmp(name, "read_file") != 0)
-		printf("%s%s%s\n", paint(ch, DIM), content, paint(ch, RESET));
+	else if (content != NULL && (json_is_true(json_object_get(data, "is_error")) ||
+				     (name != NULL && strcmp(name, "bash") != 0 && strcmp(name, "read_file") != 0))) {
+		fputs(paint(ch, json_is_true(json_object_get(data, "is_error")) ? YELLOW : DIM), stdout);
+		put(ch, content);
+		fputs(paint(ch, RESET), stdout);
+		newline(ch);
+	}
 	ch->at_line_start = true;
 }
 
@@ -204,9 +235,11 @@ on_event(void *userdata, const char *event, const char *data, size_t len, struct
 		on_tool_result(ch, obj);
 	else if (strcmp(event, "warning") == 0) {
 		newline(ch);
-		printf("%swarning: %s%s\n", paint(ch, YELLOW),
-		       json_string_value(json_object_get(obj, "message")) ?: "", paint(ch, RESET));
-		ch->at_line_start = true;
+		fputs(paint(ch, YELLOW), stdout);
+		put(ch, "warning: ");
+		put(ch, json_string_value(json_object_get(obj, "message")) ?: "");
+		fputs(paint(ch, RESET), stdout);
+		out(ch, "\n", 1);
 	} else if (strcmp(event, "done") == 0) {
 		json_decref(ch->done);
 		ch->done = json_incref(obj);
@@ -241,8 +274,8 @@ static void
 answer_unanswered(json_t *messages, const char *why)
 {
 	size_t n = json_array_size(messages), at = n;
-	while (at > 0 && strcmp(json_string_value(json_object_get(json_array_get(messages, at - 1), "role")) ?: "",
-				"tool") == 0)
+	while (at > 0 &&
+	       strcmp(json_string_value(json_object_get(json_array_get(messages, at - 1), "role")) ?: "", "tool") == 0)
 		at--;
 	json_t *last = at > 0 ? json_array_get(messages, at - 1) : NULL;
 	size_t i;
@@ -252,9 +285,10 @@ answer_unanswered(json_t *messages, const char *why)
 		const char *id = json_string_value(json_object_get(call, "id"));
 		bool answered = false;
 		for (size_t k = at; id && k < json_array_size(messages) && !answered; k++)
-			answered = strcmp(json_string_value(json_object_get(json_array_get(messages, k),
-									    "tool_call_id")) ?: "",
-					  id) == 0;
+			answered =
+			    strcmp(json_string_value(json_object_get(json_array_get(messages, k), "tool_call_id"))
+				       ?: "",
+				   id) == 0;
 		if (id != NULL && !answered)
 			json_array_append_new(
 			    messages,
@@ -270,9 +304,8 @@ enum outcome { RUN_DONE, RUN_CUT, RUN_FAILED };
 static enum outcome
 run_once(struct chat *ch)
 {
-	json_t *body = json_pack("{s:s, s:O, s:s, s:b, s:b}", "model", ch->model,
-				 "messages", ch->messages, "sandbox_id", ch->sandbox_id, "stream", 1, "confirm",
-				 !ch->always);
+	json_t *body = json_pack("{s:s, s:O, s:s, s:b, s:b}", "model", ch->model, "messages", ch->messages,
+				 "sandbox_id", ch->sandbox_id, "stream", 1, "confirm", !ch->always);
 	json_decref(ch->seen);
 	ch->seen = json_deep_copy(ch->messages);
 	ch->step_msg = NULL;
@@ -519,6 +552,7 @@ lms_client_chat(struct lms_client *c, const struct lms_client_args *a)
 			  .messages = json_array(),
 			  .approved = json_object(),
 			  .always = a->yes,
+			  .tty = isatty(STDOUT_FILENO),
 			  .colour = isatty(STDOUT_FILENO) && (no_color == NULL || no_color[0] == '\0'),
 			  .ask_fd = STDIN_FILENO,
 			  .at_line_start = true};
@@ -527,8 +561,9 @@ lms_client_chat(struct lms_client *c, const struct lms_client_args *a)
 	if (!typed && !a->yes) {
 		tty = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
 		if (tty < 0) {
-			fprintf(stderr, "lm-sandbox: chat: standard input is not a terminal and there is no terminal to "
-					"ask on (/dev/tty: %s): give --yes to run the model's commands without asking\n",
+			fprintf(stderr,
+				"lm-sandbox: chat: standard input is not a terminal and there is no terminal to "
+				"ask on (/dev/tty: %s): give --yes to run the model's commands without asking\n",
 				strerror(errno));
 			json_decref(ch.messages);
 			json_decref(ch.approved);
@@ -574,8 +609,9 @@ lms_client_chat(struct lms_client *c, const struct lms_client_args *a)
 	}
 	fflush(stdout);
 	if (ch.sandbox_id != NULL)
-		fprintf(stderr, "sandbox %s kept: look inside with `lm-sandbox sandbox exec %s -- ls -la /work`, remove "
-				"it with `lm-sandbox sandbox rm %s`\n",
+		fprintf(stderr,
+			"sandbox %s kept: look inside with `lm-sandbox sandbox exec %s -- ls -la /work`, remove "
+			"it with `lm-sandbox sandbox rm %s`\n",
 			ch.sandbox_id, ch.sandbox_id, ch.sandbox_id);
 	free(ch.sandbox_id);
 	free(ch.model);

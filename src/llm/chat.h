@@ -37,14 +37,14 @@ struct lms_chat_options {
 };
 
 struct lms_chat_result {
-	struct lms_backend *backend;	   /* the model's backend, once resolved (owned by the lms_backends) */
-	char *model;			   /* the model as the backend knows it */
-	long status;			   /* the backend's HTTP status; 0 when it sent none */
-	double seconds;			   /* from the request to the backend's headers (or to its failure) */
-	char *content_type;		   /* of the backend's answer */
-	json_t *answer;			   /* on success: the chat.completion object (assembled when streamed) */
-	struct lms_buf body;		   /* on LMS_ERR_BACKEND: the backend's error answer as it sent it */
-	bool native;			   /* Ollama's /api/chat was called (ollama_context) */
+	struct lms_backend *backend; /* the model's backend, once resolved (owned by the lms_backends) */
+	char *model;		     /* the model as the backend knows it */
+	long status;		     /* the backend's HTTP status; 0 when it sent none */
+	double seconds;		     /* from the request to the backend's headers (or to its failure) */
+	char *content_type;	     /* of the backend's answer */
+	json_t *answer;		     /* on success: the chat.completion object (assembled when streamed) */
+	struct lms_buf body;	     /* on LMS_ERR_BACKEND: the backend's error answer as it sent it */
+	bool native;		     /* Ollama's /api/chat was called (ollama_context) */
 	/* waiting on the backend: from the request to its answer's end, less the time spent here taking the
 	 * answer's bytes apart (lms_chat only) */
 	double backend_ms;

@@ -214,10 +214,10 @@ struct run {
 	struct lms_agent *a;
 	const struct lms_agent_sink *sink;
 	int hangup_fd;
-	const char *tool_id; /* the call whose output is being streamed */
-	json_int_t step;     /* model calls made so far: a tool_call event says which step asked for it */
+	const char *tool_id;	   /* the call whose output is being streamed */
+	json_int_t step;	   /* model calls made so far: a tool_call event says which step asked for it */
 	double model_ms, tools_ms; /* the run's time waiting on the model, and in its tool calls */
-	unsigned next_id;    /* for calls that came without an id */
+	unsigned next_id;	   /* for calls that came without an id */
 };
 
 static void

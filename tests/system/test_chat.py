@@ -241,3 +241,15 @@ def test_a_piped_task_without_yes_and_without_a_terminal_is_refused(lms_bin, ser
                        env=client_env(server.url), start_new_session=True)
     assert p.returncode == 2 and "give --yes" in p.stderr.decode(), p
 
+
+
+def test_terminal_escapes_from_a_command_are_shown_not_obeyed(term, server, model):
+    script(model, {"tool_calls": [bash(r"printf 'a\033]0;owned\007b\033[2Jc\n'")]}, {"content": "ok"})
+    t = term("--yes")
+    t.expect(r"> ")
+    t.type("print escapes\n")
+    t.expect(r"a\^\[\]0;owned\^Gb\^\[\[2Jc")
+    t.expect(r"> ")
+    t.type(b"\x04")
+    assert t.wait() == 0
+    assert b"\x1b]0;owned" not in t.seen and b"\x1b[2J" not in t.seen
