@@ -65,8 +65,8 @@ lms_ollama_context_for(size_t request_len, int64_t answer_tokens, int64_t limit)
 	c.num_ctx = MIN_CTX;
 	while (c.num_ctx < c.needed && c.num_ctx < ((int64_t)1 << 40))
 		c.num_ctx *= 2;
-	if (limit > 0 && c.num_ctx > limit)
-		c.num_ctx = limit > MIN_CTX || c.needed > limit ? limit : c.num_ctx;
+	if (limit > 0 && c.num_ctx > limit) /* past what the model was trained on is no context at all */
+		c.num_ctx = limit;
 	c.exceeded = limit > 0 && c.needed > limit;
 	return c;
 }
