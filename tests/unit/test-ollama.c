@@ -81,7 +81,8 @@ lines_become_openai_chunks(void **state)
 			  0, NULL);
 	c = lms_ollama_chunk(line, &calls);
 	json_t *tc = json_array_get(
-	    json_object_get(json_object_get(json_array_get(json_object_get(c, "choices"), 0), "delta"), "tool_calls"), 0);
+	    json_object_get(json_object_get(json_array_get(json_object_get(c, "choices"), 0), "delta"), "tool_calls"),
+	    0);
 	assert_int_equal(json_integer_value(json_object_get(tc, "index")), 0);
 	assert_string_equal(json_string_value(json_object_get(tc, "id")), "call_0"); /* older servers send none */
 	assert_string_equal(json_string_value(json_object_get(json_object_get(tc, "function"), "arguments")),
