@@ -12,25 +12,14 @@ Standard library only. Run via `make bench`, which appends this section to bench
 """
 import argparse
 import http.client
-import importlib.util
 import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def load_fakes():
-    spec = importlib.util.spec_from_file_location("fake_llm", os.path.join(HERE, "..", "tests", "fakes", "fake_llm.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from bench_server import load_fakes, start_server  # the same daemon start and fake models as the server bench
 
 
 def cpu_model():
@@ -41,21 +30,9 @@ def cpu_model():
         return "unknown CPU"
 
 
-def start_server(serve_bin, fake_url):
-    state = tempfile.mkdtemp(prefix="lms-bench-agent-")
-    proc = subprocess.Popen([serve_bin, "--listen", "127.0.0.1:0", "--pool-size", "0", "--state-dir", state,
-                             "--llamacpp-url", fake_url, "--ollama-url", "http://127.0.0.1:9"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    for line in proc.stderr:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("msg") == "listening":
-            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
-            return proc, entry["url"]
-    proc.kill()
-    sys.exit("bench_agent: the daemon did not report its address")
+def start_agent_server(serve_bin, fake_url):
+    return start_server(serve_bin, ("--pool-size", "0", "--llamacpp-url", fake_url, "--ollama-url",
+                                    "http://127.0.0.1:9"))
 
 
 def run(url, sandbox_id, steps, stream):
@@ -89,7 +66,7 @@ def main():
     args = p.parse_args()
     fakes = load_fakes()
     fake = fakes.Fake("llamacpp", models=["scripted"], script=[])
-    proc, url = start_server(args.serve_bin, fake.url)
+    proc, url = start_agent_server(args.serve_bin, fake.url)
     rows = []
     try:
         host, port = url.split("//")[1].rsplit(":", 1)

@@ -252,16 +252,6 @@ on_event(void *userdata, const char *event, const char *data, size_t len, struct
 	return 0;
 }
 
-static int
-on_data(void *userdata, const struct lms_client_response *resp, const char *data, size_t len, struct lms_error **err)
-{
-	struct lms_sse *sse = userdata;
-	if (resp->content_type == NULL || strcmp(resp->content_type, "text/event-stream") != 0)
-		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "the daemon answered with %s, not an event stream",
-				     resp->content_type ? resp->content_type : "no content type");
-	return lms_sse_feed(sse, data, len, err);
-}
-
 static bool
 cancelled(void *userdata)
 {
@@ -321,7 +311,7 @@ run_once(struct chat *ch)
 					.json = body,
 					.accept = "text/event-stream",
 					.body_fd = -1,
-					.on_data = on_data,
+					.on_data = lms_sse_on_data,
 					.userdata = &sse,
 					.cancel = cancelled};
 	struct lms_client_response resp;

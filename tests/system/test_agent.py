@@ -2,43 +2,14 @@
 kind, `script`): turn N of the script answers a conversation with N assistant messages, so a whole loop runs
 deterministically. The commands run in real sandboxes; nothing reaches a real model server."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
+from scripted_model import MODEL, bash, fake_llm, model, script, server  # noqa: F401 (fixtures)
 from server_fixtures import closed_url, daemons, show, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("fake_llm", REPO / "tests" / "fakes" / "fake_llm.py")
-fake_llm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fake_llm)
-
-MODEL = "llamacpp/scripted"
 TOOLS = {"bash", "read_file", "write_file", "edit_file", "list_files"}
-
-
-@pytest.fixture
-def model():
-    fake = fake_llm.Fake("llamacpp", models=["scripted"], script=[])
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def server(lms_bin, tmp_path, model):
-    with daemons(lms_bin, tmp_path, base_args=("--pool-size", "0")) as start:
-        yield start("--llamacpp-url", model.url, "--ollama-url", closed_url())
-
-
-def script(model, *turns):
-    with model.state.cond:
-        model.state.config = dict(model.state.config, script=list(turns))
-
-
-def bash(command, **extra):
-    return {"name": "bash", "arguments": dict(command=command, **extra)}
 
 
 def agent(server, body, timeout=60):

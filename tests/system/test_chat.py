@@ -2,7 +2,6 @@
 task) against a running daemon and the scripted fake model of tests/fakes/fake_llm.py: the prompt, the confirmation
 (y and n), --yes, Ctrl-C during a command, piped input. The commands run in real sandboxes."""
 
-import importlib.util
 import os
 import pty
 import re
@@ -10,44 +9,16 @@ import select
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from cli_client import client_env
 from conftest import host_pids_with, unique_marker, wait_pids_gone
-from server_fixtures import closed_url, daemons, show, wait_until
+from scripted_model import MODEL, bash, model, script, server  # noqa: F401 (fixtures)
+from server_fixtures import show, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("fake_llm", REPO / "tests" / "fakes" / "fake_llm.py")
-fake_llm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fake_llm)
-
-MODEL = "llamacpp/scripted"
 ANSI = re.compile(rb"\x1b\[[0-9;]*m")
 SANDBOX_LINE = re.compile(r"sandbox (sbx_[0-9a-f]{16}) kept: look inside with `lm-sandbox sandbox exec \1 -- ")
-
-
-@pytest.fixture
-def model():
-    fake = fake_llm.Fake("llamacpp", models=["scripted"], script=[])
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def server(lms_bin, tmp_path, model):
-    with daemons(lms_bin, tmp_path, base_args=("--pool-size", "0")) as start:
-        yield start("--llamacpp-url", model.url, "--ollama-url", closed_url())
-
-
-def script(model, *turns):
-    with model.state.cond:
-        model.state.config = dict(model.state.config, script=list(turns))
-
-
-def bash(command):
-    return {"name": "bash", "arguments": {"command": command}}
 
 
 class Term:
