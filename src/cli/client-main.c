@@ -66,6 +66,9 @@ main(int argc, char **argv)
 		case LMS_CLIENT_MCP:
 			status = lms_client_mcp(&c);
 			break;
+		case LMS_CLIENT_CHAT:
+			status = lms_client_chat(&c, &a);
+			break;
 		case LMS_CLIENT_HELP:
 		default:
 			status = 0;

@@ -26,6 +26,8 @@ usage(FILE *f)
 	    "  sandbox   lasting sandboxes of a running daemon: create, ls, exec, cp, rm (lm-sandbox sandbox --help)\n"
 	    "  mcp       an MCP server on stdin/stdout for MCP hosts, through a running daemon (lm-sandbox mcp "
 	    "--help)\n"
+	    "  chat      a local model that uses a sandbox, in this terminal, through a running daemon (lm-sandbox "
+	    "chat --help)\n"
 	    "  image     root file systems for sandboxes: import, ls, rm (lm-sandbox image --help)\n"
 	    "  version   print the version\n"
 	    "  help      show this help\n",
@@ -114,7 +116,7 @@ main(int argc, char **argv)
 		return exec_sibling("lm-sandbox-client", argv + 1);
 	/* The client takes `mcp` and `image` (importing needs libarchive) as commands of its own: argv keeps
 	 * the name for it to dispatch on. */
-	if (strcmp(cmd, "mcp") == 0 || strcmp(cmd, "image") == 0)
+	if (strcmp(cmd, "mcp") == 0 || strcmp(cmd, "image") == 0 || strcmp(cmd, "chat") == 0)
 		return exec_sibling("lm-sandbox-client", argv);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("lm-sandbox %s\n", LMS_VERSION);

@@ -108,6 +108,25 @@ static const char usage_mcp[] =
     "  --url URL           the daemon (default: $LM_SANDBOX_URL, else http://127.0.0.1:8000)\n"
     "  --token-file FILE   its token, as the daemon's own --token-file (default: $LM_SANDBOX_API_TOKEN)\n";
 
+static const char usage_chat[] =
+    "usage: lm-sandbox chat [--model M] [--url URL] [--token-file FILE] [--sandbox ID] [--image NAME]\n"
+    "                       [--network] [--yes]\n"
+    "\n"
+    "A local model that uses a sandbox, in this terminal, through a running daemon's POST /v1/agent: type a\n"
+    "task; the model's words stream as it writes them, each command it wants is shown and asked about\n"
+    "(y: run it, n: tell the model no, a: run this and every later one) unless --yes, and its output streams\n"
+    "under it. Ctrl-C stops the running command and gives the prompt back; Ctrl-C at the prompt, or Ctrl-D,\n"
+    "leaves. The sandbox is kept and named at the end (`lm-sandbox sandbox exec ID -- ...` looks inside).\n"
+    "A task piped in (`echo \"task\" | lm-sandbox chat --yes`) is one turn: all of standard input.\n"
+    "\n"
+    "  --model M           the model (default: $LM_SANDBOX_MODEL, else the first of GET /v1/models)\n"
+    "  --sandbox ID        work in this sandbox (default: a new one)\n"
+    "  --image NAME        the new sandbox's root file system (default: host)\n"
+    "  --network           give the new sandbox network access (when the daemon allows it)\n"
+    "  -y, --yes           run the model's commands without asking\n"
+    "  --url URL           the daemon (default: $LM_SANDBOX_URL, else http://127.0.0.1:8000)\n"
+    "  --token-file FILE   its token, as the daemon's own --token-file (default: $LM_SANDBOX_API_TOKEN)\n";
+
 const char *
 lms_client_usage(enum lms_client_cmd cmd)
 {
@@ -124,6 +143,8 @@ lms_client_usage(enum lms_client_cmd cmd)
 		return usage_rm;
 	case LMS_CLIENT_MCP:
 		return usage_mcp;
+	case LMS_CLIENT_CHAT:
+		return usage_chat;
 	case LMS_CLIENT_HELP:
 		break;
 	}
@@ -223,6 +244,9 @@ enum {
 	OPT_IMAGE,
 	OPT_GPU,
 	OPT_TIMEOUT,
+	OPT_MODEL,
+	OPT_SANDBOX,
+	OPT_NETWORK,
 };
 
 #define GLOBAL_OPTIONS                                                                                                 \
@@ -260,6 +284,16 @@ static const struct option exec_options[] = {
     {NULL, 0, NULL, 0},
 };
 
+static const struct option chat_options[] = {
+    GLOBAL_OPTIONS,
+    {"model", required_argument, NULL, OPT_MODEL},
+    {"sandbox", required_argument, NULL, OPT_SANDBOX},
+    {"image", required_argument, NULL, OPT_IMAGE},
+    {"network", no_argument, NULL, OPT_NETWORK},
+    {"yes", no_argument, NULL, 'y'},
+    {NULL, 0, NULL, 0},
+};
+
 static const struct {
 	const char *name;
 	enum lms_client_cmd cmd;
@@ -273,6 +307,7 @@ static const struct {
     {"cp", LMS_CLIENT_CP, "h", global_options},
     {"rm", LMS_CLIENT_RM, "h", global_options},
     {"mcp", LMS_CLIENT_MCP, "h", global_options},
+    {"chat", LMS_CLIENT_CHAT, "hy", chat_options},
 };
 
 __attribute__((format(printf, 3, 4))) static int
@@ -289,7 +324,8 @@ usage_error(struct lms_error **err, enum lms_client_cmd cmd, const char *fmt, ..
 			break;
 		}
 	return lms_error_set(err, LMS_ERR_INVALID, 0, "%s (lm-sandbox %s%s%s--help)", what,
-			     cmd == LMS_CLIENT_MCP ? "" : "sandbox ", name, name[0] ? " " : "");
+			     cmd == LMS_CLIENT_MCP || cmd == LMS_CLIENT_CHAT ? "" : "sandbox ", name,
+			     name[0] ? " " : "");
 }
 
 /* K=V into obj; `-e K` alone (env_fallback) takes K's value from this process's environment, or nothing. */
@@ -419,6 +455,20 @@ option(struct lms_client_args *a, int c, const char *arg, struct lms_buf *query,
 	case 'n':
 		a->no_stdin = true;
 		return 0;
+	case OPT_MODEL:
+		if (arg[0] == '\0')
+			return lms_error_set(err, LMS_ERR_INVALID, 0, "--model needs a model's name (GET /v1/models)");
+		json_object_set_new(a->body, "model", json_string(arg));
+		return 0;
+	case OPT_SANDBOX:
+		a->id = arg;
+		return 0;
+	case OPT_NETWORK:
+		json_object_set_new(a->body, "network", json_true());
+		return 0;
+	case 'y':
+		a->yes = true;
+		return 0;
 	default:
 		return lms_error_set(err, LMS_ERR_INVALID, 0, "unknown option");
 	}
@@ -475,6 +525,7 @@ operands(struct lms_client_args *a, int argc, char **argv, struct lms_error **er
 	case LMS_CLIENT_CREATE:
 	case LMS_CLIENT_LS:
 	case LMS_CLIENT_MCP:
+	case LMS_CLIENT_CHAT:
 		if (a->n_operands > 0)
 			return usage_error(err, a->cmd, "unexpected argument '%s'", a->operands[0]);
 		return 0;

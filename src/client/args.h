@@ -20,7 +20,8 @@ enum lms_client_cmd {
 	LMS_CLIENT_EXEC,
 	LMS_CLIENT_CP,
 	LMS_CLIENT_RM,
-	LMS_CLIENT_MCP, /* `lm-sandbox mcp`: the MCP server on stdio (cmd-mcp.c) */
+	LMS_CLIENT_MCP,	 /* `lm-sandbox mcp`: the MCP server on stdio (cmd-mcp.c) */
+	LMS_CLIENT_CHAT, /* `lm-sandbox chat`: the agent loop in a terminal (cmd-chat.c) */
 };
 
 struct lms_client_args {
@@ -28,12 +29,13 @@ struct lms_client_args {
 	bool help;		/* --help of a command: print its usage */
 	const char *url;	/* --url, NULL when not given */
 	const char *token_file; /* --token-file */
-	json_t *body;		/* create and exec: the request body (exec: without stdin) */
-	char *query;		/* ls: "" or "?metadata.K=V&..." */
-	bool quiet;		/* ls -q */
-	bool no_stdin;		/* exec -n: never forward standard input */
-	const char *id;		/* exec */
-	char **operands;	/* rm: the ids; cp: SRC and DST (pointers into argv) */
+	json_t *body;	 /* create and exec: the request body (exec: without stdin); chat: model, image, network */
+	char *query;	 /* ls: "" or "?metadata.K=V&..." */
+	bool quiet;	 /* ls -q */
+	bool no_stdin;	 /* exec -n: never forward standard input */
+	bool yes;	 /* chat --yes: run the model's commands without asking */
+	const char *id;	 /* exec; chat --sandbox */
+	char **operands; /* rm: the ids; cp: SRC and DST (pointers into argv) */
 	size_t n_operands;
 };
 

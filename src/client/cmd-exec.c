@@ -66,16 +66,6 @@ on_event(void *userdata, const char *event, const char *data, size_t len, struct
 	return r;
 }
 
-static int
-on_data(void *userdata, const struct lms_client_response *resp, const char *data, size_t len, struct lms_error **err)
-{
-	struct lms_sse *sse = userdata;
-	if (resp->content_type == NULL || strcmp(resp->content_type, "text/event-stream") != 0)
-		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "the daemon answered with %s, not an event stream",
-				     resp->content_type ? resp->content_type : "no content type");
-	return lms_sse_feed(sse, data, len, err);
-}
-
 /* Standard input as the request's "stdin": only when it is not a terminal (a person typing is not a file). */
 static int
 add_stdin(json_t *body, struct lms_error **err)
@@ -151,7 +141,7 @@ lms_client_exec(struct lms_client *c, const struct lms_client_args *a)
 					.json = body,
 					.accept = "text/event-stream",
 					.body_fd = -1,
-					.on_data = on_data,
+					.on_data = lms_sse_on_data,
 					.userdata = &sse};
 	struct lms_client_response resp;
 	int r = lms_client_call(c, &rq, &resp, &err);

@@ -15,6 +15,8 @@ int lms_client_cp(struct lms_client *c, const struct lms_client_args *a);
 /* `lm-sandbox mcp`: serves MCP on standard input and output until standard input ends. */
 int lms_client_mcp(struct lms_client *c);
 
+/* `lm-sandbox chat`: the agent loop in this terminal (cmd-chat.c). */
+int lms_client_chat(struct lms_client *c, const struct lms_client_args *a);
 /* `lm-sandbox image ...` (cmd-image.c): argv[0] is "image"; no daemon involved. */
 int lms_client_image_main(int argc, char **argv);
 

@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "client/http.h"
+
 void
 lms_sse_init(struct lms_sse *p, size_t max_bytes, lms_sse_fn fn, void *userdata)
 {
@@ -114,4 +116,15 @@ lms_sse_feed(struct lms_sse *p, const char *bytes, size_t len, struct lms_error 
 		i = end + 1;
 	}
 	return 0;
+}
+
+int
+lms_sse_on_data(void *userdata, const struct lms_client_response *resp, const char *data, size_t len,
+		struct lms_error **err)
+{
+	struct lms_sse *sse = userdata;
+	if (resp->content_type == NULL || strcmp(resp->content_type, "text/event-stream") != 0)
+		return lms_error_set(err, LMS_ERR_INTERNAL, 0, "the daemon answered with %s, not an event stream",
+				     resp->content_type ? resp->content_type : "no content type");
+	return lms_sse_feed(sse, data, len, err);
 }

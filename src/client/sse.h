@@ -38,3 +38,9 @@ int lms_sse_feed(struct lms_sse *p, const char *bytes, size_t len, struct lms_er
 bool lms_sse_pending(const struct lms_sse *p);
 
 void lms_sse_free(struct lms_sse *p);
+
+/* An on_data callback of lms_client_call (client/http.h) for an answer that must be an event stream: its bytes
+ * fed to the parser given as userdata; an answer of another type fails the call. */
+struct lms_client_response;
+int lms_sse_on_data(void *userdata, const struct lms_client_response *resp, const char *data, size_t len,
+		    struct lms_error **err);

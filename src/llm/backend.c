@@ -65,6 +65,7 @@ lms_backends_free(struct lms_backends *bs)
 		free(bs->v[i].url);
 		free(bs->v[i].error);
 		lms_strv_free(bs->v[i].models);
+		json_decref(bs->v[i].context_limits);
 	}
 	free(bs->v);
 	pthread_mutex_destroy(&bs->lock);

@@ -26,6 +26,7 @@ struct lms_backend {
 	char *error;   /* why the last model list failed (NULL when it did not), for /healthz and the log */
 	char **models; /* NULL-terminated ids as the backend names them */
 	double fetched_ms;
+	json_t *context_limits; /* Ollama: model -> its context length (llm/ollama.c), under the lock */
 };
 
 struct lms_backends {

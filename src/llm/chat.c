@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 
 #define MAX_LINE (16u << 20)   /* one line of a stream */
 #define MAX_STREAM (64u << 20) /* a whole stream, as lms_relay_body's bound */
@@ -335,9 +336,23 @@ lms_chat_open(struct lms_backends *bs, json_t *request, const struct lms_chat_op
 	json_object_set_new(sent, "model", json_string(res->model));
 	_cleanup_free_ char *text = json_dumps(sent, JSON_COMPACT);
 	json_decref(sent);
+	const char *path = "/v1/chat/completions";
+	res->native = opts && opts->ollama_context && res->backend->kind == LMS_BACKEND_OLLAMA;
+	if (res->native) {
+		json_t *max = json_object_get(request, "max_tokens");
+		int64_t limit = lms_ollama_context_limit(bs, res->backend, res->model);
+		res->context =
+		    lms_ollama_context_for(strlen(text), json_is_integer(max) ? json_integer_value(max) : 0, limit);
+		json_t *native = lms_ollama_request(request, res->model, res->context.num_ctx);
+		free(text);
+		text = json_dumps(native, JSON_COMPACT);
+		json_decref(native);
+		path = "/api/chat";
+	}
 	struct lms_relay *r = NULL;
-	if (lms_relay_start(bs, res->backend, "POST", "/v1/chat/completions", text, strlen(text),
-			    opts ? opts->cancel_fd : -1, &r, err) < 0)
+	res->backend_ms = -lms_monotonic_ms(); /* made whole by lms_chat_finish */
+	if (lms_relay_start(bs, res->backend, "POST", path, text, strlen(text), opts ? opts->cancel_fd : -1, &r, err) <
+	    0)
 		return -1;
 	const char *ctype = NULL;
 	int rc = lms_relay_headers(r, &res->status, &ctype, err);
@@ -377,14 +392,79 @@ read_stream(struct lms_relay *relay, const struct lms_chat_options *opts, struct
 	const struct lms_backend *b = res->backend;
 	int rc = 0;
 	ssize_t n;
-	while (rc == 0 && (n = lms_relay_read(relay, buf, sizeof(buf))) > 0)
+	while (rc == 0 && (n = lms_relay_read(relay, buf, sizeof(buf))) > 0) {
+		double t = lms_monotonic_ms();
 		if (lms_chat_stream_feed(s, buf, (size_t)n, err) < 0)
 			rc = lms_error_prefix(err, "backend %s (%s) answered badly", b->name, b->url);
+		res->backend_ms -= lms_monotonic_ms() - t;
+	}
 	/* The relay's own errors (cut short, timed out, cancelled) name the backend already. */
 	if (rc == 0)
 		rc = lms_relay_end(relay, err);
 	if (rc == 0 && (res->answer = lms_chat_stream_finish(s, err)) == NULL)
 		rc = lms_error_prefix(err, "backend %s (%s) answered badly", b->name, b->url);
+	lms_chat_stream_free(s);
+	return rc;
+}
+
+/* One NDJSON line of Ollama's /api/chat, fed to the assembly as the OpenAI chunk it stands for. */
+static int
+feed_native(struct lms_chat_stream *s, const char *line, size_t len, unsigned *calls, bool *done,
+	    struct lms_error **err)
+{
+	json_error_t jerr;
+	json_t *obj = json_loadb(line, len, 0, &jerr);
+	if (!json_is_object(obj)) {
+		json_decref(obj);
+		return lms_error_set(err, LMS_ERR_BAD_GATEWAY, 0, "a line of /api/chat is not a JSON object: %s",
+				     jerr.text);
+	}
+	*done = json_is_true(json_object_get(obj, "done"));
+	json_t *chunk = lms_ollama_chunk(obj, calls);
+	json_decref(obj);
+	_cleanup_free_ char *text = json_dumps(chunk, JSON_COMPACT);
+	json_decref(chunk);
+	_cleanup_free_ char *event = xasprintf("data: %s\n\n%s", text, *done ? "data: [DONE]\n\n" : "");
+	return lms_chat_stream_feed(s, event, strlen(event), err);
+}
+
+static int
+read_native(struct lms_relay *relay, const struct lms_chat_options *opts, struct lms_chat_result *res,
+	    struct lms_error **err)
+{
+	struct lms_chat_stream *s = lms_chat_stream_new(opts ? opts->on_chunk : NULL, opts ? opts->userdata : NULL);
+	struct lms_buf line = {0};
+	char buf[16 * 1024];
+	const struct lms_backend *b = res->backend;
+	unsigned calls = 0;
+	bool done = false;
+	int rc = 0;
+	ssize_t n;
+	while (rc == 0 && !done && (n = lms_relay_read(relay, buf, sizeof(buf))) > 0)
+		for (ssize_t i = 0; rc == 0 && !done && i < n; i++) {
+			if (buf[i] != '\n') {
+				if (line.len >= MAX_LINE)
+					rc = lms_error_set(err, LMS_ERR_BAD_GATEWAY, 0, "a line is over %u bytes",
+							   MAX_LINE);
+				else
+					lms_buf_append(&line, &buf[i], 1);
+				continue;
+			}
+			double t = lms_monotonic_ms();
+			if (line.len > 0)
+				rc = feed_native(s, line.data, line.len, &calls, &done, err);
+			res->backend_ms -= lms_monotonic_ms() - t;
+			line.len = 0;
+		}
+	if (rc == 0 && !done && line.len > 0)
+		rc = feed_native(s, line.data, line.len, &calls, &done, err);
+	if (rc < 0)
+		rc = lms_error_prefix(err, "backend %s (%s) answered badly", b->name, b->url);
+	if (rc == 0 && !done)
+		rc = lms_relay_end(relay, err);
+	if (rc == 0 && (res->answer = lms_chat_stream_finish(s, err)) == NULL)
+		rc = lms_error_prefix(err, "backend %s (%s) answered badly", b->name, b->url);
+	lms_buf_clear(&line);
 	lms_chat_stream_free(s);
 	return rc;
 }
@@ -397,6 +477,8 @@ lms_chat_finish(struct lms_relay *relay, const struct lms_chat_options *opts, st
 	bool ok = res->status >= 200 && res->status < 300;
 	if (ok && strncmp(res->content_type ? res->content_type : "", "text/event-stream", 17) == 0)
 		return read_stream(relay, opts, res, err);
+	if (ok && res->native && strncmp(res->content_type ? res->content_type : "", "application/x-ndjson", 20) == 0)
+		return read_native(relay, opts, res, err);
 	if (lms_relay_body(relay, &res->status, &res->body, err) < 0)
 		return -1;
 	if (!ok)
@@ -416,9 +498,11 @@ lms_chat(struct lms_backends *bs, json_t *request, const struct lms_chat_options
 	 struct lms_error **err)
 {
 	struct lms_relay *relay = NULL;
-	if (lms_chat_open(bs, request, opts, res, &relay, err) < 0)
-		return -1;
-	int rc = lms_chat_finish(relay, opts, res, err);
+	int rc = lms_chat_open(bs, request, opts, res, &relay, err);
+	if (rc == 0)
+		rc = lms_chat_finish(relay, opts, res, err);
 	lms_relay_free(relay);
+	if (res->backend_ms < 0)
+		res->backend_ms += lms_monotonic_ms();
 	return rc;
 }

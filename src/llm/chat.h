@@ -17,6 +17,7 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "llm/backend.h"
+#include "llm/ollama.h"
 
 /* Called with each `data:` chunk of a streamed answer (a parsed JSON object, borrowed) as it arrives.
  * Returns 0 to go on; < 0 stops the call, which then fails with LMS_ERR_CANCELLED. */
@@ -29,6 +30,10 @@ struct lms_chat_options {
 	 * a socket closed: the HTTP client's socket today) or at all (a pipe, an eventfd), the backend request
 	 * is aborted and the call fails with LMS_ERR_CANCELLED. -1 for none. */
 	int cancel_fd;
+	/* For an Ollama backend: call its own /api/chat with options.num_ctx large enough for the request
+	 * (llm/ollama.h), the answer assembled as a streamed OpenAI one; res->context says what was asked. The
+	 * request must ask for a stream. Other backends ignore it. */
+	bool ollama_context;
 };
 
 struct lms_chat_result {
@@ -39,6 +44,11 @@ struct lms_chat_result {
 	char *content_type;	     /* of the backend's answer */
 	json_t *answer;		     /* on success: the chat.completion object (assembled when streamed) */
 	struct lms_buf body;	     /* on LMS_ERR_BACKEND: the backend's error answer as it sent it */
+	bool native;		     /* Ollama's /api/chat was called (ollama_context) */
+	/* waiting on the backend: from the request to its answer's end, less the time spent here taking the
+	 * answer's bytes apart (lms_chat only) */
+	double backend_ms;
+	struct lms_ollama_context context; /* then: the context asked for and the model's limit */
 };
 
 /*

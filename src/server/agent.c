@@ -38,6 +38,7 @@ struct lms_agent {
 	const char *sandbox_id;
 	json_int_t max_steps, timeout_ms, step_timeout_ms;
 	bool stream;
+	bool confirm; /* stop before running the model's tool calls: the client asks its user */
 };
 
 static bool
@@ -80,6 +81,7 @@ lms_agent_parse(struct lms_server *s, const json_t *body, json_t **error)
 	json_t *model = json_object_get(body, "model"), *prompt = json_object_get(body, "prompt");
 	json_t *messages = json_object_get(body, "messages"), *sid = json_object_get(body, "sandbox_id");
 	json_t *stream = json_object_get(body, "stream"), *image = json_object_get(body, "image");
+	json_t *confirm = json_object_get(body, "confirm");
 	if (!json_is_string(model) || json_string_length(model) == 0)
 		*error =
 		    invalid("%s is required: the model to run, e.g. \"ollama/qwen2.5-coder:7b\" (GET /v1/models lists "
@@ -98,6 +100,8 @@ lms_agent_parse(struct lms_server *s, const json_t *body, json_t **error)
 		*error = invalid("%s must be a string (an image's name)", "image");
 	else if (stream != NULL && !json_is_null(stream) && !json_is_boolean(stream))
 		*error = invalid("%s must be true or false", "stream");
+	else if (confirm != NULL && !json_is_null(confirm) && !json_is_boolean(confirm))
+		*error = invalid("%s must be true or false", "confirm");
 	else if ((a.max_steps = number(body, "max_steps", DEFAULT_MAX_STEPS, MAX_MAX_STEPS)) < 0)
 		*error = invalid("%s must be a whole number of at least 1", "max_steps");
 	else if ((a.timeout_ms = number(body, "timeout_ms", DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS)) < 0)
@@ -117,6 +121,7 @@ lms_agent_parse(struct lms_server *s, const json_t *body, json_t **error)
 		out->body = json_deep_copy(body);
 		out->sandbox_id = json_string_value(json_object_get(out->body, "sandbox_id"));
 		out->stream = json_is_true(stream);
+		out->confirm = json_is_true(confirm);
 		return out;
 	}
 	return NULL;
@@ -209,8 +214,10 @@ struct run {
 	struct lms_agent *a;
 	const struct lms_agent_sink *sink;
 	int hangup_fd;
-	const char *tool_id; /* the call whose output is being streamed */
-	unsigned next_id;    /* for calls that came without an id */
+	const char *tool_id;	   /* the call whose output is being streamed */
+	json_int_t step;	   /* model calls made so far: a tool_call event says which step asked for it */
+	double model_ms, tools_ms; /* the run's time waiting on the model, and in its tool calls */
+	unsigned next_id;	   /* for calls that came without an id */
 };
 
 static void
@@ -331,8 +338,10 @@ run_call(struct run *r, const char *sandbox_id, const char *name, const char *ar
 		if (t == NULL || json_is_null(t) || (json_is_integer(t) && json_integer_value(t) > cap))
 			json_object_set_new(args, "timeout_ms", json_integer(cap));
 	}
-	struct lms_mcp_progress progress = {.cls = r, .output = on_output};
+	struct lms_mcp_progress progress = {.cls = r, .output = on_output, .via = "agent"};
+	double t = lms_monotonic_ms();
 	json_t *res = lms_mcp_tool_call(r->a->s, name, args, r->hangup_fd, &progress);
+	r->tools_ms += lms_monotonic_ms() - t;
 	json_decref(args);
 	json_t *sc = json_object_get(res, "structuredContent");
 	const char *keys[] = {"exit_code", "timed_out", "oom_killed", "duration_ms"};
@@ -345,6 +354,29 @@ run_call(struct run *r, const char *sandbox_id, const char *name, const char *ar
 	char *out = xstrdup(text ? text : "");
 	json_decref(res);
 	return out;
+}
+
+/* An Ollama model's context: the largest asked for so far, and a warning event the first time the
+ * conversation outgrows the model (Ollama then drops its oldest part: the model may forget its task). */
+static void
+note_context(struct run *r, const struct lms_ollama_context *c, json_t **context)
+{
+	if (*context == NULL)
+		*context = json_pack("{s:I, s:I, s:I, s:b}", "num_ctx", (json_int_t)0, "limit", (json_int_t)c->limit,
+				     "needed", (json_int_t)0, "exceeded", 0);
+	if (c->num_ctx > json_integer_value(json_object_get(*context, "num_ctx")))
+		json_object_set_new(*context, "num_ctx", json_integer(c->num_ctx));
+	if (c->needed > json_integer_value(json_object_get(*context, "needed")))
+		json_object_set_new(*context, "needed", json_integer(c->needed));
+	if (c->exceeded && !json_is_true(json_object_get(*context, "exceeded"))) {
+		json_object_set_new(*context, "exceeded", json_true());
+		_cleanup_free_ char *msg = xasprintf(
+		    "the conversation (about %lld tokens with room for the answer) is longer than the model's context "
+		    "(%lld tokens): Ollama drops its oldest part, so the model may lose the task. Use a model with "
+		    "a longer context, or start a new run with a shorter conversation.",
+		    (long long)c->needed, (long long)c->limit);
+		emit(r, "warning", json_pack("{s:s, s:s}", "code", "context_exceeded", "message", msg));
+	}
 }
 
 static void
@@ -376,6 +408,81 @@ model_error(const struct lms_chat_result *res, const struct lms_error *e, unsign
 	size_t n;
 	_cleanup_free_ char *clean = lms_utf8_sanitize(msg, strlen(msg), &n);
 	return lms_api_error_json(*status < 500 ? "invalid_request_error" : "server_error", "backend_error", clean);
+}
+
+/* Runs the calls in order, each result a tool message appended to `messages`; stops when the client left. */
+static void
+run_calls(struct run *r, const char *sandbox_id, const json_t *calls, double deadline, json_t *messages)
+{
+	size_t i;
+	json_t *c;
+	json_array_foreach(calls, i, c)
+	{
+		const char *id = json_string_value(json_object_get(c, "id"));
+		json_t *fn = json_object_get(c, "function");
+		const char *name = json_string_value(json_object_get(fn, "name"));
+		const char *arguments = json_string_value(json_object_get(fn, "arguments"));
+		if (id == NULL || name == NULL || arguments == NULL)
+			continue; /* a resumed conversation's call that is not one (pending_calls keeps only whole ones)
+				   */
+		emit(
+		    r, "tool_call",
+		    json_pack("{s:s, s:s, s:s, s:I}", "id", id, "name", name, "arguments", arguments, "step", r->step));
+		r->tool_id = id;
+		json_t *ev;
+		_cleanup_free_ char *raw = run_call(r, sandbox_id, name, arguments, deadline, &ev);
+		size_t n; /* a %.100s may cut a character in two: JSON takes UTF-8 only */
+		char *text = lms_utf8_sanitize(raw, strlen(raw), &n);
+		json_object_set_new(ev, "id", json_string(id));
+		json_object_set_new(ev, "content", json_string(text));
+		emit(r, "tool_result", ev);
+		json_array_append_new(messages, json_pack("{s:s, s:s, s:s, s:s}", "role", "tool", "tool_call_id", id,
+							  "name", name, "content", text));
+		free(text);
+		if (hung_up(r->hangup_fd))
+			break;
+	}
+}
+
+/* A conversation given back after a stop at tool calls (confirm): the last assistant message's calls that no
+ * tool message after it answers (the client answered those its user declined). NULL when there are none. */
+static json_t *
+pending_calls(const json_t *messages)
+{
+	size_t n = json_array_size(messages), at = n;
+	while (at > 0 &&
+	       strcmp(json_string_value(json_object_get(json_array_get(messages, at - 1), "role")), "tool") == 0)
+		at--;
+	if (at == 0)
+		return NULL;
+	const json_t *last = json_array_get(messages, at - 1);
+	json_t *calls = json_object_get(last, "tool_calls");
+	if (strcmp(json_string_value(json_object_get(last, "role")), "assistant") != 0 || !json_is_array(calls))
+		return NULL;
+	json_t *out = json_array();
+	size_t i;
+	json_t *c;
+	json_array_foreach(calls, i, c)
+	{
+		const char *id = json_string_value(json_object_get(c, "id"));
+		json_t *fn = json_object_get(c, "function");
+		if (id == NULL || !json_is_string(json_object_get(fn, "name")) ||
+		    !json_is_string(json_object_get(fn, "arguments")))
+			continue;
+		bool answered = false;
+		for (size_t k = at; k < n && !answered; k++) {
+			const char *to =
+			    json_string_value(json_object_get(json_array_get(messages, k), "tool_call_id"));
+			answered = to != NULL && strcmp(to, id) == 0;
+		}
+		if (!answered)
+			json_array_append(out, c);
+	}
+	if (json_array_size(out) == 0) {
+		json_decref(out);
+		return NULL;
+	}
+	return out;
 }
 
 /* The run's sandbox: the client's, or a new persistent one (image and network as asked). */
@@ -415,7 +522,7 @@ json_t *
 lms_agent_run(struct lms_agent *a, int hangup_fd, const struct lms_agent_sink *sink, unsigned *status, json_t **error)
 {
 	struct run r = {.a = a, .sink = sink, .hangup_fd = hangup_fd};
-	double deadline = lms_monotonic_ms() + (double)a->timeout_ms;
+	double started_ms = lms_monotonic_ms(), deadline = started_ms + (double)a->timeout_ms;
 	json_t *sbx = sandbox_of(a, status, error);
 	if (sbx == NULL)
 		return NULL;
@@ -427,7 +534,18 @@ lms_agent_run(struct lms_agent *a, int hangup_fd, const struct lms_agent_sink *s
 	const char *finish = NULL;
 	_cleanup_free_ char *content = xstrdup("");
 	json_int_t steps = 0;
-	json_t *result = NULL;
+	json_t *result = NULL, *context = NULL;
+	/* Calls the client's user allowed (confirm) run first, as if the model had just asked for them. */
+	json_t *pending = pending_calls(messages);
+	if (pending != NULL) {
+		run_calls(&r, sandbox_id, pending, deadline, messages);
+		json_decref(pending);
+		if (hung_up(hangup_fd)) {
+			*status = 499;
+			*error = lms_api_error_json("invalid_request_error", "cancelled", "the client went away");
+			goto out;
+		}
+	}
 	while (finish == NULL) {
 		if (steps >= a->max_steps) {
 			finish = "max_steps";
@@ -440,11 +558,15 @@ lms_agent_run(struct lms_agent *a, int hangup_fd, const struct lms_agent_sink *s
 		json_t *req =
 		    json_pack("{s:O, s:O, s:O, s:b, s:{s:b}}", "model", json_object_get(a->body, "model"), "messages",
 			      messages, "tools", tools, "stream", 1, "stream_options", "include_usage", 1);
-		struct lms_chat_options opts = {.on_chunk = on_chunk, .userdata = &r, .cancel_fd = hangup_fd};
+		struct lms_chat_options opts = {
+		    .on_chunk = on_chunk, .userdata = &r, .cancel_fd = hangup_fd, .ollama_context = true};
 		struct lms_chat_result res = {0};
 		_cleanup_error_ struct lms_error *err = NULL;
 		int rc = lms_chat(a->s->backends, req, &opts, &res, &err);
+		r.model_ms += res.backend_ms;
 		json_decref(req);
+		if (res.native)
+			note_context(&r, &res.context, &context);
 		if (rc < 0) {
 			if (err->kind == LMS_ERR_CANCELLED) {
 				*status = 499;
@@ -460,7 +582,7 @@ lms_agent_run(struct lms_agent *a, int hangup_fd, const struct lms_agent_sink *s
 			}
 			goto out;
 		}
-		steps++;
+		r.step = ++steps;
 		add_usage(usage, json_object_get(res.answer, "usage"));
 		json_t *message = json_object_get(json_array_get(json_object_get(res.answer, "choices"), 0), "message");
 		bool from_content;
@@ -477,30 +599,12 @@ lms_agent_run(struct lms_agent *a, int hangup_fd, const struct lms_agent_sink *s
 			finish = "stop";
 			break;
 		}
-		size_t i;
-		json_t *c;
-		json_array_foreach(calls, i, c)
-		{
-			const char *id = json_string_value(json_object_get(c, "id"));
-			json_t *fn = json_object_get(c, "function");
-			const char *name = json_string_value(json_object_get(fn, "name"));
-			const char *arguments = json_string_value(json_object_get(fn, "arguments"));
-			emit(&r, "tool_call",
-			     json_pack("{s:s, s:s, s:s}", "id", id, "name", name, "arguments", arguments));
-			r.tool_id = id;
-			json_t *ev;
-			_cleanup_free_ char *raw = run_call(&r, sandbox_id, name, arguments, deadline, &ev);
-			size_t n; /* a %.100s may cut a character in two: JSON takes UTF-8 only */
-			char *text = lms_utf8_sanitize(raw, strlen(raw), &n);
-			json_object_set_new(ev, "id", json_string(id));
-			json_object_set_new(ev, "content", json_string(text));
-			emit(&r, "tool_result", ev);
-			json_array_append_new(messages, json_pack("{s:s, s:s, s:s, s:s}", "role", "tool",
-								  "tool_call_id", id, "name", name, "content", text));
-			free(text);
-			if (hung_up(hangup_fd))
-				break;
+		if (a->confirm) { /* the client asks its user, then sends the conversation back to run them */
+			json_decref(calls);
+			finish = "tool_calls";
+			break;
 		}
+		run_calls(&r, sandbox_id, calls, deadline, messages);
 		json_decref(calls);
 		if (hung_up(hangup_fd)) {
 			*status = 499;
@@ -510,7 +614,17 @@ lms_agent_run(struct lms_agent *a, int hangup_fd, const struct lms_agent_sink *s
 	}
 	result = json_pack("{s:s, s:I, s:s, s:s, s:O, s:O}", "sandbox_id", sandbox_id, "steps", (json_int_t)steps,
 			   "finish_reason", finish, "content", content, "messages", messages, "usage", usage);
+	/* The agent's own cost is what is neither the model's nor the tools' (bench/bench_agent.py). */
+	double total_ms = lms_monotonic_ms() - started_ms;
+	json_object_set_new(result, "timings",
+			    json_pack("{s:f, s:f, s:f, s:f}", "total_ms", total_ms, "model_ms", r.model_ms, "tools_ms",
+				      r.tools_ms, "agent_ms", total_ms - r.model_ms - r.tools_ms));
+	if (context != NULL) {
+		json_object_set(result, "context", context);
+		json_object_set(result, "context_exceeded", json_object_get(context, "exceeded"));
+	}
 out:
+	json_decref(context);
 	json_decref(messages);
 	json_decref(tools);
 	json_decref(usage);

@@ -18,6 +18,7 @@
 #include "core/clock.h"
 #include "core/utf8.h"
 #include "server/exec-service.h"
+#include "server/history.h"
 #include "server/sandboxes.h"
 #include "server/server.h"
 
@@ -721,6 +722,34 @@ tool_list_files(struct call *c)
 	return r;
 }
 
+/* The call into its sandbox's audit log: the command or the path, the outcome, the output's bytes. */
+static void
+record(const struct call *c, const json_t *result, double started_s, double started_ms)
+{
+	const json_t *sc = json_object_get(result, "structuredContent");
+	json_t *exit_code = json_object_get(sc, "exit_code");
+	const char *status = json_is_true(json_object_get(sc, "timed_out"))	? "timed_out"
+			     : json_is_true(json_object_get(sc, "oom_killed"))	? "oom_killed"
+			     : json_is_true(json_object_get(result, "isError")) ? "error"
+										: "ok";
+	long long bytes = -1;
+	if (json_is_string(json_object_get(sc, "stdout")))
+		bytes = (long long)(json_string_length(json_object_get(sc, "stdout")) +
+				    json_string_length(json_object_get(sc, "stderr")));
+	else if (json_is_string(json_object_get(c->args, "content")))
+		bytes = (long long)json_string_length(json_object_get(c->args, "content"));
+	struct lms_history_call h = {.via = c->progress && c->progress->via ? c->progress->via : "mcp",
+				     .tool = c->tool,
+				     .command = json_string_value(json_object_get(c->args, "command")),
+				     .path = json_string_value(json_object_get(c->args, "path")),
+				     .status = status,
+				     .exit_code = json_is_integer(exit_code) ? (int)json_integer_value(exit_code) : -1,
+				     .started_s = started_s,
+				     .duration_ms = lms_monotonic_ms() - started_ms,
+				     .bytes = bytes};
+	lms_sandboxes_record(c->s->sandboxes, c->sandbox_id, lms_history_entry(&h));
+}
+
 static const struct tool {
 	const char *name;
 	json_t *(*fn)(struct call *c);
@@ -745,6 +774,7 @@ lms_mcp_tool_call(struct lms_server *s, const char *name, const json_t *args, in
 {
 	struct call c = {.s = s, .tool = name, .args = args, .hangup_fd = hangup_fd, .progress = progress};
 	json_t *r = NULL;
+	double started_s = lms_wall_s(), started_ms = lms_monotonic_ms();
 	for (size_t i = 0; i < sizeof(tools) / sizeof(tools[0]); i++)
 		if (strcmp(name, tools[i].name) == 0)
 			r = tools[i].fn(&c);
@@ -752,5 +782,7 @@ lms_mcp_tool_call(struct lms_server *s, const char *name, const json_t *args, in
 		r = error_result("%s (see the tool's inputSchema in tools/list)",
 				 c.problem ? c.problem : "unknown tool");
 	free(c.problem);
+	if (c.sandbox_id[0] != '\0')
+		record(&c, r, started_s, started_ms);
 	return r;
 }

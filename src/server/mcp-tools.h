@@ -19,6 +19,7 @@ struct lms_mcp_progress {
 	void (*fn)(void *cls, double progress, const char *message);
 	void *cls;
 	void (*output)(void *cls, int stream, const char *data, size_t len);
+	const char *via; /* who calls, for the sandbox's audit log: NULL is "mcp" (the agent says "agent") */
 };
 
 /* The tool budget: output past it keeps its head and its tail around a "[… N bytes omitted …]" marker. */
@@ -32,7 +33,8 @@ bool lms_mcp_tool_exists(const char *name);
 /* Calls tool `name` (lms_mcp_tool_exists) with `args` (an object, or NULL for none) and returns its
  * CallToolResult (a new reference): {content: [{type: "text", text}], structuredContent?, isError}. A
  * failing command, bad arguments, or a sandbox that is gone are results with isError: true, worded for a
- * model. When hangup_fd (or -1) hangs up, a running command is cancelled. progress may be NULL. */
+ * model. When hangup_fd (or -1) hangs up, a running command is cancelled. progress may be NULL. Each call
+ * made in a sandbox goes into its audit log (history.h). */
 json_t *lms_mcp_tool_call(struct lms_server *s, const char *name, const json_t *args, int hangup_fd,
 			  const struct lms_mcp_progress *progress);
 

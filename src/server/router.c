@@ -52,6 +52,8 @@ const struct lms_route lms_routes[] = {
      "End a sandbox: every process killed, every mount, cgroup and file removed (204)", NULL, NULL},
     {"POST", "/v1/sandboxes/{id}/fork", lms_route_sandbox_fork, true, true, false,
      "A new sandbox with a copy of this one's files at this moment (not its processes)", "SandboxFork", "Sandbox"},
+    {"GET", "/v1/sandboxes/{id}/history", lms_route_sandbox_history, true, false, false,
+     "The sandbox's audit log: every tool call made in it through any route, newest last (?limit=N)", NULL, NULL},
     {"GET", "/v1/sandboxes/{id}/processes", lms_route_process_list, true, false, false,
      "The sandbox's background processes, oldest first", NULL, NULL},
     {"GET", "/v1/sandboxes/{id}/processes/{id}", lms_route_process_get, true, false, false,

@@ -8,8 +8,10 @@
 #include "api/exec-json.h"
 #include "api/exec-request.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/utf8.h"
 #include "server/exec-service.h"
+#include "server/history.h"
 #include "server/sandboxes.h"
 #include "server/server.h"
 
@@ -64,6 +66,25 @@ finish(struct lms_exec *x, const struct lms_exec_target *t)
 	lms_exec_end(x);
 }
 
+/* A persistent sandbox's command goes into its audit log (a one-shot sandbox has none). */
+static void
+record(const struct lms_exec_target *t, const struct lms_exec_request *xr, const struct lms_sandbox_result *res,
+       double started_s, double started_ms, long long bytes)
+{
+	if (t->id[0] == '\0')
+		return;
+	_cleanup_free_ char *command = lms_history_argv(xr->spec.argv);
+	struct lms_history_call c = {.via = "http",
+				     .tool = "exec",
+				     .command = command,
+				     .status = res ? lms_history_status(res) : "error",
+				     .exit_code = res ? res->exit_code : -1,
+				     .started_s = started_s,
+				     .duration_ms = lms_monotonic_ms() - started_ms,
+				     .bytes = bytes};
+	lms_sandboxes_record(t->sbs, t->id, lms_history_entry(&c));
+}
+
 /* ---- one JSON response ---- */
 
 static enum MHD_Result
@@ -73,10 +94,13 @@ exec_buffered(struct lms_request *req, struct lms_exec_request *xr, const struct
 	_cleanup_error_ struct lms_error *err = NULL;
 	enum MHD_Result reply;
 	struct lms_exec *x = NULL;
+	double started_s = lms_wall_s(), started_ms = lms_monotonic_ms();
 	int r = start(req, xr, t, &x, &err);
 	if (r == 0)
 		r = lms_exec_collect(x, lms_request_socket(req), &out, &err);
 	finish(x, t);
+	record(t, xr, r == 0 ? &out.result : NULL, started_s, started_ms,
+	       r == 0 ? (long long)(out.out.len + out.err.len) : -1);
 	if (r < 0) {
 		reply = lms_reply_lms_error(req, err);
 	} else {
@@ -102,6 +126,8 @@ struct stream {
 	struct lms_exec *exec;
 	int client_fd;
 	bool finished;
+	double started_s, started_ms;
+	long long bytes; /* of output, for the audit log */
 	struct lms_buf pending;
 	size_t pending_off;
 	char tail[3][4]; /* per stream: an incomplete UTF-8 sequence held for the next chunk */
@@ -172,6 +198,8 @@ sse_finish(struct stream *x, const struct lms_job_event *ev)
 				      json_pack("{s:s%}", "data", clean, clean_len));
 			free(clean);
 		}
+	record(&x->target, x->xr, ev->type == LMS_JOB_ERROR ? NULL : &ev->result, x->started_s, x->started_ms,
+	       x->bytes);
 	if (ev->type == LMS_JOB_ERROR) {
 		lms_sse_event(&x->pending, "error", lms_error_json(ev->error));
 		return;
@@ -205,6 +233,7 @@ sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 			continue;
 		}
 		if (ev.type == LMS_JOB_STDOUT || ev.type == LMS_JOB_STDERR) {
+			x->bytes += (long long)ev.len;
 			sse_output(x, ev.type == LMS_JOB_STDOUT ? 1 : 2, ev.data, ev.len);
 			free(ev.data);
 			continue;
@@ -238,6 +267,8 @@ exec_streamed(struct lms_request *req, struct lms_exec_request *xr, const struct
 	x->xr = xr;
 	x->target = *t;
 	x->client_fd = lms_request_socket(req);
+	x->started_s = lms_wall_s();
+	x->started_ms = lms_monotonic_ms();
 	if (start(req, xr, t, &x->exec, &err) < 0) {
 		stream_free(x);
 		return lms_reply_lms_error(req, err);

@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/log.h"
+#include "server/history.h"
 #include "server/sandbox-files.h"
 #include "server/sandboxes.h"
 #include "server/server.h"
@@ -212,6 +214,23 @@ lms_route_files_get(struct lms_request *req)
 	return fd < 0 ? reply_files_error(req, err) : get_open(req, fd, &st);
 }
 
+/* A write or a delete into the sandbox's audit log. */
+static void
+record(struct lms_request *req, const char *tool, bool ok, double started_s, double started_ms, long long bytes)
+{
+	char id[24];
+	lms_sandbox_path_id(req, id);
+	struct lms_history_call c = {.via = "http",
+				     .tool = tool,
+				     .path = file_path(req),
+				     .status = ok ? "ok" : "error",
+				     .exit_code = -1,
+				     .started_s = started_s,
+				     .duration_ms = lms_monotonic_ms() - started_ms,
+				     .bytes = bytes};
+	lms_sandboxes_record(req->server->sandboxes, id, lms_history_entry(&c));
+}
+
 enum MHD_Result
 lms_route_files_delete(struct lms_request *req)
 {
@@ -220,9 +239,11 @@ lms_route_files_delete(struct lms_request *req)
 	if (root < 0)
 		return reply;
 	_cleanup_error_ struct lms_error *err = NULL;
+	double started_s = lms_wall_s(), started_ms = lms_monotonic_ms();
 	int r = lms_files_remove(root, file_path(req), query_true(req, "recursive"), &err);
 	close(root);
 	touch_sandbox(req);
+	record(req, "delete_file", r == 0, started_s, started_ms, -1);
 	if (r < 0)
 		return reply_files_error(req, err);
 	struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
@@ -231,6 +252,7 @@ lms_route_files_delete(struct lms_request *req)
 
 /* An upload in progress: one file (through a temporary name), or a tar stream into a directory. */
 struct put_state {
+	double started_s, started_ms;
 	bool tar;
 	struct lms_upload up;
 	struct lms_untar_job *untar;
@@ -282,6 +304,8 @@ put_begin(struct lms_request *req)
 	if (root < 0)
 		return reply;
 	struct put_state *st = xcalloc(1, sizeof(*st));
+	st->started_s = lms_wall_s();
+	st->started_ms = lms_monotonic_ms();
 	st->tar = tar;
 	st->max = max;
 	st->up.fd = st->up.dirfd = -1;
@@ -333,11 +357,9 @@ put_end(struct lms_request *req)
 
 const struct lms_body_sink lms_files_put_sink = {put_begin, put_chunk, put_end};
 
-enum MHD_Result
-lms_route_files_put(struct lms_request *req)
+static enum MHD_Result
+put_reply(struct lms_request *req, struct put_state *st, bool *ok)
 {
-	struct put_state *st = req->sink_state;
-	touch_sandbox(req);
 	_cleanup_error_ struct lms_error *err = NULL;
 	if (st->tar) {
 		unsigned long long entries = 0;
@@ -346,6 +368,7 @@ lms_route_files_put(struct lms_request *req)
 			return reply_too_large(req);
 		if (r < 0)
 			return reply_files_error(req, err);
+		*ok = true;
 		return lms_reply_json(req, 201,
 				      json_pack("{s:s, s:s, s:I}", "path", file_path(req), "type", "directory",
 						"entries", (json_int_t)entries));
@@ -363,7 +386,20 @@ lms_route_files_put(struct lms_request *req)
 		return reply_files_error(req, err);
 	char text[8];
 	snprintf(text, sizeof(text), "%04o", mode);
+	*ok = true;
 	return lms_reply_json(req, 201,
 			      json_pack("{s:s, s:s, s:I, s:s}", "path", file_path(req), "type", "file", "size",
 					(json_int_t)size, "mode", text));
+}
+
+enum MHD_Result
+lms_route_files_put(struct lms_request *req)
+{
+	struct put_state *st = req->sink_state;
+	touch_sandbox(req);
+	bool ok = false;
+	long long received = (long long)st->received;
+	enum MHD_Result reply = put_reply(req, st, &ok);
+	record(req, "write_file", ok, st->started_s, st->started_ms, received);
+	return reply;
 }

@@ -13,8 +13,10 @@
 
 #include "api/exec-json.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/utf8.h"
 #include "server/processes.h"
+#include "server/history.h"
 #include "server/sandboxes.h"
 #include "server/server.h"
 
@@ -109,23 +111,21 @@ lms_route_sandbox_start(struct lms_request *req, struct lms_sandbox_entry *entry
 {
 	char sandbox[24], ref[48];
 	path_parts(req, sandbox, ref);
-	_cleanup_free_ char *cmd = NULL;
-	char *const *argv = xr->spec.argv;
-	if (argv[0] && argv[1] && strcmp(argv[1], "-c") == 0 && argv[2] && !argv[3])
-		cmd = xstrdup(argv[2]); /* "cmd": the shell's script */
-	else {
-		struct lms_buf b = {0};
-		for (size_t i = 0; argv[i]; i++) {
-			if (i > 0)
-				lms_buf_append(&b, " ", 1);
-			lms_buf_append(&b, argv[i], strlen(argv[i]));
-		}
-		lms_buf_append(&b, "", 1);
-		cmd = b.data;
-	}
+	_cleanup_free_ char *cmd = lms_history_argv(xr->spec.argv);
 	_cleanup_error_ struct lms_error *err = NULL;
+	double started_s = lms_wall_s(), started_ms = lms_monotonic_ms();
 	json_t *obj = lms_procs_start(req->server->procs, req->server->spawner, sandbox, key, &xr->spec, cmd, &err);
 	lms_sandboxes_release(req->server->sandboxes, entry, NULL);
+	/* A background process is logged when it starts: its end belongs to no call. */
+	struct lms_history_call c = {.via = "http",
+				     .tool = "process",
+				     .command = cmd,
+				     .status = obj ? "started" : "error",
+				     .exit_code = -1,
+				     .started_s = started_s,
+				     .duration_ms = lms_monotonic_ms() - started_ms,
+				     .bytes = -1};
+	lms_sandboxes_record(req->server->sandboxes, sandbox, lms_history_entry(&c));
 	return obj ? lms_reply_json(req, 202, obj) : lms_reply_lms_error(req, err);
 }
 

@@ -3,12 +3,17 @@
  * POST /v1/sandboxes/{id}/fork and POST /v1/sandboxes/{id}/exec. The registry is sandboxes.c; a command runs through
  * the same exec service and reply as POST /v1/exec (routes-exec.c), in the sandbox's worker.
  */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/exec-json.h"
 #include "api/exec-request.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "image/store.h"
+#include "server/history.h"
 #include "server/sandboxes.h"
 #include "server/server.h"
 
@@ -165,6 +170,28 @@ lms_route_sandbox_get(struct lms_request *req)
 }
 
 enum MHD_Result
+lms_route_sandbox_history(struct lms_request *req)
+{
+	char id[24];
+	lms_sandbox_path_id(req, id);
+	const char *v = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "limit");
+	unsigned long long limit = 0;
+	if (v != NULL) {
+		char *end;
+		errno = 0;
+		limit = strtoull(v, &end, 10);
+		if (errno != 0 || end == v || *end != '\0' || v[0] == '-' || limit < 1 || limit > LMS_HISTORY_MAX)
+			return lms_reply_error(req, 400, "invalid_request_error", "invalid_request",
+					       "limit must be a whole number 1..%d (the entries kept), not '%.40s'",
+					       LMS_HISTORY_MAX, v);
+	}
+	_cleanup_error_ struct lms_error *err = NULL;
+	const char *reason = NULL;
+	json_t *obj = lms_sandboxes_history(req->server->sandboxes, id, (size_t)limit, &reason, &err);
+	return obj ? lms_reply_json(req, 200, obj) : lms_reply_sandbox_not_found(req, err, reason);
+}
+
+enum MHD_Result
 lms_route_sandbox_delete(struct lms_request *req)
 {
 	char id[24];
@@ -198,9 +225,21 @@ lms_route_sandbox_fork(struct lms_request *req)
 		parse_metadata(root, &metadata, &err);
 	json_decref(root);
 	const char *reason = NULL;
+	double started_s = lms_wall_s(), started_ms = lms_monotonic_ms();
 	json_t *obj =
 	    err ? NULL : lms_sandboxes_fork(req->server->sandboxes, id, ttl_s ? &ttl_s : NULL, metadata, &reason, &err);
 	json_decref(metadata);
+	if (obj != NULL) { /* in the source's log: the new sandbox's id as the "path" of the call */
+		struct lms_history_call c = {.via = "http",
+					     .tool = "fork",
+					     .path = json_string_value(json_object_get(obj, "id")),
+					     .status = "ok",
+					     .exit_code = -1,
+					     .started_s = started_s,
+					     .duration_ms = lms_monotonic_ms() - started_ms,
+					     .bytes = -1};
+		lms_sandboxes_record(req->server->sandboxes, id, lms_history_entry(&c));
+	}
 	if (obj != NULL)
 		return lms_reply_json(req, 201, obj);
 	return err->kind == LMS_ERR_NOT_FOUND ? lms_reply_sandbox_not_found(req, err, reason)
@@ -268,6 +307,7 @@ lms_route_sandbox_exec(struct lms_request *req)
 	_cleanup_error_ struct lms_error *err = NULL;
 	const char *reason = NULL;
 	struct lms_exec_target t = {.sbs = sbs};
+	snprintf(t.id, sizeof(t.id), "%s", id);
 	const struct lms_sandbox_settings *base = NULL;
 	t.entry = lms_sandboxes_acquire(sbs, id, &t.sandbox, &base, &reason, &err);
 	if (t.entry == NULL)

@@ -150,6 +150,12 @@ lms_store_path(const struct lms_store *st, const char *id)
 	return xasprintf("%s/%s/fs", st->dir, id);
 }
 
+char *
+lms_store_history_path(const struct lms_store *st, const char *id)
+{
+	return xasprintf("%s/%s/history.jsonl", st->dir, id);
+}
+
 int
 lms_store_commit(struct lms_store *st, const char *id, const json_t *record, struct lms_error **err)
 {

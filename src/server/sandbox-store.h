@@ -30,6 +30,9 @@ int lms_store_make(struct lms_store *st, const char *id, uint64_t disk_mb, char 
 /* The host path of id's storage (what lms_store_make gave; caller frees). */
 char *lms_store_path(const struct lms_store *st, const char *id);
 
+/* The host path of id's audit log (history.h; caller frees): in its directory, so it goes with it. */
+char *lms_store_history_path(const struct lms_store *st, const char *id);
+
 /* Writes the record (atomically: a temporary file, fsync, rename): from now on the sandbox is whole. */
 int lms_store_commit(struct lms_store *st, const char *id, const json_t *record, struct lms_error **err);
 

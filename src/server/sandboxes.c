@@ -15,6 +15,7 @@
 #include "core/id.h"
 #include "core/log.h"
 #include "image/store.h"
+#include "server/history.h"
 #include "server/processes.h"
 #include "server/sandbox-store.h"
 #include "server/server.h"
@@ -30,16 +31,17 @@ struct lms_sandbox_entry {
 	struct lms_sandbox_settings set;
 	char *image;
 	char **env;
-	char **layers;		  /* an imported image's layer directories (resolved again at a restart), or NULL */
-	char *cwd;		  /* the image's WorkingDir: its commands' default directory, or NULL */
-	char *storage;		  /* its files' host directory (sandbox-store.h), or NULL without a store */
-	double created_s, used_s; /* wall clock, for the API */
-	double expires_ms;	  /* monotonic */
-	unsigned users;		  /* commands running in it */
-	unsigned gen;		  /* the spawner generation its PID 1 runs in; 0: none yet (restored) */
-	bool reviving;		  /* its PID 1 is being made again */
-	bool removing;		  /* deleted: a command that starts now is cancelled at once */
-	struct lms_job **jobs;	  /* theirs, which a DELETE cancels */
+	char **layers;		     /* an imported image's layer directories (resolved again at a restart), or NULL */
+	char *cwd;		     /* the image's WorkingDir: its commands' default directory, or NULL */
+	char *storage;		     /* its files' host directory (sandbox-store.h), or NULL without a store */
+	double created_s, used_s;    /* wall clock, for the API */
+	double expires_ms;	     /* monotonic */
+	unsigned users;		     /* commands running in it */
+	unsigned gen;		     /* the spawner generation its PID 1 runs in; 0: none yet (restored) */
+	bool reviving;		     /* its PID 1 is being made again */
+	bool removing;		     /* deleted: a command that starts now is cancelled at once */
+	struct lms_history *history; /* its audit log, from when it is listed */
+	struct lms_job **jobs;	     /* theirs, which a DELETE cancels */
 	size_t n_jobs;
 	struct lms_sandbox_entry *next;
 };
@@ -146,6 +148,7 @@ entry_free(struct lms_sandbox_entry *e)
 	lms_strv_free(e->layers);
 	free(e->cwd);
 	free(e->jobs);
+	lms_history_free(e->history);
 	free(e);
 }
 
@@ -409,6 +412,10 @@ make_entry(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, const char *f
 static json_t *
 enlist(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, int r)
 {
+	if (r == 0) {
+		_cleanup_free_ char *path = sbs->store ? lms_store_history_path(sbs->store, e->id) : NULL;
+		e->history = lms_history_open(path);
+	}
 	pthread_mutex_lock(&sbs->lock);
 	sbs->pending--;
 	if (r == 0) {
@@ -629,6 +636,32 @@ lms_sandboxes_get(struct lms_sandboxes *sbs, const char *id, const char **reason
 		not_found(sbs, id, reason, err);
 	pthread_mutex_unlock(&sbs->lock);
 	return obj;
+}
+
+void
+lms_sandboxes_record(struct lms_sandboxes *sbs, const char *id, json_t *entry)
+{
+	pthread_mutex_lock(&sbs->lock);
+	struct lms_sandbox_entry *e = find(sbs, id);
+	/* Under the registry's lock: a DELETE cannot free the log (or remove its file) meanwhile. */
+	if (e != NULL && e->history != NULL)
+		lms_history_add(e->history, entry);
+	else
+		json_decref(entry);
+	pthread_mutex_unlock(&sbs->lock);
+}
+
+json_t *
+lms_sandboxes_history(struct lms_sandboxes *sbs, const char *id, size_t limit, const char **reason,
+		      struct lms_error **err)
+{
+	pthread_mutex_lock(&sbs->lock);
+	struct lms_sandbox_entry *e = find(sbs, id);
+	json_t *data = e && e->history ? lms_history_json(e->history, limit) : NULL;
+	if (e == NULL)
+		not_found(sbs, id, reason, err);
+	pthread_mutex_unlock(&sbs->lock);
+	return e ? json_pack("{s:o}", "data", data ? data : json_array()) : NULL;
 }
 
 int

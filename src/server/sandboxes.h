@@ -53,6 +53,14 @@ json_t *lms_sandboxes_list(struct lms_sandboxes *sbs, const json_t *filter);
 /* The sandbox's object, or NULL with LMS_ERR_NOT_FOUND; *reason is "deleted", "expired", "failed" or NULL. */
 json_t *lms_sandboxes_get(struct lms_sandboxes *sbs, const char *id, const char **reason, struct lms_error **err);
 
+/* Appends a tool call made in id to its audit log (history.h; `entry` taken). A sandbox gone meanwhile is no
+ * error: the call ran, there is just no log left to keep it. */
+void lms_sandboxes_record(struct lms_sandboxes *sbs, const char *id, json_t *entry);
+/* {"data": [...]}: the last `limit` entries of id's audit log (0: all kept), oldest first; NULL with
+ * LMS_ERR_NOT_FOUND (and *reason) when it does not exist. */
+json_t *lms_sandboxes_history(struct lms_sandboxes *sbs, const char *id, size_t limit, const char **reason,
+			      struct lms_error **err);
+
 /* Ends it: what runs in it is killed, then every process, mount and cgroup of it is removed. */
 int lms_sandboxes_delete(struct lms_sandboxes *sbs, const char *id, const char **reason, struct lms_error **err);
 

@@ -206,6 +206,7 @@ enum MHD_Result lms_route_run_bash(struct lms_request *req);
 struct lms_sandboxes;
 struct lms_sandbox_entry;
 struct lms_exec_target {
+	char id[24]; /* the persistent sandbox's, for its audit log; "" for a one-shot sandbox */
 	uint64_t sandbox;
 	struct lms_sandboxes *sbs;
 	struct lms_sandbox_entry *entry;
@@ -225,6 +226,7 @@ enum MHD_Result lms_route_sandbox_list(struct lms_request *req);
 enum MHD_Result lms_route_sandbox_get(struct lms_request *req);
 enum MHD_Result lms_route_sandbox_delete(struct lms_request *req);
 enum MHD_Result lms_route_sandbox_fork(struct lms_request *req);
+enum MHD_Result lms_route_sandbox_history(struct lms_request *req);
 /* routes-processes.c */
 struct lms_sandbox_entry;
 struct lms_exec_request;

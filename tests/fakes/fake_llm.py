@@ -1056,6 +1056,8 @@ class OllamaHandler(_Handler):
             return self.respond(200, self.show(ollama_name(name), cfg), mode=mode, cfg=cfg)
         if path == "/v1/chat/completions":
             return self.openai_chat(req, name, cfg, mode)
+        if path == "/api/chat" and cfg.get("script") is not None:
+            return self.scripted_native(req, name, cfg, mode)
         return self.native(req, name, cfg, mode, chat=path == "/api/chat")
 
     def tag(self, name):
@@ -1127,6 +1129,38 @@ class OllamaHandler(_Handler):
         else:
             events = [(dumps(line(piece(i), False)) + b"\n", True) for i in range(n)]
         events.append((dumps(line("", True)) + b"\n", False))
+        self.stream("application/x-ndjson", events, cfg, mode)
+
+    def scripted_native(self, req, model, cfg, mode):
+        """The scripted model on /api/chat. It insists on options.num_ctx (Ollama silently truncates at its
+        default otherwise: an agent must always say what context it needs), and truncates as Ollama does: a
+        conversation over num_ctx keeps only its last num_ctx tokens (prompt_eval_count says how many)."""
+        options = req.get("options") if isinstance(req.get("options"), dict) else {}
+        num_ctx = options.get("num_ctx")
+        if not isinstance(num_ctx, int) or isinstance(num_ctx, bool) or num_ctx < 1:
+            return self.respond(400, {"error": "the scripted fake wants options.num_ctx (a positive integer): "
+                                               "without it Ollama truncates at its default context"})
+        messages = req.get("messages") if isinstance(req.get("messages"), list) else []
+        p = min(prompt_tokens(messages, req.get("tools")), num_ctx, cfg["n_ctx"])
+        turn = scripted_turn(cfg["script"], messages)
+        content, calls = turn["content"], turn["calls"]
+        base = {"model": model}
+        events = [(dumps(dict(base, created_at=rfc3339_now(), message={"role": "assistant", "content": content[i:i + 4]},
+                              done=False)) + b"\n", True) for i in range(0, len(content), 4)]
+        if calls:  # whole, in one line, arguments as an object (a string when the script wants it malformed)
+            native = []
+            for c in calls:
+                try:
+                    args = json.loads(c["arguments"])
+                except ValueError:
+                    args = c["arguments"]
+                native.append({"id": c["id"], "function": {"index": len(native), "name": c["name"], "arguments": args}})
+            events.append((dumps(dict(base, created_at=rfc3339_now(),
+                                      message={"role": "assistant", "content": "", "tool_calls": native},
+                                      done=False)) + b"\n", True))
+        n = max(1, len(content) // 4)
+        events.append((dumps(dict(base, created_at=rfc3339_now(), message={"role": "assistant", "content": ""},
+                                  done=True, done_reason="stop", **ollama_metrics(p, n))) + b"\n", False))
         self.stream("application/x-ndjson", events, cfg, mode)
 
     def openai_chat(self, req, model, cfg, mode):

@@ -2,43 +2,14 @@
 kind, `script`): turn N of the script answers a conversation with N assistant messages, so a whole loop runs
 deterministically. The commands run in real sandboxes; nothing reaches a real model server."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
+from scripted_model import MODEL, bash, fake_llm, model, script, server  # noqa: F401 (fixtures)
 from server_fixtures import closed_url, daemons, show, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("fake_llm", REPO / "tests" / "fakes" / "fake_llm.py")
-fake_llm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fake_llm)
-
-MODEL = "llamacpp/scripted"
 TOOLS = {"bash", "read_file", "write_file", "edit_file", "list_files"}
-
-
-@pytest.fixture
-def model():
-    fake = fake_llm.Fake("llamacpp", models=["scripted"], script=[])
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def server(lms_bin, tmp_path, model):
-    with daemons(lms_bin, tmp_path, base_args=("--pool-size", "0")) as start:
-        yield start("--llamacpp-url", model.url, "--ollama-url", closed_url())
-
-
-def script(model, *turns):
-    with model.state.cond:
-        model.state.config = dict(model.state.config, script=list(turns))
-
-
-def bash(command, **extra):
-    return {"name": "bash", "arguments": dict(command=command, **extra)}
 
 
 def agent(server, body, timeout=60):
@@ -220,3 +191,93 @@ def test_unknown_model_and_sandbox_are_404(server):
     assert server.get("/v1/sandboxes").json()["data"] == []  # nothing ran: the run's sandbox is gone
     r = server.post("/v1/agent", {"model": MODEL, "prompt": "x", "sandbox_id": "sbx_0000000000000000"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "sandbox_not_found", show(r)
+
+
+def test_agent_steps_are_in_the_sandboxs_audit_log(server, model):
+    script(model, *WRITE_RUN_ANSWER)
+    res = agent(server, {"prompt": "write hello.sh and run it"})
+    r = server.get(f"/v1/sandboxes/{res['sandbox_id']}/history")
+    assert r.status_code == 200, show(r)
+    got = r.json()["data"]
+    assert [(e["via"], e["tool"]) for e in got] == [("agent", "write_file"), ("agent", "bash")], got
+    assert got[0]["arguments"] == {"path": "hello.sh"} and got[1]["arguments"] == {"command": "sh /work/hello.sh"}
+    assert got[1]["exit_code"] == 0 and got[1]["bytes"] == len("hello from 42\n"), got[1]
+
+
+# ---- Ollama: the context asked for (options.num_ctx on /api/chat), and said when it is outgrown ----
+
+@pytest.fixture
+def ollama(request):
+    fake = fake_llm.Fake("ollama", models=["scripted:latest"], script=[], n_ctx=getattr(request, "param", 32768))
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def oserver(lms_bin, tmp_path, ollama):
+    with daemons(lms_bin, tmp_path, base_args=("--pool-size", "0")) as start:
+        yield start("--ollama-url", ollama.url, "--llamacpp-url", closed_url())
+
+
+def native_requests(fake, path):
+    with fake.state.cond:
+        return [e["json"] for e in fake.state.requests if e["method"] == "POST" and e["path"] == path]
+
+
+def test_ollama_gets_a_context_large_enough_for_the_conversation(oserver, ollama):
+    script(ollama, *WRITE_RUN_ANSWER)
+    r = oserver.post("/v1/agent", {"model": "ollama/scripted", "prompt": "write hello.sh and run it"}, timeout=60)
+    assert r.status_code == 200, show(r)
+    res = r.json()
+    assert res["finish_reason"] == "stop" and "hello from 42" in res["content"], res
+    chats = native_requests(ollama, "/api/chat")
+    assert len(chats) == 3 and native_requests(ollama, "/v1/chat/completions") == []
+    for c in chats:
+        n = c["options"]["num_ctx"]
+        assert n >= 4096 and n & (n - 1) == 0 and n >= len(json.dumps(c["messages"])) // 3, c["options"]
+        assert c["stream"] is True and {t["function"]["name"] for t in c["tools"]} == TOOLS
+    # Ollama's own message form: the tool call's arguments as an object, the tool result named.
+    assistant = next(m for m in chats[1]["messages"] if m.get("tool_calls"))
+    assert isinstance(assistant["tool_calls"][0]["function"]["arguments"], dict)
+    assert next(m for m in chats[1]["messages"] if m["role"] == "tool")["tool_name"] == "write_file"
+    # The model's limit is asked once (cached), and the result says what was asked for.
+    assert len(native_requests(ollama, "/api/show")) == 1
+    assert res["context"]["limit"] == 32768 and res["context_exceeded"] is False, res["context"]
+    assert res["usage"]["prompt_tokens"] > 0
+
+
+@pytest.mark.parametrize("ollama", [600], indirect=True)
+def test_a_conversation_that_outgrows_the_model_is_said_so(oserver, ollama):
+    script(ollama, {"tool_calls": [bash("seq 1 3000")]}, {"content": "done"})
+    stream = oserver.sse({"model": "ollama/scripted", "prompt": "count", "stream": True}, path="/v1/agent",
+                         timeout=60)
+    events = stream.events()
+    stream.close()
+    names = [e[0] for e in events]
+    assert names.count("warning") == 1, names
+    warning = next(json.loads(e[1]) if isinstance(e[1], str) else e[1] for e in events if e[0] == "warning")
+    assert warning["code"] == "context_exceeded" and "600 tokens" in warning["message"], warning
+    done = events[-1][1]
+    done = json.loads(done) if isinstance(done, str) else done
+    assert done["context_exceeded"] is True and done["context"]["limit"] == 600, done["context"]
+    # Never more than the model can take.
+    assert all(c["options"]["num_ctx"] <= 600 for c in native_requests(ollama, "/api/chat"))
+
+
+def test_confirm_stops_before_the_calls_and_the_conversation_given_back_runs_them(server, model):
+    script(model, {"content": "two things", "tool_calls": [bash("echo yes-ran > /work/a"), bash("echo no > /work/b")]},
+           {"content": "ok: {last_tool}"})
+    res = agent(server, {"prompt": "do it", "confirm": True})
+    assert res["finish_reason"] == "tool_calls" and res["steps"] == 1, res
+    last = res["messages"][-1]
+    assert last["role"] == "assistant" and len(last["tool_calls"]) == 2
+    sid = res["sandbox_id"]
+    assert sandbox_run(server, sid, "ls /work")["stdout"] == ""  # nothing ran yet
+    # The client declines the second call (its own tool message) and sends the conversation back.
+    declined = {"role": "tool", "tool_call_id": last["tool_calls"][1]["id"], "name": "bash", "content": "declined"}
+    again = agent(server, {"messages": res["messages"][1:] + [declined], "sandbox_id": sid, "confirm": True})
+    assert again["finish_reason"] == "stop" and again["content"].startswith("ok: exit code 0"), again
+    assert sandbox_run(server, sid, "ls /work")["stdout"] == "a\n"
+    tools = tool_messages(again)
+    assert [t["tool_call_id"] for t in tools] == [declined["tool_call_id"], last["tool_calls"][0]["id"]]
+    assert server.post("/v1/agent", {"model": MODEL, "prompt": "x", "confirm": "yes"}).status_code == 400

@@ -143,6 +143,34 @@ exec_takes_the_id_then_the_command(void **state)
 }
 
 static void
+chat_takes_the_model_the_sandbox_and_yes(void **state)
+{
+	(void)state;
+	char *argv[] = {"c",	     "chat",  "--model", "ollama/q:7b", "--image",    "deb", "--network",
+			"--sandbox", "sbx_3", "-y",	 "--url",	"http://h:1", NULL};
+	struct lms_client_args a;
+	char *body;
+	assert_int_equal(parse(argv, &a, &body, NULL), 0);
+	assert_int_equal(a.cmd, LMS_CLIENT_CHAT);
+	assert_string_equal(a.id, "sbx_3");
+	assert_true(a.yes);
+	assert_string_equal(a.url, "http://h:1");
+	assert_string_equal(body, "{\"image\":\"deb\",\"model\":\"ollama/q:7b\",\"network\":true}");
+	free(body);
+	lms_client_args_free(&a);
+	char *plain[] = {"c", "chat", NULL};
+	assert_int_equal(parse(plain, &a, &body, NULL), 0);
+	assert_false(a.yes);
+	assert_null(a.id);
+	free(body);
+	lms_client_args_free(&a);
+	char *extra[] = {"c", "chat", "hello", NULL};
+	expect_usage_error(extra, "lm-sandbox chat --help");
+	char *empty[] = {"c", "chat", "--model", "", NULL};
+	expect_usage_error(empty, "--model needs");
+}
+
+static void
 mistakes_are_usage_errors_that_say_what_to_type(void **state)
 {
 	(void)state;
@@ -307,6 +335,7 @@ main(void)
 	    cmocka_unit_test(global_options_go_before_or_after_the_command),
 	    cmocka_unit_test(ls_filters_become_the_metadata_query),
 	    cmocka_unit_test(exec_takes_the_id_then_the_command),
+	    cmocka_unit_test(chat_takes_the_model_the_sandbox_and_yes),
 	    cmocka_unit_test(mistakes_are_usage_errors_that_say_what_to_type),
 	    cmocka_unit_test(help_is_asked_for_in_every_way),
 	    cmocka_unit_test(sizes_read_as_docker_writes_them),
