@@ -1,0 +1,229 @@
+"""The port relay of persistent sandboxes (docs/API-NOTES.md, "The port relay"): /v1/sandboxes/{id}/ports/{port}/...
+reaches a server listening on 127.0.0.1:{port} inside that sandbox, behind the token, with its answer streamed back
+as it comes; nothing else of the sandbox, of another sandbox or of the host is reached through it."""
+
+import json
+import socket
+import textwrap
+
+import pytest
+import requests
+
+from server_fixtures import assert_error, assert_exec_result, daemons, show, wait_until
+
+pytestmark = pytest.mark.require_root
+
+TOKEN = "relay-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+# The sandbox's server: files from /work/site, echoes of the request, an event stream held open until
+# /work/release exists, and a chunked answer (as servers speaking HTTP/1.1 send).
+APP = textwrap.dedent('''
+    import json, os, sys, time
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class App(SimpleHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory="/work/site", **kw)
+
+        def send_json(self, obj, status=200):
+            body = json.dumps(obj).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-App", "inside")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            if self.path.startswith("/echo"):
+                return self.send_json({"method": "GET", "path": self.path, "headers": dict(self.headers.items())})
+            if self.path == "/sse":
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(b"event: first\\ndata: 1\\n\\n")
+                self.wfile.flush()
+                while not os.path.exists("/work/release"):
+                    time.sleep(0.02)
+                self.wfile.write(b"event: second\\ndata: 2\\n\\n")
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            if self.path == "/chunked":
+                self.send_response(201)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for part in (b"hello ", b"chunked ", b"world"):
+                    self.wfile.write(b"%x\\r\\n%s\\r\\n" % (len(part), part))
+                self.wfile.write(b"0\\r\\n\\r\\n")
+                return
+            return super().do_GET()
+
+        def do_POST(self):
+            if self.headers.get("Transfer-Encoding") == "chunked":
+                body = b""
+                while (size := int(self.rfile.readline().split(b";")[0], 16)) > 0:
+                    body += self.rfile.read(size)
+                    self.rfile.readline()
+                self.rfile.readline()
+            else:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_json({"method": "POST", "path": self.path, "body": body.decode()}, status=201)
+
+    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), App).serve_forever()
+''')
+
+
+@pytest.fixture(scope="module")
+def server(lms_bin, tmp_path_factory):
+    with daemons(lms_bin, tmp_path_factory.mktemp("ports")) as start:
+        yield start(env={"LM_SANDBOX_API_TOKEN": TOKEN})
+
+
+def call(server, method, path, **kwargs):
+    headers = {**AUTH, **kwargs.pop("headers", {})}
+    return server.request(method, path, headers=headers, **kwargs)
+
+
+def new_sandbox(server):
+    r = call(server, "POST", "/v1/sandboxes", json={})
+    assert r.status_code == 201, show(r)
+    return r.json()["id"]
+
+
+def run(server, sbx, cmd):
+    return assert_exec_result(call(server, "POST", f"/v1/sandboxes/{sbx}/exec", json={"cmd": cmd}))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(server, sbx, port):
+    """The app in the background; returns once it accepts connections, polled with an exec in the sandbox."""
+    r = call(server, "PUT", f"/v1/sandboxes/{sbx}/files/work/app.py", data=APP.encode())
+    assert r.status_code == 201, show(r)
+    r = call(server, "PUT", f"/v1/sandboxes/{sbx}/files/work/site/hello.txt", data=b"hello from inside\n")
+    assert r.status_code == 201, show(r)
+    r = call(server, "POST", f"/v1/sandboxes/{sbx}/exec",
+             json={"cmd": f"exec python3 /work/app.py {port}", "background": True})
+    assert r.status_code == 202, show(r)
+    probe = (f"python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), 1)' 2>/dev/null")
+    assert wait_until(lambda: run(server, sbx, probe)["exit_code"] == 0, 20), "the app never listened"
+
+
+@pytest.fixture(scope="module")
+def app(server):
+    sbx = new_sandbox(server)
+    port = free_port()
+    start_app(server, sbx, port)
+    return sbx, port
+
+
+def test_get_a_file_and_the_status_and_headers_of_the_inside(server, app):
+    sbx, port = app
+    r = call(server, "GET", f"/v1/sandboxes/{sbx}/ports/{port}/hello.txt")
+    assert r.status_code == 200 and r.content == b"hello from inside\n", show(r)
+    assert r.headers["Content-Type"].startswith("text/plain") and "X-Request-Id" in r.headers
+    r = call(server, "GET", f"/v1/sandboxes/{sbx}/ports/{port}/missing.txt")
+    assert r.status_code == 404 and b"File not found" in r.content, show(r)
+    # The sandbox's root path, with and without the trailing slash: its directory listing.
+    for path in (f"/v1/sandboxes/{sbx}/ports/{port}/", f"/v1/sandboxes/{sbx}/ports/{port}"):
+        r = call(server, "GET", path)
+        assert r.status_code == 200 and b"hello.txt" in r.content, show(r)
+    r = call(server, "HEAD", f"/v1/sandboxes/{sbx}/ports/{port}/hello.txt")
+    assert r.status_code == 200 and r.content == b"", show(r)
+
+
+def test_a_posted_body_is_echoed_and_the_query_passes(server, app):
+    sbx, port = app
+    r = call(server, "POST", f"/v1/sandboxes/{sbx}/ports/{port}/submit?a=1&b=two%20words",
+             data=b"payload \x00 bytes".decode("latin-1").encode())
+    assert r.status_code == 201, show(r)
+    echoed = r.json()
+    assert echoed["method"] == "POST" and echoed["body"] == "payload \x00 bytes", echoed
+    assert echoed["path"] == "/submit?a=1&b=two%20words", echoed
+    # A body the client sends chunked (no length known up front) arrives whole.
+    r = call(server, "POST", f"/v1/sandboxes/{sbx}/ports/{port}/streamed",
+             data=iter([b"part one, ", b"part two"]))
+    assert r.status_code == 201 and r.json()["body"] == "part one, part two", show(r)
+    r = call(server, "GET", f"/v1/sandboxes/{sbx}/ports/{port}/echo/x?q=%C3%A9t%C3%A9&flag")
+    assert r.status_code == 200 and r.json()["path"] == "/echo/x?q=%C3%A9t%C3%A9&flag", show(r)
+
+
+def test_a_chunked_answer_is_relayed_whole(server, app):
+    sbx, port = app
+    r = call(server, "GET", f"/v1/sandboxes/{sbx}/ports/{port}/chunked")
+    assert r.status_code == 201 and r.content == b"hello chunked world", show(r)
+
+
+def test_server_sent_events_arrive_one_by_one(server, app):
+    sbx, port = app
+    run(server, sbx, "rm -f /work/release")
+    with requests.Session() as s:
+        s.trust_env = False
+        r = s.get(server.url + f"/v1/sandboxes/{sbx}/ports/{port}/sse", headers=AUTH, stream=True, timeout=30)
+        assert r.status_code == 200 and r.headers["Content-Type"] == "text/event-stream", show(r)
+        lines = r.iter_lines()
+        # The first event comes while the server still holds the stream open (it waits for /work/release).
+        assert next(lines) == b"event: first" and next(lines) == b"data: 1", "the first event did not arrive"
+        run(server, sbx, "touch /work/release")
+        rest = list(lines)
+        assert b"event: second" in rest and b"data: 2" in rest, rest
+        r.close()
+
+
+def test_the_daemons_credentials_are_not_forwarded(server, app):
+    sbx, port = app
+    r = call(server, "GET", f"/v1/sandboxes/{sbx}/ports/{port}/echo",
+             headers={"Cookie": "session=daemon-secret", "X-Custom": "kept", "Connection": "X-Hop",
+                      "X-Hop": "dropped"})
+    assert r.status_code == 200, show(r)
+    headers = {k.lower(): v for k, v in r.json()["headers"].items()}
+    assert "authorization" not in headers and TOKEN not in json.dumps(headers), headers
+    assert "cookie" not in headers and "x-hop" not in headers, headers
+    assert headers["x-custom"] == "kept" and headers["host"] == f"127.0.0.1:{port}", headers
+    assert headers["x-forwarded-prefix"] == f"/v1/sandboxes/{sbx}/ports/{port}", headers
+
+
+def test_no_token_is_401(server, app):
+    sbx, port = app
+    assert_error(server.request("GET", f"/v1/sandboxes/{sbx}/ports/{port}/hello.txt"), 401)
+    assert_error(server.request("POST", f"/v1/sandboxes/{sbx}/ports/{port}/x", data=b"body",
+                                headers={"Authorization": "Bearer wrong"}), 401)
+
+
+def test_nothing_listening_bad_ports_and_unknown_sandboxes(server, app):
+    sbx, port = app
+    closed = free_port()
+    r = call(server, "GET", f"/v1/sandboxes/{sbx}/ports/{closed}/")
+    assert_error(r, 502, "port_unreachable")
+    for bad in ("0", "65536", "http", "080", "-1"):
+        assert_error(call(server, "GET", f"/v1/sandboxes/{sbx}/ports/{bad}/"), 400, "invalid_port")
+    assert_error(call(server, "GET", f"/v1/sandboxes/sbx_0000000000000000/ports/{port}/"), 404, "sandbox_not_found")
+
+
+def test_a_host_listener_on_the_same_port_is_not_reached(server):
+    sbx = new_sandbox(server)
+    with socket.socket() as host:
+        host.bind(("127.0.0.1", 0))
+        host.listen(8)
+        host.setblocking(False)
+        port = host.getsockname()[1]
+        assert_error(call(server, "GET", f"/v1/sandboxes/{sbx}/ports/{port}/"), 502, "port_unreachable")
+        with pytest.raises(BlockingIOError):
+            host.accept()  # nothing came to the host's listener
+
+
+def test_another_sandboxs_server_is_not_reached(server, app):
+    other, port = app
+    sbx = new_sandbox(server)
+    assert_error(call(server, "GET", f"/v1/sandboxes/{sbx}/ports/{port}/hello.txt"), 502, "port_unreachable")
+    r = call(server, "GET", f"/v1/sandboxes/{other}/ports/{port}/hello.txt")
+    assert r.status_code == 200, show(r)
