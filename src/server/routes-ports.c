@@ -66,12 +66,15 @@ path_port(const struct lms_request *req, const char **rest)
 	return v <= 65535 ? (unsigned)v : 0;
 }
 
-/* Percent-encodes s into b, keeping the bytes of `keep` and the unreserved ones (RFC 3986 2.3). */
+/* Percent-encodes s into b, keeping the bytes of `keep` and the unreserved ones (RFC 3986 2.3); in a
+ * query (form) a space is "+", as libmicrohttpd read a "+" as one. */
 static void
-encode(struct lms_buf *b, const char *s, const char *keep)
+encode(struct lms_buf *b, const char *s, const char *keep, bool form)
 {
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		if (form && *p == ' ') {
+			lms_buf_append(b, "+", 1);
+		} else if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
 		    strchr("-._~", *p) || strchr(keep, *p)) {
 			lms_buf_append(b, p, 1);
 		} else {
@@ -93,10 +96,10 @@ add_query(void *cls, enum MHD_ValueKind kind, const char *key, const char *value
 	(void)kind;
 	struct query *q = cls;
 	lms_buf_append(q->b, q->n++ ? "&" : "?", 1);
-	encode(q->b, key, "!$'()*,;:@/+");
+	encode(q->b, key, "!$'()*,;:@/", true);
 	if (value != NULL) {
 		lms_buf_append(q->b, "=", 1);
-		encode(q->b, value, "!$'()*,;:@/+=");
+		encode(q->b, value, "!$'()*,;:@/=", true);
 	}
 	return MHD_YES;
 }
@@ -149,7 +152,7 @@ request_head(struct lms_request *req, struct port_call *c, const char *rest, str
 	lms_buf_append(b, " ", 1);
 	if (rest[0] == '\0')
 		lms_buf_append(b, "/", 1);
-	encode(b, rest, "/!$&'()*+,;=:@");
+	encode(b, rest, "/!$&'()*+,;=:@", false);
 	struct query q = {b, 0};
 	MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, add_query, &q);
 	lms_buf_append(b, " HTTP/1.1\r\n", 11);
