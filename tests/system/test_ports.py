@@ -228,3 +228,73 @@ def test_another_sandboxs_server_is_not_reached(server, app):
     assert_error(call(server, "GET", f"/v1/sandboxes/{sbx}/ports/{port}/hello.txt"), 502, "port_unreachable")
     r = call(server, "GET", f"/v1/sandboxes/{other}/ports/{port}/hello.txt")
     assert r.status_code == 200, show(r)
+
+
+def open_stream(server, sbx, port):
+    """An event stream of the app held open (its first event read); returns (session, response, lines)."""
+    s = requests.Session()
+    s.trust_env = False
+    r = s.get(server.url + f"/v1/sandboxes/{sbx}/ports/{port}/sse", headers=AUTH, stream=True, timeout=30)
+    assert r.status_code == 200, show(r)
+    lines = r.iter_lines()
+    assert next(lines) == b"event: first"
+    return s, r, lines
+
+
+def test_a_stream_does_not_hold_its_sandbox_and_ends_with_it(server):
+    sbx = new_sandbox(server)
+    port = free_port()
+    start_app(server, sbx, port)
+    run(server, sbx, "rm -f /work/release")
+    s, r, lines = open_stream(server, sbx, port)
+    with s, r:
+        # The stream is open and silent; the DELETE does not wait for it, and the stream ends with the sandbox.
+        d = call(server, "DELETE", f"/v1/sandboxes/{sbx}", timeout=15)
+        assert d.status_code == 204, show(d)
+        with _ends():
+            rest = list(lines)
+            assert b"event: second" not in rest, rest
+
+
+class _ends:
+    """The rest of a stream cut by its sandbox's end: read to its end, or cut with an error; either is its end."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        return kind is not None and issubclass(kind, requests.exceptions.RequestException)
+
+
+def test_relays_are_bounded_by_max_concurrent(lms_bin, tmp_path):
+    with daemons(lms_bin, tmp_path) as start:
+        s = start("--max-concurrent", "1", env={"LM_SANDBOX_API_TOKEN": TOKEN})
+        sbx = new_sandbox(s)
+        port = free_port()
+        start_app(s, sbx, port)
+        run(s, sbx, "rm -f /work/release")
+        session, r, lines = open_stream(s, sbx, port)
+        with session, r:
+            busy = call(s, "GET", f"/v1/sandboxes/{sbx}/ports/{port}/hello.txt")
+            assert_error(busy, 429, "too_many_relays")
+            assert busy.headers.get("Retry-After") == "1", show(busy)
+            run(s, sbx, "touch /work/release")
+            assert b"event: second" in list(lines)
+        # The stream's end gave its place back.
+        assert wait_until(lambda: call(s, "GET", f"/v1/sandboxes/{sbx}/ports/{port}/hello.txt").status_code == 200,
+                          10)
+
+
+def test_a_restarted_daemons_sandbox_is_relayed_on_its_new_pid1(lms_bin, tmp_path):
+    with daemons(lms_bin, tmp_path) as start:
+        s = start(env={"LM_SANDBOX_API_TOKEN": TOKEN})
+        sbx = new_sandbox(s)
+        state = s.state_dir
+        s.stop(keep_state=True)
+        again = start(state=state, env={"LM_SANDBOX_API_TOKEN": TOKEN})
+        # Its PID 1 is made again at this first use; no server runs in it yet (processes do not survive).
+        port = free_port()
+        assert_error(call(again, "GET", f"/v1/sandboxes/{sbx}/ports/{port}/"), 502, "port_unreachable")
+        start_app(again, sbx, port)
+        r = call(again, "GET", f"/v1/sandboxes/{sbx}/ports/{port}/hello.txt")
+        assert r.status_code == 200 and r.content == b"hello from inside\n", show(r)
