@@ -70,6 +70,11 @@ lms_netns_connect_loopback(int pidfd, uint16_t port, int timeout_ms, struct lms_
 	if (r != 0)
 		return lms_error_set(err, LMS_ERR_INTERNAL, r, "start the thread that enters the sandbox's network");
 	pthread_join(t, NULL);
+	/* Entering a network namespace takes CAP_SYS_ADMIN in the daemon's own user namespace: a daemon run
+	 * without root cannot (the sandbox's commands and files still work there). */
+	if (s.fd < 0 && s.errnum == EPERM)
+		return lms_error_set(err, LMS_ERR_UNSUPPORTED, s.errnum,
+				     "%s (the port relay needs a daemon run as root, or with CAP_SYS_ADMIN)", s.step);
 	if (s.fd < 0)
 		return lms_error_set(err, s.errnum == ESRCH ? LMS_ERR_UNREACHABLE : LMS_ERR_INTERNAL, s.errnum, "%s",
 				     s.step);
