@@ -13,9 +13,9 @@
 
 struct ns_socket {
 	int pidfd;
-	int fd;		   /* the socket made in the namespace, or -1 */
-	int errnum;	   /* of the step that failed */
-	const char *step;  /* which */
+	int fd;		  /* the socket made in the namespace, or -1 */
+	int errnum;	  /* of the step that failed */
+	const char *step; /* which */
 };
 
 /* The thread's whole life: enter, make the socket, end. A thread that ends cannot be left behind in the
@@ -78,8 +78,8 @@ lms_netns_connect_loopback(int pidfd, uint16_t port, int timeout_ms, struct lms_
 	if (s.fd < 0)
 		return lms_error_set(err, s.errnum == ESRCH ? LMS_ERR_UNREACHABLE : LMS_ERR_INTERNAL, s.errnum, "%s",
 				     s.step);
-	struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port),
-				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in to = {
+	    .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	if (connect(s.fd, (const struct sockaddr *)&to, sizeof(to)) < 0 && errno != EINPROGRESS) {
 		int saved = errno;
 		close(s.fd);

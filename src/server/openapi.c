@@ -191,9 +191,9 @@ ports_parameters(void)
 			 "name", "id", "in", "path", "required", 1, "description", "the sandbox's id", "schema", "type",
 			 "string", "name", "port", "in", "path", "required", 1, "description",
 			 "the port a server listens on at 127.0.0.1 inside the sandbox", "schema", "type", "integer",
-			 "minimum", 1, "maximum", 65535, "name", "port_path", "in", "path", "required", 1, "description",
-			 "the path (and query) the sandbox's server is asked for; may be empty", "schema", "type",
-			 "string");
+			 "minimum", 1, "maximum", 65535, "name", "port_path", "in", "path", "required", 1,
+			 "description", "the path (and query) the sandbox's server is asked for; may be empty",
+			 "schema", "type", "string");
 }
 
 static json_t *

@@ -108,7 +108,8 @@ fill(struct lms_port_relay *r, struct lms_error **err)
 		r->off = 0;
 	}
 	if (r->len == r->cap)
-		return lms_error_set(err, LMS_ERR_BAD_GATEWAY, 0, "the server inside the sandbox sent an overlong line");
+		return lms_error_set(err, LMS_ERR_BAD_GATEWAY, 0,
+				     "the server inside the sandbox sent an overlong line");
 	for (;;) {
 		ssize_t n = read(r->fd, r->buf + r->len, r->cap - r->len);
 		if (n > 0) {
@@ -123,7 +124,8 @@ fill(struct lms_port_relay *r, struct lms_error **err)
 			continue;
 		if (errno == EAGAIN)
 			return -1;
-		return lms_error_set(err, LMS_ERR_BAD_GATEWAY, errno, "read the answer of the server inside the sandbox");
+		return lms_error_set(err, LMS_ERR_BAD_GATEWAY, errno,
+				     "read the answer of the server inside the sandbox");
 	}
 }
 
@@ -205,7 +207,8 @@ parse_head(struct lms_port_relay *r, bool no_body, struct lms_error **err)
 		r->values[r->n_headers++] = value;
 		if (strcasecmp(line, "Content-Length") == 0) {
 			/* Two different lengths would let the inside smuggle a second answer: refused. */
-			if (!digits(value, strlen(value)) || strlen(value) > 18 || (length && strcmp(length, value) != 0))
+			if (!digits(value, strlen(value)) || strlen(value) > 18 ||
+			    (length && strcmp(length, value) != 0))
 				return bad_head(err, "an invalid Content-Length");
 			length = value;
 		} else if (strcasecmp(line, "Transfer-Encoding") == 0) {
@@ -409,9 +412,10 @@ lms_port_relay_body(struct lms_port_relay *r, char *buf, size_t max, int watch_f
 		if (n > 0)
 			return n;
 		if (r->eof)
-			return lms_error_set(err, LMS_ERR_BAD_GATEWAY, 0,
-					     "the server inside the sandbox closed the connection before the end of its "
-					     "answer");
+			return lms_error_set(
+			    err, LMS_ERR_BAD_GATEWAY, 0,
+			    "the server inside the sandbox closed the connection before the end of its "
+			    "answer");
 		int f = fill(r, err);
 		if (f >= 0)
 			continue;
@@ -428,9 +432,9 @@ lms_port_relay_body(struct lms_port_relay *r, char *buf, size_t max, int watch_f
 bool
 lms_http_hop_by_hop(const char *name, const char *connection)
 {
-	static const char *const own[] = {"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-					  "Proxy-Authorization", "TE", "Trailer", "Trailers", "Transfer-Encoding",
-					  "Upgrade"};
+	static const char *const own[] = {"Connection",		 "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+					  "Proxy-Authorization", "TE",	       "Trailer",	   "Trailers",
+					  "Transfer-Encoding",	 "Upgrade"};
 	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
 		if (strcasecmp(name, own[i]) == 0)
 			return true;

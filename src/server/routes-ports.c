@@ -75,7 +75,7 @@ encode(struct lms_buf *b, const char *s, const char *keep, bool form)
 		if (form && *p == ' ') {
 			lms_buf_append(b, "+", 1);
 		} else if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-		    strchr("-._~", *p) || strchr(keep, *p)) {
+			   strchr("-._~", *p) || strchr(keep, *p)) {
 			lms_buf_append(b, p, 1);
 		} else {
 			char hex[4];
@@ -117,9 +117,17 @@ add_header(void *cls, enum MHD_ValueKind kind, const char *name, const char *val
 {
 	(void)kind;
 	struct headers *h = cls;
-	static const char *const replaced[] = {"Authorization", "Cookie", "Host", "Content-Length", "Expect",
-					       "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
-					       "X-Forwarded-Prefix", "X-Request-Id", "Forwarded"};
+	static const char *const replaced[] = {"Authorization",
+					       "Cookie",
+					       "Host",
+					       "Content-Length",
+					       "Expect",
+					       "X-Forwarded-For",
+					       "X-Forwarded-Host",
+					       "X-Forwarded-Proto",
+					       "X-Forwarded-Prefix",
+					       "X-Request-Id",
+					       "Forwarded"};
 	for (size_t i = 0; i < sizeof(replaced) / sizeof(replaced[0]); i++)
 		if (strcasecmp(name, replaced[i]) == 0)
 			return MHD_YES;

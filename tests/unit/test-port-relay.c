@@ -171,7 +171,7 @@ test_bad_heads_are_refused(void **state)
 	assert_int_equal(head_error("HTTP/1.1 200 OK\r\nX: a\x01b\r\n\r\n", false), LMS_ERR_BAD_GATEWAY);
 	assert_int_equal(head_error("HTTP/1.1 101 Switching Protocols\r\n\r\n", false), LMS_ERR_BAD_GATEWAY);
 	assert_int_equal(head_error("HTTP/1.1 200 OK\r\n", true), LMS_ERR_BAD_GATEWAY); /* closed mid-head */
-	assert_int_equal(head_error("HTTP/1.1 200 OK\r\n", false), LMS_ERR_TIMEOUT);	 /* silent */
+	assert_int_equal(head_error("HTTP/1.1 200 OK\r\n", false), LMS_ERR_TIMEOUT);	/* silent */
 
 	/* A head past 64 KiB, sent while the relay reads. */
 	struct pair p = pair_new();
