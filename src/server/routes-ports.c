@@ -216,21 +216,12 @@ reply_relay_error(struct lms_request *req, const struct lms_error *e)
 static struct lms_port_relay *
 connect_inside(struct lms_request *req, unsigned port, enum MHD_Result *reply)
 {
-	char id[24];
-	lms_sandbox_path_id(req, id);
-	struct lms_sandboxes *sbs = req->server->sandboxes;
-	_cleanup_error_ struct lms_error *err = NULL;
-	const char *reason = NULL;
-	uint64_t key;
-	const struct lms_sandbox_settings *base;
-	struct lms_sandbox_entry *e = lms_sandboxes_acquire(sbs, id, &key, &base, &reason, &err);
-	if (e == NULL) {
-		*reply = err->kind == LMS_ERR_NOT_FOUND ? lms_reply_sandbox_not_found(req, err, reason)
-							: lms_reply_lms_error(req, err);
+	struct lms_sandbox_entry *e = lms_sandbox_hold(req, reply);
+	if (e == NULL)
 		return NULL;
-	}
+	_cleanup_error_ struct lms_error *err = NULL;
 	int fd = lms_sandboxes_connect_port(e, (uint16_t)port, CONNECT_TIMEOUT_MS, &err);
-	lms_sandboxes_release(sbs, e, NULL);
+	lms_sandboxes_release(req->server->sandboxes, e, NULL);
 	if (fd < 0) {
 		*reply = reply_relay_error(req, err);
 		return NULL;

@@ -189,10 +189,14 @@ const struct lms_route *lms_router_find(const char *method, const char *path, ch
 /* openapi.c */
 json_t *lms_openapi_document(void);
 
+struct lms_sandbox_entry;
 /* routes-sandboxes.c: the {id} of a /v1/sandboxes/{id}... path; the 404 of a sandbox that is not there
  * (with its reason when known). */
 void lms_sandbox_path_id(const struct lms_request *req, char id[24]);
 enum MHD_Result lms_reply_sandbox_not_found(struct lms_request *req, const struct lms_error *e, const char *reason);
+/* Holds the path's sandbox (release it with lms_sandboxes_release), or replies (the typed 404, or why its
+ * PID 1 could not be made again) and returns NULL. */
+struct lms_sandbox_entry *lms_sandbox_hold(struct lms_request *req, enum MHD_Result *reply);
 
 /* routes-files.c: GET, PUT, DELETE /v1/sandboxes/{id}/files/{file_path} */
 extern const struct lms_body_sink lms_files_put_sink;

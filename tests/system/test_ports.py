@@ -118,12 +118,17 @@ def start_app(server, sbx, port):
     assert wait_until(lambda: run(server, sbx, probe)["exit_code"] == 0, 20), "the app never listened"
 
 
-@pytest.fixture(scope="module")
-def app(server):
+def sandbox_with_app(server):
     sbx = new_sandbox(server)
     port = free_port()
     start_app(server, sbx, port)
+    run(server, sbx, "rm -f /work/release")
     return sbx, port
+
+
+@pytest.fixture(scope="module")
+def app(server):
+    return sandbox_with_app(server)
 
 
 def test_get_a_file_and_the_status_and_headers_of_the_inside(server, app):
@@ -242,10 +247,7 @@ def open_stream(server, sbx, port):
 
 
 def test_a_stream_does_not_hold_its_sandbox_and_ends_with_it(server):
-    sbx = new_sandbox(server)
-    port = free_port()
-    start_app(server, sbx, port)
-    run(server, sbx, "rm -f /work/release")
+    sbx, port = sandbox_with_app(server)
     s, r, lines = open_stream(server, sbx, port)
     with s, r:
         # The stream is open and silent; the DELETE does not wait for it, and the stream ends with the sandbox.
@@ -269,10 +271,7 @@ class _ends:
 def test_relays_are_bounded_by_max_concurrent(lms_bin, tmp_path):
     with daemons(lms_bin, tmp_path) as start:
         s = start("--max-concurrent", "1", env={"LM_SANDBOX_API_TOKEN": TOKEN})
-        sbx = new_sandbox(s)
-        port = free_port()
-        start_app(s, sbx, port)
-        run(s, sbx, "rm -f /work/release")
+        sbx, port = sandbox_with_app(s)
         session, r, lines = open_stream(s, sbx, port)
         with session, r:
             busy = call(s, "GET", f"/v1/sandboxes/{sbx}/ports/{port}/hello.txt")
