@@ -173,7 +173,7 @@ digits(const char *s, size_t n)
 
 /* Parses the head's text (owned by r->head, lines ended by the empty one). */
 static int
-parse_head(struct lms_port_relay *r, bool no_body, struct lms_error **err)
+parse_head(struct lms_port_relay *r, unsigned flags, struct lms_error **err)
 {
 	char *p = r->head;
 	char *line = next_line(&p);
@@ -217,7 +217,7 @@ parse_head(struct lms_port_relay *r, bool no_body, struct lms_error **err)
 			chunked = n >= 7 && strcasecmp(value + n - 7, "chunked") == 0;
 		}
 	}
-	if (no_body || r->status < 200 || r->status == 204 || r->status == 304)
+	if ((flags & LMS_PORT_NO_BODY) || r->status < 200 || r->status == 204 || r->status == 304)
 		r->framing = BODY_NONE;
 	else if (te && !chunked)
 		r->framing = BODY_EOF; /* RFC 9112 6.3: a coding other than chunked last ends with the connection */
@@ -243,7 +243,7 @@ head_end(const struct lms_port_relay *r)
 }
 
 int
-lms_port_relay_read_head(struct lms_port_relay *r, bool no_body, int timeout_ms, struct lms_error **err)
+lms_port_relay_read_head(struct lms_port_relay *r, unsigned flags, int timeout_ms, struct lms_error **err)
 {
 	double deadline = lms_monotonic_ms() + timeout_ms;
 	for (;;) {
@@ -260,11 +260,11 @@ lms_port_relay_read_head(struct lms_port_relay *r, bool no_body, int timeout_ms,
 			r->off += end;
 			if (memchr(r->head, '\0', end) != NULL)
 				return bad_head(err, "a NUL byte in its head");
-			if (parse_head(r, no_body, err) < 0)
+			if (parse_head(r, flags, err) < 0)
 				return -1;
 			if (r->status >= 100 && r->status < 200 && r->status != 101)
 				continue; /* an interim answer (103 Early Hints): the real one follows */
-			if (r->status == 101)
+			if (r->status == 101 && !(flags & LMS_PORT_UPGRADE))
 				return bad_head(err, "101 Switching Protocols, which was not asked for");
 			return 0;
 		}
@@ -426,6 +426,70 @@ lms_port_relay_body(struct lms_port_relay *r, char *buf, size_t max, int watch_f
 			return -1;
 		if (w == 0)
 			return LMS_PORT_AGAIN;
+	}
+}
+
+/* Sends all of data on fd (non-blocking or not), waiting at most timeout_ms for each part: false when
+ * it cannot (closed, or it took nothing in time). */
+static bool
+send_all(int fd, const char *data, size_t len, int timeout_ms)
+{
+	while (len > 0) {
+		ssize_t n = send(fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			data += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno != EAGAIN)
+			return false;
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+		int w;
+		while ((w = poll(&p, 1, timeout_ms)) < 0 && errno == EINTR)
+			;
+		if (w <= 0)
+			return false;
+	}
+	return true;
+}
+
+void
+lms_port_relay_bridge(struct lms_port_relay *r, int client, const char *extra, size_t extra_len, int timeout_ms,
+		      const atomic_bool *stop, int tick_ms)
+{
+	/* What each side sent before the switch goes first. */
+	if (!send_all(r->fd, extra, extra_len, timeout_ms) ||
+	    !send_all(client, r->buf + r->off, r->len - r->off, timeout_ms))
+		return;
+	r->off = r->len = 0;
+	int fds[2] = {client, r->fd};
+	bool open[2] = {true, true}; /* each side still sends */
+	while ((open[0] || open[1]) && !atomic_load(stop)) {
+		struct pollfd p[2] = {{.fd = open[0] ? client : -1, .events = POLLIN},
+				      {.fd = open[1] ? r->fd : -1, .events = POLLIN}};
+		int n = poll(p, 2, tick_ms);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return;
+		for (int i = 0; i < 2; i++) {
+			if (!open[i] || p[i].revents == 0)
+				continue;
+			ssize_t got = recv(fds[i], r->buf, r->cap, MSG_DONTWAIT);
+			if (got < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			if (got <= 0) {
+				/* One side is done sending: the other hears it, and may still answer. */
+				open[i] = false;
+				if (shutdown(fds[1 - i], SHUT_WR) < 0 && errno != ENOTCONN)
+					return;
+				continue;
+			}
+			if (!send_all(fds[1 - i], r->buf, (size_t)got, timeout_ms))
+				return;
+		}
 	}
 }
 

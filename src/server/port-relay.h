@@ -7,6 +7,7 @@
  * Every byte of the answer is the sandbox's, so hostile: a malformed head is refused, never guessed at.
  * No libmicrohttpd in here, so that the unit tests drive it over a socket pair.
  */
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -28,10 +29,13 @@ void lms_port_relay_free(struct lms_port_relay *r);
 /* Writes all of data, waiting at most timeout_ms for the inside to take each part of it. */
 int lms_port_relay_write(struct lms_port_relay *r, const void *data, size_t len, int timeout_ms,
 			 struct lms_error **err);
-/* Reads the response head within timeout_ms (interim 1xx answers skipped). no_body: the answer has no
- * body whatever its headers say (the request was HEAD). LMS_ERR_TIMEOUT when it did not come in time,
- * LMS_ERR_BAD_GATEWAY when it is malformed, too large or the connection closed first. */
-int lms_port_relay_read_head(struct lms_port_relay *r, bool no_body, int timeout_ms, struct lms_error **err);
+/* lms_port_relay_read_head's flags: the answer has no body whatever its headers say (the request was
+ * HEAD); a 101 Switching Protocols is taken (the request asked for an upgrade), else refused. */
+#define LMS_PORT_NO_BODY 1u
+#define LMS_PORT_UPGRADE 2u
+/* Reads the response head within timeout_ms (interim 1xx answers skipped). LMS_ERR_TIMEOUT when it did
+ * not come in time, LMS_ERR_BAD_GATEWAY when it is malformed, too large or the connection closed first. */
+int lms_port_relay_read_head(struct lms_port_relay *r, unsigned flags, int timeout_ms, struct lms_error **err);
 /* The head's status and headers (valid until freed), in the order sent. */
 unsigned lms_port_relay_status(const struct lms_port_relay *r);
 size_t lms_port_relay_header_count(const struct lms_port_relay *r);
@@ -41,6 +45,12 @@ void lms_port_relay_header(const struct lms_port_relay *r, size_t i, const char 
  * badly framed; LMS_ERR_CANCELLED: watch_fd, the client's socket, hung up; -1 for none). */
 ssize_t lms_port_relay_body(struct lms_port_relay *r, char *buf, size_t max, int watch_fd, int wait_ms,
 			    struct lms_error **err);
+
+/* After a 101: the bytes both ways between client (the client's socket, whose extra_len bytes of extra
+ * were read already) and the inside (those of its bytes read past the head first), until both ends
+ * have closed, a side takes nothing for timeout_ms, or *stop is set (checked every tick_ms). */
+void lms_port_relay_bridge(struct lms_port_relay *r, int client, const char *extra, size_t extra_len, int timeout_ms,
+			   const atomic_bool *stop, int tick_ms);
 
 /* Whether a header is the connection's own (RFC 9110 7.6.1: Connection, Keep-Alive, TE, Trailer,
  * Transfer-Encoding, Upgrade, Proxy-*), or named by connection, the Connection header's value (or NULL):

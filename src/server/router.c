@@ -76,7 +76,7 @@ const struct lms_route lms_routes[] = {
      "Remove a file, or a directory (?recursive=true for one that is not empty) (204)", NULL, NULL},
     {"GET", "/v1/sandboxes/{id}/ports/{port}/{port_path}", lms_route_ports, true, false, false,
      "Relay HTTP to the server listening on 127.0.0.1:{port} inside the sandbox (its answer streamed as it "
-     "comes; 502 port_unreachable when nothing listens)",
+     "comes, WebSockets too; 502 port_unreachable when nothing listens)",
      NULL, NULL, &lms_ports_sink},
     {"HEAD", "/v1/sandboxes/{id}/ports/{port}/{port_path}", lms_route_ports, true, false, false,
      "Same as GET: the request and its body relayed to the sandbox's port", NULL, NULL, &lms_ports_sink},

@@ -33,6 +33,7 @@ struct port_call {
 	unsigned port;
 	bool chunked; /* the body goes to the inside chunk-encoded (the client sent it so) */
 	bool head;    /* HEAD: an answer without a body */
+	bool upgrade; /* a WebSocket handshake: the connection may switch protocols */
 	uint64_t received;
 	bool too_large;
 	struct lms_error *err; /* sending the body failed: the rest is dropped, the handler says why */
@@ -167,7 +168,12 @@ request_head(struct lms_request *req, struct port_call *c, const char *rest, str
 	char text[160];
 	snprintf(text, sizeof(text), "127.0.0.1:%u", c->port);
 	append_header(b, "Host", text);
-	append_header(b, "Connection", "close");
+	if (c->upgrade) {
+		append_header(b, "Connection", "Upgrade");
+		append_header(b, "Upgrade", MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Upgrade"));
+	} else {
+		append_header(b, "Connection", "close");
+	}
 	const char *host = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
 	if (host != NULL && strpbrk(host, "\r\n") == NULL)
 		append_header(b, "X-Forwarded-Host", host);
@@ -229,6 +235,16 @@ connect_inside(struct lms_request *req, unsigned port, enum MHD_Result *reply)
 	return lms_port_relay_new(fd);
 }
 
+/* A GET with Upgrade: websocket and Connection: upgrade (RFC 6455 4.1); other upgrades are not relayed. */
+static bool
+asks_upgrade(struct lms_request *req)
+{
+	const char *up = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Upgrade");
+	const char *conn = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Connection");
+	return strcmp(req->method, "GET") == 0 && up != NULL && strcasecmp(up, "websocket") == 0 && conn != NULL &&
+	       strcasestr(conn, "upgrade") != NULL;
+}
+
 static enum MHD_Result
 ports_begin(struct lms_request *req)
 {
@@ -257,6 +273,7 @@ ports_begin(struct lms_request *req)
 	c->client_fd = lms_request_socket(req);
 	const char *te = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
 	c->chunked = length == NULL && te != NULL;
+	c->upgrade = asks_upgrade(req);
 	enum MHD_Result reply = MHD_NO;
 	if ((c->relay = connect_inside(req, port, &reply)) == NULL) {
 		call_free(c);
@@ -335,6 +352,18 @@ body_free(void *cls)
 	call_free(cls);
 }
 
+/* After the inside's 101 reached the client: the bytes both ways, on the connection's own thread
+ * (libmicrohttpd lets a thread-per-connection handler block), until both ends close. */
+static void
+upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *extra_in, size_t extra_in_size,
+	 MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+	(void)conn, (void)con_cls;
+	struct port_call *c = cls;
+	lms_port_relay_bridge(c->relay, sock, extra_in, extra_in_size, RELAY_TIMEOUT_MS, &c->server->stopping, TICK_MS);
+	(void)MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE); /* the client's socket is libmicrohttpd's to close */
+}
+
 /* Headers of the inside's answer that the daemon's own framing or identity replaces. */
 static bool
 answer_header_dropped(const char *name, const char *connection)
@@ -354,10 +383,19 @@ lms_route_ports(struct lms_request *req)
 	_cleanup_error_ struct lms_error *err = NULL;
 	if (c->chunked && lms_port_relay_write(c->relay, "0\r\n\r\n", 5, RELAY_TIMEOUT_MS, &err) < 0)
 		return reply_relay_error(req, err);
-	if (lms_port_relay_read_head(c->relay, c->head, RELAY_TIMEOUT_MS, &err) < 0)
+	unsigned flags = (c->head ? LMS_PORT_NO_BODY : 0) | (c->upgrade ? LMS_PORT_UPGRADE : 0);
+	if (lms_port_relay_read_head(c->relay, flags, RELAY_TIMEOUT_MS, &err) < 0)
 		return reply_relay_error(req, err);
-	req->sink_state = NULL; /* the stream owns the call now */
-	struct MHD_Response *resp = lms_reply_stream_response(req, 64 * 1024, body_read, c, body_free);
+	struct MHD_Response *resp = NULL;
+	if (lms_port_relay_status(c->relay) == 101) {
+		/* The call stays the request's (freed when it completes): the bridge runs before that. */
+		resp = MHD_create_response_for_upgrade(upgraded, c);
+	} else {
+		req->sink_state = NULL; /* the stream owns the call now */
+		resp = lms_reply_stream_response(req, 64 * 1024, body_read, c, body_free);
+	}
+	if (resp == NULL)
+		return lms_reply_error(req, 500, "server_error", "internal_error", "could not make the response");
 	const char *connection = NULL;
 	for (size_t i = 0; i < lms_port_relay_header_count(c->relay); i++) {
 		const char *name, *value;
@@ -371,6 +409,8 @@ lms_route_ports(struct lms_request *req)
 		/* One libmicrohttpd refuses (a name it frames itself) is left out, not the answer. */
 		if (!answer_header_dropped(name, connection))
 			(void)MHD_add_response_header(resp, name, value);
+		else if (c->upgrade && strcasecmp(name, "Upgrade") == 0)
+			(void)MHD_add_response_header(resp, name, value); /* the protocol switched to */
 	}
 	/* Proxies such as nginx must not hold events back. */
 	MHD_add_response_header(resp, "X-Accel-Buffering", "no");

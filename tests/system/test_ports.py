@@ -19,7 +19,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # The sandbox's server: files from /work/site, echoes of the request, an event stream held open until
 # /work/release exists, and a chunked answer (as servers speaking HTTP/1.1 send).
 APP = textwrap.dedent('''
-    import json, os, sys, time
+    import base64, hashlib, json, os, sys, time
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
     class App(SimpleHTTPRequestHandler):
@@ -53,6 +53,8 @@ APP = textwrap.dedent('''
                 self.wfile.flush()
                 self.close_connection = True
                 return
+            if self.path == "/ws":
+                return self.websocket()
             if self.path == "/chunked":
                 self.send_response(201)
                 self.send_header("Transfer-Encoding", "chunked")
@@ -62,6 +64,29 @@ APP = textwrap.dedent('''
                 self.wfile.write(b"0\\r\\n\\r\\n")
                 return
             return super().do_GET()
+
+        def websocket(self):
+            # RFC 6455 in brief: the handshake, then each text frame echoed until a close frame.
+            key = self.headers["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+            self.send_response(101)
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Sec-WebSocket-Accept", base64.b64encode(hashlib.sha1(key.encode()).digest()).decode())
+            self.end_headers()
+            self.wfile.write(b"\\x81\\x05hello")  # a frame of its own first, before any from the client
+            self.wfile.flush()
+            self.close_connection = True
+            while True:
+                b0, b1 = self.rfile.read(2)
+                mask = self.rfile.read(4)
+                data = bytes(c ^ mask[i % 4] for i, c in enumerate(self.rfile.read(b1 & 0x7f)))
+                if b0 & 0x0f == 8:
+                    self.wfile.write(b"\\x88\\x00")
+                    self.wfile.flush()
+                    return
+                reply = b"echo: " + data
+                self.wfile.write(bytes([0x81, len(reply)]) + reply)
+                self.wfile.flush()
 
         def do_POST(self):
             if self.headers.get("Transfer-Encoding") == "chunked":
@@ -279,7 +304,10 @@ def test_relays_are_bounded_by_max_concurrent(lms_bin, tmp_path):
             assert busy.headers.get("Retry-After") == "1", show(busy)
             run(s, sbx, "touch /work/release")
             assert b"event: second" in list(lines)
-        # The stream's end gave its place back.
+        # The stream's end gave its place back, and so does a WebSocket's.
+        assert wait_until(lambda: call(s, "GET", f"/v1/sandboxes/{sbx}/ports/{port}/hello.txt").status_code == 200,
+                          10)
+        websocket_session(s, sbx, port)
         assert wait_until(lambda: call(s, "GET", f"/v1/sandboxes/{sbx}/ports/{port}/hello.txt").status_code == 200,
                           10)
 
@@ -297,3 +325,59 @@ def test_a_restarted_daemons_sandbox_is_relayed_on_its_new_pid1(lms_bin, tmp_pat
         start_app(again, sbx, port)
         r = call(again, "GET", f"/v1/sandboxes/{sbx}/ports/{port}/hello.txt")
         assert r.status_code == 200 and r.content == b"hello from inside\n", show(r)
+
+
+def ws_frame(payload, opcode=1):
+    mask = b"\x01\x02\x03\x04"
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+
+
+def ws_read(sock):
+    head = sock.recv(2, socket.MSG_WAITALL)
+    return head[0] & 0x0f, sock.recv(head[1] & 0x7f, socket.MSG_WAITALL) if head[1] & 0x7f else b""
+
+
+def websocket_session(server, sbx, port):
+    """A WebSocket through the relay: the handshake, the inside's first frame, two echoes, the close."""
+    sock = server.connect(timeout=15)
+    with sock:
+        sock.sendall((f"GET /v1/sandboxes/{sbx}/ports/{port}/ws HTTP/1.1\r\nHost: {server.host}:{server.port}\r\n"
+                      f"Authorization: Bearer {TOKEN}\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            got = sock.recv(1)
+            assert got, f"the connection closed in the head: {head!r}"
+            head += got
+        lines = head.decode().split("\r\n")
+        assert lines[0].startswith("HTTP/1.1 101"), head
+        headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:] if line)}
+        # RFC 6455's own example key and its answer: the inside's handshake came through unchanged.
+        assert headers["sec-websocket-accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", headers
+        assert headers["upgrade"].lower() == "websocket", headers
+        assert ws_read(sock) == (1, b"hello")  # the inside spoke first
+        for text in (b"one", b"two"):
+            sock.sendall(ws_frame(text))
+            assert ws_read(sock) == (1, b"echo: " + text)
+        sock.sendall(ws_frame(b"", opcode=8))
+        assert ws_read(sock) == (8, b"")
+        assert sock.recv(1) == b"", "the connection stayed open after both sides closed"
+
+
+def test_a_websocket_is_relayed_both_ways(server, app):
+    websocket_session(server, *app)
+
+
+def test_the_daemon_stops_with_relays_open(lms_bin, tmp_path):
+    with daemons(lms_bin, tmp_path) as start:
+        s = start(env={"LM_SANDBOX_API_TOKEN": TOKEN})
+        sbx, port = sandbox_with_app(s)
+        session, r, lines = open_stream(s, sbx, port)
+        ws = s.connect(timeout=15)
+        with session, r, ws:
+            ws.sendall((f"GET /v1/sandboxes/{sbx}/ports/{port}/ws HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                        f"{TOKEN}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
+                        "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+            assert ws.recv(12) == b"HTTP/1.1 101"
+            status, killed = s.stop()
+            assert status == 0 and not killed, s.describe()

@@ -80,7 +80,7 @@ test_length_framed(void **state)
 	(void)state;
 	struct pair p = pair_new();
 	inside_says(&p, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world", false);
-	assert_int_equal(lms_port_relay_read_head(p.relay, false, 1000, NULL), 0);
+	assert_int_equal(lms_port_relay_read_head(p.relay, 0, 1000, NULL), 0);
 	assert_int_equal(lms_port_relay_status(p.relay), 200);
 	assert_int_equal(lms_port_relay_header_count(p.relay), 2);
 	const char *name, *value;
@@ -105,7 +105,7 @@ test_chunked_with_interim_and_trailer(void **state)
 		    "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"
 		    "5;ext=1\r\nhello\r\n1\r\n \r\n10\r\n0123456789abcdef\r\n0\r\nX-Trailer: t\r\n\r\n",
 		    false);
-	assert_int_equal(lms_port_relay_read_head(p.relay, false, 1000, NULL), 0);
+	assert_int_equal(lms_port_relay_read_head(p.relay, 0, 1000, NULL), 0);
 	assert_int_equal(lms_port_relay_status(p.relay), 201);
 	int kind = 0;
 	char *b = body(&p, &kind);
@@ -121,7 +121,7 @@ test_until_the_end_of_the_connection_and_cut_short(void **state)
 	(void)state;
 	struct pair p = pair_new();
 	inside_says(&p, "HTTP/1.0 200 OK\n\nevent: a\ndata: 1\n\n", true);
-	assert_int_equal(lms_port_relay_read_head(p.relay, false, 1000, NULL), 0);
+	assert_int_equal(lms_port_relay_read_head(p.relay, 0, 1000, NULL), 0);
 	int kind = 0;
 	char *b = body(&p, &kind);
 	assert_string_equal(b, "event: a\ndata: 1\n\n");
@@ -130,7 +130,7 @@ test_until_the_end_of_the_connection_and_cut_short(void **state)
 
 	p = pair_new();
 	inside_says(&p, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", true);
-	assert_int_equal(lms_port_relay_read_head(p.relay, false, 1000, NULL), 0);
+	assert_int_equal(lms_port_relay_read_head(p.relay, 0, 1000, NULL), 0);
 	assert_null(body(&p, &kind));
 	assert_int_equal(kind, LMS_ERR_BAD_GATEWAY);
 	pair_free(&p);
@@ -138,7 +138,7 @@ test_until_the_end_of_the_connection_and_cut_short(void **state)
 	/* HEAD, 204 and 304 have no body, whatever they say. */
 	p = pair_new();
 	inside_says(&p, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", false);
-	assert_int_equal(lms_port_relay_read_head(p.relay, true, 1000, NULL), 0);
+	assert_int_equal(lms_port_relay_read_head(p.relay, LMS_PORT_NO_BODY, 1000, NULL), 0);
 	b = body(&p, &kind);
 	assert_string_equal(b, "");
 	free(b);
@@ -151,7 +151,7 @@ head_error(const char *text, bool close_after)
 	struct pair p = pair_new();
 	inside_says(&p, text, close_after);
 	struct lms_error *err = NULL;
-	int r = lms_port_relay_read_head(p.relay, false, 100, &err);
+	int r = lms_port_relay_read_head(p.relay, 0, 100, &err);
 	int kind = r < 0 ? (int)err->kind : -1;
 	lms_error_free(err);
 	pair_free(&p);
@@ -187,7 +187,7 @@ test_bad_heads_are_refused(void **state)
 		ssize_t n = write(p.inside, big + sent, strlen(big) - sent);
 		if (n > 0)
 			sent += (size_t)n;
-		r = lms_port_relay_read_head(p.relay, false, 20, &err);
+		r = lms_port_relay_read_head(p.relay, 0, 20, &err);
 		if (r < 0 && err->kind != LMS_ERR_TIMEOUT)
 			break;
 		lms_error_free(err);
@@ -203,10 +203,38 @@ test_bad_heads_are_refused(void **state)
 	/* A chunk longer than its size. */
 	p = pair_new();
 	inside_says(&p, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n", false);
-	assert_int_equal(lms_port_relay_read_head(p.relay, false, 1000, NULL), 0);
+	assert_int_equal(lms_port_relay_read_head(p.relay, 0, 1000, NULL), 0);
 	int kind = 0;
 	assert_null(body(&p, &kind));
 	assert_int_equal(kind, LMS_ERR_BAD_GATEWAY);
+	pair_free(&p);
+}
+
+/* A 101 when the request asked for it: the bytes after its head are the new protocol's, passed on first. */
+static void
+test_upgrade_bridge(void **state)
+{
+	(void)state;
+	struct pair p = pair_new();
+	inside_says(&p, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nfirst", false);
+	assert_int_equal(lms_port_relay_read_head(p.relay, LMS_PORT_UPGRADE, 1000, NULL), 0);
+	assert_int_equal(lms_port_relay_status(p.relay), 101);
+	int client[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, client), 0);
+	/* The client has sent "early" already, then "late", then closes; the inside closes its side. */
+	assert_int_equal(write(client[1], "late", 4), 4);
+	assert_int_equal(shutdown(client[1], SHUT_WR), 0);
+	assert_int_equal(shutdown(p.inside, SHUT_WR), 0);
+	atomic_bool stop = false;
+	lms_port_relay_bridge(p.relay, client[0], "early", 5, 1000, &stop, 100);
+	char got[32] = {0};
+	assert_int_equal(read(p.inside, got, sizeof(got) - 1), 9);
+	assert_string_equal(got, "earlylate");
+	memset(got, 0, sizeof(got));
+	assert_int_equal(read(client[1], got, sizeof(got) - 1), 5);
+	assert_string_equal(got, "first");
+	close(client[0]);
+	close(client[1]);
 	pair_free(&p);
 }
 
@@ -229,6 +257,7 @@ main(void)
 	    cmocka_unit_test(test_chunked_with_interim_and_trailer),
 	    cmocka_unit_test(test_until_the_end_of_the_connection_and_cut_short),
 	    cmocka_unit_test(test_bad_heads_are_refused),
+	    cmocka_unit_test(test_upgrade_bridge),
 	    cmocka_unit_test(test_hop_by_hop),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
