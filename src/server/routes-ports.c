@@ -185,10 +185,11 @@ request_head(struct lms_request *req, struct port_call *c, const char *rest, str
 	const char *length = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (c->chunked)
 		append_header(b, "Transfer-Encoding", "chunked");
-	else if (length != NULL)
-		append_header(b, "Content-Length", length);
-	else if (strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0 ||
-		 strcmp(req->method, "PATCH") == 0)
+	else if (length != NULL) {
+		snprintf(text, sizeof(text), "%llu", strtoull(length, NULL, 10)); /* as libmicrohttpd read it */
+		append_header(b, "Content-Length", text);
+	} else if (strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0 ||
+		   strcmp(req->method, "PATCH") == 0)
 		append_header(b, "Content-Length", "0");
 	struct headers h = {b, MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Connection")};
 	MHD_get_connection_values(req->conn, MHD_HEADER_KIND, add_header, &h);
@@ -272,7 +273,9 @@ ports_begin(struct lms_request *req)
 	c->head = strcmp(req->method, "HEAD") == 0;
 	c->client_fd = lms_request_socket(req);
 	const char *te = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
-	c->chunked = length == NULL && te != NULL;
+	/* A chunked body is read as chunks whatever Content-Length says (RFC 9112 6.3), so it goes on as
+	 * chunks: a length that disagreed would let the client smuggle a second request to the inside. */
+	c->chunked = te != NULL;
 	c->upgrade = asks_upgrade(req);
 	enum MHD_Result reply = MHD_NO;
 	if ((c->relay = connect_inside(req, port, &reply)) == NULL) {

@@ -381,3 +381,21 @@ def test_the_daemon_stops_with_relays_open(lms_bin, tmp_path):
             assert ws.recv(12) == b"HTTP/1.1 101"
             status, killed = s.stop()
             assert status == 0 and not killed, s.describe()
+
+
+def test_a_body_framed_two_ways_goes_on_as_chunks(server, app):
+    # Content-Length says 4, the chunks say more: the body is read as chunks (RFC 9112), and goes on so, whole; a
+    # relay that forwarded the length would leave the rest to the inside as a second, smuggled request.
+    sbx, port = app
+    data = b"abcdGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    sock = server.connect(timeout=15)
+    with sock:
+        sock.sendall((f"POST /v1/sandboxes/{sbx}/ports/{port}/both HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                      f"{TOKEN}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                      f"{len(data):x}\r\n").encode() + data + b"\r\n0\r\n\r\n")
+        answer = b""
+        while got := sock.recv(65536):
+            answer += got
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 201") and b"Transfer-Encoding: chunked" in head, answer
+    assert json.loads(body.split(b"\r\n")[1])["body"] == data.decode(), answer
