@@ -180,9 +180,10 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	/* One client cannot take every connection (a per-address limit) nor hold one without sending its
 	 * headers (conns.c); libmicrohttpd's own timeout, which counts idle time, covers a body that stalls
 	 * and a client that takes no bytes of a response (reply.c stops it while a stream waits for its
-	 * command or backend). SECURITY.md, "One client against the daemon". */
+	 * command or backend). SECURITY.md, "One client against the daemon". Upgrades: the port relay's
+	 * WebSockets (routes-ports.c), the only route that answers 101. */
 	s.mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
-				     MHD_USE_ERROR_LOG | MHD_USE_POLL,
+				     MHD_USE_ERROR_LOG | MHD_USE_POLL | MHD_ALLOW_UPGRADE,
 				 0, NULL, NULL, lms_request_on_request, &s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, &s,
 				 MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, lms_request_on_completed,
 				 &s, MHD_OPTION_NOTIFY_CONNECTION, lms_conns_on_connection, s.conns,

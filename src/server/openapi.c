@@ -185,6 +185,20 @@ files_success(const char *method)
 	return json_string("204. Errors: 404 file_not_found, 409 directory_not_empty, 403 permission_denied");
 }
 
+/* The port relay's parameters: its answer is the sandbox server's own (docs/API-NOTES.md, "The port relay"). */
+static json_t *
+ports_parameters(void)
+{
+	return json_pack("[{s:s, s:s, s:b, s:s, s:{s:s}}, {s:s, s:s, s:b, s:s, s:{s:s, s:i, s:i}}, "
+			 "{s:s, s:s, s:b, s:s, s:{s:s}}]",
+			 "name", "id", "in", "path", "required", 1, "description", "the sandbox's id", "schema", "type",
+			 "string", "name", "port", "in", "path", "required", 1, "description",
+			 "the port a server listens on at 127.0.0.1 inside the sandbox", "schema", "type", "integer",
+			 "minimum", 1, "maximum", 65535, "name", "port_path", "in", "path", "required", 1,
+			 "description", "the path (and query) the sandbox's server is asked for; may be empty",
+			 "schema", "type", "string");
+}
+
 static json_t *
 operation(const struct lms_route *r)
 {
@@ -215,6 +229,14 @@ operation(const struct lms_route *r)
 		json_object_set_new(op, "parameters", files_parameters(r->method));
 	if (strstr(r->path, "{file_path}") != NULL)
 		json_object_set_new(ok, "description", files_success(r->method));
+	if (strstr(r->path, "{port_path}") != NULL) {
+		json_object_set_new(op, "parameters", ports_parameters());
+		json_object_set_new(ok, "description",
+				    json_string("the sandbox server's own status, headers and body. Errors: 400 "
+						"invalid_port, 404 sandbox_not_found, 413 body_too_large, 429 "
+						"too_many_relays, 502 port_unreachable or port_bad_response, 504 "
+						"port_timeout"));
+	}
 	return op;
 }
 

@@ -76,6 +76,20 @@ const struct lms_route lms_routes[] = {
      NULL, NULL, &lms_files_put_sink},
     {"DELETE", "/v1/sandboxes/{id}/files/{file_path}", lms_route_files_delete, true, false, false,
      "Remove a file, or a directory (?recursive=true for one that is not empty) (204)", NULL, NULL},
+    {"GET", "/v1/sandboxes/{id}/ports/{port}/{port_path}", lms_route_ports, true, false, false,
+     "Relay HTTP to the server listening on 127.0.0.1:{port} inside the sandbox (its answer streamed as it "
+     "comes, WebSockets too; 502 port_unreachable when nothing listens)",
+     NULL, NULL, &lms_ports_sink},
+    {"HEAD", "/v1/sandboxes/{id}/ports/{port}/{port_path}", lms_route_ports, true, false, false,
+     "Same as GET: the request and its body relayed to the sandbox's port", NULL, NULL, &lms_ports_sink},
+    {"POST", "/v1/sandboxes/{id}/ports/{port}/{port_path}", lms_route_ports, true, false, false,
+     "Same as GET: the request and its body relayed to the sandbox's port", NULL, NULL, &lms_ports_sink},
+    {"PUT", "/v1/sandboxes/{id}/ports/{port}/{port_path}", lms_route_ports, true, false, false,
+     "Same as GET: the request and its body relayed to the sandbox's port", NULL, NULL, &lms_ports_sink},
+    {"PATCH", "/v1/sandboxes/{id}/ports/{port}/{port_path}", lms_route_ports, true, false, false,
+     "Same as GET: the request and its body relayed to the sandbox's port", NULL, NULL, &lms_ports_sink},
+    {"DELETE", "/v1/sandboxes/{id}/ports/{port}/{port_path}", lms_route_ports, true, false, false,
+     "Same as GET: the request and its body relayed to the sandbox's port", NULL, NULL, &lms_ports_sink},
     {"POST", "/v1/agent", lms_route_agent, true, true, false,
      "Run a model that uses a sandbox: its tool calls run there until it answers (JSON result, or Server-Sent "
      "Events with stream: true)",
@@ -95,9 +109,10 @@ const struct lms_route lms_routes[] = {
 
 const size_t lms_n_routes = sizeof(lms_routes) / sizeof(lms_routes[0]);
 
-/* An exact path; a "{id}" segment matches one non-empty segment; a route ending in "/{path}" (the relay
- * of Ollama's /api/...) any non-empty rest without ".."; one ending in "/{file_path}" any rest at all (the
- * files API resolves it inside the sandbox's root, where ".." cannot leave it). */
+/* An exact path; a "{id}" or "{port}" segment matches one non-empty segment; a route ending in "/{path}"
+ * (the relay of Ollama's /api/...) any non-empty rest without ".."; one ending in "/{file_path}" any rest at
+ * all (the files API resolves it inside the sandbox's root, where ".." cannot leave it); one ending in
+ * "/{port_path}" any rest or none (the sandbox's server reads it as its own path). */
 bool
 lms_route_matches(const struct lms_route *r, const char *path)
 {
@@ -108,12 +123,15 @@ lms_route_matches(const struct lms_route *r, const char *path)
 	while (*pat != '\0') {
 		if (strcmp(pat, "{file_path}") == 0)
 			return true;
-		if (strncmp(pat, "{id}", 4) == 0 && (pat[4] == '/' || pat[4] == '\0')) {
+		if (strcmp(pat, "/{port_path}") == 0)
+			return *p == '\0' || *p == '/';
+		size_t var = strncmp(pat, "{id}", 4) == 0 ? 4 : strncmp(pat, "{port}", 6) == 0 ? 6 : 0;
+		if (var > 0 && (pat[var] == '/' || pat[var] == '\0')) {
 			size_t seg = strcspn(p, "/");
 			if (seg == 0)
 				return false;
 			p += seg;
-			pat += 4;
+			pat += var;
 			continue;
 		}
 		if (*pat++ != *p++)

@@ -72,20 +72,12 @@ reply_files_error(struct lms_request *req, const struct lms_error *e)
 static int
 open_root(struct lms_request *req, enum MHD_Result *reply)
 {
-	char id[24];
-	lms_sandbox_path_id(req, id);
-	struct lms_sandboxes *sbs = req->server->sandboxes;
-	_cleanup_error_ struct lms_error *err = NULL;
-	const char *reason = NULL;
-	uint64_t key;
-	const struct lms_sandbox_settings *base;
-	struct lms_sandbox_entry *e = lms_sandboxes_acquire(sbs, id, &key, &base, &reason, &err);
-	if (e == NULL) {
-		*reply = lms_reply_sandbox_not_found(req, err, reason);
+	struct lms_sandbox_entry *e = lms_sandbox_hold(req, reply);
+	if (e == NULL)
 		return -1;
-	}
+	_cleanup_error_ struct lms_error *err = NULL;
 	int fd = lms_sandboxes_open_root(e, &err);
-	lms_sandboxes_release(sbs, e, NULL);
+	lms_sandboxes_release(req->server->sandboxes, e, NULL);
 	if (fd < 0)
 		*reply = lms_reply_lms_error(req, err);
 	return fd;

@@ -40,6 +40,22 @@ lms_reply_sandbox_not_found(struct lms_request *req, const struct lms_error *e, 
 	return lms_reply_json(req, 404, body);
 }
 
+struct lms_sandbox_entry *
+lms_sandbox_hold(struct lms_request *req, enum MHD_Result *reply)
+{
+	char id[24];
+	lms_sandbox_path_id(req, id);
+	_cleanup_error_ struct lms_error *err = NULL;
+	const char *reason = NULL;
+	uint64_t key;
+	const struct lms_sandbox_settings *base;
+	struct lms_sandbox_entry *e = lms_sandboxes_acquire(req->server->sandboxes, id, &key, &base, &reason, &err);
+	if (e == NULL)
+		*reply = err->kind == LMS_ERR_NOT_FOUND ? lms_reply_sandbox_not_found(req, err, reason)
+							: lms_reply_lms_error(req, err);
+	return e;
+}
+
 static json_t *
 body_json(struct lms_request *req, struct lms_error **err)
 {

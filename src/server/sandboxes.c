@@ -15,6 +15,7 @@
 #include "core/id.h"
 #include "core/log.h"
 #include "image/store.h"
+#include "net/ns-socket.h"
 #include "server/history.h"
 #include "server/processes.h"
 #include "server/sandbox-store.h"
@@ -755,5 +756,18 @@ lms_sandboxes_open_root(const struct lms_sandbox_entry *e, struct lms_error **er
 		close(fd);
 		return lms_error_set(err, LMS_ERR_INTERNAL, saved, "sandbox %s: its PID 1 is gone", e->id);
 	}
+	return fd;
+}
+
+int
+lms_sandboxes_connect_port(const struct lms_sandbox_entry *e, uint16_t port, int timeout_ms, struct lms_error **err)
+{
+	if (e->pidfd < 0)
+		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
+				     "sandbox %s: its PID 1 cannot be reached (pidfd_open failed when it was made)",
+				     e->id);
+	int fd = lms_netns_connect_loopback(e->pidfd, port, timeout_ms, err);
+	if (fd < 0)
+		lms_error_prefix(err, "sandbox %s", e->id);
 	return fd;
 }

@@ -72,6 +72,10 @@ struct lms_sandbox_entry *lms_sandboxes_acquire(struct lms_sandboxes *sbs, const
 /* An O_PATH descriptor of the sandbox's root directory (its PID 1's /proc/PID/root, checked to be that
  * PID 1's through a pidfd kept from creation), for the files API; call it while holding the entry. */
 int lms_sandboxes_open_root(const struct lms_sandbox_entry *e, struct lms_error **err);
+/* A connection to 127.0.0.1:port of the sandbox's own network namespace (and nothing else: net/ns-socket.h),
+ * entered through the pidfd kept from its PID 1's creation; call it while holding the entry. */
+int lms_sandboxes_connect_port(const struct lms_sandbox_entry *e, uint16_t port, int timeout_ms,
+			       struct lms_error **err);
 /* A command of it started: a DELETE cancels it (the job stays the caller's). */
 void lms_sandboxes_attach_job(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, struct lms_job *job);
 /* The command has ended (job: the one attached, or NULL); the idle time starts again. */

@@ -75,6 +75,7 @@ struct lms_server {
 	struct lms_conns *conns;
 	struct lms_metrics metrics;
 	atomic_int active;		 /* executions running now */
+	atomic_int relays;		 /* port relays open now (routes-ports.c) */
 	atomic_uint_fast64_t body_bytes; /* reserved by the request bodies held now (request.c) */
 	atomic_bool stopping;
 	bool have_bash;
@@ -177,8 +178,9 @@ void lms_conns_request_done(struct lms_conns *c, struct MHD_Connection *conn);
 /* router.c */
 extern const struct lms_route lms_routes[];
 extern const size_t lms_n_routes;
-/* An exact path ("{id}" matches one non-empty segment), a route ending in "/{path}" for any non-empty rest
- * without "..", or one ending in "/{file_path}" for any rest (the files API: its own resolution). */
+/* An exact path ("{id}" and "{port}" match one non-empty segment), a route ending in "/{path}" for any
+ * non-empty rest without "..", one ending in "/{file_path}" for any rest (the files API: its own
+ * resolution), or one ending in "/{port_path}" for any rest or none (the port relay: the sandbox's). */
 bool lms_route_matches(const struct lms_route *r, const char *path);
 /* The route of method and path, or NULL; allow receives the methods of every route of that path,
  * "GET, POST" (empty: no route has it, a 404; else a 405 with Allow). */
@@ -187,16 +189,25 @@ const struct lms_route *lms_router_find(const char *method, const char *path, ch
 /* openapi.c */
 json_t *lms_openapi_document(void);
 
+struct lms_sandbox_entry;
 /* routes-sandboxes.c: the {id} of a /v1/sandboxes/{id}... path; the 404 of a sandbox that is not there
  * (with its reason when known). */
 void lms_sandbox_path_id(const struct lms_request *req, char id[24]);
 enum MHD_Result lms_reply_sandbox_not_found(struct lms_request *req, const struct lms_error *e, const char *reason);
+/* Holds the path's sandbox (release it with lms_sandboxes_release), or replies (the typed 404, or why its
+ * PID 1 could not be made again) and returns NULL. */
+struct lms_sandbox_entry *lms_sandbox_hold(struct lms_request *req, enum MHD_Result *reply);
 
 /* routes-files.c: GET, PUT, DELETE /v1/sandboxes/{id}/files/{file_path} */
 extern const struct lms_body_sink lms_files_put_sink;
 enum MHD_Result lms_route_files_get(struct lms_request *req);
 enum MHD_Result lms_route_files_put(struct lms_request *req);
 enum MHD_Result lms_route_files_delete(struct lms_request *req);
+
+/* routes-ports.c: GET|HEAD|POST|PUT|PATCH|DELETE /v1/sandboxes/{id}/ports/{port}/{port_path}, the body
+ * streamed to the sandbox's server as it comes. */
+extern const struct lms_body_sink lms_ports_sink;
+enum MHD_Result lms_route_ports(struct lms_request *req);
 
 /* routes-exec.c */
 enum MHD_Result lms_route_exec(struct lms_request *req);

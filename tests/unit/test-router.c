@@ -81,6 +81,29 @@ prefix_routes(void **state)
 		assert_null(find("GET", refused[i], ""));
 }
 
+/* The port relay: any rest, or none, after the port; the port and the id one segment each. */
+static void
+port_routes(void **state)
+{
+	(void)state;
+	const char *all = "GET, HEAD, POST, PUT, PATCH, DELETE";
+	const char *served[] = {"/v1/sandboxes/sbx_1/ports/8080", "/v1/sandboxes/sbx_1/ports/8080/",
+				"/v1/sandboxes/sbx_1/ports/8080/a/b.js", "/v1/sandboxes/sbx_1/ports/x/../..",
+				"/v1/sandboxes/sbx_1/ports/1//"};
+	for (size_t i = 0; i < sizeof(served) / sizeof(served[0]); i++) {
+		const struct lms_route *r = find("PATCH", served[i], all);
+		assert_non_null(r);
+		assert_ptr_equal(r->handler, lms_route_ports);
+		assert_ptr_equal(r->sink, &lms_ports_sink);
+		assert_string_equal(find("HEAD", served[i], all)->method, "HEAD");
+	}
+	assert_null(find("OPTIONS", "/v1/sandboxes/sbx_1/ports/8080/", all));
+	const char *refused[] = {"/v1/sandboxes/sbx_1/ports", "/v1/sandboxes/sbx_1/ports/", "/v1/sandboxes//ports/80",
+				 "/v1/sandboxes/sbx_1/ports8080"};
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+		assert_null(find("GET", refused[i], ""));
+}
+
 static void
 allow_never_overflows(void **state)
 {
@@ -122,6 +145,7 @@ main(void)
 	    cmocka_unit_test(unknown_paths_are_404_without_allow),
 	    cmocka_unit_test(wrong_method_gives_the_allow_list),
 	    cmocka_unit_test(prefix_routes),
+	    cmocka_unit_test(port_routes),
 	    cmocka_unit_test(allow_never_overflows),
 	    cmocka_unit_test(the_table_is_consistent),
 	};
