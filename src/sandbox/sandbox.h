@@ -93,6 +93,7 @@ struct lms_sandbox_result {
 	bool timed_out;
 	bool oom_killed;
 	bool cpu_exceeded;
+	bool pids_limit_hit; /* the command's own pids limit refused a fork (a lasting sandbox's command) */
 	bool cancelled;
 	bool stdout_truncated;
 	bool stderr_truncated;
