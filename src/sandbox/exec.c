@@ -101,6 +101,7 @@ struct watch {
 	double deadline, next_cpu_check;
 	double cpu_base_ms;	/* the group's CPU time at launch: what ran before is not this command's */
 	struct lms_cgroup *own; /* the command's own group (its limits below the sandbox's), or NULL */
+	int reply;		/* our end of its own report socket (LMS_INIT_REPLY), or -1: the sandbox's */
 	uint64_t oom_base;	/* the sandbox's OOM kills before it: those were another command's */
 };
 
@@ -172,6 +173,18 @@ send_launch(struct watch *w, struct lms_error **err)
 	    .id = w->id,
 	    .flags = (w->last ? LMS_INIT_LAST : 0) | (nfds > LMS_INIT_FD_STDIN ? LMS_INIT_STDIN : 0),
 	};
+	/* A lasting sandbox's command reports on a socket of its own: another command of the sandbox may be
+	 * watched at the same time by another process (lms_sandbox_forked). */
+	int pair[2] = {-1, -1};
+	if (r == 0 && !w->last) {
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+			r = lms_error_set(err, LMS_ERR_SETUP, errno, "create the command's report socket");
+		else {
+			w->reply = pair[0];
+			fds[nfds++] = pair[1];
+			msg.flags |= LMS_INIT_REPLY;
+		}
+	}
 	if (r == 0)
 		r = add_join_fds(w->own, fds, &nfds, &msg, err);
 	if (r == 0 && lms_fd_send(w->sb->ctl, &msg, sizeof(msg), fds, nfds) != (ssize_t)sizeof(msg))
@@ -270,7 +283,7 @@ static void
 read_report(struct watch *w)
 {
 	struct lms_init_msg msg;
-	ssize_t n = recv(w->sb->ctl, &msg, sizeof(msg), MSG_DONTWAIT);
+	ssize_t n = recv(w->reply >= 0 ? w->reply : w->sb->ctl, &msg, sizeof(msg), MSG_DONTWAIT);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n <= 0) {
@@ -301,20 +314,21 @@ static int
 watch_loop(struct watch *w, struct lms_error **err)
 {
 	while (!w->exited) {
-		struct pollfd fds[6];
-		enum { OUT, ERR, IN, CTL, CANCEL, DRAIN };
+		struct pollfd fds[7];
+		enum { OUT, ERR, IN, CTL, CANCEL, DRAIN, WAKE };
 		fds[OUT] = (struct pollfd){.fd = w->out_fd[1], .events = POLLIN};
 		fds[ERR] = (struct pollfd){.fd = w->out_fd[2], .events = POLLIN};
 		fds[IN] = (struct pollfd){.fd = w->in_fd, .events = POLLOUT};
-		fds[CTL] = (struct pollfd){.fd = w->sb->ctl, .events = POLLIN};
+		fds[CTL] = (struct pollfd){.fd = w->reply >= 0 ? w->reply : w->sb->ctl, .events = POLLIN};
 		fds[CANCEL] = (struct pollfd){.fd = w->killed ? -1 : w->spec->cancel_fd, .events = POLLIN};
 		fds[DRAIN] = (struct pollfd){.fd = output_pending(w) ? w->out->drain_fd : -1, .events = POLLOUT};
+		fds[WAKE] = (struct pollfd){.fd = w->out && w->out->wake ? w->out->wake_fd : -1, .events = POLLIN};
 
 		double now = lms_monotonic_ms(), wake = w->killed ? -1 : w->deadline;
 		if (!w->killed && w->next_cpu_check > 0 && w->next_cpu_check < wake)
 			wake = w->next_cpu_check;
 		int timeout = wake < 0 ? -1 : wake <= now ? 0 : (int)(wake - now) + 1;
-		int r = poll(fds, 6, timeout);
+		int r = poll(fds, 7, timeout);
 		if (r < 0 && errno != EINTR) {
 			kill_command(w);
 			return lms_error_set(err, LMS_ERR_INTERNAL, errno, "poll the sandbox");
@@ -342,6 +356,8 @@ watch_loop(struct watch *w, struct lms_error **err)
 			read_report(w);
 		if (fds[DRAIN].revents)
 			w->out->drain(w->out->userdata);
+		if (fds[WAKE].revents && w->out->wake)
+			w->out->wake(w->out->wake_data);
 	}
 	/* Everything the command wrote before it exited is in the pipes now. */
 	read_stream(w, LMS_STREAM_STDOUT, 64);
@@ -436,6 +452,7 @@ lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, un
 	    .last = flags & LMS_EXEC_LAST,
 	    .out_fd = {-1, -1, -1},
 	    .in_fd = -1,
+	    .reply = -1,
 	};
 	if (sb->dead)
 		return lms_error_set(err, LMS_ERR_SETUP, 0, "the sandbox has ended: its init is gone");
@@ -455,14 +472,18 @@ lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, un
 	double start = lms_monotonic_ms();
 	w.deadline = start + (double)spec->limits.timeout_ms;
 	w.next_cpu_check = spec->limits.cpu_ms > 0 ? start : -1;
+	sb->watching = &w;
 	int r = send_launch(&w, err);
 	if (r == 0)
 		r = watch_loop(&w, err);
+	sb->watching = NULL;
 	for (int s = 1; s <= 2; s++)
 		if (w.out_fd[s] >= 0)
 			close(w.out_fd[s]);
 	if (w.in_fd >= 0)
 		close(w.in_fd);
+	if (w.reply >= 0)
+		close(w.reply);
 	result->duration_ms = lms_monotonic_ms() - start;
 	if (r == 0 && w.report.type == LMS_INIT_EXITED)
 		fill_result(&w, w.report.status);
@@ -625,4 +646,29 @@ lms_sandbox_sweep_groups(struct lms_sandbox *sb, bool all)
 		free(sb->groups);
 		sb->groups = NULL;
 	}
+}
+
+uint32_t
+lms_sandbox_take_id(struct lms_sandbox *sb)
+{
+	return sb->next_id++;
+}
+
+void
+lms_sandbox_forked(struct lms_sandbox *sb, uint32_t id)
+{
+	struct watch *w = sb->watching;
+	if (w != NULL) {
+		/* The parent's command: a copy of its input's write end here would keep its end-of-file from
+		 * it, and a copy of its events pipe would hide the parent's death from the daemon. */
+		int mine[] = {w->out_fd[1], w->out_fd[2],	w->in_fd,
+			      w->reply,	    w->spec->cancel_fd, w->out ? w->out->drain_fd : -1};
+		for (size_t i = 0; i < sizeof(mine) / sizeof(mine[0]); i++)
+			if (mine[i] >= 0)
+				close(mine[i]);
+		sb->watching = NULL;
+	}
+	sb->next_id = id;
+	sb->groups = NULL; /* the parent's to sweep */
+	sb->n_groups = 0;
 }

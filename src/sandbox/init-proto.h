@@ -38,6 +38,11 @@ enum lms_init_msg_type {
  * execs, so that nothing of the command ever runs outside the group. */
 #define LMS_INIT_CGROUP 8u
 #define LMS_INIT_MAX_JOIN 2
+/* The launch's STARTED, EXITED and FAILED go to a socket of its own, the descriptor after the launch's
+ * others (before the join descriptors), rather than to the parent's socket; PID 1 closes it after EXITED.
+ * Commands of one sandbox that run at once are each watched by a process of their own (worker.c), and
+ * each reads only its own records; a KILL still comes on the parent's socket. */
+#define LMS_INIT_REPLY 16u
 /* FAILED flags. */
 #define LMS_INIT_FAILED_CWD 1u /* the step was the launch's own cwd (not the default): the request's error */
 
@@ -62,4 +67,4 @@ enum {
 	LMS_INIT_FD_CONTROL,
 	LMS_INIT_NFDS
 };
-#define LMS_INIT_MAX_FDS (LMS_INIT_NFDS + LMS_INIT_MAX_JOIN)
+#define LMS_INIT_MAX_FDS (LMS_INIT_NFDS + 1 + LMS_INIT_MAX_JOIN)

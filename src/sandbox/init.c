@@ -36,6 +36,7 @@ struct running {
 	pid_t pid;
 	bool last;
 	int status_fd, control_fd; /* a background command's (LMS_INIT_DETACHED), else -1 */
+	int reply_fd;		   /* where its EXITED goes (LMS_INIT_REPLY), else -1: the parent's socket */
 };
 
 struct init {
@@ -44,12 +45,24 @@ struct init {
 	size_t n;
 };
 
+/* A launch's own reply socket: a watcher that went away is no concern of PID 1's. */
+static void send_reply(struct init *in, int reply, const struct lms_init_msg *msg);
+
 static void
 send_or_exit(struct init *in, const struct lms_init_msg *msg)
 {
 	/* The parent is gone: nobody can reach this sandbox any more, so it ends. */
 	if (lms_child_report(in->ctl, msg) < 0)
 		_exit(0);
+}
+
+static void
+send_reply(struct init *in, int reply, const struct lms_init_msg *msg)
+{
+	if (reply < 0)
+		send_or_exit(in, msg);
+	else
+		(void)lms_child_report(reply, msg);
 }
 
 static int
@@ -187,7 +200,10 @@ launch(struct init *in, const struct lms_init_msg *req, int fds[LMS_INIT_MAX_FDS
 	bool has_stdin = req->flags & LMS_INIT_STDIN;
 	size_t own = detached ? LMS_INIT_NFDS : has_stdin ? LMS_INIT_FD_STDIN + 1 : LMS_INIT_FD_STDIN;
 	size_t njoin = req->flags & LMS_INIT_CGROUP ? (size_t)req->status : 0;
-	size_t want = own + njoin;
+	size_t nreply = req->flags & LMS_INIT_REPLY ? 1 : 0;
+	size_t want = own + nreply + njoin;
+	/* Ours from here on: kept for EXITED once the command runs, else closed after the answer. */
+	int reply = nreply && nfds == want && njoin <= LMS_INIT_MAX_JOIN ? steal_fd(&fds[own]) : -1;
 	struct lms_sandbox_spec spec;
 	void *storage = NULL;
 	char *data = NULL;
@@ -211,13 +227,14 @@ launch(struct init *in, const struct lms_init_msg *req, int fds[LMS_INIT_MAX_FDS
 				fds[LMS_INIT_FD_STDERR]};
 		pid_t pid = -1;
 		int r = stdio[0] < 0 ? errno
-			: njoin > 0  ? fork_command(&spec, stdio, fds + own, njoin, &pid)
+			: njoin > 0  ? fork_command(&spec, stdio, fds + own + nreply, njoin, &pid)
 				     : spawn_command(&spec, stdio, &pid);
 		if (r == 0) {
 			set_cpu_limit(pid, &spec);
 			struct running *run = &in->run[in->n++];
 			*run = (struct running){
-			    .id = req->id, .pid = pid, .last = last, .status_fd = -1, .control_fd = -1};
+			    .id = req->id, .pid = pid, .last = last, .status_fd = -1, .control_fd = -1, .reply_fd = -1};
+			run->reply_fd = reply;
 			if (detached) {
 				/* Kept: they outlive this call (closed below for every other launch). */
 				run->status_fd = steal_fd(&fds[LMS_INIT_FD_STATUS]);
@@ -242,7 +259,9 @@ launch(struct init *in, const struct lms_init_msg *req, int fds[LMS_INIT_MAX_FDS
 	 * its space). The root cannot go away. */
 	if (chdir("/") < 0)
 		_exit(125);
-	send_or_exit(in, &msg);
+	send_reply(in, reply, &msg);
+	if (reply >= 0 && msg.type != LMS_INIT_STARTED)
+		close(reply);
 	if (last && msg.type != LMS_INIT_STARTED)
 		_exit(0);
 }
@@ -330,7 +349,7 @@ reap(struct init *in)
 			    .maxrss_kb = ru.ru_maxrss,
 			};
 			bool last = in->run[i].last;
-			int status_fd = in->run[i].status_fd;
+			int status_fd = in->run[i].status_fd, reply_fd = in->run[i].reply_fd;
 			if (in->run[i].control_fd >= 0)
 				close(in->run[i].control_fd);
 			in->run[i] = in->run[--in->n];
@@ -340,6 +359,11 @@ reap(struct init *in)
 				 * no concern of PID 1's. */
 				(void)!write(status_fd, &msg, sizeof(msg));
 				close(status_fd);
+				break;
+			}
+			if (reply_fd >= 0) {
+				send_reply(in, reply_fd, &msg);
+				close(reply_fd);
 				break;
 			}
 			send_or_exit(in, &msg);

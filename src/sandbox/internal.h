@@ -19,6 +19,7 @@ struct lms_sandbox {
 	/* Background commands' own groups (lms_cgroup_child_create), removed once empty (exec.c) */
 	struct lms_cgroup **groups;
 	size_t n_groups;
+	struct watch *watching; /* the command being watched now (exec.c), or NULL */
 };
 
 /* Removes the background commands' groups that are empty now; every one when `all`. */
