@@ -299,6 +299,8 @@ kill_members(int dirfd)
 static int remove_dir(const char *path, struct lms_error **err);
 static void kill_members(int dirfd);
 
+static void remove_group_tree(const char *path);
+
 /* Kills the members of every group below `path` (its commands' own, v2's init leaf) and removes those
  * groups, deepest first: their parent cannot go before them. */
 static void
@@ -311,13 +313,20 @@ remove_children(const char *path)
 		if (e->d_type != DT_DIR || e->d_name[0] == '.')
 			continue;
 		_cleanup_free_ char *child = xasprintf("%s/%s", path, e->d_name);
-		remove_children(child);
-		_cleanup_fd_ int fd = open(child, O_PATH | O_DIRECTORY | O_CLOEXEC);
-		if (fd >= 0)
-			kill_members(fd);
-		remove_dir(child, NULL);
+		remove_group_tree(child);
 	}
 	closedir(d);
+}
+
+/* The group at `path` and every group below it: members killed, directories removed. */
+static void
+remove_group_tree(const char *path)
+{
+	remove_children(path);
+	_cleanup_fd_ int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0)
+		kill_members(fd);
+	remove_dir(path, NULL);
 }
 
 void
@@ -336,11 +345,7 @@ lms_cgroup_reap_stale(const char *parent)
 		if (kill(pid, 0) == 0 || errno != ESRCH)
 			continue;
 		_cleanup_free_ char *path = xasprintf("%s/%s", parent, e->d_name);
-		remove_children(path);
-		_cleanup_fd_ int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
-		if (fd >= 0)
-			kill_members(fd);
-		remove_dir(path, NULL);
+		remove_group_tree(path);
 	}
 	closedir(d);
 }
