@@ -296,7 +296,7 @@ kill_members(int dirfd)
 	}
 }
 
-static int remove_dir(const char *path, struct lms_error **err);
+static int remove_dir(const char *path, int dirfd, struct lms_error **err);
 static void kill_members(int dirfd);
 
 static void remove_group_tree(const char *path);
@@ -326,7 +326,7 @@ remove_group_tree(const char *path)
 	_cleanup_fd_ int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd >= 0)
 		kill_members(fd);
-	remove_dir(path, NULL);
+	remove_dir(path, fd, NULL);
 }
 
 void
@@ -351,14 +351,18 @@ lms_cgroup_reap_stale(const char *parent)
 }
 
 static int
-remove_dir(const char *path, struct lms_error **err)
+remove_dir(const char *path, int dirfd, struct lms_error **err)
 {
-	/* Processes killed a moment ago may still be exiting: rmdir says EBUSY until they are gone. */
+	/* Processes killed a moment ago may still be exiting: rmdir says EBUSY until they are gone. A fork
+	 * bomb's child forked after the list was read was not killed with it: the members (dirfd, when
+	 * given) are killed again every 10 ms until none is left. */
 	for (int tries = 0;; tries++) {
 		if (rmdir(path) == 0 || errno == ENOENT)
 			return 0;
 		if (errno != EBUSY || tries >= 2000)
 			return lms_error_set(err, LMS_ERR_INTERNAL, errno, "cgroup: remove %s", path);
+		if (dirfd >= 0 && tries % 10 == 9)
+			kill_members(dirfd);
 		nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
 	}
 }
@@ -379,13 +383,12 @@ lms_cgroup_destroy(struct lms_cgroup *cg, struct lms_error **err)
 		bool removed = cg->path[i] == NULL || rmdir(cg->path[i]) == 0 || errno == ENOENT;
 		if (!removed)
 			remove_children(cg->path[i]);
-		if (cg->dirfd[i] >= 0) {
-			if (!removed)
-				kill_members(cg->dirfd[i]);
-			close(cg->dirfd[i]);
-		}
-		if (!removed && remove_dir(cg->path[i], err) < 0)
+		if (cg->dirfd[i] >= 0 && !removed)
+			kill_members(cg->dirfd[i]);
+		if (!removed && remove_dir(cg->path[i], cg->dirfd[i], err) < 0)
 			r = -1;
+		if (cg->dirfd[i] >= 0)
+			close(cg->dirfd[i]);
 		free(cg->path[i]);
 	}
 	free(cg);
