@@ -36,7 +36,7 @@
 	"\"stdout\", \"stderr\"], \"properties\": {\"sandbox_id\": {\"type\": \"string\"}, "                           \
 	"\"exit_code\": {\"type\": \"integer\"}, \"signal\": {\"type\": [\"string\", \"null\"]}, "                     \
 	"\"timed_out\": {\"type\": \"boolean\"}, \"oom_killed\": {\"type\": \"boolean\"}, "                            \
-	"\"pids_limit_hit\": {\"type\": \"boolean\"}, "                                                             \
+	"\"pids_limit_hit\": {\"type\": \"boolean\"}, "                                                                \
 	"\"stdout\": {\"type\": \"string\"}, \"stderr\": {\"type\": \"string\"}, "                                     \
 	"\"stdout_truncated\": {\"type\": \"boolean\"}, \"stderr_truncated\": {\"type\": \"boolean\"}, "               \
 	"\"duration_ms\": {\"type\": \"number\"}, \"cpu_ms\": {\"type\": \"number\"}, "                                \
