@@ -69,6 +69,18 @@ parent_group(const char *fs_root, const char *self_cgroup, struct lms_error **er
 	return steal_pointer(&top);
 }
 
+/* No swap, and one OOM kill takes the whole group (a one-shot call's sandbox, a command's own group). */
+static int
+group_rules(const struct lms_cgroup *cg, struct lms_error **err)
+{
+	int fd = cg->dirfd[0];
+	if (lms_cgroup_has(fd, "memory.swap.max") && lms_cgroup_write(fd, "memory.swap.max", "0", err) < 0)
+		return lms_error_prefix(err, "set swap limit in %s", cg->path[0]);
+	if (lms_cgroup_has(fd, "memory.oom.group") && lms_cgroup_write(fd, "memory.oom.group", "1", err) < 0)
+		return lms_error_prefix(err, "set memory.oom.group in %s", cg->path[0]);
+	return 0;
+}
+
 int
 lms_cgroup_v2_create(struct lms_cgroup *cg, const char *fs_root, const char *self_cgroup, const char *name,
 		     const struct lms_limits *limits, struct lms_error **err)
@@ -86,14 +98,28 @@ lms_cgroup_v2_create(struct lms_cgroup *cg, const char *fs_root, const char *sel
 	cg->dirfd[0] = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (cg->dirfd[0] < 0)
 		return lms_error_set(err, LMS_ERR_SETUP, errno, "open %s", path);
-	int fd = cg->dirfd[0];
-
-	if (lms_cgroup_has(fd, "memory.swap.max") && lms_cgroup_write(fd, "memory.swap.max", "0", err) < 0)
-		return lms_error_prefix(err, "set swap limit in %s", path);
-	/* One OOM kill takes the whole sandbox, as a one-shot call expects. */
-	if (lms_cgroup_has(fd, "memory.oom.group") && lms_cgroup_write(fd, "memory.oom.group", "1", err) < 0)
-		return lms_error_prefix(err, "set memory.oom.group in %s", path);
+	if (group_rules(cg, err) < 0)
+		return -1;
+	/* PID 1 sits in a leaf of its own, so that the group can later hand controllers to its commands'
+	 * groups (lms_cgroup_child_create): v2 allows no process in a group whose children have them. */
+	_cleanup_free_ char *leaf = xasprintf("%s/init", path);
+	if (lms_cgroup_mkdir(leaf, err) < 0)
+		return -1;
+	if ((cg->init_fd = open(leaf, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return lms_error_set(err, LMS_ERR_SETUP, errno, "open %s", leaf);
 	return lms_cgroup_v2_set_limits(cg, limits, err);
+}
+
+int
+lms_cgroup_v2_child_setup(const struct lms_cgroup *cg, struct lms_error **err)
+{
+	return group_rules(cg, err);
+}
+
+int
+lms_cgroup_v2_delegate(const struct lms_cgroup *parent, struct lms_error **err)
+{
+	return delegate_controllers(parent->path[0], err);
 }
 
 int

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/fdio.h"
 #include "core/file.h"
 
 char *
@@ -43,13 +44,22 @@ lms_cgroup_self_path(const char *self_text, const char *controller)
 	return NULL;
 }
 
+static struct lms_cgroup *
+new_cgroup(int version)
+{
+	struct lms_cgroup *cg = xcalloc(1, sizeof(*cg));
+	cg->version = version;
+	cg->init_fd = -1;
+	for (int i = 0; i < LMS_CG_COUNT; i++)
+		cg->dirfd[i] = -1;
+	return cg;
+}
+
 int
 lms_cgroup_create(const char *fs_root, const char *self_cgroup, const char *name, const struct lms_limits *limits,
 		  struct lms_cgroup **out, struct lms_error **err)
 {
-	struct lms_cgroup *cg = xcalloc(1, sizeof(*cg));
-	for (int i = 0; i < LMS_CG_COUNT; i++)
-		cg->dirfd[i] = -1;
+	struct lms_cgroup *cg = new_cgroup(0);
 
 	/* v2 puts cgroup.controllers at the root of the unified mount; v1 and hybrid hosts do not. */
 	_cleanup_free_ char *probe = xasprintf("%s/cgroup.controllers", fs_root);
@@ -78,9 +88,61 @@ lms_cgroup_set_limits(const struct lms_cgroup *cg, const struct lms_limits *limi
 }
 
 int
+lms_cgroup_child_create(const struct lms_cgroup *parent, const char *name, const struct lms_limits *limits,
+			struct lms_cgroup **out, struct lms_error **err)
+{
+	struct lms_cgroup *cg = new_cgroup(parent->version);
+	int r = parent->version == 2 ? lms_cgroup_v2_delegate(parent, err) : 0;
+	/* v1: the memory and pids hierarchies (path[0] and path[1]); v2: the one unified group (path[0]). */
+	for (int i = LMS_CG_MEMORY; r == 0 && i <= LMS_CG_PIDS; i++) {
+		if (parent->path[i] == NULL)
+			continue;
+		char *path = xasprintf("%s/%s", parent->path[i], name);
+		if ((r = lms_cgroup_mkdir(path, err)) < 0) {
+			free(path);
+			break;
+		}
+		cg->path[i] = path;
+		if ((cg->dirfd[i] = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+			r = lms_error_set(err, LMS_ERR_SETUP, errno, "open %s", path);
+	}
+	struct lms_limits own = *limits;
+	own.millicpus = 0; /* a CPU limit stays the sandbox's */
+	if (r == 0 && cg->version == 2)
+		r = lms_cgroup_v2_child_setup(cg, err);
+	if (r == 0)
+		r = lms_cgroup_set_limits(cg, &own, err);
+	if (r < 0) {
+		lms_cgroup_destroy(cg, NULL);
+		return lms_error_prefix(err, "a command's own group");
+	}
+	*out = cg;
+	return 0;
+}
+
+int
+lms_cgroup_join_fds(const struct lms_cgroup *cg, int fds[2], size_t *n, struct lms_error **err)
+{
+	*n = 0;
+	for (int i = LMS_CG_MEMORY; i <= LMS_CG_PIDS; i++) {
+		if (cg->dirfd[i] < 0)
+			continue;
+		int fd = openat(cg->dirfd[i], "cgroup.procs", O_WRONLY | O_CLOEXEC | O_NOCTTY);
+		if (fd < 0) {
+			int e = errno;
+			lms_fd_close_all(fds, *n);
+			*n = 0;
+			return lms_error_set(err, LMS_ERR_SETUP, e, "cgroup: open %s/cgroup.procs", cg->path[i]);
+		}
+		fds[(*n)++] = fd;
+	}
+	return 0;
+}
+
+int
 lms_cgroup_clone_fd(const struct lms_cgroup *cg)
 {
-	return cg->version == 2 ? cg->dirfd[0] : -1;
+	return cg->version == 2 ? (cg->init_fd >= 0 ? cg->init_fd : cg->dirfd[0]) : -1;
 }
 
 int
@@ -91,7 +153,9 @@ lms_cgroup_attach(const struct lms_cgroup *cg, pid_t pid, struct lms_error **err
 	for (int i = 0; i < LMS_CG_COUNT; i++) {
 		if (cg->dirfd[i] < 0)
 			continue;
-		if (lms_cgroup_write(cg->dirfd[i], "cgroup.procs", text, err) < 0)
+		/* v2: PID 1 goes to the init leaf (the group's own list must stay empty). */
+		int fd = i == 0 && cg->init_fd >= 0 ? cg->init_fd : cg->dirfd[i];
+		if (lms_cgroup_write(fd, "cgroup.procs", text, err) < 0)
 			return lms_error_prefix(err, "cgroup: move pid %d into %s", (int)pid, cg->path[i]);
 	}
 	return 0;
@@ -177,15 +241,39 @@ lms_cgroup_memory_peak_kb(const struct lms_cgroup *cg)
 	return (long)(bytes / 1024);
 }
 
-bool
-lms_cgroup_oom_killed(const struct lms_cgroup *cg)
+uint64_t
+lms_cgroup_oom_kills(const struct lms_cgroup *cg)
 {
 	uint64_t kills = 0;
 	if (cg->version == 2)
 		read_u64_field(cg->dirfd[0], "memory.events", "oom_kill", &kills, NULL);
 	else if (cg->dirfd[LMS_CG_MEMORY] >= 0)
 		read_u64_field(cg->dirfd[LMS_CG_MEMORY], "memory.oom_control", "oom_kill", &kills, NULL);
-	return kills > 0;
+	return kills;
+}
+
+bool
+lms_cgroup_oom_killed(const struct lms_cgroup *cg)
+{
+	return lms_cgroup_oom_kills(cg) > 0;
+}
+
+bool
+lms_cgroup_empty(const struct lms_cgroup *cg)
+{
+	int fd = cg->version == 2 ? cg->dirfd[0] : cg->dirfd[LMS_CG_PIDS];
+	_cleanup_free_ char *procs = fd >= 0 ? lms_file_read_at(fd, "cgroup.procs", 1 << 20, NULL) : NULL;
+	return procs != NULL && procs[0] == '\0';
+}
+
+bool
+lms_cgroup_pids_hit(const struct lms_cgroup *cg)
+{
+	uint64_t refused = 0;
+	int fd = cg->version == 2 ? cg->dirfd[0] : cg->dirfd[LMS_CG_PIDS];
+	if (fd >= 0)
+		read_u64_field(fd, "pids.events", "max", &refused, NULL);
+	return refused > 0;
 }
 
 static void
@@ -208,8 +296,38 @@ kill_members(int dirfd)
 	}
 }
 
-static int remove_dir(const char *path, struct lms_error **err);
+static int remove_dir(const char *path, int dirfd, struct lms_error **err);
 static void kill_members(int dirfd);
+
+static void remove_group_tree(const char *path);
+
+/* Kills the members of every group below `path` (its commands' own, v2's init leaf) and removes those
+ * groups, deepest first: their parent cannot go before them. */
+static void
+remove_children(const char *path)
+{
+	DIR *d = opendir(path);
+	if (d == NULL)
+		return;
+	for (struct dirent *e; (e = readdir(d)) != NULL;) {
+		if (e->d_type != DT_DIR || e->d_name[0] == '.')
+			continue;
+		_cleanup_free_ char *child = xasprintf("%s/%s", path, e->d_name);
+		remove_group_tree(child);
+	}
+	closedir(d);
+}
+
+/* The group at `path` and every group below it: members killed, directories removed. */
+static void
+remove_group_tree(const char *path)
+{
+	remove_children(path);
+	_cleanup_fd_ int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0)
+		kill_members(fd);
+	remove_dir(path, fd, NULL);
+}
 
 void
 lms_cgroup_reap_stale(const char *parent)
@@ -227,23 +345,24 @@ lms_cgroup_reap_stale(const char *parent)
 		if (kill(pid, 0) == 0 || errno != ESRCH)
 			continue;
 		_cleanup_free_ char *path = xasprintf("%s/%s", parent, e->d_name);
-		_cleanup_fd_ int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
-		if (fd >= 0)
-			kill_members(fd);
-		remove_dir(path, NULL);
+		remove_group_tree(path);
 	}
 	closedir(d);
 }
 
 static int
-remove_dir(const char *path, struct lms_error **err)
+remove_dir(const char *path, int dirfd, struct lms_error **err)
 {
-	/* Processes killed a moment ago may still be exiting: rmdir says EBUSY until they are gone. */
+	/* Processes killed a moment ago may still be exiting: rmdir says EBUSY until they are gone. A fork
+	 * bomb's child forked after the list was read was not killed with it: the members (dirfd, when
+	 * given) are killed again every 10 ms until none is left. */
 	for (int tries = 0;; tries++) {
 		if (rmdir(path) == 0 || errno == ENOENT)
 			return 0;
 		if (errno != EBUSY || tries >= 2000)
 			return lms_error_set(err, LMS_ERR_INTERNAL, errno, "cgroup: remove %s", path);
+		if (dirfd >= 0 && tries % 10 == 9)
+			kill_members(dirfd);
 		nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
 	}
 }
@@ -254,16 +373,22 @@ lms_cgroup_destroy(struct lms_cgroup *cg, struct lms_error **err)
 	if (cg == NULL)
 		return 0;
 	int r = 0;
+	if (cg->init_fd >= 0) {
+		close(cg->init_fd);
+		_cleanup_free_ char *leaf = xasprintf("%s/init", cg->path[0]);
+		(void)rmdir(leaf); /* empty once PID 1 was reaped; else remove_children below */
+	}
 	for (int i = 0; i < LMS_CG_COUNT; i++) {
 		/* Empty already when its PID 1 was reaped (the common case): killing is for the rest. */
 		bool removed = cg->path[i] == NULL || rmdir(cg->path[i]) == 0 || errno == ENOENT;
-		if (cg->dirfd[i] >= 0) {
-			if (!removed)
-				kill_members(cg->dirfd[i]);
-			close(cg->dirfd[i]);
-		}
-		if (!removed && remove_dir(cg->path[i], err) < 0)
+		if (!removed)
+			remove_children(cg->path[i]);
+		if (cg->dirfd[i] >= 0 && !removed)
+			kill_members(cg->dirfd[i]);
+		if (!removed && remove_dir(cg->path[i], cg->dirfd[i], err) < 0)
 			r = -1;
+		if (cg->dirfd[i] >= 0)
+			close(cg->dirfd[i]);
 		free(cg->path[i]);
 	}
 	free(cg);

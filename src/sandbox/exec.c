@@ -99,7 +99,10 @@ struct watch {
 	bool exited, killed;
 	struct lms_init_msg report; /* EXITED, or FAILED */
 	double deadline, next_cpu_check;
-	double cpu_base_ms; /* the group's CPU time at launch: what ran before is not this command's */
+	double cpu_base_ms;	/* the group's CPU time at launch: what ran before is not this command's */
+	struct lms_cgroup *own; /* the command's own group (its limits below the sandbox's), or NULL */
+	int reply;		/* our end of its own report socket (LMS_INIT_REPLY), or -1: the sandbox's */
+	uint64_t oom_base;	/* the sandbox's OOM kills before it: those were another command's */
 };
 
 /* Our end of each pipe (the parent's never block: one poll loop serves them all), and the ends the
@@ -129,10 +132,40 @@ open_pipes(struct watch *w, int child[LMS_INIT_NFDS], size_t *nfds, struct lms_e
 	return 0;
 }
 
+/* A command of a lasting sandbox that asks for less memory or fewer processes than the sandbox has
+ * runs in a group of its own below the sandbox's; *own stays NULL otherwise (the common case: no
+ * group to make, and PID 1 spawns as before). */
+static int
+own_group(struct lms_sandbox *sb, const struct lms_limits *want, uint32_t id, struct lms_cgroup **own,
+	  struct lms_error **err)
+{
+	*own = NULL;
+	if (want->memory_mb >= sb->base.memory_mb && want->pids >= sb->base.pids)
+		return 0;
+	char name[16];
+	snprintf(name, sizeof(name), "x%u", (unsigned)id);
+	return lms_cgroup_child_create(sb->cg, name, want, own, err);
+}
+
+/* The launch's join descriptors (init-proto.h, LMS_INIT_CGROUP) at fds[*nfds...], and its flag. */
+static int
+add_join_fds(const struct lms_cgroup *own, int *fds, size_t *nfds, struct lms_init_msg *msg, struct lms_error **err)
+{
+	if (own == NULL)
+		return 0;
+	size_t n = 0;
+	if (lms_cgroup_join_fds(own, fds + *nfds, &n, err) < 0)
+		return -1;
+	*nfds += n;
+	msg->flags |= LMS_INIT_CGROUP;
+	msg->status = (int32_t)n;
+	return 0;
+}
+
 static int
 send_launch(struct watch *w, struct lms_error **err)
 {
-	int fds[LMS_INIT_NFDS] = {-1, -1, -1, -1, -1, -1};
+	int fds[LMS_INIT_MAX_FDS] = {-1, -1, -1, -1, -1, -1, -1, -1};
 	size_t nfds = 1;
 	int r = (fds[LMS_INIT_FD_SPEC] = launch_spec_fd(w->spec, err)) < 0 ? -1 : open_pipes(w, fds, &nfds, err);
 	struct lms_init_msg msg = {
@@ -140,10 +173,24 @@ send_launch(struct watch *w, struct lms_error **err)
 	    .id = w->id,
 	    .flags = (w->last ? LMS_INIT_LAST : 0) | (nfds > LMS_INIT_FD_STDIN ? LMS_INIT_STDIN : 0),
 	};
+	/* A lasting sandbox's command reports on a socket of its own: another command of the sandbox may be
+	 * watched at the same time by another process (lms_sandbox_forked). */
+	int pair[2] = {-1, -1};
+	if (r == 0 && !w->last) {
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+			r = lms_error_set(err, LMS_ERR_SETUP, errno, "create the command's report socket");
+		else {
+			w->reply = pair[0];
+			fds[nfds++] = pair[1];
+			msg.flags |= LMS_INIT_REPLY;
+		}
+	}
+	if (r == 0)
+		r = add_join_fds(w->own, fds, &nfds, &msg, err);
 	if (r == 0 && lms_fd_send(w->sb->ctl, &msg, sizeof(msg), fds, nfds) != (ssize_t)sizeof(msg))
 		r = lms_error_set(err, LMS_ERR_SETUP, errno, "send the command to the sandbox's init");
 	/* PID 1 holds its own copies now: ours would hide the end-of-file of each pipe. */
-	lms_fd_close_all(fds, LMS_INIT_NFDS);
+	lms_fd_close_all(fds, nfds);
 	return r;
 }
 
@@ -236,7 +283,7 @@ static void
 read_report(struct watch *w)
 {
 	struct lms_init_msg msg;
-	ssize_t n = recv(w->sb->ctl, &msg, sizeof(msg), MSG_DONTWAIT);
+	ssize_t n = recv(w->reply >= 0 ? w->reply : w->sb->ctl, &msg, sizeof(msg), MSG_DONTWAIT);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n <= 0) {
@@ -267,20 +314,21 @@ static int
 watch_loop(struct watch *w, struct lms_error **err)
 {
 	while (!w->exited) {
-		struct pollfd fds[6];
-		enum { OUT, ERR, IN, CTL, CANCEL, DRAIN };
+		struct pollfd fds[7];
+		enum { OUT, ERR, IN, CTL, CANCEL, DRAIN, WAKE };
 		fds[OUT] = (struct pollfd){.fd = w->out_fd[1], .events = POLLIN};
 		fds[ERR] = (struct pollfd){.fd = w->out_fd[2], .events = POLLIN};
 		fds[IN] = (struct pollfd){.fd = w->in_fd, .events = POLLOUT};
-		fds[CTL] = (struct pollfd){.fd = w->sb->ctl, .events = POLLIN};
+		fds[CTL] = (struct pollfd){.fd = w->reply >= 0 ? w->reply : w->sb->ctl, .events = POLLIN};
 		fds[CANCEL] = (struct pollfd){.fd = w->killed ? -1 : w->spec->cancel_fd, .events = POLLIN};
 		fds[DRAIN] = (struct pollfd){.fd = output_pending(w) ? w->out->drain_fd : -1, .events = POLLOUT};
+		fds[WAKE] = (struct pollfd){.fd = w->out && w->out->wake ? w->out->wake_fd : -1, .events = POLLIN};
 
 		double now = lms_monotonic_ms(), wake = w->killed ? -1 : w->deadline;
 		if (!w->killed && w->next_cpu_check > 0 && w->next_cpu_check < wake)
 			wake = w->next_cpu_check;
 		int timeout = wake < 0 ? -1 : wake <= now ? 0 : (int)(wake - now) + 1;
-		int r = poll(fds, 6, timeout);
+		int r = poll(fds, 7, timeout);
 		if (r < 0 && errno != EINTR) {
 			kill_command(w);
 			return lms_error_set(err, LMS_ERR_INTERNAL, errno, "poll the sandbox");
@@ -308,6 +356,8 @@ watch_loop(struct watch *w, struct lms_error **err)
 			read_report(w);
 		if (fds[DRAIN].revents)
 			w->out->drain(w->out->userdata);
+		if (fds[WAKE].revents && w->out->wake)
+			w->out->wake(w->out->wake_data);
 	}
 	/* Everything the command wrote before it exited is in the pipes now. */
 	read_stream(w, LMS_STREAM_STDOUT, 64);
@@ -334,11 +384,14 @@ fill_result(struct watch *w, int status)
 	/* A command killed with its PID 1 (timeout, CPU limit, cancel) is never reaped by PID 1, so its
 	 * rusage is lost: the group's peak is the nearest figure (an upper bound: it counts page cache). */
 	if (w->killed) {
-		long peak = lms_cgroup_memory_peak_kb(w->sb->cg);
+		long peak = lms_cgroup_memory_peak_kb(w->own ? w->own : w->sb->cg);
 		if (peak > res->max_rss_kb)
 			res->max_rss_kb = peak;
 	}
-	res->oom_killed = lms_cgroup_oom_killed(w->sb->cg);
+	/* Its own limit, or the sandbox's since it started (v1 counts a kill in the group that hit its limit
+	 * only; earlier kills were other commands'). */
+	res->oom_killed = (w->own && lms_cgroup_oom_killed(w->own)) || lms_cgroup_oom_kills(w->sb->cg) > w->oom_base;
+	res->pids_limit_hit = w->own && lms_cgroup_pids_hit(w->own);
 }
 
 /* Gives a sandbox prepared at low priority the caller's. Coming down needs CAP_SYS_NICE (or RLIMIT_NICE),
@@ -399,12 +452,19 @@ lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, un
 	    .last = flags & LMS_EXEC_LAST,
 	    .out_fd = {-1, -1, -1},
 	    .in_fd = -1,
+	    .reply = -1,
 	};
 	if (sb->dead)
 		return lms_error_set(err, LMS_ERR_SETUP, 0, "the sandbox has ended: its init is gone");
 	if (lms_sandbox_spec_validate(spec, err) < 0 || lms_sandbox_check_support(spec, err) < 0 ||
 	    fit_limits(sb, spec, w.last, err) < 0 || lms_sandbox_wait_ready(sb, err) < 0)
 		return -1;
+	if (!w.last) {
+		lms_sandbox_sweep_groups(sb, false);
+		if (own_group(sb, &spec->limits, w.id, &w.own, err) < 0)
+			return -1;
+		w.oom_base = lms_cgroup_oom_kills(sb->cg);
+	}
 	match_priority(sb->pid);
 	uint64_t cpu_ns = 0;
 	if (lms_cgroup_cpu_ns(sb->cg, &cpu_ns, NULL) == 0)
@@ -412,29 +472,36 @@ lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, un
 	double start = lms_monotonic_ms();
 	w.deadline = start + (double)spec->limits.timeout_ms;
 	w.next_cpu_check = spec->limits.cpu_ms > 0 ? start : -1;
+	sb->watching = &w;
 	int r = send_launch(&w, err);
 	if (r == 0)
 		r = watch_loop(&w, err);
+	sb->watching = NULL;
 	for (int s = 1; s <= 2; s++)
 		if (w.out_fd[s] >= 0)
 			close(w.out_fd[s]);
 	if (w.in_fd >= 0)
 		close(w.in_fd);
+	if (w.reply >= 0)
+		close(w.reply);
 	result->duration_ms = lms_monotonic_ms() - start;
+	if (r == 0 && w.report.type == LMS_INIT_EXITED)
+		fill_result(&w, w.report.status);
+	else if (r == 0 && w.report.type != LMS_INIT_FAILED && w.killed)
+		fill_result(&w, W_EXITCODE(0, SIGKILL)); /* PID 1 went without a word: killed by us */
+	/* The command's group ends with it, and so does whatever it left running in it: its limits bound
+	 * everything it started (a server meant to outlive it is started in the background). */
+	if (lms_cgroup_destroy(steal_pointer(&w.own), r < 0 ? NULL : err) < 0 && r == 0)
+		return lms_error_prefix(err, "remove the command's own group");
 	if (r < 0)
 		return -1;
 	if (w.report.type == LMS_INIT_FAILED && (w.report.flags & LMS_INIT_FAILED_CWD))
 		return lms_error_set(err, LMS_ERR_INVALID, w.report.errnum, "cwd cannot be entered: %s", w.report.what);
 	if (w.report.type == LMS_INIT_FAILED)
 		return lms_error_set(err, LMS_ERR_SETUP, w.report.errnum, "%s", w.report.what);
-	if (w.report.type == LMS_INIT_EXITED) {
-		fill_result(&w, w.report.status);
-		return 0;
-	}
 	/* PID 1 went without a word: killed by us (timeout, cancel) or by something else. */
-	if (!w.killed)
+	if (w.report.type != LMS_INIT_EXITED && !w.killed)
 		return lms_error_set(err, LMS_ERR_SETUP, 0, "the sandbox's init exited before the command did");
-	fill_result(&w, W_EXITCODE(0, SIGKILL));
 	return 0;
 }
 
@@ -503,16 +570,29 @@ lms_sandbox_start(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, c
 	    fit_limits(sb, spec, false, err) < 0 || lms_sandbox_wait_ready(sb, err) < 0)
 		return -1;
 	match_priority(sb->pid);
+	lms_sandbox_sweep_groups(sb, false);
 	uint32_t id = sb->next_id++;
-	int fds[LMS_INIT_NFDS] = {-1, io->output, io->output, io->input, io->status, io->control};
-	if ((fds[LMS_INIT_FD_SPEC] = launch_spec_fd(spec, err)) < 0)
+	struct lms_cgroup *own = NULL;
+	if (own_group(sb, &spec->limits, id, &own, err) < 0)
 		return -1;
+	int fds[LMS_INIT_MAX_FDS] = {-1, io->output, io->output, io->input, io->status, io->control, -1, -1};
+	size_t nfds = LMS_INIT_NFDS;
 	struct lms_init_msg msg = {.type = LMS_INIT_LAUNCH, .id = id, .flags = LMS_INIT_STDIN | LMS_INIT_DETACHED};
-	int r = 0;
-	if (lms_fd_send(sb->ctl, &msg, sizeof(msg), fds, LMS_INIT_NFDS) != (ssize_t)sizeof(msg))
+	int r = (fds[LMS_INIT_FD_SPEC] = launch_spec_fd(spec, err)) < 0 ? -1 : add_join_fds(own, fds, &nfds, &msg, err);
+	if (r == 0 && lms_fd_send(sb->ctl, &msg, sizeof(msg), fds, nfds) != (ssize_t)sizeof(msg))
 		r = lms_error_set(err, LMS_ERR_SETUP, errno, "send the command to the sandbox's init");
-	close(fds[LMS_INIT_FD_SPEC]);
-	if (r < 0 || await_start(sb, id, &msg, err) < 0)
+	if (fds[LMS_INIT_FD_SPEC] >= 0)
+		close(fds[LMS_INIT_FD_SPEC]);
+	lms_fd_close_all(fds + LMS_INIT_NFDS, nfds - LMS_INIT_NFDS);
+	if (r == 0)
+		r = await_start(sb, id, &msg, err);
+	if (r == 0 && msg.type == LMS_INIT_STARTED && own != NULL) {
+		/* It outlives this call: removed once empty (lms_sandbox_sweep_groups), or with the sandbox. */
+		sb->groups = xrealloc(sb->groups, (sb->n_groups + 1) * sizeof(*sb->groups));
+		sb->groups[sb->n_groups++] = steal_pointer(&own);
+	}
+	lms_cgroup_destroy(own, NULL);
+	if (r < 0)
 		return -1;
 	if (msg.type == LMS_INIT_FAILED && (msg.flags & LMS_INIT_FAILED_CWD))
 		return lms_error_set(err, LMS_ERR_INVALID, msg.errnum, "cwd cannot be entered: %s", msg.what);
@@ -549,4 +629,46 @@ lms_background_status(int fd, struct lms_sandbox_result *res)
 	res->cpu_ms = (double)(msg.utime_us + msg.stime_us) / 1e3;
 	res->max_rss_kb = (long)msg.maxrss_kb;
 	return 1;
+}
+
+void
+lms_sandbox_sweep_groups(struct lms_sandbox *sb, bool all)
+{
+	for (size_t i = 0; i < sb->n_groups;) {
+		if (all || lms_cgroup_empty(sb->groups[i])) {
+			lms_cgroup_destroy(sb->groups[i], NULL);
+			sb->groups[i] = sb->groups[--sb->n_groups];
+		} else {
+			i++;
+		}
+	}
+	if (all) {
+		free(sb->groups);
+		sb->groups = NULL;
+	}
+}
+
+uint32_t
+lms_sandbox_take_id(struct lms_sandbox *sb)
+{
+	return sb->next_id++;
+}
+
+void
+lms_sandbox_forked(struct lms_sandbox *sb, uint32_t id)
+{
+	struct watch *w = sb->watching;
+	if (w != NULL) {
+		/* The parent's command: a copy of its input's write end here would keep its end-of-file from
+		 * it, and a copy of its events pipe would hide the parent's death from the daemon. */
+		int mine[] = {w->out_fd[1], w->out_fd[2],	w->in_fd,
+			      w->reply,	    w->spec->cancel_fd, w->out ? w->out->drain_fd : -1};
+		for (size_t i = 0; i < sizeof(mine) / sizeof(mine[0]); i++)
+			if (mine[i] >= 0)
+				close(mine[i]);
+		sb->watching = NULL;
+	}
+	sb->next_id = id;
+	sb->groups = NULL; /* the parent's to sweep */
+	sb->n_groups = 0;
 }

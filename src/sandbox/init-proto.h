@@ -32,6 +32,17 @@ enum lms_init_msg_type {
  * descriptor, not to its parent, and closes it; each byte read from the control descriptor is a signal
  * for the command's session. STARTED still goes to the parent. */
 #define LMS_INIT_DETACHED 4u
+/* The command runs in a group of its own (its memory and pids limits, below the sandbox's): after the
+ * launch's other descriptors come `status` (1 or 2) cgroup.procs files opened for writing by the parent
+ * (lms_cgroup_join_fds). PID 1 then forks rather than spawns, and the child writes "0" to each before it
+ * execs, so that nothing of the command ever runs outside the group. */
+#define LMS_INIT_CGROUP 8u
+#define LMS_INIT_MAX_JOIN 2
+/* The launch's STARTED, EXITED and FAILED go to a socket of its own, the descriptor after the launch's
+ * others (before the join descriptors), rather than to the parent's socket; PID 1 closes it after EXITED.
+ * Commands of one sandbox that run at once are each watched by a process of their own (worker.c), and
+ * each reads only its own records; a KILL still comes on the parent's socket. */
+#define LMS_INIT_REPLY 16u
 /* FAILED flags. */
 #define LMS_INIT_FAILED_CWD 1u /* the step was the launch's own cwd (not the default): the request's error */
 
@@ -56,3 +67,4 @@ enum {
 	LMS_INIT_FD_CONTROL,
 	LMS_INIT_NFDS
 };
+#define LMS_INIT_MAX_FDS (LMS_INIT_NFDS + 1 + LMS_INIT_MAX_JOIN)

@@ -36,6 +36,7 @@ struct running {
 	pid_t pid;
 	bool last;
 	int status_fd, control_fd; /* a background command's (LMS_INIT_DETACHED), else -1 */
+	int reply_fd;		   /* where its EXITED goes (LMS_INIT_REPLY), else -1: the parent's socket */
 };
 
 struct init {
@@ -44,12 +45,24 @@ struct init {
 	size_t n;
 };
 
+/* A launch's own reply socket: a watcher that went away is no concern of PID 1's. */
+static void send_reply(struct init *in, int reply, const struct lms_init_msg *msg);
+
 static void
 send_or_exit(struct init *in, const struct lms_init_msg *msg)
 {
 	/* The parent is gone: nobody can reach this sandbox any more, so it ends. */
 	if (lms_child_report(in->ctl, msg) < 0)
 		_exit(0);
+}
+
+static void
+send_reply(struct init *in, int reply, const struct lms_init_msg *msg)
+{
+	if (reply < 0)
+		send_or_exit(in, msg);
+	else
+		(void)lms_child_report(reply, msg);
 }
 
 static int
@@ -113,6 +126,61 @@ spawn_command(const struct lms_sandbox_spec *spec, const int stdio[3], pid_t *pi
 	return r;
 }
 
+/* posix_spawn cannot put the child in a cgroup before it execs: a command with a group of its own is
+ * forked, joins the group through the descriptors its parent opened (the kernel checks the opener's
+ * credentials), and execs; an exec error comes back on a close-on-exec pipe, so that a program that
+ * cannot start is reported as with posix_spawn. The child does only async-signal-safe work. */
+static int
+fork_command(const struct lms_sandbox_spec *spec, const int stdio[3], const int *join, size_t njoin, pid_t *pid)
+{
+	int ep[2];
+	if (pipe2(ep, O_CLOEXEC) < 0)
+		return errno;
+	pid_t child = fork();
+	if (child < 0) {
+		int e = errno;
+		lms_fd_close_all(ep, 2);
+		return e;
+	}
+	if (child == 0) {
+		int e = 0;
+		for (size_t i = 0; i < njoin && e == 0; i++)
+			if (write(join[i], "0", 1) != 1)
+				e = errno ? errno : EIO;
+		sigset_t none;
+		sigemptyset(&none);
+		for (int sig = 1; sig < NSIG && e == 0; sig++)
+			signal(sig, SIG_DFL);
+		if (e == 0 && (setsid() < 0 || sigprocmask(SIG_SETMASK, &none, NULL) < 0))
+			e = errno;
+		for (int fd = 0; fd < 3 && e == 0; fd++) {
+			/* dup2 onto itself would keep close-on-exec: posix_spawn's adddup2 clears it. */
+			if (stdio[fd] == fd ? fcntl(fd, F_SETFD, 0) < 0 : dup2(stdio[fd], fd) < 0)
+				e = errno;
+		}
+		if (e == 0) {
+			(void)close_range(3, ~0u, CLOSE_RANGE_CLOEXEC);
+			environ = (char **)spec->env;
+			execvpe(spec->argv[0], spec->argv, (char **)spec->env);
+			e = errno;
+		}
+		(void)!write(ep[1], &e, sizeof(e));
+		_exit(127);
+	}
+	close(ep[1]);
+	int e = 0;
+	ssize_t n;
+	while ((n = read(ep[0], &e, sizeof(e))) < 0 && errno == EINTR)
+		;
+	close(ep[0]);
+	if (n != (ssize_t)sizeof(e)) {
+		*pid = child; /* end-of-file: it has exec'ed */
+		return 0;
+	}
+	(void)waitpid(child, NULL, 0);
+	return e ? e : EIO;
+}
+
 /* A per-process backstop for the CPU limit the parent enforces on the whole group. */
 static void
 set_cpu_limit(pid_t pid, const struct lms_sandbox_spec *spec)
@@ -124,19 +192,23 @@ set_cpu_limit(pid_t pid, const struct lms_sandbox_spec *spec)
 }
 
 static void
-launch(struct init *in, const struct lms_init_msg *req, int fds[LMS_INIT_NFDS], size_t nfds)
+launch(struct init *in, const struct lms_init_msg *req, int fds[LMS_INIT_MAX_FDS], size_t nfds)
 {
 	struct lms_init_msg msg = {.id = req->id};
 	bool last = req->flags & LMS_INIT_LAST;
 	bool detached = (req->flags & (LMS_INIT_DETACHED | LMS_INIT_STDIN)) == (LMS_INIT_DETACHED | LMS_INIT_STDIN);
-	size_t want = detached			    ? LMS_INIT_NFDS
-		      : req->flags & LMS_INIT_STDIN ? LMS_INIT_FD_STDIN + 1
-						    : LMS_INIT_FD_STDIN;
+	bool has_stdin = req->flags & LMS_INIT_STDIN;
+	size_t own = detached ? LMS_INIT_NFDS : has_stdin ? LMS_INIT_FD_STDIN + 1 : LMS_INIT_FD_STDIN;
+	size_t njoin = req->flags & LMS_INIT_CGROUP ? (size_t)req->status : 0;
+	size_t nreply = req->flags & LMS_INIT_REPLY ? 1 : 0;
+	size_t want = own + nreply + njoin;
+	/* Ours from here on: kept for EXITED once the command runs, else closed after the answer. */
+	int reply = nreply && nfds == want && njoin <= LMS_INIT_MAX_JOIN ? steal_fd(&fds[own]) : -1;
 	struct lms_sandbox_spec spec;
 	void *storage = NULL;
 	char *data = NULL;
 	size_t len = 0;
-	if (nfds != want) {
+	if (nfds != want || njoin > LMS_INIT_MAX_JOIN) {
 		lms_child_fail(&msg, EBADMSG, "read the launch: %zu descriptors instead of %zu", nfds, want);
 	} else if (in->n == MAX_RUNNING) {
 		lms_child_fail(&msg, EAGAIN, "start a command: %d already run in this sandbox", MAX_RUNNING);
@@ -149,18 +221,20 @@ launch(struct init *in, const struct lms_init_msg *req, int fds[LMS_INIT_NFDS], 
 			msg.flags = LMS_INIT_FAILED_CWD; /* the request's own cwd: the client's error */
 	} else {
 		int null = -1;
-		bool has_stdin = nfds > LMS_INIT_FD_STDIN;
 		if (!has_stdin)
 			null = open("/dev/null", O_RDONLY | O_CLOEXEC);
 		int stdio[3] = {has_stdin ? fds[LMS_INIT_FD_STDIN] : null, fds[LMS_INIT_FD_STDOUT],
 				fds[LMS_INIT_FD_STDERR]};
 		pid_t pid = -1;
-		int r = stdio[0] < 0 ? errno : spawn_command(&spec, stdio, &pid);
+		int r = stdio[0] < 0 ? errno
+			: njoin > 0  ? fork_command(&spec, stdio, fds + own + nreply, njoin, &pid)
+				     : spawn_command(&spec, stdio, &pid);
 		if (r == 0) {
 			set_cpu_limit(pid, &spec);
 			struct running *run = &in->run[in->n++];
 			*run = (struct running){
-			    .id = req->id, .pid = pid, .last = last, .status_fd = -1, .control_fd = -1};
+			    .id = req->id, .pid = pid, .last = last, .status_fd = -1, .control_fd = -1, .reply_fd = -1};
+			run->reply_fd = reply;
 			if (detached) {
 				/* Kept: they outlive this call (closed below for every other launch). */
 				run->status_fd = steal_fd(&fds[LMS_INIT_FD_STATUS]);
@@ -185,7 +259,9 @@ launch(struct init *in, const struct lms_init_msg *req, int fds[LMS_INIT_NFDS], 
 	 * its space). The root cannot go away. */
 	if (chdir("/") < 0)
 		_exit(125);
-	send_or_exit(in, &msg);
+	send_reply(in, reply, &msg);
+	if (reply >= 0 && msg.type != LMS_INIT_STARTED)
+		close(reply);
 	if (last && msg.type != LMS_INIT_STARTED)
 		_exit(0);
 }
@@ -273,7 +349,7 @@ reap(struct init *in)
 			    .maxrss_kb = ru.ru_maxrss,
 			};
 			bool last = in->run[i].last;
-			int status_fd = in->run[i].status_fd;
+			int status_fd = in->run[i].status_fd, reply_fd = in->run[i].reply_fd;
 			if (in->run[i].control_fd >= 0)
 				close(in->run[i].control_fd);
 			in->run[i] = in->run[--in->n];
@@ -283,6 +359,11 @@ reap(struct init *in)
 				 * no concern of PID 1's. */
 				(void)!write(status_fd, &msg, sizeof(msg));
 				close(status_fd);
+				break;
+			}
+			if (reply_fd >= 0) {
+				send_reply(in, reply_fd, &msg);
+				close(reply_fd);
 				break;
 			}
 			send_or_exit(in, &msg);
@@ -319,9 +400,9 @@ static void
 serve_message(struct init *in)
 {
 	struct lms_init_msg req;
-	int fds[LMS_INIT_NFDS];
+	int fds[LMS_INIT_MAX_FDS];
 	size_t nfds = 0;
-	ssize_t n = lms_fd_recv(in->ctl, &req, sizeof(req), fds, LMS_INIT_NFDS, &nfds);
+	ssize_t n = lms_fd_recv(in->ctl, &req, sizeof(req), fds, LMS_INIT_MAX_FDS, &nfds);
 	if (n == 0 || (n < 0 && errno != EAGAIN))
 		_exit(0); /* the parent is gone */
 	if (n == (ssize_t)sizeof(req) && req.type == LMS_INIT_LAUNCH) {

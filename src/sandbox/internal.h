@@ -16,7 +16,14 @@ struct lms_sandbox {
 	uint32_t next_id; /* of the next launch */
 	bool ready;	  /* PID 1 said READY */
 	bool dead;	  /* PID 1 has exited or was killed: no launch can come */
+	/* Background commands' own groups (lms_cgroup_child_create), removed once empty (exec.c) */
+	struct lms_cgroup **groups;
+	size_t n_groups;
+	struct watch *watching; /* the command being watched now (exec.c), or NULL */
 };
+
+/* Removes the background commands' groups that are empty now; every one when `all`. */
+void lms_sandbox_sweep_groups(struct lms_sandbox *sb, bool all);
 
 /* What a sandbox of this host can be: checked for a sandbox's base and for every command. */
 int lms_sandbox_check_support(const struct lms_sandbox_spec *spec, struct lms_error **err);

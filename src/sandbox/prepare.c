@@ -273,6 +273,7 @@ lms_sandbox_destroy_checked(struct lms_sandbox *sb, struct lms_error **err)
 	lms_sandbox_kill_init(sb, &status);
 	if (sb->ctl >= 0)
 		close(steal_fd(&sb->ctl));
+	lms_sandbox_sweep_groups(sb, true);
 	int r = lms_cgroup_destroy(sb->cg, err);
 	free(sb);
 	return r;

@@ -93,6 +93,7 @@ struct lms_sandbox_result {
 	bool timed_out;
 	bool oom_killed;
 	bool cpu_exceeded;
+	bool pids_limit_hit; /* the command's own pids limit refused a fork (a lasting sandbox's command) */
 	bool cancelled;
 	bool stdout_truncated;
 	bool stderr_truncated;
@@ -114,6 +115,12 @@ struct lms_output {
 	int drain_fd;			 /* -1: fn never keeps output back */
 	bool (*pending)(void *userdata); /* output is kept back: poll drain_fd for writing */
 	void (*drain)(void *userdata);	 /* drain_fd is writable */
+	/* Another descriptor the caller serves while the command runs (the worker's socket: a second command
+	 * of the same sandbox may come meanwhile): wake(wake_data) when wake_fd is readable; NULL: none. It
+	 * may set wake to NULL (through a pointer of its own to this struct) to stop. */
+	int wake_fd;
+	void (*wake)(void *wake_data);
+	void *wake_data;
 };
 
 /* Fills in the defaults above; argv stays NULL. */
@@ -172,6 +179,12 @@ int lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox *
  * lms_sandbox_run. After a LAST exec, or once the sandbox has died, only lms_sandbox_destroy remains. */
 int lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, unsigned flags,
 		     const struct lms_output *out, struct lms_sandbox_result *result, struct lms_error **err);
+/* Commands of one lasting sandbox at once: a caller that runs one in a fork of itself (while it watches
+ * another, from its wake callback) takes the launch id in the parent before the fork, and the child calls
+ * lms_sandbox_forked with it first: the child closes what belongs to the command the parent watches and
+ * forgets what the parent keeps (background commands' groups), then may lms_sandbox_exec once. */
+uint32_t lms_sandbox_take_id(struct lms_sandbox *sb);
+void lms_sandbox_forked(struct lms_sandbox *sb, uint32_t id);
 /* lms_sandbox_create returns while PID 1 still builds its root: the first exec waits for it to be ready.
  * lms_sandbox_wait_ready waits now (0, or the step that failed, LMS_ERR_SETUP); lms_sandbox_fd becomes
  * readable when PID 1 has something to say (ready, or failed) for a caller that waits on other things

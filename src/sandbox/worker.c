@@ -13,11 +13,18 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/fdio.h"
 #include "sandbox/spawner-proto.h"
+
+static void
+set_name(const char *name)
+{
+	prctl(PR_SET_NAME, name, 0, 0, 0);
+}
 
 /* A job larger than this (its stdin) leaves the heap trimmed after it. */
 #define TRIM_AFTER (1u << 20)
@@ -50,23 +57,47 @@ fits_pool(const struct lms_pool_config *cfg, const struct lms_sandbox_spec *spec
 	       lms_limits_fit_prepared(&cfg->base->limits, &spec->limits);
 }
 
+/* A lasting sandbox's owner serves its socket while it watches a command (the wake callback): a second
+ * EXEC then runs in a fork of the worker (lms-exec), a START at once; anything else waits in `held` for
+ * the main loop (the daemon sends DESTROY only once no command runs). */
+struct owner {
+	int ctl;
+	const struct lms_pool_config *cfg;
+	struct lms_sandbox *owned;
+	pid_t *kids; /* the forks watching commands, reaped by the main loop */
+	size_t n_kids;
+	bool held, gone;	/* a message waits in msg/fds; the spawner's socket has ended */
+	struct lms_output *out; /* of the command watched now: its wake goes once the spawner is gone */
+	struct lms_spawn_msg msg;
+	int fds[LMS_SPAWN_MAX_FDS];
+	size_t nfds;
+};
+
+static void on_spawner(void *owner);
+
 /* One command: a one-shot job (in `prepared` when it fits, else in a sandbox made now, which `prepared`
- * is then freed for) or an EXEC in the lasting sandbox `owned`. The events fd gets its frames. */
+ * is then freed for) or an EXEC in the lasting sandbox `owned`. The events fd gets its frames. An owner
+ * (or NULL: a fork watching one command) is served meanwhile. */
 static void
 run_command(const int fds[3], struct lms_sandbox **prepared, struct lms_sandbox *owned,
-	    const struct lms_pool_config *cfg)
+	    const struct lms_pool_config *cfg, struct owner *o)
 {
 	(void)setpriority(PRIO_PROCESS, 0, cfg->nice);
 	int events = fds[1];
 	struct lms_frame_queue queue;
 	lms_frame_queue_init(&queue, events);
-	const struct lms_output out = {
+	struct lms_output out = {
 	    .fn = lms_frame_queue_output,
 	    .userdata = &queue,
 	    .drain_fd = events,
 	    .pending = lms_frame_queue_pending_cb,
 	    .drain = lms_frame_queue_drain_cb,
+	    .wake_fd = o != NULL && !o->gone ? o->ctl : -1,
+	    .wake = o != NULL && !o->gone ? on_spawner : NULL,
+	    .wake_data = o,
 	};
+	if (o != NULL)
+		o->out = &out;
 	_cleanup_error_ struct lms_error *err = NULL;
 	struct lms_sandbox_spec spec;
 	struct lms_sandbox_result res;
@@ -85,6 +116,8 @@ run_command(const int fds[3], struct lms_sandbox **prepared, struct lms_sandbox 
 			r = lms_sandbox_run(&spec, &out, &res, &err);
 		}
 	}
+	if (o != NULL)
+		o->out = NULL;
 	lms_frame_queue_finish(&queue);
 	if (r < 0)
 		lms_frame_error(events, err);
@@ -96,6 +129,80 @@ run_command(const int fds[3], struct lms_sandbox **prepared, struct lms_sandbox 
 	 * sandbox's PID 1 starts with); small jobs skip the trim and the faults after it. */
 	if (len > TRIM_AFTER)
 		malloc_trim(0);
+}
+
+static void start_background(const int fds[6], struct lms_sandbox *owned);
+
+/* A second command of the owned sandbox while one is watched: a fork of this worker watches it (it holds
+ * copies of the sandbox's descriptors; its launch reports on a socket of its own), and ends with it. */
+static void
+fork_exec(struct owner *o, const int fds[3])
+{
+	uint32_t id = lms_sandbox_take_id(o->owned);
+	pid_t pid = fork();
+	if (pid < 0) {
+		char text[160];
+		snprintf(text, sizeof(text), "fork a watcher for a second command of the sandbox: %s", strerror(errno));
+		lms_frame_error_text(fds[1], LMS_ERR_SETUP, text);
+		return;
+	}
+	if (pid == 0) {
+		close(o->ctl); /* the spawner must see this worker's end, not this fork's */
+		set_name("lms-exec");
+		lms_sandbox_forked(o->owned, id);
+		struct lms_sandbox *none = NULL;
+		run_command(fds, &none, o->owned, o->cfg, NULL);
+		_exit(0);
+	}
+	o->kids = xrealloc(o->kids, (o->n_kids + 1) * sizeof(*o->kids));
+	o->kids[o->n_kids++] = pid;
+}
+
+static void
+on_spawner(void *arg)
+{
+	struct owner *o = arg;
+	struct lms_spawn_msg msg;
+	int fds[LMS_SPAWN_MAX_FDS] = {-1, -1, -1, -1, -1, -1};
+	size_t nfds = 0;
+	if (o->held) /* one message waits already: the next is read once the main loop has taken it */
+		return;
+	ssize_t n = lms_fd_recv(o->ctl, &msg, sizeof(msg), fds, LMS_SPAWN_MAX_FDS, &nfds);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		/* The spawner is gone: the command watched now finishes, then the main loop ends it all. */
+		o->gone = true;
+		if (o->out != NULL)
+			o->out->wake = NULL;
+		return;
+	}
+	if (n == (ssize_t)sizeof(msg) && nfds == lms_spawn_nfds(msg.type) && msg.type == LMS_SPAWN_EXEC) {
+		fork_exec(o, fds);
+	} else if (n == (ssize_t)sizeof(msg) && nfds == lms_spawn_nfds(msg.type) && msg.type == LMS_SPAWN_START) {
+		start_background(fds, o->owned);
+	} else {
+		o->held = true;
+		o->msg = msg;
+		memcpy(o->fds, fds, sizeof(fds));
+		o->nfds = nfds;
+		if (o->out != NULL)
+			o->out->wake = NULL; /* the socket is not read again until the main loop took this one */
+		return;
+	}
+	lms_fd_close_all(fds, nfds);
+}
+
+/* The forks that have finished watching their command. */
+static void
+reap_kids(struct owner *o)
+{
+	for (size_t i = 0; i < o->n_kids;) {
+		if (waitpid(o->kids[i], NULL, WNOHANG) != 0)
+			o->kids[i] = o->kids[--o->n_kids];
+		else
+			i++;
+	}
 }
 
 /* CREATE: the lasting sandbox, with the request's base spec: the pool's prepared sandbox when it fits
@@ -176,12 +283,6 @@ destroy_owned(int events, struct lms_sandbox **owned)
 		lms_frame_result(events, &none);
 }
 
-static void
-set_name(const char *name)
-{
-	prctl(PR_SET_NAME, name, 0, 0, 0);
-}
-
 /* A pool sandbox is offered (READY) while its PID 1 still builds its root, so that a job can take it at
  * once; its own READY or failure is read here while the worker waits. Returns when the spawner speaks;
  * a sandbox that failed is dropped, and the spawner told why. */
@@ -210,6 +311,8 @@ lms_worker_main(int ctl, const struct lms_pool_config *cfg, bool prepare)
 {
 	signal(SIGPIPE, SIG_IGN);
 	struct lms_sandbox *prepared = NULL, *owned = NULL;
+	static struct owner o;
+	o = (struct owner){.ctl = ctl, .cfg = cfg};
 	for (;;) {
 		if (prepare && prepared == NULL && owned == NULL) {
 			set_name("lms-pooled");
@@ -224,11 +327,24 @@ lms_worker_main(int ctl, const struct lms_pool_config *cfg, bool prepare)
 		}
 		prepare = false;
 		set_name(owned ? "lms-owner" : prepared ? "lms-pooled" : "lms-idle");
-		await_spawner(ctl, &prepared);
+		reap_kids(&o);
 		struct lms_spawn_msg msg;
 		int fds[LMS_SPAWN_MAX_FDS] = {-1, -1, -1, -1, -1, -1};
 		size_t nfds = 0;
-		ssize_t n = lms_fd_recv(ctl, &msg, sizeof(msg), fds, LMS_SPAWN_MAX_FDS, &nfds);
+		ssize_t n;
+		if (o.held) {
+			/* Read while a command was watched (on_spawner). */
+			msg = o.msg;
+			memcpy(fds, o.fds, sizeof(fds));
+			nfds = o.nfds;
+			n = sizeof(msg);
+			o.held = false;
+		} else if (o.gone) {
+			n = 0;
+		} else {
+			await_spawner(ctl, &prepared);
+			n = lms_fd_recv(ctl, &msg, sizeof(msg), fds, LMS_SPAWN_MAX_FDS, &nfds);
+		}
 		if (n <= 0) {
 			/* The spawner is gone or stopping: nothing of ours may outlive it. */
 			lms_sandbox_destroy(prepared);
@@ -245,14 +361,15 @@ lms_worker_main(int ctl, const struct lms_pool_config *cfg, bool prepare)
 			break;
 		case LMS_SPAWN_JOB:
 			set_name("lms-worker");
-			run_command(fds, &prepared, NULL, cfg);
+			run_command(fds, &prepared, NULL, cfg, NULL);
 			tell(ctl, LMS_WORKER_DONE, NULL);
 			break;
 		case LMS_SPAWN_EXEC:
 			/* The spawner routes a sandbox's EXEC only to its owner. */
-			if (owned != NULL)
-				run_command(fds, &prepared, owned, cfg);
-			else
+			if (owned != NULL) {
+				o.owned = owned;
+				run_command(fds, &prepared, owned, cfg, &o);
+			} else
 				lms_frame_error_text(fds[1], LMS_ERR_NOT_FOUND, "this worker holds no sandbox");
 			break;
 		case LMS_SPAWN_START:
@@ -267,6 +384,7 @@ lms_worker_main(int ctl, const struct lms_pool_config *cfg, bool prepare)
 			break;
 		case LMS_SPAWN_DESTROY:
 			destroy_owned(fds[0], &owned);
+			o.owned = NULL;
 			tell(ctl, LMS_WORKER_DONE, NULL);
 			break;
 		}

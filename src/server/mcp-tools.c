@@ -37,6 +37,7 @@
 	"\"stdout\", \"stderr\"], \"properties\": {\"sandbox_id\": {\"type\": \"string\"}, "                           \
 	"\"exit_code\": {\"type\": \"integer\"}, \"signal\": {\"type\": [\"string\", \"null\"]}, "                     \
 	"\"timed_out\": {\"type\": \"boolean\"}, \"oom_killed\": {\"type\": \"boolean\"}, "                            \
+	"\"pids_limit_hit\": {\"type\": \"boolean\"}, "                                                                \
 	"\"stdout\": {\"type\": \"string\"}, \"stderr\": {\"type\": \"string\"}, "                                     \
 	"\"stdout_truncated\": {\"type\": \"boolean\"}, \"stderr_truncated\": {\"type\": \"boolean\"}, "               \
 	"\"duration_ms\": {\"type\": \"number\"}, \"cpu_ms\": {\"type\": \"number\"}, "                                \
@@ -403,9 +404,13 @@ run(struct call *c, const char *const *argv, const char *stdin_data, size_t stdi
 	struct lms_exec_request *xr = text ? lms_sandbox_command_parse(c->s, base, text, strlen(text), &err) : NULL;
 	struct lms_exec *x = NULL;
 	int r = -1;
-	if (xr != NULL && lms_exec_start(c->s, key, &xr->spec, &x, &err) == 0) {
-		lms_sandboxes_attach_job(sbs, entry, lms_exec_job(x));
-		r = follow(c, x, o, &err);
+	if (xr != NULL && lms_sandboxes_claim(sbs, entry, &err) == 0) {
+		if (lms_exec_start(c->s, key, &xr->spec, &x, &err) == 0) {
+			lms_sandboxes_attach_job(sbs, entry, lms_exec_job(x));
+			r = follow(c, x, o, &err);
+		} else {
+			lms_sandboxes_unclaim(sbs, entry);
+		}
 	}
 	lms_sandboxes_release(sbs, entry, x ? lms_exec_job(x) : NULL);
 	lms_exec_end(x);

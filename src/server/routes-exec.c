@@ -50,8 +50,13 @@ static int
 start(struct lms_request *req, struct lms_exec_request *xr, const struct lms_exec_target *t, struct lms_exec **x,
       struct lms_error **err)
 {
-	if (lms_exec_start(req->server, t->sandbox, &xr->spec, x, err) < 0)
+	if (t->entry != NULL && lms_sandboxes_claim(t->sbs, t->entry, err) < 0)
 		return -1;
+	if (lms_exec_start(req->server, t->sandbox, &xr->spec, x, err) < 0) {
+		if (t->entry != NULL)
+			lms_sandboxes_unclaim(t->sbs, t->entry);
+		return -1;
+	}
 	if (t->entry != NULL)
 		lms_sandboxes_attach_job(t->sbs, t->entry, lms_exec_job(*x));
 	return 0;

@@ -38,6 +38,7 @@ struct lms_sandbox_entry {
 	double created_s, used_s;    /* wall clock, for the API */
 	double expires_ms;	     /* monotonic */
 	unsigned users;		     /* commands running in it */
+	unsigned commands;	     /* foreground commands claimed (lms_sandboxes_claim) */
 	unsigned gen;		     /* the spawner generation its PID 1 runs in; 0: none yet (restored) */
 	bool reviving;		     /* its PID 1 is being made again */
 	bool removing;		     /* deleted: a command that starts now is cancelled at once */
@@ -712,6 +713,31 @@ lms_sandboxes_acquire(struct lms_sandboxes *sbs, const char *id, uint64_t *key,
 	return e;
 }
 
+int
+lms_sandboxes_claim(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, struct lms_error **err)
+{
+	pthread_mutex_lock(&sbs->lock);
+	bool full = e->commands >= LMS_SANDBOX_MAX_COMMANDS;
+	if (!full)
+		e->commands++;
+	pthread_mutex_unlock(&sbs->lock);
+	if (full)
+		return lms_error_set(err, LMS_ERR_BUSY, 0,
+				     "sandbox %s runs %d commands already, the most at once: wait for one to end, or "
+				     "start long ones with \"background\": true",
+				     e->id, LMS_SANDBOX_MAX_COMMANDS);
+	return 0;
+}
+
+void
+lms_sandboxes_unclaim(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e)
+{
+	pthread_mutex_lock(&sbs->lock);
+	if (e->commands > 0)
+		e->commands--;
+	pthread_mutex_unlock(&sbs->lock);
+}
+
 void
 lms_sandboxes_attach_job(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, struct lms_job *job)
 {
@@ -732,6 +758,8 @@ lms_sandboxes_release(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, st
 			e->jobs[i] = e->jobs[--e->n_jobs];
 			break;
 		}
+	if (job != NULL && e->commands > 0)
+		e->commands--;
 	e->users--;
 	touch(sbs, e);
 	pthread_cond_broadcast(&sbs->changed);

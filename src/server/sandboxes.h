@@ -76,7 +76,14 @@ int lms_sandboxes_open_root(const struct lms_sandbox_entry *e, struct lms_error 
  * entered through the pidfd kept from its PID 1's creation; call it while holding the entry. */
 int lms_sandboxes_connect_port(const struct lms_sandbox_entry *e, uint16_t port, int timeout_ms,
 			       struct lms_error **err);
+/* Foreground commands of one sandbox at once (background processes have their own cap). */
+#define LMS_SANDBOX_MAX_COMMANDS 16
+/* Before a foreground command starts in a held sandbox: LMS_ERR_BUSY (429) when LMS_SANDBOX_MAX_COMMANDS
+ * run in it already. A claim ends with the release of the command's job, or with unclaim when it could
+ * not start. */
+int lms_sandboxes_claim(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, struct lms_error **err);
+void lms_sandboxes_unclaim(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e);
 /* A command of it started: a DELETE cancels it (the job stays the caller's). */
 void lms_sandboxes_attach_job(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, struct lms_job *job);
-/* The command has ended (job: the one attached, or NULL); the idle time starts again. */
+/* The command has ended (job: the one attached, whose claim ends too, or NULL); the idle time starts again. */
 void lms_sandboxes_release(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, struct lms_job *job);

@@ -28,8 +28,8 @@ from procinfo import descendants  # noqa: F401 (re-exported for the tests)
 # The documented result of POST /v1/exec (API.md, "Execution") and its types.
 EXEC_FIELDS = {
     "stdout": str, "stderr": str, "exit_code": int, "signal": (str, type(None)), "timed_out": bool,
-    "oom_killed": bool, "stdout_truncated": bool, "stderr_truncated": bool, "duration_ms": (int, float),
-    "cpu_ms": (int, float), "max_rss_kb": int,
+    "oom_killed": bool, "pids_limit_hit": bool, "stdout_truncated": bool, "stderr_truncated": bool,
+    "duration_ms": (int, float), "cpu_ms": (int, float), "max_rss_kb": int,
 }
 EXIT_EVENT_FIELDS = set(EXEC_FIELDS) - {"stdout", "stderr"}
 

@@ -10,8 +10,8 @@ root = pytest.mark.require_root
 
 JSON_KEYS = {
     "stdout": str, "stderr": str, "exit_code": int, "signal": (str, type(None)), "timed_out": bool,
-    "oom_killed": bool, "stdout_truncated": bool, "stderr_truncated": bool, "duration_ms": (int, float),
-    "cpu_ms": (int, float), "max_rss_kb": int,
+    "oom_killed": bool, "pids_limit_hit": bool, "stdout_truncated": bool, "stderr_truncated": bool,
+    "duration_ms": (int, float), "cpu_ms": (int, float), "max_rss_kb": int,
 }
 
 
@@ -123,7 +123,7 @@ def test_json_has_exactly_the_documented_keys(run):
     assert set(r.json) == set(JSON_KEYS), f"keys differ: +{set(r.json) - set(JSON_KEYS)} -{set(JSON_KEYS) - set(r.json)}"
     for key, types in JSON_KEYS.items():
         value = r.json[key]
-        assert isinstance(value, types) and (key in ("timed_out", "oom_killed", "stdout_truncated",
+        assert isinstance(value, types) and (key in ("timed_out", "oom_killed", "pids_limit_hit", "stdout_truncated",
                                                      "stderr_truncated") or not isinstance(value, bool)), \
             f"{key} = {value!r} has the wrong type"
     assert r.json["exit_code"] == 0 and r.json["signal"] is None and r.json["timed_out"] is False

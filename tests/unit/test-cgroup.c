@@ -228,6 +228,100 @@ v2_falls_back_to_top_group(void **state)
 	lms_cgroup_destroy(cg, NULL);
 }
 
+static void
+v1_command_group_below_the_sandbox(void **state)
+{
+	(void)state;
+	char self[128], fs[128];
+	snprintf(self, sizeof(self), "%s/self", root);
+	snprintf(fs, sizeof(fs), "%s/fs", root);
+	put("self", "8:pids:/\n4:memory:/\n2:cpuacct:/\n");
+	put("fs/memory/cgroup.procs", "");
+	put("fs/pids/cgroup.procs", "");
+	put("fs/cpuacct/cgroup.procs", "");
+	struct lms_limits box = {.memory_mb = 512, .pids = 256}, cmd = {.memory_mb = 64, .pids = 16};
+	struct lms_cgroup *sb = NULL, *cg = NULL;
+	_cleanup_error_ struct lms_error *err = NULL;
+	assert_int_equal(lms_cgroup_create(fs, self, "lms-t-5", &box, &sb, &err), 0);
+	assert_int_equal(lms_cgroup_child_create(sb, "x1", &cmd, &cg, &err), 0);
+	/* Memory and pids only: the command's CPU time is the sandbox's. */
+	_cleanup_free_ char *mem = get("fs/memory/lms-t-5/x1/memory.limit_in_bytes");
+	_cleanup_free_ char *pids = get("fs/pids/lms-t-5/x1/pids.max");
+	assert_string_equal(mem, "67108864");
+	assert_string_equal(pids, "16");
+	char path[256];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/fs/cpuacct/lms-t-5/x1", root);
+	assert_int_equal(stat(path, &st), -1);
+	/* What a process of the sandbox writes "0" to, to join the group before it execs (the kernel makes
+	 * cgroup.procs; the fake tree needs it put). */
+	put("fs/memory/lms-t-5/x1/cgroup.procs", "");
+	put("fs/pids/lms-t-5/x1/cgroup.procs", "");
+	int fds[2];
+	size_t n = 0;
+	assert_int_equal(lms_cgroup_join_fds(cg, fds, &n, &err), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(write(fds[0], "0", 1), 1);
+	close(fds[0]);
+	close(fds[1]);
+	_cleanup_free_ char *joined = get("fs/memory/lms-t-5/x1/cgroup.procs");
+	assert_string_equal(joined, "0");
+	/* Which limit stopped it. */
+	assert_false(lms_cgroup_pids_hit(cg));
+	put("fs/pids/lms-t-5/x1/pids.events", "max 3\n");
+	assert_true(lms_cgroup_pids_hit(cg));
+	put("fs/memory/lms-t-5/x1/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
+	assert_int_equal(lms_cgroup_oom_kills(cg), 2);
+	lms_cgroup_destroy(cg, NULL);
+	lms_cgroup_destroy(sb, NULL);
+}
+
+static void
+v2_command_group_is_a_leaf_beside_init(void **state)
+{
+	(void)state;
+	char self[128], fs[128];
+	snprintf(self, sizeof(self), "%s/self", root);
+	snprintf(fs, sizeof(fs), "%s/fs", root);
+	put("self", "0::/svc\n");
+	put("fs/cgroup.controllers", "cpu memory pids\n");
+	put("fs/svc/cgroup.controllers", "cpu memory pids\n");
+	put("fs/svc/cgroup.subtree_control", "");
+	struct lms_limits box = {.memory_mb = 512, .pids = 256}, cmd = {.memory_mb = 64, .pids = 16};
+	struct lms_cgroup *sb = NULL, *cg = NULL;
+	_cleanup_error_ struct lms_error *err = NULL;
+	assert_int_equal(lms_cgroup_create(fs, self, "lms-t-6", &box, &sb, &err), 0);
+	/* PID 1 is cloned into the init leaf, not into the sandbox's group itself. */
+	char path[256];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/fs/svc/lms-t-6/init", root);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(lms_cgroup_clone_fd(sb), sb->init_fd);
+	assert_int_equal(lms_cgroup_attach(sb, 77, &err), 0);
+	_cleanup_free_ char *in_init = get("fs/svc/lms-t-6/init/cgroup.procs");
+	assert_string_equal(in_init, "77");
+	/* The sandbox's group hands memory and pids to the command's leaf, which gets its limits. */
+	put("fs/svc/lms-t-6/cgroup.controllers", "cpu memory pids\n");
+	put("fs/svc/lms-t-6/cgroup.subtree_control", "");
+	assert_int_equal(lms_cgroup_child_create(sb, "x2", &cmd, &cg, &err), 0);
+	_cleanup_free_ char *enabled = get("fs/svc/lms-t-6/cgroup.subtree_control");
+	_cleanup_free_ char *mem = get("fs/svc/lms-t-6/x2/memory.max");
+	_cleanup_free_ char *pids = get("fs/svc/lms-t-6/x2/pids.max");
+	assert_string_equal(enabled, "+memory +pids +cpu");
+	assert_string_equal(mem, "67108864");
+	assert_string_equal(pids, "16");
+	put("fs/svc/lms-t-6/x2/cgroup.procs", "");
+	int fds[2];
+	size_t n = 0;
+	assert_int_equal(lms_cgroup_join_fds(cg, fds, &n, &err), 0);
+	assert_int_equal(n, 1);
+	close(fds[0]);
+	put("fs/svc/lms-t-6/x2/pids.events", "max 1\n");
+	assert_true(lms_cgroup_pids_hit(cg));
+	lms_cgroup_destroy(cg, NULL);
+	lms_cgroup_destroy(sb, NULL);
+}
+
 int
 main(void)
 {
@@ -237,6 +331,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(v1_missing_controller_is_explained, setup, teardown),
 	    cmocka_unit_test_setup_teardown(v2_uses_own_group_when_it_can_delegate, setup, teardown),
 	    cmocka_unit_test_setup_teardown(v2_falls_back_to_top_group, setup, teardown),
+	    cmocka_unit_test_setup_teardown(v1_command_group_below_the_sandbox, setup, teardown),
+	    cmocka_unit_test_setup_teardown(v2_command_group_is_a_leaf_beside_init, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
