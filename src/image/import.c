@@ -19,6 +19,7 @@
 #include "core/file.h"
 #include "core/inroot.h"
 #include "core/tree.h"
+#include "image/platform.h"
 #include "sandbox/sandbox.h"
 
 #define JSON_MAX (4u << 20)	 /* a manifest, an index, a configuration */
@@ -27,14 +28,6 @@
 #define INDEX_DEPTH 4 /* an index of indexes of ... */
 #define COPY_BLOCK (256 * 1024)
 
-#if defined(__x86_64__)
-#define HOST_ARCH "amd64"
-#elif defined(__aarch64__)
-#define HOST_ARCH "arm64"
-#else
-#define HOST_ARCH "unknown"
-#endif
-
 struct importer {
 	const char *state_dir;
 	char *tmp; /* STATE/images/tmp/PID: everything unfinished */
@@ -42,6 +35,7 @@ struct importer {
 	unsigned long long budget; /* file bytes the remaining layers may write */
 	unsigned long long max_entries;
 	unsigned seq;
+	const char *source; /* an OCI layout's "source" in the record (NULL: "oci-layout") */
 	/* What the record gets. */
 	char **layers;
 	size_t n_layers;
@@ -88,8 +82,8 @@ is_digest(const char *d)
 
 /* The store's directories, made where missing (0700: layers are the sandboxes' to read through their
  * overlay, nobody else's). */
-static int
-make_store(const char *state_dir, struct lms_error **err)
+int
+lms_image_store_make(const char *state_dir, struct lms_error **err)
 {
 	_cleanup_free_ char *copy = xstrdup(state_dir);
 	for (char *p = copy + 1;; p++) {
@@ -232,6 +226,10 @@ blob_path(const char *digest)
 static int
 add_layer_file(struct importer *im, int dirfd, const char *path, const char *want, struct lms_error **err)
 {
+	/* A layer in the store already is not read (a puller does not even fetch it: its blob is absent). */
+	struct stat st;
+	if (want != NULL && fstatat(im->layersfd, want + 7, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+		return add_layer(im, -1, want, path, err);
 	int fd = lms_inroot_open(dirfd, path, O_RDONLY | O_NOFOLLOW, 0, LMS_BENEATH);
 	if (fd < 0)
 		return lms_error_set(err, LMS_ERR_INVALID, -fd, "open layer %.200s in the image", path);
@@ -307,26 +305,6 @@ docker_archive(struct importer *im, int dirfd, struct lms_image *img, struct lms
 	return 0;
 }
 
-/* The manifest of an index for this host: linux and the host's architecture, else the only one. */
-static const json_t *
-pick_manifest(const json_t *index)
-{
-	const json_t *ms = json_object_get(index, "manifests");
-	size_t i;
-	const json_t *m, *only = json_array_size(ms) == 1 ? json_array_get(ms, 0) : NULL;
-	json_array_foreach(ms, i, m)
-	{
-		const json_t *p = json_object_get(m, "platform");
-		const char *os = json_string_value(json_object_get(p, "os"));
-		const char *arch = json_string_value(json_object_get(p, "architecture"));
-		if (os && arch && strcmp(os, "linux") == 0 && strcmp(arch, HOST_ARCH) == 0)
-			return m;
-		if (p == NULL && only == NULL)
-			only = m;
-	}
-	return only;
-}
-
 /* An OCI image layout: index.json, then (through any indexes) a manifest, its config and layers. */
 static int
 oci_layout(struct importer *im, int dirfd, struct lms_image *img, struct lms_error **err)
@@ -336,13 +314,13 @@ oci_layout(struct importer *im, int dirfd, struct lms_image *img, struct lms_err
 		return -1;
 	json_t *manifest = NULL;
 	for (int depth = 0; depth < INDEX_DEPTH && manifest == NULL; depth++) {
-		const json_t *m = pick_manifest(index);
+		const json_t *m = lms_image_pick_manifest(index);
 		/* A copy: the index it is in goes before it is compared. */
 		_cleanup_free_ char *digest = xstrdup(json_string_value(json_object_get(m, "digest")) ?: "");
 		if (!is_digest(digest)) {
 			json_decref(index);
 			return lms_error_set(err, LMS_ERR_INVALID, 0,
-					     "the image's index names no manifest for linux/" HOST_ARCH
+					     "the image's index names no manifest for linux/" LMS_IMAGE_HOST_ARCH
 					     " (or its digest is not sha256:HEX)");
 		}
 		_cleanup_free_ char *path = blob_path(digest), *got = NULL;
@@ -372,7 +350,12 @@ oci_layout(struct importer *im, int dirfd, struct lms_image *img, struct lms_err
 				     LMS_IMAGE_MAX_LAYERS);
 	_cleanup_free_ char *cpath = blob_path(cdigest);
 	json_auto_t *cfg = read_json(dirfd, cpath, &img->digest, err);
-	if (cfg == NULL || take_config(cfg, img, err) < 0)
+	if (cfg == NULL)
+		return -1;
+	if (strcmp(img->digest, cdigest) != 0)
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "config blob %s has the digest %s (damaged or forged)",
+				     cdigest, img->digest);
+	if (take_config(cfg, img, err) < 0)
 		return -1;
 	size_t i;
 	const json_t *l;
@@ -385,7 +368,7 @@ oci_layout(struct importer *im, int dirfd, struct lms_image *img, struct lms_err
 		if (add_layer_file(im, dirfd, path, d, err) < 0)
 			return -1;
 	}
-	img->source = xstrdup("oci-layout");
+	img->source = xstrdup(im->source ? im->source : "oci-layout");
 	return 0;
 }
 
@@ -497,7 +480,13 @@ static int
 import_input(struct importer *im, const char *file, struct lms_image *img, struct lms_error **err)
 {
 	_cleanup_fd_ int fd = -1;
-	if (strcmp(file, "-") == 0) {
+	struct stat in;
+	if (strcmp(file, "-") == 0 && fstat(STDIN_FILENO, &in) == 0 && S_ISREG(in.st_mode) &&
+	    lseek(STDIN_FILENO, 0, SEEK_SET) == 0) {
+		/* A file as standard input (the daemon's PUT body, `< file`) is read where it is: no copy. */
+		if ((fd = fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3)) < 0)
+			return lms_error_set(err, LMS_ERR_SETUP, errno, "duplicate standard input");
+	} else if (strcmp(file, "-") == 0) {
 		if ((fd = spool(im, err)) < 0)
 			return -1;
 	} else {
@@ -560,7 +549,7 @@ lms_image_import(const char *state_dir, const char *name, const char *file, cons
 		return -1;
 	if (state_dir == NULL || state_dir[0] != '/')
 		return lms_error_set(err, LMS_ERR_INVALID, 0, "--state-dir must be an absolute path");
-	if (make_store(state_dir, err) < 0)
+	if (lms_image_store_make(state_dir, err) < 0)
 		return -1;
 	_cleanup_fd_ int lock = lms_image_lock(state_dir, err);
 	if (lock < 0)
@@ -570,6 +559,7 @@ lms_image_import(const char *state_dir, const char *name, const char *file, cons
 	    .tmp = xasprintf("%s/images/tmp/%d", state_dir, (int)getpid()),
 	    .budget = opts && opts->max_bytes ? opts->max_bytes : LMS_IMPORT_MAX_BYTES,
 	    .max_entries = opts && opts->max_entries ? opts->max_entries : LMS_IMPORT_MAX_ENTRIES,
+	    .source = opts ? opts->source : NULL,
 	    .tmpfd = -1,
 	    .layersfd = -1,
 	};
