@@ -30,9 +30,9 @@
 #define MAX_REDIRECTS 5L
 #define READ_BLOCK (256 * 1024)
 
-#define ACCEPT_MANIFESTS                                                                                              \
-	"Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, "               \
-	"application/vnd.docker.distribution.manifest.list.v2+json, "                                                 \
+#define ACCEPT_MANIFESTS                                                                                               \
+	"Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, "                \
+	"application/vnd.docker.distribution.manifest.list.v2+json, "                                                  \
 	"application/vnd.docker.distribution.manifest.v2+json"
 
 struct puller {
@@ -42,8 +42,8 @@ struct puller {
 	bool progress;
 	char *token; /* the bearer token the registry handed out, or NULL */
 	CURL *curl;
-	int blobsfd;	 /* STATE/images/pulls/blobs/sha256 */
-	int layersfd;	 /* STATE/images/layers: what is stored already is not fetched */
+	int blobsfd;		   /* STATE/images/pulls/blobs/sha256 */
+	int layersfd;		   /* STATE/images/layers: what is stored already is not fetched */
 	unsigned long long budget; /* blob bytes the rest of the pull may fetch */
 	const char *what;	   /* the blob being fetched, for the progress line */
 };
@@ -294,8 +294,8 @@ fetch_token(struct puller *p, const char *challenge, struct lms_error **err)
 	if (r < 0)
 		return lms_error_prefix(err, "the token for %s", p->ref.registry);
 	if (s.status != 200)
-		return lms_error_set(err, LMS_ERR_FORBIDDEN, 0, "the token server %s answered %ld to an anonymous request",
-				     realm, s.status);
+		return lms_error_set(err, LMS_ERR_FORBIDDEN, 0,
+				     "the token server %s answered %ld to an anonymous request", realm, s.status);
 	json_auto_t *j = json_loadb(body ? body : "", s.len, 0, NULL);
 	const char *token = json_string_value(json_object_get(j, "token"));
 	if (token == NULL)
@@ -394,8 +394,7 @@ static int
 fetch_blob(struct puller *p, const char *digest, json_int_t size, const char *what, struct lms_error **err)
 {
 	struct stat st;
-	if (fstatat(p->blobsfd, digest + 7, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-	    st.st_size == size)
+	if (fstatat(p->blobsfd, digest + 7, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) && st.st_size == size)
 		return 0; /* verified by the pull that was killed after it */
 	_cleanup_free_ char *part = xasprintf("%s.part", digest + 7);
 	_cleanup_fd_ int fd = openat(p->blobsfd, part, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -561,8 +560,8 @@ fetch_image(struct puller *p, int layoutfd, struct lms_error **err)
 				     LMS_IMAGE_MAX_LAYERS);
 	const char *cdigest;
 	json_int_t csize;
-	if (check_blob(p, json_object_get(manifest, "config"), "config", LMS_PULL_MANIFEST_MAX, &cdigest, &csize,
-		       err) < 0)
+	if (check_blob(p, json_object_get(manifest, "config"), "config", LMS_PULL_MANIFEST_MAX, &cdigest, &csize, err) <
+	    0)
 		return -1;
 	const char *ld[LMS_IMAGE_MAX_LAYERS];
 	json_int_t ls[LMS_IMAGE_MAX_LAYERS];
@@ -583,9 +582,9 @@ fetch_image(struct puller *p, int layoutfd, struct lms_error **err)
 			return -1;
 	}
 	/* The layout's index names the one manifest chosen: the importer reads the image from there. */
-	json_auto_t *index = json_pack("{s:i, s:[{s:s, s:s, s:I}]}", "schemaVersion", 2, "manifests", "mediaType",
-				       "application/vnd.oci.image.manifest.v1+json", "digest", digest, "size",
-				       (json_int_t)len);
+	json_auto_t *index =
+	    json_pack("{s:i, s:[{s:s, s:s, s:I}]}", "schemaVersion", 2, "manifests", "mediaType",
+		      "application/vnd.oci.image.manifest.v1+json", "digest", digest, "size", (json_int_t)len);
 	_cleanup_free_ char *text = json_dumps(index, JSON_COMPACT);
 	_cleanup_fd_ int fd = openat(layoutfd, "index.json", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (text == NULL || fd < 0 || lms_fd_write_all(fd, text, strlen(text)) < 0)

@@ -96,9 +96,9 @@ lms_image_ref_parse(const char *text, struct lms_image_ref *out, struct lms_erro
 	if (digest != NULL) {
 		*digest++ = '\0';
 		if (!digest_ok(digest))
-			return lms_error_set(err, LMS_ERR_INVALID, 0,
-					     "'%.512s': the digest after @ must be sha256: and 64 lower-case hex digits",
-					     text);
+			return lms_error_set(
+			    err, LMS_ERR_INVALID, 0,
+			    "'%.512s': the digest after @ must be sha256: and 64 lower-case hex digits", text);
 	}
 	/* The first component names a registry when it has a "." or a ":", or is localhost (docker's rule). */
 	char *rest = copy, *registry = NULL;
@@ -114,9 +114,10 @@ lms_image_ref_parse(const char *text, struct lms_image_ref *out, struct lms_erro
 		*colon = '\0';
 		tag = colon + 1;
 		if (!tag_ok(tag))
-			return lms_error_set(err, LMS_ERR_INVALID, 0,
-					     "'%.512s': a tag is 1 to %d of A-Z a-z 0-9 _ . - (not starting with . or -)",
-					     text, TAG_MAX);
+			return lms_error_set(
+			    err, LMS_ERR_INVALID, 0,
+			    "'%.512s': a tag is 1 to %d of A-Z a-z 0-9 _ . - (not starting with . or -)", text,
+			    TAG_MAX);
 	}
 	if (registry != NULL && !registry_ok(registry))
 		return lms_error_set(err, LMS_ERR_INVALID, 0, "'%.512s': '%s' is not a registry host[:port]", text,

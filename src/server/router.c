@@ -40,6 +40,13 @@ const struct lms_route lms_routes[] = {
      NULL},
     {"GET", "/v1/images", lms_route_image_list, true, false, false,
      "The imported images (lm-sandbox image import): name, digest, size, created_at, source, layers", NULL, NULL},
+    {"POST", "/v1/images/pull", lms_route_image_pull, true, true, false,
+     "Pull an image from a registry: {\"ref\": \"ubuntu:22.04\", \"name\": optional} (201 with the image)", "ImagePull",
+     NULL},
+    {"PUT", "/v1/images/{id}", lms_route_image_put, true, false, false,
+     "Import an image from the body: a docker save archive, an OCI layout's tar or a root file system tarball "
+     "(201)",
+     NULL, NULL, &lms_image_put_sink},
     {"DELETE", "/v1/images/{id}", lms_route_image_delete, true, false, false,
      "Remove an image and the layers no other image uses (204; 409 while a persistent sandbox has it)", NULL, NULL},
     {"POST", "/v1/sandboxes", lms_route_sandbox_create, true, true, false,
