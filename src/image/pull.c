@@ -58,6 +58,8 @@ struct sink {
 	unsigned long long written, limit;
 	unsigned long long from; /* a Range asked from here: a 200 (the whole blob) stops the transfer */
 	bool whole;
+	curl_off_t shown; /* the progress line's last figure, and when */
+	double shown_at;
 	bool over;	 /* the body passed its cap: the transfer was stopped */
 	bool write_fail; /* the file could not be written */
 	int write_errno;
@@ -157,15 +159,16 @@ on_progress(void *userdata, curl_off_t total, curl_off_t now, curl_off_t ut, cur
 {
 	(void)ut, (void)un;
 	struct sink *s = userdata;
-	static double last;
 	double t = lms_monotonic_ms() / 1000.0;
-	if (s->fd < 0 || total <= 0 || (t - last < 0.2 && now < total))
+	/* Five lines a second at most, and the last one once. */
+	if (s->fd < 0 || total <= 0 || now == s->shown || (t - s->shown_at < 0.2 && now < total))
 		return 0;
-	last = t;
+	s->shown_at = t;
+	s->shown = now;
 	char a[32], b[32];
 	human((unsigned long long)now, a);
 	human((unsigned long long)total, b);
-	fprintf(stderr, "\r\033[K%.19s: %s / %s", s->p->what, a, b);
+	fprintf(stderr, "\r\033[K%.40s: %s / %s", s->p->what, a, b);
 	return 0;
 }
 

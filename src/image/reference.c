@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "image/store.h"
 
 #define REF_MAX 512
 #define TAG_MAX 128
@@ -142,8 +143,11 @@ lms_image_ref_default_name(const struct lms_image_ref *ref)
 {
 	const char *last = strrchr(ref->repository, '/');
 	last = last ? last + 1 : ref->repository;
-	/* A store name is at most LMS_IMAGE_NAME_MAX: the repository's component is at most 255, so cut it. */
-	return ref->tag ? xasprintf("%.64s:%s", last, ref->tag) : xasprintf("%.127s", last);
+	char *name = ref->tag ? xasprintf("%s:%s", last, ref->tag) : xstrdup(last);
+	/* A store name is at most LMS_IMAGE_NAME_MAX (128); a repository's component may be 255. */
+	if (strlen(name) > LMS_IMAGE_NAME_MAX)
+		name[LMS_IMAGE_NAME_MAX] = '\0';
+	return name;
 }
 
 void

@@ -140,6 +140,14 @@ image_put_begin(struct lms_request *req)
 		return lms_reply_error(req, 500, "server_error", "internal_error", "create %s: %s", dir,
 				       strerror(errno));
 	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR)) {
+		/* A file system without O_TMPFILE: a name for an instant. */
+		_cleanup_free_ char *tmpl = xasprintf("%s/.upload-XXXXXX", dir);
+		if ((fd = mkostemp(tmpl, O_CLOEXEC)) >= 0 && unlink(tmpl) < 0) {
+			close(fd);
+			fd = -1;
+		}
+	}
 	if (fd < 0)
 		return lms_reply_error(req, 500, "server_error", "internal_error",
 				       "create an unnamed file in %s for the upload: %s", dir, strerror(errno));
