@@ -69,7 +69,8 @@ lms_image_child_run(const char *state_dir, const char *const *args, int in_fd, c
 	_cleanup_free_ char *path = lms_self_sibling(CLIENT);
 	if (path == NULL)
 		return lms_error_set(err, LMS_ERR_UNSUPPORTED, errno,
-				     "find " CLIENT " beside the daemon (it imports and pulls images): install it there");
+				     "find " CLIENT
+				     " beside the daemon (it imports and pulls images): install it there");
 	const char *argv[MAX_ARGS + 6] = {CLIENT, "image"};
 	size_t k = 2, i = 0;
 	for (; args[i] != NULL && i < MAX_ARGS; i++) {

@@ -10,5 +10,4 @@
 /* Runs `lm-sandbox-client image ARGS` (with --json and --state-dir STATE_DIR added), its standard input
  * in_fd (-1: /dev/null), and waits. 0 and *name (the stored image's, to free) when it succeeded; else -1
  * with the child's own error (its kind and message) or why it could not run. Thread-safe (posix_spawn). */
-int lms_image_child_run(const char *state_dir, const char *const *args, int in_fd, char **name,
-			struct lms_error **err);
+int lms_image_child_run(const char *state_dir, const char *const *args, int in_fd, char **name, struct lms_error **err);

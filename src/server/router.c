@@ -132,8 +132,13 @@ lms_router_find(const char *method, const char *path, char *allow, size_t allow_
 {
 	const struct lms_route *match = NULL;
 	allow[0] = '\0';
+	/* A path some route names literally (/v1/images/pull) is that route's alone, not also a {id} of a
+	 * pattern beside it (an image named "pull" is not PUT or DELETEd over HTTP). */
+	bool literal = false;
+	for (size_t i = 0; i < lms_n_routes && !literal; i++)
+		literal = strchr(lms_routes[i].path, '{') == NULL && strcmp(lms_routes[i].path, path) == 0;
 	for (size_t i = 0; i < lms_n_routes; i++) {
-		if (!lms_route_matches(&lms_routes[i], path))
+		if (!lms_route_matches(&lms_routes[i], path) || (literal && strchr(lms_routes[i].path, '{') != NULL))
 			continue;
 		if (strcmp(lms_routes[i].method, method) == 0)
 			match = &lms_routes[i];

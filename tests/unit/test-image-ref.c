@@ -65,8 +65,9 @@ static void
 test_bad_references(void **state)
 {
 	(void)state;
-	const char *bad[] = {"", "UPPER", "a//b", "a/", "/a", "name:", "name:-x", "name@sha256:abc", "name@md5:" HEX,
-			     "host:port/x", "a b", "x:a/b", "ho$t.io/x"};
+	const char *bad[] = {"",	 "UPPER",	    "a//b",	     "a/",	    "/a",  "name:",
+			     "name:-x",	 "name@sha256:abc", "name@md5:" HEX, "host:port/x", "a b", "x:a/b",
+			     "ho$t.io/x"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct lms_image_ref r;
 		struct lms_error *err = NULL;
@@ -82,11 +83,13 @@ test_platform_pick(void **state)
 {
 	(void)state;
 	json_t *index = json_loads(
-	    "{\"manifests\": [{\"digest\": \"att\", \"platform\": {\"os\": \"unknown\", \"architecture\": \"unknown\"}},"
+	    "{\"manifests\": [{\"digest\": \"att\", \"platform\": {\"os\": \"unknown\", \"architecture\": "
+	    "\"unknown\"}},"
 	    " {\"digest\": \"s390x\", \"platform\": {\"os\": \"linux\", \"architecture\": \"s390x\"}},"
 	    " {\"digest\": \"other\", \"platform\": {\"os\": \"linux\", \"architecture\": \"" LMS_IMAGE_HOST_ARCH
 	    "\", \"variant\": \"v9\"}},"
-	    " {\"digest\": \"host\", \"platform\": {\"os\": \"linux\", \"architecture\": \"" LMS_IMAGE_HOST_ARCH "\"}}]}",
+	    " {\"digest\": \"host\", \"platform\": {\"os\": \"linux\", \"architecture\": \"" LMS_IMAGE_HOST_ARCH
+	    "\"}}]}",
 	    0, NULL);
 	assert_non_null(index);
 	const json_t *m = lms_image_pick_manifest(index);
