@@ -14,6 +14,7 @@
 
 #include "client/commands.h"
 #include "core/alloc.h"
+#include "core/human.h"
 #include "image/import.h"
 #include "image/pull.h"
 #include "image/store.h"
@@ -42,8 +43,6 @@ usage(int status)
 	fputs(usage_text, status == 0 ? stdout : stderr);
 	return status;
 }
-
-static void human(unsigned long long bytes, char out[32]);
 
 /* --json: the daemon reads one line, {"name": N} or {"error": {"kind": K, "message": M}}. */
 static bool json_out;
@@ -75,7 +74,7 @@ done(const struct lms_image *img)
 	while (img->layers[layers])
 		layers++;
 	char size[32];
-	human(img->size, size);
+	lms_human_bytes(img->size, size);
 	printf("%s: %zu layer%s, %s (%s)\n", img->name, layers, layers == 1 ? "" : "s", size, img->digest);
 	return 0;
 }
@@ -90,17 +89,6 @@ parse_count(const char *text, unsigned long long *out)
 		return false;
 	*out = v;
 	return true;
-}
-
-static void
-human(unsigned long long bytes, char out[32])
-{
-	if (bytes >= 1ull << 30)
-		snprintf(out, 32, "%.1f GiB", (double)bytes / (double)(1ull << 30));
-	else if (bytes >= 1ull << 20)
-		snprintf(out, 32, "%.1f MiB", (double)bytes / (double)(1ull << 20));
-	else
-		snprintf(out, 32, "%.1f KiB", (double)bytes / 1024.0);
 }
 
 static int
@@ -123,7 +111,7 @@ cmd_ls(const char *state_dir)
 		while (img->layers[layers])
 			layers++;
 		char size[32];
-		human(img->size, size);
+		lms_human_bytes(img->size, size);
 		printf("%-24s %-8zu %-10s %-26s %s\n", img->name, layers, size, img->created_at, img->source);
 		lms_image_free(img);
 	}

@@ -19,6 +19,7 @@
 #include "core/file.h"
 #include "core/inroot.h"
 #include "core/tree.h"
+#include "image/digest.h"
 #include "image/platform.h"
 #include "sandbox/sandbox.h"
 
@@ -46,38 +47,6 @@ static void
 hash_update(void *userdata, const void *data, size_t len)
 {
 	EVP_DigestUpdate(userdata, data, len);
-}
-
-static char *
-hash_final(EVP_MD_CTX *ctx)
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned n = 0;
-	EVP_DigestFinal_ex(ctx, md, &n);
-	char *out = xmalloc(8 + 2 * n);
-	memcpy(out, "sha256:", 8);
-	for (unsigned i = 0; i < n; i++)
-		snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
-	return out;
-}
-
-static char *
-digest_of(const char *data, size_t len)
-{
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
-		abort(); /* out of memory */
-	hash_update(ctx, data, len);
-	char *d = hash_final(ctx);
-	EVP_MD_CTX_free(ctx);
-	return d;
-}
-
-static bool
-is_digest(const char *d)
-{
-	return d != NULL && strncmp(d, "sha256:", 7) == 0 && strlen(d + 7) == 64 &&
-	       strspn(d + 7, "0123456789abcdef") == 64;
 }
 
 /* The store's directories, made where missing (0700: layers are the sandboxes' to read through their
@@ -126,9 +95,7 @@ add_layer(struct importer *im, int fd, const char *want, const char *what, struc
 		_cleanup_fd_ int rootfd = openat(im->tmpfd, root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (rootfd < 0)
 			return lms_error_set(err, LMS_ERR_SETUP, errno, "open %s/%s", im->tmp, root);
-		EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-		if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
-			abort();
+		EVP_MD_CTX *ctx = lms_sha256_new();
 		bool root_user = geteuid() == 0;
 		struct lms_untar_opts o = {
 		    .max_entries = im->max_entries,
@@ -157,7 +124,7 @@ add_layer(struct importer *im, int fd, const char *want, const char *what, struc
 				hash_update(ctx, block, (size_t)n);
 		}
 		free(block);
-		digest = hash_final(ctx);
+		digest = lms_sha256_end(ctx);
 		EVP_MD_CTX_free(ctx);
 		if (r < 0)
 			return lms_error_prefix(err, "%s", what);
@@ -213,7 +180,7 @@ read_json(int dirfd, const char *path, char **digest, struct lms_error **err)
 				     jerr.text, jerr.line),
 		       NULL;
 	if (digest != NULL)
-		*digest = digest_of(text, len);
+		*digest = lms_sha256_of(text, len);
 	return j;
 }
 
@@ -298,7 +265,7 @@ docker_archive(struct importer *im, int dirfd, struct lms_image *img, struct lms
 		_cleanup_free_ char *want = NULL;
 		if (strncmp(path, "blobs/sha256/", 13) == 0)
 			want = xasprintf("sha256:%s", path + 13);
-		if (add_layer_file(im, dirfd, path, want && is_digest(want) ? want : NULL, err) < 0)
+		if (add_layer_file(im, dirfd, path, want && lms_digest_ok(want) ? want : NULL, err) < 0)
 			return -1;
 	}
 	img->source = xstrdup("docker-archive");
@@ -317,7 +284,7 @@ oci_layout(struct importer *im, int dirfd, struct lms_image *img, struct lms_err
 		const json_t *m = lms_image_pick_manifest(index);
 		/* A copy: the index it is in goes before it is compared. */
 		_cleanup_free_ char *digest = xstrdup(json_string_value(json_object_get(m, "digest")) ?: "");
-		if (!is_digest(digest)) {
+		if (!lms_digest_ok(digest)) {
 			json_decref(index);
 			return lms_error_set(err, LMS_ERR_INVALID, 0,
 					     "the image's index names no manifest for linux/" LMS_IMAGE_HOST_ARCH
@@ -343,7 +310,7 @@ oci_layout(struct importer *im, int dirfd, struct lms_image *img, struct lms_err
 	json_auto_t *mref = manifest;
 	const char *cdigest = json_string_value(json_object_get(json_object_get(mref, "config"), "digest"));
 	const json_t *layers = json_object_get(mref, "layers");
-	if (!is_digest(cdigest) || !json_is_array(layers) || json_array_size(layers) == 0 ||
+	if (!lms_digest_ok(cdigest) || !json_is_array(layers) || json_array_size(layers) == 0 ||
 	    json_array_size(layers) > LMS_IMAGE_MAX_LAYERS)
 		return lms_error_set(err, LMS_ERR_INVALID, 0,
 				     "the image's manifest names no config, or not 1 to %d layers",
@@ -362,7 +329,7 @@ oci_layout(struct importer *im, int dirfd, struct lms_image *img, struct lms_err
 	json_array_foreach(layers, i, l)
 	{
 		const char *d = json_string_value(json_object_get(l, "digest"));
-		if (!is_digest(d))
+		if (!lms_digest_ok(d))
 			return lms_error_set(err, LMS_ERR_INVALID, 0, "the image's layer %zu has no sha256 digest", i);
 		_cleanup_free_ char *path = blob_path(d);
 		if (add_layer_file(im, dirfd, path, d, err) < 0)

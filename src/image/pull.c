@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -17,6 +16,8 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/fdio.h"
+#include "core/human.h"
+#include "image/digest.h"
 #include "image/import.h"
 #include "image/platform.h"
 #include "image/reference.h"
@@ -143,17 +144,6 @@ on_body(char *data, size_t size, size_t n, void *userdata)
 	return len;
 }
 
-static void
-human(unsigned long long bytes, char out[32])
-{
-	if (bytes >= 1ull << 30)
-		snprintf(out, 32, "%.1f GiB", (double)bytes / (double)(1ull << 30));
-	else if (bytes >= 1ull << 20)
-		snprintf(out, 32, "%.1f MiB", (double)bytes / (double)(1ull << 20));
-	else
-		snprintf(out, 32, "%.1f KiB", (double)bytes / 1024.0);
-}
-
 static int
 on_progress(void *userdata, curl_off_t total, curl_off_t now, curl_off_t ut, curl_off_t un)
 {
@@ -166,8 +156,8 @@ on_progress(void *userdata, curl_off_t total, curl_off_t now, curl_off_t ut, cur
 	s->shown_at = t;
 	s->shown = now;
 	char a[32], b[32];
-	human((unsigned long long)now, a);
-	human((unsigned long long)total, b);
+	lms_human_bytes((unsigned long long)now, a);
+	lms_human_bytes((unsigned long long)total, b);
 	fprintf(stderr, "\r\033[K%.40s: %s / %s", s->p->what, a, b);
 	return 0;
 }
@@ -351,35 +341,6 @@ get(struct puller *p, const char *path, const char *accept, unsigned long long f
 	return lms_error_set(err, LMS_ERR_BAD_GATEWAY, 0, "%s answered %ld", url, s->status);
 }
 
-static char *
-hex_digest(EVP_MD_CTX *md)
-{
-	unsigned char out[EVP_MAX_MD_SIZE];
-	unsigned n = 0;
-	EVP_DigestFinal_ex(md, out, &n);
-	char *d = xmalloc(8 + 2 * n);
-	memcpy(d, "sha256:", 8);
-	for (unsigned i = 0; i < n; i++)
-		snprintf(d + 7 + 2 * i, 3, "%02x", out[i]);
-	return d;
-}
-
-static EVP_MD_CTX *
-sha256_new(void)
-{
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
-		abort(); /* out of memory */
-	return md;
-}
-
-static bool
-is_digest(const char *d)
-{
-	return d != NULL && strncmp(d, "sha256:", 7) == 0 && strlen(d + 7) == 64 &&
-	       strspn(d + 7, "0123456789abcdef") == 64;
-}
-
 /* Writes bytes as the blob of their digest (a manifest). */
 static int
 put_blob(struct puller *p, const char *digest, const char *data, size_t len, struct lms_error **err)
@@ -403,7 +364,7 @@ fetch_blob(struct puller *p, const char *digest, json_int_t size, const char *wh
 	_cleanup_fd_ int fd = openat(p->blobsfd, part, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0 || fstat(fd, &st) < 0)
 		return lms_error_set(err, LMS_ERR_SETUP, errno, "open the download %s", part);
-	EVP_MD_CTX *md = sha256_new();
+	EVP_MD_CTX *md = lms_sha256_new();
 	/* What a killed pull fetched is hashed again and asked for no more; a part as long as the blob (or
 	 * longer) did not verify before: it starts over. */
 	unsigned long long have = (unsigned long long)st.st_size;
@@ -418,7 +379,7 @@ fetch_blob(struct puller *p, const char *digest, json_int_t size, const char *wh
 	if (have == 0 || n < 0) {
 		have = 0;
 		EVP_MD_CTX_free(md);
-		md = sha256_new();
+		md = lms_sha256_new();
 		if (ftruncate(fd, 0) < 0) {
 			EVP_MD_CTX_free(md);
 			return lms_error_set(err, LMS_ERR_SETUP, errno, "truncate the download %s", part);
@@ -444,7 +405,7 @@ fetch_blob(struct puller *p, const char *digest, json_int_t size, const char *wh
 			return lms_error_set(err, LMS_ERR_SETUP, errno, "truncate the download %s", part);
 		return fetch_blob(p, digest, size, what, err);
 	}
-	_cleanup_free_ char *got = hex_digest(md);
+	_cleanup_free_ char *got = lms_sha256_end(md);
 	EVP_MD_CTX_free(md);
 	if (r < 0)
 		return lms_error_prefix(err, "%s", what);
@@ -476,10 +437,7 @@ fetch_manifest(struct puller *p, const char *reference, const char *want, char *
 		return NULL;
 	}
 	_cleanup_free_ char *body = s.buf ? s.buf : xstrdup("");
-	EVP_MD_CTX *md = sha256_new();
-	EVP_DigestUpdate(md, body, s.len);
-	*digest = hex_digest(md);
-	EVP_MD_CTX_free(md);
+	*digest = lms_sha256_of(body, s.len);
 	if (want != NULL && strcmp(*digest, want) != 0)
 		return lms_error_set(err, LMS_ERR_BAD_GATEWAY, 0,
 				     "the manifest %s from %s has the digest %s (damaged or forged): refused", want,
@@ -505,7 +463,7 @@ check_blob(struct puller *p, const json_t *desc, const char *what, unsigned long
 {
 	*digest = json_string_value(json_object_get(desc, "digest"));
 	*size = json_integer_value(json_object_get(desc, "size"));
-	if (!is_digest(*digest))
+	if (!lms_digest_ok(*digest))
 		return lms_error_set(err, LMS_ERR_BAD_GATEWAY, 0, "the manifest's %s has no sha256 digest", what);
 	if (*size <= 0 || (unsigned long long)*size > cap || (unsigned long long)*size > p->budget)
 		return lms_error_set(err, LMS_ERR_BAD_GATEWAY, 0,
@@ -533,7 +491,7 @@ fetch_image(struct puller *p, int layoutfd, struct lms_error **err)
 	for (int depth = 0; m != NULL && json_object_get(m, "manifests") != NULL; depth++) {
 		const json_t *pick = lms_image_pick_manifest(m);
 		const char *d = json_string_value(json_object_get(pick, "digest"));
-		if (depth == INDEX_DEPTH || !is_digest(d)) {
+		if (depth == INDEX_DEPTH || !lms_digest_ok(d)) {
 			json_decref(m);
 			return lms_error_set(err, LMS_ERR_NOT_FOUND, 0,
 					     "%s/%s:%s has no image for linux/" LMS_IMAGE_HOST_ARCH

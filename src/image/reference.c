@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "image/digest.h"
 #include "image/store.h"
 
 #define REF_MAX 512
@@ -45,12 +46,6 @@ tag_ok(const char *t)
 	if (n == 0 || n > TAG_MAX || t[0] == '.' || t[0] == '-')
 		return false;
 	return strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n;
-}
-
-static bool
-digest_ok(const char *d)
-{
-	return strncmp(d, "sha256:", 7) == 0 && strlen(d + 7) == 64 && strspn(d + 7, "0123456789abcdef") == 64;
 }
 
 /* A host name or address, with an optional port: [A-Za-z0-9.-]+ or [IPv6], then :DIGITS. */
@@ -96,7 +91,7 @@ lms_image_ref_parse(const char *text, struct lms_image_ref *out, struct lms_erro
 	char *digest = strchr(copy, '@');
 	if (digest != NULL) {
 		*digest++ = '\0';
-		if (!digest_ok(digest))
+		if (!lms_digest_ok(digest))
 			return lms_error_set(
 			    err, LMS_ERR_INVALID, 0,
 			    "'%.512s': the digest after @ must be sha256: and 64 lower-case hex digits", text);
