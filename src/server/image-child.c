@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -18,14 +20,32 @@
 
 extern char **environ;
 
-/* Its stdout, up to ANSWER_MAX (the rest is read and dropped, so the child never blocks on a full pipe). */
+/* Reads the child's stdout (up to ANSWER_MAX; the rest is dropped, so it never blocks on a full pipe)
+ * until it ends, or until the client hangs up or the daemon stops: then the child is killed (a pull
+ * resumes its downloads next time, an import's leftovers go with the next import). The 250 ms poll is
+ * how `stopping` is seen: SIGTERM wakes no thread but the signal thread. */
 static char *
-read_answer(int fd, size_t *len)
+read_answer(int fd, pid_t pid, int client_fd, atomic_bool *stopping, size_t *len, const char **cancelled)
 {
 	char *buf = xmalloc(ANSWER_MAX + 1);
 	size_t n = 0;
 	char drop[4096];
+	*cancelled = NULL;
+	struct pollfd fds[2] = {{.fd = fd, .events = POLLIN}, {.fd = client_fd, .events = POLLRDHUP}};
 	for (;;) {
+		int ready = poll(fds, client_fd >= 0 ? 2 : 1, 250);
+		if (ready < 0 && errno != EINTR)
+			break;
+		if (stopping != NULL && atomic_load(stopping))
+			*cancelled = "the server is stopping";
+		else if (client_fd >= 0 && (fds[1].revents & (POLLRDHUP | POLLHUP | POLLERR)))
+			*cancelled = "the client went away";
+		if (*cancelled != NULL) {
+			kill(pid, SIGKILL);
+			break;
+		}
+		if (ready <= 0 || fds[0].revents == 0)
+			continue;
 		ssize_t k = n < ANSWER_MAX ? read(fd, buf + n, ANSWER_MAX - n) : read(fd, drop, sizeof(drop));
 		if (k < 0 && errno == EINTR)
 			continue;
@@ -63,7 +83,8 @@ take_answer(const char *text, size_t len, int status, char **name, struct lms_er
 }
 
 int
-lms_image_child_run(const char *state_dir, const char *const *args, int in_fd, char **name, struct lms_error **err)
+lms_image_child_run(const char *state_dir, const char *const *args, int in_fd, int client_fd, atomic_bool *stopping,
+		    char **name, struct lms_error **err)
 {
 	*name = NULL;
 	_cleanup_free_ char *path = lms_self_sibling(CLIENT);
@@ -106,12 +127,15 @@ lms_image_child_run(const char *state_dir, const char *const *args, int in_fd, c
 		return lms_error_set(err, LMS_ERR_INTERNAL, r, "run %s", path);
 	}
 	size_t len;
-	_cleanup_free_ char *answer = read_answer(out[0], &len);
+	const char *cancelled;
+	_cleanup_free_ char *answer = read_answer(out[0], pid, client_fd, stopping, &len, &cancelled);
 	close(out[0]);
 	int status = 0;
 	while (waitpid(pid, &status, 0) < 0) {
 		if (errno != EINTR)
 			return lms_error_set(err, LMS_ERR_INTERNAL, errno, "wait for %s", path);
 	}
+	if (cancelled != NULL)
+		return lms_error_set(err, LMS_ERR_CANCELLED, 0, "image %s stopped: %s", args[0], cancelled);
 	return take_answer(answer, len, status, name, err);
 }

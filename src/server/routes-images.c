@@ -101,7 +101,8 @@ lms_route_image_pull(struct lms_request *req)
 	const char *args[] = {"pull", name ? "--name" : "--", name ? name : ref, name ? "--" : NULL, name ? ref : NULL,
 			      NULL};
 	_cleanup_free_ char *stored = NULL;
-	if (lms_image_child_run(req->server->cfg->state_dir, args, -1, &stored, &err) < 0)
+	if (lms_image_child_run(req->server->cfg->state_dir, args, -1, lms_request_socket(req), &req->server->stopping,
+				&stored, &err) < 0)
 		return lms_reply_lms_error(req, err);
 	return reply_stored(req, stored);
 }
@@ -199,7 +200,8 @@ lms_route_image_put(struct lms_request *req)
 	_cleanup_error_ struct lms_error *err = NULL;
 	_cleanup_free_ char *stored = NULL;
 	const char *args[] = {"import", "--", name, "-", NULL};
-	if (lms_image_child_run(req->server->cfg->state_dir, args, st->fd, &stored, &err) < 0)
+	if (lms_image_child_run(req->server->cfg->state_dir, args, st->fd, lms_request_socket(req),
+				&req->server->stopping, &stored, &err) < 0)
 		return lms_reply_lms_error(req, err);
 	return reply_stored(req, stored);
 }

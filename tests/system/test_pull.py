@@ -14,6 +14,7 @@ import io
 import json
 import os
 import platform
+import socket
 import shutil
 import subprocess
 import tarfile
@@ -23,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import requests
 
 from server_fixtures import daemons
 from test_images import (CONFIG, add_file, base_extra, image_cmd, layer_dirs, mini_rootfs, oci_layout, run_in,
@@ -66,8 +68,9 @@ class Registry:
                                      stderr=subprocess.STDOUT)
         self.host = f"127.0.0.1:{listening_port(self.proc.pid)}"
 
-    def push(self, src, name, all_images=False):
-        r = subprocess.run(["skopeo", "copy", "--quiet", *(["--all"] if all_images else []), src,
+    def push(self, src, name, all_images=False, fmt=None):
+        r = subprocess.run(["skopeo", "copy", "--quiet", *(["--all"] if all_images else []),
+                            *(["--format", fmt] if fmt else []), src,
                             f"docker://{self.host}/{name}", "--dest-tls-verify=false"], capture_output=True,
                            timeout=120)
         assert r.returncode == 0, r.stderr.decode()
@@ -160,6 +163,15 @@ def test_pull_by_digest(lms_bin, state, registry, mini):
     wrong = "sha256:" + "0" * 64
     r = pull(lms_bin, state, "--name", "nope", f"{registry.host}/mini@{wrong}")
     assert r.returncode == 1 and b"404" in r.stderr, r.stderr
+
+
+@root
+def test_pull_a_docker_schema_2_manifest(lms_bin, state, registry, mini):
+    registry.push(f"oci:{mini['layout']}", "mini-docker:1", fmt="v2s2")
+    r = pull(lms_bin, state, f"{registry.host}/mini-docker:1")
+    assert r.returncode == 0, r.stderr.decode()
+    out = run_in(lms_bin, state, "mini-docker:1", "ls; echo $GREETING")
+    assert out.stdout == b"c\nfrom-the-image\n", out
 
 
 def platform_layout(path, base_layer):
@@ -372,3 +384,49 @@ def test_post_images_pull_and_put_images(lms_bin, tmp_path, registry, mini, base
         leftovers = [p.name for p in (s.state_dir / "images").iterdir()
                      if p.name not in ("records", "layers", "tmp", "pulls", "lock")]
         assert leftovers == [], leftovers
+
+
+def clients_of(state_dir):
+    """PIDs of lm-sandbox-client processes working on state_dir."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"lm-sandbox-client") and str(state_dir).encode() in argv:
+            pids.append(int(d.name))
+    return pids
+
+
+@root
+def test_a_client_that_goes_away_ends_its_pull_and_a_stalled_pull_does_not_hold_the_daemon(lms_bin, tmp_path):
+    # A "registry" that takes connections (the kernel's backlog) and never answers.
+    stall = socket.socket()
+    stall.bind(("127.0.0.1", 0))
+    stall.listen(8)
+    ref = f"127.0.0.1:{stall.getsockname()[1]}/x:1"
+    try:
+        with daemons(lms_bin, tmp_path) as start:
+            s = start()
+            with pytest.raises(requests.exceptions.ReadTimeout):
+                s.post("/v1/images/pull", {"ref": ref}, timeout=1.5)
+            deadline = time.monotonic() + 10
+            while clients_of(s.state_dir) and time.monotonic() < deadline:
+                time.sleep(0.05)  # the daemon notices the hang-up within its 250 ms poll
+            assert clients_of(s.state_dir) == [], "the pull outlived its client"
+            # A pull under way when SIGTERM comes: the daemon still stops at once (daemons() checks it).
+            def pull_until_stopped():
+                try:
+                    s.post("/v1/images/pull", {"ref": ref}, timeout=30)
+                except requests.exceptions.RequestException:
+                    pass  # the daemon ends the connection as it stops
+
+            t = threading.Thread(target=pull_until_stopped, daemon=True)
+            t.start()
+            deadline = time.monotonic() + 10
+            while not clients_of(s.state_dir) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert clients_of(s.state_dir), "the pull did not start"
+    finally:
+        stall.close()
