@@ -26,7 +26,7 @@ usage(FILE *f)
 	    "  sandbox   lasting sandboxes of a running daemon: create, ls, exec, cp, rm (lm-sandbox sandbox --help)\n"
 	    "  mcp       an MCP server on stdin/stdout for MCP hosts, through a running daemon (lm-sandbox mcp "
 	    "--help)\n"
-	    "  image     root file systems for sandboxes: import, pull, ls, rm (lm-sandbox image --help)\n"
+	    "  image     root file systems for sandboxes: import, ls, rm (lm-sandbox image --help)\n"
 	    "  version   print the version\n"
 	    "  help      show this help\n",
 	    f);
