@@ -174,6 +174,16 @@ def test_pull_a_docker_schema_2_manifest(lms_bin, state, registry, mini):
     assert out.stdout == b"c\nfrom-the-image\n", out
 
 
+@root
+def test_a_pull_over_max_size_is_refused_before_its_layers_are_fetched(lms_bin, state, registry, mini):
+    base = mini["manifest"]["layers"][0]["digest"]
+    before = registry.blob_gets(base)
+    r = pull(lms_bin, state, "--max-size", "100000", f"{registry.host}/mini:1")
+    assert r.returncode == 1 and b"--max-size" in r.stderr, r.stderr
+    assert registry.blob_gets(base) == before, "a layer was fetched past the cap"
+    assert image_cmd(lms_bin, state, "ls").stdout.decode().count("\n") == 1, "no image was stored"
+
+
 def platform_layout(path, base_layer):
     """An OCI layout whose index has an image per platform (each /etc/hostname its own) and an attestation."""
     blobs = path / "blobs" / "sha256"
