@@ -19,6 +19,8 @@
 #include "core/file.h"
 #include "core/inroot.h"
 #include "core/tree.h"
+#include "image/digest.h"
+#include "image/platform.h"
 #include "sandbox/sandbox.h"
 
 #define JSON_MAX (4u << 20)	 /* a manifest, an index, a configuration */
@@ -27,14 +29,6 @@
 #define INDEX_DEPTH 4 /* an index of indexes of ... */
 #define COPY_BLOCK (256 * 1024)
 
-#if defined(__x86_64__)
-#define HOST_ARCH "amd64"
-#elif defined(__aarch64__)
-#define HOST_ARCH "arm64"
-#else
-#define HOST_ARCH "unknown"
-#endif
-
 struct importer {
 	const char *state_dir;
 	char *tmp; /* STATE/images/tmp/PID: everything unfinished */
@@ -42,6 +36,7 @@ struct importer {
 	unsigned long long budget; /* file bytes the remaining layers may write */
 	unsigned long long max_entries;
 	unsigned seq;
+	const char *source; /* an OCI layout's "source" in the record (NULL: "oci-layout") */
 	/* What the record gets. */
 	char **layers;
 	size_t n_layers;
@@ -54,42 +49,10 @@ hash_update(void *userdata, const void *data, size_t len)
 	EVP_DigestUpdate(userdata, data, len);
 }
 
-static char *
-hash_final(EVP_MD_CTX *ctx)
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned n = 0;
-	EVP_DigestFinal_ex(ctx, md, &n);
-	char *out = xmalloc(8 + 2 * n);
-	memcpy(out, "sha256:", 8);
-	for (unsigned i = 0; i < n; i++)
-		snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
-	return out;
-}
-
-static char *
-digest_of(const char *data, size_t len)
-{
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
-		abort(); /* out of memory */
-	hash_update(ctx, data, len);
-	char *d = hash_final(ctx);
-	EVP_MD_CTX_free(ctx);
-	return d;
-}
-
-static bool
-is_digest(const char *d)
-{
-	return d != NULL && strncmp(d, "sha256:", 7) == 0 && strlen(d + 7) == 64 &&
-	       strspn(d + 7, "0123456789abcdef") == 64;
-}
-
 /* The store's directories, made where missing (0700: layers are the sandboxes' to read through their
  * overlay, nobody else's). */
-static int
-make_store(const char *state_dir, struct lms_error **err)
+int
+lms_image_store_make(const char *state_dir, struct lms_error **err)
 {
 	_cleanup_free_ char *copy = xstrdup(state_dir);
 	for (char *p = copy + 1;; p++) {
@@ -132,9 +95,7 @@ add_layer(struct importer *im, int fd, const char *want, const char *what, struc
 		_cleanup_fd_ int rootfd = openat(im->tmpfd, root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (rootfd < 0)
 			return lms_error_set(err, LMS_ERR_SETUP, errno, "open %s/%s", im->tmp, root);
-		EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-		if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
-			abort();
+		EVP_MD_CTX *ctx = lms_sha256_new();
 		bool root_user = geteuid() == 0;
 		struct lms_untar_opts o = {
 		    .max_entries = im->max_entries,
@@ -163,7 +124,7 @@ add_layer(struct importer *im, int fd, const char *want, const char *what, struc
 				hash_update(ctx, block, (size_t)n);
 		}
 		free(block);
-		digest = hash_final(ctx);
+		digest = lms_sha256_end(ctx);
 		EVP_MD_CTX_free(ctx);
 		if (r < 0)
 			return lms_error_prefix(err, "%s", what);
@@ -219,7 +180,7 @@ read_json(int dirfd, const char *path, char **digest, struct lms_error **err)
 				     jerr.text, jerr.line),
 		       NULL;
 	if (digest != NULL)
-		*digest = digest_of(text, len);
+		*digest = lms_sha256_of(text, len);
 	return j;
 }
 
@@ -232,6 +193,10 @@ blob_path(const char *digest)
 static int
 add_layer_file(struct importer *im, int dirfd, const char *path, const char *want, struct lms_error **err)
 {
+	/* A layer in the store already is not read (a puller does not even fetch it: its blob is absent). */
+	struct stat st;
+	if (want != NULL && fstatat(im->layersfd, want + 7, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+		return add_layer(im, -1, want, path, err);
 	int fd = lms_inroot_open(dirfd, path, O_RDONLY | O_NOFOLLOW, 0, LMS_BENEATH);
 	if (fd < 0)
 		return lms_error_set(err, LMS_ERR_INVALID, -fd, "open layer %.200s in the image", path);
@@ -300,31 +265,11 @@ docker_archive(struct importer *im, int dirfd, struct lms_image *img, struct lms
 		_cleanup_free_ char *want = NULL;
 		if (strncmp(path, "blobs/sha256/", 13) == 0)
 			want = xasprintf("sha256:%s", path + 13);
-		if (add_layer_file(im, dirfd, path, want && is_digest(want) ? want : NULL, err) < 0)
+		if (add_layer_file(im, dirfd, path, want && lms_digest_ok(want) ? want : NULL, err) < 0)
 			return -1;
 	}
 	img->source = xstrdup("docker-archive");
 	return 0;
-}
-
-/* The manifest of an index for this host: linux and the host's architecture, else the only one. */
-static const json_t *
-pick_manifest(const json_t *index)
-{
-	const json_t *ms = json_object_get(index, "manifests");
-	size_t i;
-	const json_t *m, *only = json_array_size(ms) == 1 ? json_array_get(ms, 0) : NULL;
-	json_array_foreach(ms, i, m)
-	{
-		const json_t *p = json_object_get(m, "platform");
-		const char *os = json_string_value(json_object_get(p, "os"));
-		const char *arch = json_string_value(json_object_get(p, "architecture"));
-		if (os && arch && strcmp(os, "linux") == 0 && strcmp(arch, HOST_ARCH) == 0)
-			return m;
-		if (p == NULL && only == NULL)
-			only = m;
-	}
-	return only;
 }
 
 /* An OCI image layout: index.json, then (through any indexes) a manifest, its config and layers. */
@@ -336,13 +281,13 @@ oci_layout(struct importer *im, int dirfd, struct lms_image *img, struct lms_err
 		return -1;
 	json_t *manifest = NULL;
 	for (int depth = 0; depth < INDEX_DEPTH && manifest == NULL; depth++) {
-		const json_t *m = pick_manifest(index);
+		const json_t *m = lms_image_pick_manifest(index);
 		/* A copy: the index it is in goes before it is compared. */
 		_cleanup_free_ char *digest = xstrdup(json_string_value(json_object_get(m, "digest")) ?: "");
-		if (!is_digest(digest)) {
+		if (!lms_digest_ok(digest)) {
 			json_decref(index);
 			return lms_error_set(err, LMS_ERR_INVALID, 0,
-					     "the image's index names no manifest for linux/" HOST_ARCH
+					     "the image's index names no manifest for linux/" LMS_IMAGE_HOST_ARCH
 					     " (or its digest is not sha256:HEX)");
 		}
 		_cleanup_free_ char *path = blob_path(digest), *got = NULL;
@@ -365,27 +310,32 @@ oci_layout(struct importer *im, int dirfd, struct lms_image *img, struct lms_err
 	json_auto_t *mref = manifest;
 	const char *cdigest = json_string_value(json_object_get(json_object_get(mref, "config"), "digest"));
 	const json_t *layers = json_object_get(mref, "layers");
-	if (!is_digest(cdigest) || !json_is_array(layers) || json_array_size(layers) == 0 ||
+	if (!lms_digest_ok(cdigest) || !json_is_array(layers) || json_array_size(layers) == 0 ||
 	    json_array_size(layers) > LMS_IMAGE_MAX_LAYERS)
 		return lms_error_set(err, LMS_ERR_INVALID, 0,
 				     "the image's manifest names no config, or not 1 to %d layers",
 				     LMS_IMAGE_MAX_LAYERS);
 	_cleanup_free_ char *cpath = blob_path(cdigest);
 	json_auto_t *cfg = read_json(dirfd, cpath, &img->digest, err);
-	if (cfg == NULL || take_config(cfg, img, err) < 0)
+	if (cfg == NULL)
+		return -1;
+	if (strcmp(img->digest, cdigest) != 0)
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "config blob %s has the digest %s (damaged or forged)",
+				     cdigest, img->digest);
+	if (take_config(cfg, img, err) < 0)
 		return -1;
 	size_t i;
 	const json_t *l;
 	json_array_foreach(layers, i, l)
 	{
 		const char *d = json_string_value(json_object_get(l, "digest"));
-		if (!is_digest(d))
+		if (!lms_digest_ok(d))
 			return lms_error_set(err, LMS_ERR_INVALID, 0, "the image's layer %zu has no sha256 digest", i);
 		_cleanup_free_ char *path = blob_path(d);
 		if (add_layer_file(im, dirfd, path, d, err) < 0)
 			return -1;
 	}
-	img->source = xstrdup("oci-layout");
+	img->source = xstrdup(im->source ? im->source : "oci-layout");
 	return 0;
 }
 
@@ -497,7 +447,13 @@ static int
 import_input(struct importer *im, const char *file, struct lms_image *img, struct lms_error **err)
 {
 	_cleanup_fd_ int fd = -1;
-	if (strcmp(file, "-") == 0) {
+	struct stat in;
+	if (strcmp(file, "-") == 0 && fstat(STDIN_FILENO, &in) == 0 && S_ISREG(in.st_mode) &&
+	    lseek(STDIN_FILENO, 0, SEEK_SET) == 0) {
+		/* A file as standard input (the daemon's PUT body, `< file`) is read where it is: no copy. */
+		if ((fd = fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3)) < 0)
+			return lms_error_set(err, LMS_ERR_SETUP, errno, "duplicate standard input");
+	} else if (strcmp(file, "-") == 0) {
 		if ((fd = spool(im, err)) < 0)
 			return -1;
 	} else {
@@ -560,7 +516,7 @@ lms_image_import(const char *state_dir, const char *name, const char *file, cons
 		return -1;
 	if (state_dir == NULL || state_dir[0] != '/')
 		return lms_error_set(err, LMS_ERR_INVALID, 0, "--state-dir must be an absolute path");
-	if (make_store(state_dir, err) < 0)
+	if (lms_image_store_make(state_dir, err) < 0)
 		return -1;
 	_cleanup_fd_ int lock = lms_image_lock(state_dir, err);
 	if (lock < 0)
@@ -570,6 +526,7 @@ lms_image_import(const char *state_dir, const char *name, const char *file, cons
 	    .tmp = xasprintf("%s/images/tmp/%d", state_dir, (int)getpid()),
 	    .budget = opts && opts->max_bytes ? opts->max_bytes : LMS_IMPORT_MAX_BYTES,
 	    .max_entries = opts && opts->max_entries ? opts->max_entries : LMS_IMPORT_MAX_ENTRIES,
+	    .source = opts ? opts->source : NULL,
 	    .tmpfd = -1,
 	    .layersfd = -1,
 	};

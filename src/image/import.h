@@ -17,9 +17,13 @@
 struct lms_import_opts {
 	unsigned long long max_bytes;	/* 0: LMS_IMPORT_MAX_BYTES */
 	unsigned long long max_entries; /* 0: LMS_IMPORT_MAX_ENTRIES */
+	const char *source; /* an OCI layout's "source" in the record (NULL: "oci-layout"; a pull's: "registry") */
 };
 
 /* Imports `file` ("-": standard input; a directory: an OCI layout) as image `name` (replacing one of that
  * name), then frees the layers nothing uses any more. *out: the stored image. */
 int lms_image_import(const char *state_dir, const char *name, const char *file, const struct lms_import_opts *opts,
 		     struct lms_image **out, struct lms_error **err);
+
+/* STATE_DIR and its images/ directories, made where missing. */
+int lms_image_store_make(const char *state_dir, struct lms_error **err);

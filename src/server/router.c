@@ -40,6 +40,13 @@ const struct lms_route lms_routes[] = {
      NULL},
     {"GET", "/v1/images", lms_route_image_list, true, false, false,
      "The imported images (lm-sandbox image import): name, digest, size, created_at, source, layers", NULL, NULL},
+    {"POST", "/v1/images/pull", lms_route_image_pull, true, true, false,
+     "Pull an image from a registry: {\"ref\": \"ubuntu:22.04\", \"name\": optional} (201 with the image)", "ImagePull",
+     NULL},
+    {"PUT", "/v1/images/{id}", lms_route_image_put, true, false, false,
+     "Import an image from the body: a docker save archive, an OCI layout's tar or a root file system tarball "
+     "(201)",
+     NULL, NULL, &lms_image_put_sink},
     {"DELETE", "/v1/images/{id}", lms_route_image_delete, true, false, false,
      "Remove an image and the layers no other image uses (204; 409 while a persistent sandbox has it)", NULL, NULL},
     {"POST", "/v1/sandboxes", lms_route_sandbox_create, true, true, false,
@@ -145,8 +152,13 @@ lms_router_find(const char *method, const char *path, char *allow, size_t allow_
 {
 	const struct lms_route *match = NULL;
 	allow[0] = '\0';
+	/* A path some route names literally (/v1/images/pull) is that route's alone, not also a {id} of a
+	 * pattern beside it (an image named "pull" is not PUT or DELETEd over HTTP). */
+	bool literal = false;
+	for (size_t i = 0; i < lms_n_routes && !literal; i++)
+		literal = strchr(lms_routes[i].path, '{') == NULL && strcmp(lms_routes[i].path, path) == 0;
 	for (size_t i = 0; i < lms_n_routes; i++) {
-		if (!lms_route_matches(&lms_routes[i], path))
+		if (!lms_route_matches(&lms_routes[i], path) || (literal && strchr(lms_routes[i].path, '{') != NULL))
 			continue;
 		if (strcmp(lms_routes[i].method, method) == 0)
 			match = &lms_routes[i];

@@ -200,6 +200,7 @@ struct lms_sandbox_entry *lms_sandbox_hold(struct lms_request *req, enum MHD_Res
 
 /* routes-files.c: GET, PUT, DELETE /v1/sandboxes/{id}/files/{file_path} */
 extern const struct lms_body_sink lms_files_put_sink;
+extern const struct lms_body_sink lms_image_put_sink;
 enum MHD_Result lms_route_files_get(struct lms_request *req);
 enum MHD_Result lms_route_files_put(struct lms_request *req);
 enum MHD_Result lms_route_files_delete(struct lms_request *req);
@@ -230,6 +231,8 @@ enum MHD_Result lms_exec_respond(struct lms_request *req, struct lms_exec_reques
 /* routes-images.c */
 enum MHD_Result lms_route_image_list(struct lms_request *req);
 enum MHD_Result lms_route_image_delete(struct lms_request *req);
+enum MHD_Result lms_route_image_pull(struct lms_request *req);
+enum MHD_Result lms_route_image_put(struct lms_request *req);
 
 /* routes-sandboxes.c */
 enum MHD_Result lms_route_sandbox_create(struct lms_request *req);
