@@ -97,7 +97,7 @@ static const char
 																																							   "\"type\": \"boolean\"}, \"oom_killed\": {\"type\": \"boolean\"},    \"stdout_truncated\": {"
 																																							   "\"type\": \"boolean\"}, \"stderr_truncated\": {\"type\": \"boolean\"},    \"duration_ms\": {"
 																																							   "\"type\": \"number\"}, \"cpu_ms\": {\"type\": \"number\"},    \"max_rss_kb\": {"
-																																							   "\"type\": \"integer\"}}},  \"RunBashRequest\": {\"type\": \"object\", \"required\": [\"cmd\"], "
+																																							   "\"type\": \"integer\"}, \"net_rx_bytes\": {\"type\": \"integer\"}, \"net_tx_bytes\": {\"type\": \"integer\"}}},  \"RunBashRequest\": {\"type\": \"object\", \"required\": [\"cmd\"], "
 																																							   "\"properties\": {    \"cmd\": {\"type\": \"string\"}}, "
 																																							   "\"description\": \"and every field of ExecRequest\"},  \"RunBashResult\": {\"allOf\": [{"
 																																							   "\"$ref\": \"#/components/schemas/ExecResult\"}, {\"type\": \"object\",    \"properties\": {"

@@ -11,19 +11,20 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from dataclasses import dataclass, field
 
 import pytest
 
 # The test internet's addresses: the host's end of the veth, the namespace's end (the "internet" server and DNS).
-HOST_ADDR = "198.18.0.1"
-NET_ADDR = "198.18.0.2"
-PREFIX = "198.18.0.0/24"
+# The third octet is drawn per test process, so that two test runs on one machine do not collide.
+_OCTET = 1 + (os.getpid() % 250)
+HOST_ADDR = f"198.18.{_OCTET}.1"
+NET_ADDR = f"198.18.{_OCTET}.2"
 # Forbidden addresses put inside the namespace, routed there from the host, so that the host can reach them.
-PRIVATE_ADDR = "10.213.7.2"
-METADATA_ADDR = "169.254.169.254"
+PRIVATE_ADDR = f"10.213.{_OCTET}.2"
+PRIVATE_RANGE = f"10.213.{_OCTET}.0/24"
+METADATA_ADDR = "169.254.169.254"  # one per machine: a second test internet at once skips (fails in CI)
 HTTP_PORT = 8080
 DNS_PORT = 53
 # Names the DNS server answers: one on the test internet, one resolving to a forbidden address.
@@ -117,6 +118,7 @@ def test_internet():
     name, veth = f"lmsnet-{tag}", f"lmsv{tag}"
     _sh("ip", "netns", "add", name)
     proc = None
+    metadata_routed = True
     try:
         _sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", name)
         _sh("ip", "addr", "add", f"{HOST_ADDR}/24", "dev", veth)
@@ -131,7 +133,11 @@ def test_internet():
         # Host routes to the forbidden addresses that live in the namespace: so that the HOST reaches them, and a
         # sandbox that escaped its filter would too.
         _sh("ip", "route", "add", f"{PRIVATE_ADDR}/32", "via", NET_ADDR)
-        _sh("ip", "route", "add", f"{METADATA_ADDR}/32", "via", NET_ADDR)
+        routed = _sh("ip", "route", "add", f"{METADATA_ADDR}/32", "via", NET_ADDR, check=False)
+        if routed.returncode != 0:
+            metadata_routed = False
+            pytest.skip(f"cannot route {METADATA_ADDR} to the test internet (another test run holds it?): "
+                        f"{routed.stderr.strip()}")
         names = {NAME_OK: NET_ADDR, NAME_BAD: PRIVATE_ADDR}
         code = SERVER_CODE.replace("{NAMES}", repr(names)).replace("{DNS_PORT}", str(DNS_PORT))
         code = code.replace("{HTTP_PORT}", str(HTTP_PORT))
@@ -146,6 +152,7 @@ def test_internet():
             proc.kill()
             proc.wait()
         _sh("ip", "route", "del", f"{PRIVATE_ADDR}/32", check=False)
-        _sh("ip", "route", "del", f"{METADATA_ADDR}/32", check=False)
+        if metadata_routed:
+            _sh("ip", "route", "del", f"{METADATA_ADDR}/32", "via", NET_ADDR, check=False)
         _sh("ip", "link", "del", veth, check=False)
         _sh("ip", "netns", "del", name, check=False)
