@@ -36,8 +36,8 @@ lms_exec_result_json(const struct lms_sandbox_result *res, const char *out, size
 			 "exit_code", res->exit_code, "signal", sig ? json_string(sig) : json_null(), "timed_out",
 			 res->timed_out, "oom_killed", res->oom_killed, "stdout_truncated", res->stdout_truncated,
 			 "stderr_truncated", res->stderr_truncated, "duration_ms", milliseconds(res->duration_ms),
-			 "cpu_ms", milliseconds(res->cpu_ms), "max_rss_kb", (json_int_t)res->max_rss_kb,
-			 "net_rx_bytes", (json_int_t)res->net_rx_bytes, "net_tx_bytes", (json_int_t)res->net_tx_bytes);
+			 "cpu_ms", milliseconds(res->cpu_ms), "max_rss_kb", (json_int_t)res->max_rss_kb, "net_rx_bytes",
+			 (json_int_t)res->net_rx_bytes, "net_tx_bytes", (json_int_t)res->net_tx_bytes);
 }
 
 json_t *

@@ -77,9 +77,9 @@ static const char help_text[] =
 													       "t: " S(
 														   LMS_DEFAULT_DISK_MB) ")\n"
 																	"  --network            reach the internet through pasta; never the host, other sandboxes,\n"
-"                       link-local or private addresses (docs/SECURITY.md \"Network\")\n"
-"  --network-dns ADDR   the resolver the sandbox's DNS goes to (default: the host's)\n"
-"  --network-allow-private CIDR  a private range the sandbox may reach (repeatable)\n"
+																	"                       link-local or private addresses (docs/SECURITY.md \"Network\")\n"
+																	"  --network-dns ADDR   the resolver the sandbox's DNS goes to (default: the host's)\n"
+																	"  --network-allow-private CIDR  a private range the sandbox may reach (repeatable)\n"
 																	"  --gpu [all|0,1]      pass NVIDIA GPUs through: all (default) or these indices (device nodes;\n"
 																	"                       driver from the host); `lm-sandbox version` lists them\n"
 																	"  --env NAME=VALUE     add a variable (repeatable); the caller's environment is never passed\n"

@@ -102,7 +102,8 @@ lms_net_host_addrs(struct lms_net_addr **out, size_t *n, struct lms_error **err)
 	for (struct ifaddrs *i = list; i; i = i->ifa_next) {
 		if (!i->ifa_addr)
 			continue;
-		size_t len = i->ifa_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+		size_t len =
+		    i->ifa_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 		if (lms_net_addr_from_sockaddr(i->ifa_addr, len, &addrs[*n]) == 0)
 			(*n)++;
 	}
@@ -141,10 +142,11 @@ lms_net_check_allow_private(const char *list, struct lms_error **err)
 		if (lms_cidr_parse(tok, &c, err) < 0)
 			return -1;
 		if (!inside_private(&c))
-			return lms_error_set(err, LMS_ERR_INVALID, 0,
-					     "%s is not inside a private range (10/8, 172.16/12, 192.168/16, 100.64/10, "
-					     "fc00::/7): only those can be lifted",
-					     tok);
+			return lms_error_set(
+			    err, LMS_ERR_INVALID, 0,
+			    "%s is not inside a private range (10/8, 172.16/12, 192.168/16, 100.64/10, "
+			    "fc00::/7): only those can be lifted",
+			    tok);
 	}
 	return 0;
 }

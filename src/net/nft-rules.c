@@ -28,15 +28,16 @@ rule(struct lms_buf *b, const struct lms_cidr *c, const char *verdict)
 	char text[LMS_CIDR_TEXT_MAX];
 	lms_cidr_format(c, text, sizeof(text));
 	if (c->base.family == AF_INET)
-		add(b, "    ip daddr %s %s\n", text, strcmp(verdict, "accept") == 0 ? "accept" : "reject with icmp type admin-prohibited");
+		add(b, "    ip daddr %s %s\n", text,
+		    strcmp(verdict, "accept") == 0 ? "accept" : "reject with icmp type admin-prohibited");
 	else
 		add(b, "    ip6 daddr %s %s\n", text,
 		    strcmp(verdict, "accept") == 0 ? "accept" : "reject with icmpv6 type admin-prohibited");
 }
 
 void
-lms_net_nft_ruleset(struct lms_buf *b, const struct lms_cidr *allowed, size_t n_allowed, const struct lms_net_addr *host,
-		    size_t n_host)
+lms_net_nft_ruleset(struct lms_buf *b, const struct lms_cidr *allowed, size_t n_allowed,
+		    const struct lms_net_addr *host, size_t n_host)
 {
 	/* Declared then deleted then made: nft applies the file as one transaction, so there is never a
 	 * moment without the rules, and a second run replaces rather than adds. */

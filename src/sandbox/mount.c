@@ -462,7 +462,8 @@ write_resolv_conf(bool image, struct lms_init_msg *msg)
 	}
 	if (!S_ISREG(st.st_mode))
 		return lms_child_fail(msg, EINVAL, "bind over /%s (the host's resolv.conf is not a file)", target);
-	if (write_file(".resolv.conf", text, msg) < 0 || do_mount(".resolv.conf", target, NULL, MS_BIND, NULL, msg) < 0 ||
+	if (write_file(".resolv.conf", text, msg) < 0 ||
+	    do_mount(".resolv.conf", target, NULL, MS_BIND, NULL, msg) < 0 ||
 	    do_mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL, msg) < 0)
 		return -1;
 	/* The bind holds the file: its name on the root goes. */

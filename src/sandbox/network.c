@@ -138,10 +138,9 @@ run_helper(char *const argv[], int (*enter)(void *), void *arg, const char *inpu
 	}
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;
-	return lms_error_set(err, LMS_ERR_SETUP, 0, "network: %s failed (%s %d)%s%s", what,
-			     WIFSIGNALED(status) ? "signal" : "status",
-			     WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), n > 0 ? ": " : "",
-			     n > 0 ? text : "");
+	return lms_error_set(
+	    err, LMS_ERR_SETUP, 0, "network: %s failed (%s %d)%s%s", what, WIFSIGNALED(status) ? "signal" : "status",
+	    WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), n > 0 ? ": " : "", n > 0 ? text : "");
 }
 
 struct nft_enter {

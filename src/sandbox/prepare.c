@@ -230,7 +230,8 @@ lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox **out
 	if (r == 0 && sb->network)
 		r = lms_network_up(sb->pid, sb->cg, base, err);
 	if (r == 0 && sb->network && (sb->net_dev = lms_network_counters_open(sb->pid)) < 0)
-		r = lms_error_set(err, LMS_ERR_SETUP, errno, "network: open the sandbox's /proc/%d/net/dev", (int)sb->pid);
+		r = lms_error_set(err, LMS_ERR_SETUP, errno, "network: open the sandbox's /proc/%d/net/dev",
+				  (int)sb->pid);
 	if (r < 0 && errno == EPIPE)
 		failed_setup_cause(sb, err); /* PID 1 ended its setup early: its own message says why */
 	if (r < 0) {

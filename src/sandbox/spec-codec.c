@@ -139,7 +139,8 @@ lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, voi
 	bool ok = take(&r, &magic, sizeof(magic)) && magic == SPEC_MAGIC && take(&r, nums, sizeof(nums)) &&
 		  take_list(&r, &argv, &slot, &slots) && take_list(&r, &env, &slot, &slots) &&
 		  take_list(&r, &layers, &slot, &slots) && take_str(&r, &cwd) && take_str(&r, &image) &&
-		  take_str(&r, &storage_dir) && take_str(&r, &net_dns) && take_str(&r, &net_allow) && take(&r, &stdin_len, sizeof(stdin_len));
+		  take_str(&r, &storage_dir) && take_str(&r, &net_dns) && take_str(&r, &net_allow) &&
+		  take(&r, &stdin_len, sizeof(stdin_len));
 	if (ok && stdin_len != NONE64) {
 		ok = stdin_len <= (uint64_t)(r.end - r.p);
 		if (ok) {
