@@ -325,3 +325,27 @@ def test_network_needs_allow_network(servers):
         err = assert_error(s.exec({"argv": ["true"], "network": network}), 403)
         assert "--allow-network" in err["message"], err
     assert_error(s.post("/v1/sandboxes", {"network": True}), 403)
+
+
+def test_a_crash_leaves_no_pasta_and_the_revived_sandbox_gets_a_new_one(lms_bin, tmp_path, test_internet):
+    with daemons(lms_bin, tmp_path) as start:
+        args = ("--allow-network", "--network-dns", NET_ADDR)
+        s = start(*args)
+        resp = s.post("/v1/sandboxes", {"network": True})
+        assert resp.status_code == 201, show(resp)
+        sbx = resp.json()["id"]
+        marker = unique_marker()
+        r = s.post(f"/v1/sandboxes/{sbx}/exec", {"cmd": f"nohup sh -c 'sleep 600; true' {marker} >/dev/null 2>&1 &"})
+        assert r.status_code == 200, show(r)
+        pids = wait_until(lambda: host_pids_with(marker), 15)
+        assert pids
+        pastas = wait_until(lambda: pastas_beside(pids[0]), 5)
+        assert pastas, "no pasta in the sandbox's cgroup"
+        s.proc.kill()
+        s.proc.wait(30)
+        again = start(*args, state=s.state_dir)
+        # The revived sandbox is made again (a new PID 1 in a new cgroup), which also reaps the dead one's group.
+        r = again.post(f"/v1/sandboxes/{sbx}/exec",
+                       {"argv": ["python3", "-c", HTTP_GET, f"http://{NAME_OK}:{HTTP_PORT}/"]})
+        assert r.status_code == 200 and r.json()["stdout"].startswith("hello from"), show(r)
+        assert wait_until(lambda: gone(pastas), 10), f"pasta {pastas} outlived its crashed daemon"
