@@ -299,8 +299,8 @@ def test_pasta_is_gone_after_the_exec(servers, how):
     assert wait_until(lambda: gone(pastas), 5), f"pasta {pastas} outlived its sandbox"
 
 
-def test_pasta_is_gone_after_delete(servers):
-    s = servers["net"]
+def network_sandbox_with_pasta(s):
+    """A persistent network sandbox of server s with a background `sleep` in it: (its id, its pasta pids)."""
     resp = s.post("/v1/sandboxes", {"network": True})
     assert resp.status_code == 201, show(resp)
     sbx = resp.json()["id"]
@@ -308,9 +308,15 @@ def test_pasta_is_gone_after_delete(servers):
     r = s.post(f"/v1/sandboxes/{sbx}/exec", {"cmd": f"nohup sh -c 'sleep 600; true' {marker} >/dev/null 2>&1 &"})
     assert r.status_code == 200, show(r)
     pids = wait_until(lambda: host_pids_with(marker), 15)
-    assert pids
+    assert pids, "the background command never showed up"
     pastas = wait_until(lambda: pastas_beside(pids[0]), 5)
     assert pastas, "no pasta in the sandbox's cgroup"
+    return sbx, pastas
+
+
+def test_pasta_is_gone_after_delete(servers):
+    s = servers["net"]
+    sbx, pastas = network_sandbox_with_pasta(s)
     r = s.request("DELETE", f"/v1/sandboxes/{sbx}")
     assert r.status_code in (200, 204), show(r)
     assert wait_until(lambda: gone(pastas), 10), f"pasta {pastas} outlived its sandbox"
@@ -331,16 +337,7 @@ def test_a_crash_leaves_no_pasta_and_the_revived_sandbox_gets_a_new_one(lms_bin,
     with daemons(lms_bin, tmp_path) as start:
         args = ("--allow-network", "--network-dns", NET_ADDR)
         s = start(*args)
-        resp = s.post("/v1/sandboxes", {"network": True})
-        assert resp.status_code == 201, show(resp)
-        sbx = resp.json()["id"]
-        marker = unique_marker()
-        r = s.post(f"/v1/sandboxes/{sbx}/exec", {"cmd": f"nohup sh -c 'sleep 600; true' {marker} >/dev/null 2>&1 &"})
-        assert r.status_code == 200, show(r)
-        pids = wait_until(lambda: host_pids_with(marker), 15)
-        assert pids
-        pastas = wait_until(lambda: pastas_beside(pids[0]), 5)
-        assert pastas, "no pasta in the sandbox's cgroup"
+        sbx, pastas = network_sandbox_with_pasta(s)
         s.proc.kill()
         s.proc.wait(30)
         again = start(*args, state=s.state_dir)
