@@ -43,6 +43,12 @@ find_tool(const char *name)
 int
 lms_network_check(struct lms_error **err)
 {
+	/* The filter and pasta join the sandbox's network namespace from the host side, which needs
+	 * CAP_SYS_ADMIN in the host's user namespace: a user's own sandbox cannot have them. */
+	if (geteuid() != 0)
+		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
+				     "network: a network sandbox needs root (its packet filter and pasta are attached "
+				     "from the host side); run as root or through the daemon");
 	if (find_tool("pasta") == NULL)
 		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
 				     "network: pasta is not installed on this host (install Debian's passt package)");

@@ -68,3 +68,16 @@ def test_unprivileged_run_with_a_delegated_cgroup(lms_bin, tmp_path):
                 if os.path.isdir(os.path.join(group, child)):
                     os.rmdir(os.path.join(group, child))
             os.rmdir(group)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
+def test_unprivileged_network_is_refused_naming_root(lms_bin, tmp_path):
+    # The packet filter and pasta join the sandbox's namespace from the host side: root only, said at once.
+    binary = tmp_path / "lm-sandbox"
+    shutil.copy(lms_bin, binary)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(binary, 0o755)
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        str(binary), "run", "--network", "--", "true"],
+                       capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert r.returncode == 125 and b"needs root" in r.stderr, r
