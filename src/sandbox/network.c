@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -10,9 +11,11 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/fdio.h"
@@ -83,6 +86,44 @@ parse_allowed(const char *list, struct lms_cidr **out, size_t *n, struct lms_err
 	return 0;
 }
 
+static void
+close_from(int first)
+{
+#if HAVE_SYS_CLOSE_RANGE
+	if (syscall(SYS_close_range, (unsigned)first, ~0U, 0U) == 0)
+		return;
+#endif
+	long max = sysconf(_SC_OPEN_MAX);
+	for (long fd = first; fd < (max > 0 ? max : 65536); fd++)
+		close((int)fd);
+}
+
+/* How long a helper may take (pasta: until its tap is configured) before it is killed. */
+#define HELPER_TIMEOUT_MS 20000
+
+/* Waits for pid, killing it after HELPER_TIMEOUT_MS: a hung pasta must not hang the worker. */
+static int
+wait_bounded(pid_t pid, bool *killed)
+{
+	int status = 0;
+	*killed = false;
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd >= 0) {
+		struct pollfd p = {.fd = pidfd, .events = POLLIN};
+		int r;
+		while ((r = poll(&p, 1, HELPER_TIMEOUT_MS)) < 0 && errno == EINTR)
+			;
+		close(pidfd);
+		if (r == 0) {
+			kill(pid, SIGKILL);
+			*killed = true;
+		}
+	}
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return status;
+}
+
 /* Runs argv (a tool of find_tool) in a child made ready by `enter` and feeds it `input` on its standard
  * input; its standard error becomes the error's text when it fails. */
 static int
@@ -116,6 +157,9 @@ run_helper(char *const argv[], int (*enter)(void *), void *arg, const char *inpu
 			dprintf(2, "%s: %s", what, strerror(errno));
 			_exit(126);
 		}
+		/* pasta's daemon lives as long as the sandbox: it must hold none of the worker's descriptors
+		 * (an events pipe it held would never end for the daemon). */
+		close_from(3);
 		char *envp[] = {NULL};
 		execve(argv[0], argv, envp);
 		dprintf(2, "execute %s: %s", argv[0], strerror(errno));
@@ -126,9 +170,13 @@ run_helper(char *const argv[], int (*enter)(void *), void *arg, const char *inpu
 	if (input != NULL)
 		(void)lms_fd_write_all(in[1], input, strlen(input));
 	close(in[1]);
-	int status = 0;
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
+	bool killed;
+	int status = wait_bounded(pid, &killed);
+	if (killed) {
+		close(errp[0]);
+		return lms_error_set(err, LMS_ERR_SETUP, 0, "network: %s did not finish within %d ms", what,
+				     HELPER_TIMEOUT_MS);
+	}
 	/* pasta's daemon keeps no copy of the pipe (it reopens its standard streams on /dev/null): what is
 	 * in it now is all there is. */
 	char text[STDERR_MAX] = "";
