@@ -31,13 +31,14 @@ lms_exec_result_json(const struct lms_sandbox_result *res, const char *out, size
 		     size_t err_len, enum lms_encoding encoding)
 {
 	const char *sig = lms_signal_name(res->signal);
-	return json_pack("{s:o, s:o, s:i, s:o, s:b, s:b, s:b, s:b, s:b, s:o, s:o, s:I}", "stdout",
+	return json_pack("{s:o, s:o, s:i, s:o, s:b, s:b, s:b, s:b, s:b, s:o, s:o, s:I, s:I, s:I}", "stdout",
 			 encode_output(out, out_len, encoding), "stderr", encode_output(err, err_len, encoding),
 			 "exit_code", res->exit_code, "signal", sig ? json_string(sig) : json_null(), "timed_out",
 			 res->timed_out, "oom_killed", res->oom_killed, "pids_limit_hit", res->pids_limit_hit,
 			 "stdout_truncated", res->stdout_truncated, "stderr_truncated", res->stderr_truncated,
 			 "duration_ms", milliseconds(res->duration_ms), "cpu_ms", milliseconds(res->cpu_ms),
-			 "max_rss_kb", (json_int_t)res->max_rss_kb);
+			 "max_rss_kb", (json_int_t)res->max_rss_kb, "net_rx_bytes", (json_int_t)res->net_rx_bytes,
+			 "net_tx_bytes", (json_int_t)res->net_tx_bytes);
 }
 
 json_t *

@@ -118,6 +118,49 @@ get_bool(const json_t *obj, const char *key, bool *out, struct lms_error **err)
 	return 0;
 }
 
+/* Longest name or range of a network allowlist, and most entries: bounds before a later slice reads them. */
+#define NETWORK_ALLOW_MAX 256
+#define NETWORK_ALLOW_ENTRY_MAX 253
+
+/* "network": false, true, or {"allow": [names and ranges]} (API.md "Network"). Anything but false needs
+ * --allow-network (403, before its shape is even looked at: a server without network says so first). An
+ * allowlist is validated as a shape and refused: its enforcement is a later slice (docs/API-NOTES.md). */
+static int
+parse_network(const json_t *root, const struct lms_exec_policy *policy, bool *network, struct lms_error **err)
+{
+	const json_t *v = field(root, "network");
+	*network = false;
+	if (v == NULL || json_is_false(v))
+		return 0;
+	if (!json_is_true(v) && !json_is_object(v))
+		return lms_error_set(err, LMS_ERR_INVALID, 0,
+				     "network must be true, false or {\"allow\": [...]}, not %s", type_name(v));
+	if (!policy->allow_network)
+		return lms_error_set(err, LMS_ERR_FORBIDDEN, 0,
+				     "network access is disabled on this server: start it with --allow-network");
+	if (json_is_true(v)) {
+		*network = true;
+		return 0;
+	}
+	const json_t *allow = json_object_get(v, "allow");
+	if (!json_is_array(allow))
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "network.allow must be an array of names and ranges");
+	if (json_array_size(allow) > NETWORK_ALLOW_MAX)
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "network.allow has %zu entries: at most %d",
+				     json_array_size(allow), NETWORK_ALLOW_MAX);
+	size_t i;
+	const json_t *e;
+	json_array_foreach(allow, i, e)
+	{
+		size_t len = json_is_string(e) ? json_string_length(e) : 0;
+		if (len == 0 || len > NETWORK_ALLOW_ENTRY_MAX || strlen(json_string_value(e)) != len)
+			return lms_error_set(err, LMS_ERR_INVALID, 0,
+					     "network.allow[%zu] must be a name or a range of 1 to %d characters", i,
+					     NETWORK_ALLOW_ENTRY_MAX);
+	}
+	return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0, "network allowlists are not built yet; use true or false");
+}
+
 /* Reads a non-negative integer `key` of obj into *out when given; `name` is how the message calls it
  * ("limits.pids"), `min` the least value the engine can work with. */
 static int
@@ -441,7 +484,7 @@ lms_exec_request_parse(const char *body, size_t len, const struct lms_exec_polic
 	bool network = false;
 	if (parse_command(root, policy, req, err) < 0 || parse_stdin(root, req, err) < 0 ||
 	    parse_env(root, req, err) < 0 || parse_cwd(root, req, err) < 0 ||
-	    parse_limits(root, &spec->limits, err) < 0 || get_bool(root, "network", &network, err) < 0 ||
+	    parse_limits(root, &spec->limits, err) < 0 || parse_network(root, policy, &network, err) < 0 ||
 	    lms_gpu_selection_parse(field(root, "gpu"), &spec->gpus, err) < 0 ||
 	    get_bool(root, "stream", &req->stream, err) < 0 || parse_encoding(root, &req->encoding, err) < 0 ||
 	    parse_image(root, policy, req, err) < 0 || get_bool(root, "background", &req->background, err) < 0)
@@ -450,10 +493,11 @@ lms_exec_request_parse(const char *body, size_t len, const struct lms_exec_polic
 		return lms_error_set(err, LMS_ERR_INVALID, 0,
 				     "background and stream exclude each other: follow a background process's output "
 				     "with GET .../processes/{pid}/output?follow=true");
-	if (network && !policy->allow_network)
-		return lms_error_set(err, LMS_ERR_FORBIDDEN, 0,
-				     "network access is disabled on this server: start it with --allow-network");
 	spec->network = network;
+	if (network) {
+		spec->net_dns = policy->net_dns;
+		spec->net_allow_private = policy->net_allow_private;
+	}
 	clamp_limits(&spec->limits, &policy->ceilings);
 
 	spec->argv = req->argv;

@@ -13,13 +13,15 @@
 
 /* What the server allows: the defaults a request starts from and the ceilings it may not pass. */
 struct lms_exec_policy {
-	struct lms_limits defaults; /* used for fields the request leaves out */
-	struct lms_limits ceilings; /* a request may tighten limits, never loosen them: larger values are
-				     * clamped to these (timeout_ms: --max-timeout-ms; the others: the
-				     * server's defaults) */
-	bool allow_network;	    /* --allow-network */
-	bool have_bash;		    /* the root file system has /bin/bash: "cmd" runs as bash -c, else sh -c */
-	const char *state_dir;	    /* where imported images are (image/store.h); NULL: only "host" */
+	struct lms_limits defaults;    /* used for fields the request leaves out */
+	struct lms_limits ceilings;    /* a request may tighten limits, never loosen them: larger values are
+					* clamped to these (timeout_ms: --max-timeout-ms; the others: the
+					* server's defaults) */
+	bool allow_network;	       /* --allow-network */
+	const char *net_dns;	       /* --network-dns (spec.h's net_dns), NULL: the host's resolver */
+	const char *net_allow_private; /* --network-allow-private, "CIDR,CIDR" or NULL */
+	bool have_bash;		       /* the root file system has /bin/bash: "cmd" runs as bash -c, else sh -c */
+	const char *state_dir;	       /* where imported images are (image/store.h); NULL: only "host" */
 };
 
 struct lms_exec_request {
@@ -41,11 +43,12 @@ struct lms_exec_request {
  * change): malformed JSON (the message names line and column), a body that is not an object, a field
  * of the wrong type, both or neither of "cmd"/"argv", an empty argv or one with a non-string, an env
  * that is not an object of strings or has a name with '=' or an empty name, a relative cwd, a
- * negative or non-integer limit, an unknown "encoding"; "network": true without allow_network is
- * LMS_ERR_FORBIDDEN; an image neither "host" nor imported under policy->state_dir is LMS_ERR_NOT_FOUND (an
- * imported one brings its layers, Env, WorkingDir and bash-or-sh into the spec). NUL bytes inside strings are
- * rejected where the kernel cannot take them (argv, env, cwd) and kept in stdin. Unknown fields are
- * ignored. On success *out is set; free it with lms_exec_request_free.
+ * negative or non-integer limit, an unknown "encoding"; "network" other than false without allow_network is
+ * LMS_ERR_FORBIDDEN, and an allowlist ({"allow": [...]}, validated) LMS_ERR_UNSUPPORTED (not built yet); an image
+ * neither "host" nor imported under policy->state_dir is LMS_ERR_NOT_FOUND (an imported one brings its layers, Env,
+ * WorkingDir and bash-or-sh into the spec). NUL bytes inside strings are rejected where the kernel cannot take them
+ * (argv, env, cwd) and kept in stdin. Unknown fields are ignored. On success *out is set; free it with
+ * lms_exec_request_free.
  */
 int lms_exec_request_parse(const char *body, size_t len, const struct lms_exec_policy *policy,
 			   struct lms_exec_request **out, struct lms_error **err);

@@ -16,6 +16,7 @@
 #include "api/gpu-json.h"
 #include "cli/commands.h"
 #include "core/alloc.h"
+#include "net/forbidden.h"
 #include "core/buf.h"
 #include "core/fdio.h"
 #include "core/stringify.h"
@@ -75,7 +76,10 @@ static const char help_text[] =
 													       "(defaul"
 													       "t: " S(
 														   LMS_DEFAULT_DISK_MB) ")\n"
-																	"  --network            reach the network (not available yet)\n"
+																	"  --network            reach the internet through pasta; never the host, other sandboxes,\n"
+																	"                       link-local or private addresses (docs/SECURITY.md \"Network\")\n"
+																	"  --network-dns ADDR   the resolver the sandbox's DNS goes to (default: the host's)\n"
+																	"  --network-allow-private CIDR  a private range the sandbox may reach (repeatable)\n"
 																	"  --gpu [all|0,1]      pass NVIDIA GPUs through: all (default) or these indices (device nodes;\n"
 																	"                       driver from the host); `lm-sandbox version` lists them\n"
 																	"  --env NAME=VALUE     add a variable (repeatable); the caller's environment is never passed\n"
@@ -98,6 +102,8 @@ enum {
 	OPT_OUTPUT,
 	OPT_DISK,
 	OPT_NETWORK,
+	OPT_NETWORK_DNS,
+	OPT_NETWORK_ALLOW_PRIVATE,
 	OPT_GPU,
 	OPT_ENV,
 	OPT_CWD,
@@ -115,6 +121,8 @@ static const struct option options[] = {
     {"output-bytes", required_argument, NULL, OPT_OUTPUT},
     {"disk-mb", required_argument, NULL, OPT_DISK},
     {"network", no_argument, NULL, OPT_NETWORK},
+    {"network-dns", required_argument, NULL, OPT_NETWORK_DNS},
+    {"network-allow-private", required_argument, NULL, OPT_NETWORK_ALLOW_PRIVATE},
     {"gpu", optional_argument, NULL, OPT_GPU},
     {"env", required_argument, NULL, OPT_ENV},
     {"cwd", required_argument, NULL, OPT_CWD},
@@ -124,6 +132,16 @@ static const struct option options[] = {
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
+
+static int
+check_network_setting(const char *flag, const char *value, int (*check)(const char *, struct lms_error **))
+{
+	_cleanup_error_ struct lms_error *err = NULL;
+	if (check(value, &err) == 0)
+		return 0;
+	fprintf(stderr, "lm-sandbox run: %s: %s\n", flag, err->message);
+	return -1;
+}
 
 static int
 parse_cpus(const char *text, uint64_t *millicpus)
@@ -231,6 +249,19 @@ parse_args(int argc, char **argv, struct lms_sandbox_spec *spec, char ***env, bo
 		case OPT_NETWORK:
 			spec->network = true;
 			break;
+		case OPT_NETWORK_DNS:
+			spec->net_dns = optarg;
+			r = check_network_setting("--network-dns", optarg, lms_net_check_dns);
+			break;
+		case OPT_NETWORK_ALLOW_PRIVATE: {
+			/* Repeated flags join with ',' (the daemon's list settings do the same). */
+			char *joined = spec->net_allow_private ? xasprintf("%s,%s", spec->net_allow_private, optarg)
+							       : xstrdup(optarg);
+			free((char *)spec->net_allow_private);
+			spec->net_allow_private = joined;
+			r = check_network_setting("--network-allow-private", optarg, lms_net_check_allow_private);
+			break;
+		}
 		case OPT_GPU:
 			r = parse_gpu(argc, argv, spec);
 			break;
@@ -355,6 +386,7 @@ lms_cmd_run(int argc, char **argv)
 	struct lms_output out = {.fn = on_output, .userdata = &cap, .drain_fd = -1};
 	r = lms_sandbox_run(&spec, &out, &res, &err);
 	lms_buf_clear(&in);
+	free((char *)spec.net_allow_private);
 	int sig = res.cancelled ? received_signal(sigfd) : 0;
 	close(sigfd);
 	if (sig > 0) {

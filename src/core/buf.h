@@ -9,6 +9,8 @@ struct lms_buf {
 };
 
 void lms_buf_append(struct lms_buf *b, const void *data, size_t len);
+/* Appends formatted text of any length. */
+__attribute__((format(printf, 2, 3))) void lms_buf_printf(struct lms_buf *b, const char *fmt, ...);
 /* Returns the data (caller frees) and leaves the buffer empty. Never NULL. */
 char *lms_buf_steal(struct lms_buf *b, size_t *len);
 void lms_buf_clear(struct lms_buf *b);

@@ -111,3 +111,42 @@ lms_net_host_addrs(struct lms_net_addr **out, size_t *n, struct lms_error **err)
 	*out = addrs;
 	return 0;
 }
+
+int
+lms_net_check_dns(const char *addr, struct lms_error **err)
+{
+	struct lms_net_addr a;
+	return lms_net_addr_parse(addr, &a, err);
+}
+
+/* Whether range lies wholly inside a private range of the table. */
+static bool
+inside_private(const struct lms_cidr *range)
+{
+	size_t n;
+	const struct lms_cidr *table = lms_net_forbidden_cidrs(&n);
+	for (size_t i = 0; i < n; i++)
+		if (lms_net_forbidden_ranges[i].private_range && table[i].base.family == range->base.family &&
+		    table[i].prefix <= range->prefix && lms_cidr_contains(&table[i], &range->base))
+			return true;
+	return false;
+}
+
+int
+lms_net_check_allow_private(const char *list, struct lms_error **err)
+{
+	_cleanup_free_ char *copy = xstrdup(list);
+	char *save = NULL;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		struct lms_cidr c;
+		if (lms_cidr_parse(tok, &c, err) < 0)
+			return -1;
+		if (!inside_private(&c))
+			return lms_error_set(
+			    err, LMS_ERR_INVALID, 0,
+			    "%s is not inside a private range (10/8, 172.16/12, 192.168/16, 100.64/10, "
+			    "fc00::/7): only those can be lifted",
+			    tok);
+	}
+	return 0;
+}

@@ -39,3 +39,10 @@ const char *lms_net_forbidden_why(const struct lms_net_addr *a, const struct lms
  * none of them, since a host socket connecting to one reaches the host's own listeners. *out is
  * malloc'd (free it); *n may be 0. */
 int lms_net_host_addrs(struct lms_net_addr **out, size_t *n, struct lms_error **err);
+
+/* The server's network settings, checked once at start: --network-dns is an address (any: the resolver
+ * is reached from the host, by pasta, never by the sandbox); --network-allow-private is a comma-separated
+ * list of ranges each inside one private range of the table (lifting anything else would be a mistake:
+ * loopback, link-local and the host are never lifted). LMS_ERR_INVALID naming the value. */
+int lms_net_check_dns(const char *addr, struct lms_error **err);
+int lms_net_check_allow_private(const char *list, struct lms_error **err);

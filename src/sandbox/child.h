@@ -23,6 +23,7 @@ struct lms_child_ctx {
 	int ctl;	       /* PID 1's end of its socket with the parent (init-proto.h) */
 	bool privileged;       /* the parent is root: setgroups is allowed */
 	bool unshare_cgroupns; /* the cgroup namespace comes after the move into the cgroup (v1) */
+	bool network;	       /* /etc/resolv.conf names pasta's DNS forwarder (mount.c) */
 };
 
 /* The largest launch spec PID 1 reads (the command, its arguments and its environment). */

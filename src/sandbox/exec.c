@@ -23,6 +23,7 @@
 #include "core/fdio.h"
 #include "sandbox/child.h"
 #include "sandbox/internal.h"
+#include "sandbox/network.h"
 
 static const char *const default_env[] = {
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -469,6 +470,9 @@ lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, un
 	uint64_t cpu_ns = 0;
 	if (lms_cgroup_cpu_ns(sb->cg, &cpu_ns, NULL) == 0)
 		w.cpu_base_ms = (double)cpu_ns / 1e6;
+	uint64_t rx0 = 0, tx0 = 0;
+	if (sb->network)
+		lms_network_counters(sb->net_dev, &rx0, &tx0);
 	double start = lms_monotonic_ms();
 	w.deadline = start + (double)spec->limits.timeout_ms;
 	w.next_cpu_check = spec->limits.cpu_ms > 0 ? start : -1;
@@ -495,6 +499,12 @@ lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, un
 		return lms_error_prefix(err, "remove the command's own group");
 	if (r < 0)
 		return -1;
+	if (sb->network) {
+		uint64_t rx = 0, tx = 0;
+		lms_network_counters(sb->net_dev, &rx, &tx);
+		result->net_rx_bytes = rx >= rx0 ? rx - rx0 : 0;
+		result->net_tx_bytes = tx >= tx0 ? tx - tx0 : 0;
+	}
 	if (w.report.type == LMS_INIT_FAILED && (w.report.flags & LMS_INIT_FAILED_CWD))
 		return lms_error_set(err, LMS_ERR_INVALID, w.report.errnum, "cwd cannot be entered: %s", w.report.what);
 	if (w.report.type == LMS_INIT_FAILED)

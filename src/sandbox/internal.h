@@ -10,6 +10,8 @@
 struct lms_sandbox {
 	struct lms_limits base; /* the ceilings it was made with */
 	uint64_t gpus;		/* as the spec's */
+	bool network;		/* pasta and the packet filter are attached (network.h) */
+	int net_dev;		/* the namespace's /proc/PID/net/dev (network.h), or -1 */
 	struct lms_cgroup *cg;
 	int ctl;	  /* our end of PID 1's socket (init-proto.h); its end-of-file is PID 1's exit */
 	pid_t pid;	  /* PID 1, in our PID namespace; -1 once reaped */

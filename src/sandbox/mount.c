@@ -20,6 +20,7 @@
 #include "config.h"
 #include "core/file.h"
 #include "core/stringify.h"
+#include "net/nft-rules.h"
 #include "sandbox/child.h"
 #include "sandbox/gpu.h"
 
@@ -396,6 +397,81 @@ scratch_parts(int fds[3], struct lms_init_msg *msg)
 	return 0;
 }
 
+/* A network sandbox's /etc/resolv.conf names pasta's DNS forwarder (net/nft-rules.h), the one address of
+ * port 53 its filter lets through. An image's root is writable: the file is replaced. The host's /etc is
+ * a read-only bind: a file of the scratch tmpfs is bound over its resolv.conf (or over what its symbolic
+ * link names; made on the scratch tmpfs itself when that is outside the bound folders, as /run is). */
+static int
+write_file(const char *path, const char *text, struct lms_init_msg *msg)
+{
+	int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return lms_child_fail(msg, errno, "create /%s", path);
+	ssize_t n = write(fd, text, strlen(text));
+	int e = n < 0 ? errno : EIO;
+	close(fd);
+	return n == (ssize_t)strlen(text) ? 0 : lms_child_fail(msg, e, "write /%s", path);
+}
+
+static int
+make_parents(char *path, struct lms_init_msg *msg)
+{
+	for (char *p = strchr(path, '/'); p; p = strchr(p + 1, '/')) {
+		*p = '\0';
+		int r = mkdir(path, 0755);
+		int e = errno;
+		*p = '/';
+		if (r < 0 && e != EEXIST)
+			return lms_child_fail(msg, e, "mkdir /%s for /etc/resolv.conf", path);
+	}
+	return 0;
+}
+
+static int
+write_resolv_conf(bool image, struct lms_init_msg *msg)
+{
+	static const char text[] = "# lm-sandbox: pasta's DNS forwarder\nnameserver " LMS_NET_DNS_FORWARD "\n";
+	if (image) {
+		if (mkdir("etc", 0755) < 0 && errno != EEXIST)
+			return lms_child_fail(msg, errno, "mkdir /etc");
+		if (unlink("etc/resolv.conf") < 0 && errno != ENOENT)
+			return lms_child_fail(msg, errno, "remove the image's /etc/resolv.conf");
+		return write_file("etc/resolv.conf", text, msg);
+	}
+	char link[PATH_MAX], target[PATH_MAX + 8] = "etc/resolv.conf";
+	ssize_t n = readlink(target, link, sizeof(link) - 1);
+	if (n > 0) {
+		link[n] = '\0';
+		/* One level, relative to / or to /etc; "../" at the front of a relative link leaves /etc. */
+		const char *rel = link;
+		if (link[0] == '/')
+			snprintf(target, sizeof(target), "%s", link + 1);
+		else if (strncmp(rel, "../", 3) == 0)
+			snprintf(target, sizeof(target), "%s", rel + 3);
+		else
+			snprintf(target, sizeof(target), "etc/%s", rel);
+		if (strstr(target, "..") != NULL)
+			return lms_child_fail(msg, EINVAL, "follow the host's /etc/resolv.conf link (%s)", link);
+	}
+	struct stat st;
+	if (lstat(target, &st) < 0) {
+		/* Outside the host's bound folders (/run/...): made on the scratch tmpfs, where it is read. */
+		if (make_parents(target, msg) < 0)
+			return -1;
+		return write_file(target, text, msg);
+	}
+	if (!S_ISREG(st.st_mode))
+		return lms_child_fail(msg, EINVAL, "bind over /%s (the host's resolv.conf is not a file)", target);
+	if (write_file(".resolv.conf", text, msg) < 0 ||
+	    do_mount(".resolv.conf", target, NULL, MS_BIND, NULL, msg) < 0 ||
+	    do_mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL, msg) < 0)
+		return -1;
+	/* The bind holds the file: its name on the root goes. */
+	if (unlink(".resolv.conf") < 0)
+		return lms_child_fail(msg, errno, "remove the scratch /.resolv.conf");
+	return 0;
+}
+
 static int
 assemble(const struct lms_child_ctx *ctx, const int stored[5], const int *layers, struct lms_init_msg *msg)
 {
@@ -427,6 +503,8 @@ assemble(const struct lms_child_ctx *ctx, const int stored[5], const int *layers
 	} else if (host_entries(msg) < 0) {
 		goto fail;
 	}
+	if (ctx->network && write_resolv_conf(layers != NULL, msg) < 0)
+		goto fail;
 	if (make_scratch("work", 0755, parts[0], msg) < 0 || make_scratch("tmp", 01777, parts[1], msg) < 0 ||
 	    make_dev(ctx->gpu_minors, parts[2], msg) < 0 || make_proc(ctx->gpu_minors, ctx->gpu_only, msg) < 0)
 		goto fail;

@@ -22,6 +22,7 @@
 #include "sandbox/child.h"
 #include "sandbox/gpu.h"
 #include "sandbox/internal.h"
+#include "sandbox/network.h"
 #include "sandbox/seccomp.h"
 
 #ifndef CLONE_INTO_CGROUP
@@ -51,9 +52,8 @@ lms_sandbox_check_support(const struct lms_sandbox_spec *spec, struct lms_error 
 	uint64_t minors;
 	if (spec->gpus && gpu_minors(spec->gpus, &minors, err) < 0)
 		return -1;
-	if (spec->network)
-		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
-				     "network: sandboxes have loopback only for now; run without --network");
+	if (spec->network && lms_network_check(err) < 0)
+		return -1;
 	return 0;
 }
 
@@ -176,6 +176,8 @@ lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox **out
 	struct lms_sandbox *sb = xcalloc(1, sizeof(*sb));
 	sb->base = base->limits;
 	sb->gpus = base->gpus;
+	sb->network = base->network;
+	sb->net_dev = -1;
 	sb->pid = -1;
 	sb->next_id = 1;
 	char name[64];
@@ -204,6 +206,7 @@ lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox **out
 		    .ctl = sv[1],
 		    .privileged = privileged,
 		    .unshare_cgroupns = !into_cgroup,
+		    .network = base->network,
 		};
 		lms_child_main(&ctx);
 	}
@@ -222,6 +225,13 @@ lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox **out
 		r = lms_cgroup_attach(sb->cg, sb->pid, err);
 	if (r == 0 && send(sb->ctl, "c", 1, MSG_NOSIGNAL) != 1)
 		r = lms_error_set(err, LMS_ERR_SETUP, errno, "release the sandbox after the cgroup move");
+	/* The filter and pasta while PID 1 finishes its root: both are in place before READY is even read,
+	 * so before any command runs. */
+	if (r == 0 && sb->network)
+		r = lms_network_up(sb->pid, sb->cg, base, err);
+	if (r == 0 && sb->network && (sb->net_dev = lms_network_counters_open(sb->pid)) < 0)
+		r = lms_error_set(err, LMS_ERR_SETUP, errno, "network: open the sandbox's /proc/%d/net/dev",
+				  (int)sb->pid);
 	if (r < 0 && errno == EPIPE)
 		failed_setup_cause(sb, err); /* PID 1 ended its setup early: its own message says why */
 	if (r < 0) {
@@ -274,6 +284,8 @@ lms_sandbox_destroy_checked(struct lms_sandbox *sb, struct lms_error **err)
 	if (sb->ctl >= 0)
 		close(steal_fd(&sb->ctl));
 	lms_sandbox_sweep_groups(sb, true);
+	if (sb->net_dev >= 0)
+		close(steal_fd(&sb->net_dev));
 	int r = lms_cgroup_destroy(sb->cg, err);
 	free(sb);
 	return r;

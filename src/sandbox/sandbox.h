@@ -76,7 +76,12 @@ struct lms_sandbox_spec {
 	const void *stdin_data; /* fed to the command then closed; NULL = /dev/null */
 	size_t stdin_len;
 	struct lms_limits limits;
-	bool network; /* not yet supported: always loopback only */
+	/* The internet through pasta, behind the sandbox's own packet filter (sandbox/network.h); false: its
+	 * own network namespace with loopback only. Only a sandbox's base spec (or a one-shot's) looks at it
+	 * and at the two below. */
+	bool network;
+	const char *net_dns;	       /* the upstream resolver's address; NULL: the host's /etc/resolv.conf */
+	const char *net_allow_private; /* "CIDR,CIDR": private ranges the sandbox may reach; NULL: none */
 	/* NVIDIA passthrough: 0 none; bit N the GPU of index N; LMS_GPU_ALL (gpu.h) every GPU the host has */
 	uint64_t gpus;
 	int cancel_fd; /* when readable (or hung up), the sandbox is killed; -1 = none */
@@ -100,6 +105,8 @@ struct lms_sandbox_result {
 	double duration_ms;
 	double cpu_ms;
 	long max_rss_kb;
+	uint64_t net_rx_bytes; /* a network sandbox's interface during the command (all of it: background */
+	uint64_t net_tx_bytes; /* processes' traffic meanwhile counts too); 0 without network */
 	int pid; /* lms_sandbox_start: the started command's, in the sandbox's PID namespace; 0 if it did not start */
 };
 

@@ -31,6 +31,8 @@ record(struct lms_exec *x, const struct lms_sandbox_result *result)
 	x->recorded = true;
 	lms_metrics_exec(&x->server->metrics, result ? outcome_of(result) : LMS_OUTCOME_ERROR,
 			 (lms_monotonic_ms() - x->start_ms) / 1e3);
+	if (result != NULL && (result->net_rx_bytes || result->net_tx_bytes))
+		lms_metrics_net(&x->server->metrics, result->net_rx_bytes, result->net_tx_bytes);
 }
 
 int

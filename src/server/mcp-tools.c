@@ -41,7 +41,8 @@
 	"\"stdout\": {\"type\": \"string\"}, \"stderr\": {\"type\": \"string\"}, "                                     \
 	"\"stdout_truncated\": {\"type\": \"boolean\"}, \"stderr_truncated\": {\"type\": \"boolean\"}, "               \
 	"\"duration_ms\": {\"type\": \"number\"}, \"cpu_ms\": {\"type\": \"number\"}, "                                \
-	"\"max_rss_kb\": {\"type\": \"integer\"}}}"
+	"\"max_rss_kb\": {\"type\": \"integer\"}, \"net_rx_bytes\": {\"type\": \"integer\"}, "                         \
+	"\"net_tx_bytes\": {\"type\": \"integer\"}}}"
 
 static const char tools_json[] =
     "["

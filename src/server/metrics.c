@@ -33,6 +33,15 @@ lms_metrics_request(struct lms_metrics *m, const char *route, unsigned status)
 }
 
 void
+lms_metrics_net(struct lms_metrics *m, uint64_t rx, uint64_t tx)
+{
+	pthread_mutex_lock(&m->lock);
+	m->net_rx_bytes += rx;
+	m->net_tx_bytes += tx;
+	pthread_mutex_unlock(&m->lock);
+}
+
+void
 lms_metrics_exec(struct lms_metrics *m, enum lms_exec_outcome outcome, double seconds)
 {
 	pthread_mutex_lock(&m->lock);
@@ -104,6 +113,12 @@ lms_metrics_render(struct lms_metrics *m, int active, struct lms_buf *out)
 	line(out, "lms_execution_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)m->latency_count);
 	line(out, "lms_execution_duration_seconds_sum %.6f\n", m->latency_sum_s);
 	line(out, "lms_execution_duration_seconds_count %llu\n", (unsigned long long)m->latency_count);
+	line(out, "# HELP lms_network_received_bytes_total Bytes network sandboxes received during executions.\n");
+	line(out, "# TYPE lms_network_received_bytes_total counter\n");
+	line(out, "lms_network_received_bytes_total %llu\n", (unsigned long long)m->net_rx_bytes);
+	line(out, "# HELP lms_network_sent_bytes_total Bytes network sandboxes sent during executions.\n");
+	line(out, "# TYPE lms_network_sent_bytes_total counter\n");
+	line(out, "lms_network_sent_bytes_total %llu\n", (unsigned long long)m->net_tx_bytes);
 	line(out, "# HELP lms_backend_requests_total Requests to LLM backends by backend and status.\n");
 	line(out, "# TYPE lms_backend_requests_total counter\n");
 	for (int i = 0; i < m->n_backend; i++)

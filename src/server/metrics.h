@@ -30,6 +30,7 @@ struct lms_metrics {
 	uint64_t latency_buckets[LMS_METRICS_BUCKETS]; /* cumulative at render time */
 	uint64_t latency_count;
 	double latency_sum_s;
+	uint64_t net_rx_bytes, net_tx_bytes; /* network sandboxes' interfaces, all executions together */
 	struct {
 		char backend[48];
 		unsigned status;
@@ -42,6 +43,8 @@ struct lms_metrics {
 void lms_metrics_init(struct lms_metrics *m);
 void lms_metrics_request(struct lms_metrics *m, const char *route, unsigned status);
 void lms_metrics_exec(struct lms_metrics *m, enum lms_exec_outcome outcome, double seconds);
+/* Bytes a network sandbox received and sent during one execution (its result's net_rx/tx_bytes). */
+void lms_metrics_net(struct lms_metrics *m, uint64_t rx, uint64_t tx);
 /* A request to an LLM backend: its status (or the 502/503/504 given for it) and the time to its headers. */
 void lms_metrics_backend(struct lms_metrics *m, const char *backend, unsigned status, double seconds);
 /* Appends the Prometheus text exposition. */

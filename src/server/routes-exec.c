@@ -22,6 +22,8 @@ lms_server_exec_policy(const struct lms_server *s)
 	    .defaults = s->cfg->defaults,
 	    .ceilings = s->cfg->defaults,
 	    .allow_network = s->cfg->allow_network,
+	    .net_dns = s->cfg->network_dns,
+	    .net_allow_private = s->cfg->network_allow_private,
 	    .have_bash = s->have_bash,
 	    .state_dir = s->cfg->state_dir,
 	};

@@ -526,6 +526,11 @@ settings_of(const struct lms_sandboxes *sbs, json_t *rec, struct lms_sandbox_set
 	set->spec.env = *env;
 	set->spec.image = image;
 	set->spec.network = json_is_true(json_object_get(rec, "network"));
+	if (set->spec.network) {
+		/* Revived with a new pasta and filter, under this run's settings. */
+		set->spec.net_dns = sbs->server->cfg->network_dns;
+		set->spec.net_allow_private = sbs->server->cfg->network_allow_private;
+	}
 	if (lms_gpu_selection_parse(json_object_get(rec, "gpu"), &set->spec.gpus, NULL) < 0)
 		return "its record has a gpu that is not true, false or a list of indices";
 	set->metadata = meta;

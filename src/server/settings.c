@@ -9,6 +9,7 @@
 #include "core/buf.h"
 #include "core/file.h"
 #include "core/stringify.h"
+#include "net/forbidden.h"
 
 enum setting_type {
 	T_STRING,
@@ -63,6 +64,11 @@ static const struct setting settings[] = {
     {"idle-timeout-ms", T_U64, "120000", 1000, 3600000, F(idle_timeout_ms),
      "a body that stalls, or a client that takes no bytes of a response, this long is closed (whole seconds)"},
     {"allow-network", T_BOOL, "false", 0, 0, F(allow_network), "let requests ask for network: true"},
+    {"network-dns", T_STRING, NULL, 0, 0, F(network_dns),
+     "the resolver network sandboxes' DNS goes to, asked from the host by pasta (default: the host's)"},
+    {"network-allow-private", T_LIST, NULL, 0, 0, F(network_allow_private),
+     "a private range (inside 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7) network sandboxes may reach "
+     "(repeatable)"},
     {"cors-origin", T_LIST, NULL, 0, 0, F(cors_origins),
      "an Origin (scheme://host[:port]) whose pages may call POST /mcp, besides the server's own (repeatable; the "
      "variable takes ORIGIN,ORIGIN)"},
@@ -401,6 +407,10 @@ lms_config_load(struct lms_config *cfg, int argc, char **argv, char **envp, stru
 	}
 	if (cfg->token_file && load_token_file(cfg, err) < 0)
 		return -1;
+	if (cfg->network_dns && lms_net_check_dns(cfg->network_dns, err) < 0)
+		return lms_error_prefix(err, "--network-dns");
+	if (cfg->network_allow_private && lms_net_check_allow_private(cfg->network_allow_private, err) < 0)
+		return lms_error_prefix(err, "--network-allow-private");
 	if (cfg->defaults.timeout_ms > cfg->max_timeout_ms)
 		cfg->defaults.timeout_ms = cfg->max_timeout_ms;
 	return 0;

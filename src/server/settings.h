@@ -31,6 +31,8 @@ struct lms_config {
 	uint64_t header_timeout_ms;
 	uint64_t idle_timeout_ms;
 	bool allow_network;
+	char *network_dns;	     /* the upstream resolver of network sandboxes; NULL: the host's */
+	char *network_allow_private; /* "CIDR,CIDR": private ranges network sandboxes may reach */
 	bool insecure_no_auth;
 	bool sandbox_optional; /* a failed start-up privilege check is logged, not fatal */
 	char *ollama_url;

@@ -29,7 +29,7 @@ from procinfo import descendants  # noqa: F401 (re-exported for the tests)
 EXEC_FIELDS = {
     "stdout": str, "stderr": str, "exit_code": int, "signal": (str, type(None)), "timed_out": bool,
     "oom_killed": bool, "pids_limit_hit": bool, "stdout_truncated": bool, "stderr_truncated": bool,
-    "duration_ms": (int, float), "cpu_ms": (int, float), "max_rss_kb": int,
+    "duration_ms": (int, float), "cpu_ms": (int, float), "max_rss_kb": int, "net_rx_bytes": int, "net_tx_bytes": int,
 }
 EXIT_EVENT_FIELDS = set(EXEC_FIELDS) - {"stdout", "stderr"}
 

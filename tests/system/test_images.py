@@ -486,3 +486,23 @@ def test_real_debian_from_mmdebstrap(lms_bin, tmp_path, debian_tarball):
         assert inst["exit_code"] == 0, inst
         run = sbx_sh(s, sbx["id"], "lms-hello && dpkg -s lms-hello | grep Status")
         assert run["stdout"] == "hello from a package\nStatus: install ok installed\n", run
+
+
+@root
+def test_an_image_sandbox_with_network_names_the_dns_forwarder(lms_bin, state, tmp_path, rootfs):
+    # An image's root is writable: its /etc/resolv.conf (a symbolic link here, as systemd images have) is replaced
+    # by one naming pasta's DNS forwarder; the image itself keeps its own.
+    import shutil
+    if shutil.which("pasta") is None or shutil.which("nft") is None:
+        pytest.skip("NEEDS pasta and nft: install passt and nftables (scripts/deps.sh does)")
+
+    def resolv_link(tar):
+        add_entry(tar, "etc/resolv.conf", tarfile.SYMTYPE, linkname="../run/resolv.conf")
+
+    f = tmp_path / "rootfs.tar"
+    f.write_bytes(mini_rootfs(extra=[base_extra, resolv_link]))
+    assert image_cmd(lms_bin, state, "import", "mini-net", str(f)).returncode == 0
+    out = run_in(lms_bin, state, "mini-net", "cat /etc/resolv.conf", "--network", "--network-dns", "192.0.2.53")
+    assert out.returncode == 0 and b"nameserver 169.254.1.1" in out.stdout, out
+    out = run_in(lms_bin, state, "mini-net", "cat /etc/resolv.conf || echo none")
+    assert b"169.254.1.1" not in out.stdout, out

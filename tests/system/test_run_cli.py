@@ -11,7 +11,7 @@ root = pytest.mark.require_root
 JSON_KEYS = {
     "stdout": str, "stderr": str, "exit_code": int, "signal": (str, type(None)), "timed_out": bool,
     "oom_killed": bool, "pids_limit_hit": bool, "stdout_truncated": bool, "stderr_truncated": bool,
-    "duration_ms": (int, float), "cpu_ms": (int, float), "max_rss_kb": int,
+    "duration_ms": (int, float), "cpu_ms": (int, float), "max_rss_kb": int, "net_rx_bytes": int, "net_tx_bytes": int,
 }
 
 

@@ -440,10 +440,14 @@ def test_network_true_is_403_without_allow_network(server):
 
 
 @root
-def test_network_true_with_allow_network(start):
+def test_network_allowlist_is_422_until_built(start):
     s = start("--allow-network")
-    # Until sandboxes get a network of their own, the request is refused as not supported (API.md: 422).
-    assert_error(s.exec({"argv": ["true"], "network": True}), 422)
+    # Allowlists are a later slice: their shape is checked (400), then they are refused as not built (422).
+    err = assert_error(s.exec({"argv": ["true"], "network": {"allow": ["example.org"]}}), 422)
+    assert "not built yet" in err["message"] and "true or false" in err["message"], err
+    assert_error(s.exec({"argv": ["true"], "network": {"allow": "example.org"}}), 400)
+    assert_error(s.exec({"argv": ["true"], "network": {"allow": [""]}}), 400)
+    assert_error(s.exec({"argv": ["true"], "network": "yes"}), 400)
     assert_exec_result(s.exec({"argv": ["true"], "network": False}))
 
 
@@ -1171,6 +1175,7 @@ OPTIONS = {  # flag: default shown by --help (None: not checked)
     "max-timeout-ms": "300000", "max-body-bytes": "8388608",
     "max-body-bytes-in-flight": "33554432", "max-connections": "1024", "max-connections-per-ip": "128",
     "header-timeout-ms": "10000", "idle-timeout-ms": "120000", "allow-network": None, "insecure-no-auth": None,
+    "network-dns": None, "network-allow-private": None,
     "timeout-ms": "30000", "memory-mb": "512", "pids": "256", "cpu-ms": "0", "output-bytes": "1048576",
     "disk-mb": "1024",
 }

@@ -7,16 +7,19 @@ import subprocess
 import pytest
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
-def test_unprivileged_run_works_or_names_what_is_missing(lms_bin, tmp_path):
-    # A copy that the unprivileged user can execute wherever the checkout lives.
+def run_as_nobody(lms_bin, tmp_path, *run_args):
+    """`lm-sandbox run RUN_ARGS` as uid 65534, from a copy it can execute wherever the checkout lives."""
     binary = tmp_path / "lm-sandbox"
     shutil.copy(lms_bin, binary)
     os.chmod(tmp_path, 0o755)
     os.chmod(binary, 0o755)
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                        str(binary), "run", "--", "id", "-u"],
-                       capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(binary), "run",
+                           *run_args], capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
+def test_unprivileged_run_works_or_names_what_is_missing(lms_bin, tmp_path):
+    r = run_as_nobody(lms_bin, tmp_path, "--", "id", "-u")
     if r.returncode == 0:
         assert r.stdout.strip() == b"0", r
         return
@@ -68,3 +71,10 @@ def test_unprivileged_run_with_a_delegated_cgroup(lms_bin, tmp_path):
                 if os.path.isdir(os.path.join(group, child)):
                     os.rmdir(os.path.join(group, child))
             os.rmdir(group)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
+def test_unprivileged_network_is_refused_naming_root(lms_bin, tmp_path):
+    # The packet filter and pasta join the sandbox's namespace from the host side: root only, said at once.
+    r = run_as_nobody(lms_bin, tmp_path, "--network", "--", "true")
+    assert r.returncode == 125 and b"needs root" in r.stderr, r

@@ -20,9 +20,9 @@ result_has_exactly_the_api_fields(void **state)
 					 .max_rss_kb = 3120};
 	json_t *obj = lms_exec_result_json(&res, "hi\n", 3, "\xff", 1, LMS_ENCODING_UTF8);
 	assert_non_null(obj);
-	const char *keys[] = {"stdout",	     "stderr",	   "exit_code",	       "signal",
-			      "timed_out",   "oom_killed", "stdout_truncated", "stderr_truncated",
-			      "duration_ms", "cpu_ms",	   "max_rss_kb",       "pids_limit_hit"};
+	const char *keys[] = {"stdout",	    "stderr",		"exit_code",	    "signal",	   "timed_out",
+			      "oom_killed", "stdout_truncated", "stderr_truncated", "duration_ms", "cpu_ms",
+			      "max_rss_kb", "pids_limit_hit",	"net_rx_bytes",	    "net_tx_bytes"};
 	assert_int_equal(json_object_size(obj), sizeof(keys) / sizeof(keys[0]));
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		assert_non_null(json_object_get(obj, keys[i]));

@@ -523,7 +523,8 @@ static void
 flag_and_enum_errors(void **state)
 {
 	(void)state;
-	expect_invalid("{\"cmd\": \"true\", \"network\": \"no\"}", "network must be true or false, not a string");
+	expect_invalid("{\"cmd\": \"true\", \"network\": \"no\"}",
+		       "network must be true, false or {\"allow\": [...]}, not a string");
 	expect_invalid("{\"cmd\": \"true\", \"gpu\": 1}",
 		       "gpu must be true, false or a list of GPU indices such as [0, 1]");
 	expect_invalid("{\"cmd\": \"true\", \"gpu\": []}", "gpu: an empty list selects no GPU: send false");
@@ -553,6 +554,27 @@ network_needs_allow_network(void **state)
 	const char *body = "{\"cmd\": \"true\", \"network\": true}";
 	_cleanup_request_ struct lms_exec_request *r = parse_with(&p, body, strlen(body));
 	assert_true(r->spec.network);
+	assert_null(r->spec.net_dns);
+	/* An allowlist: 403 first without the switch, then its shape, then 422 (not built yet). */
+	expect_error("{\"cmd\": \"true\", \"network\": {\"allow\": [\"x.org\"]}}", LMS_ERR_FORBIDDEN,
+		     "--allow-network");
+	struct lms_error *err = NULL;
+	const char *list = "{\"cmd\": \"true\", \"network\": {\"allow\": [\"x.org\", \"203.0.113.0/24\"]}}";
+	assert_int_equal(lms_exec_request_parse(list, strlen(list), &p, &(struct lms_exec_request *){NULL}, &err), -1);
+	assert_int_equal(err->kind, LMS_ERR_UNSUPPORTED);
+	assert_non_null(strstr(err->message, "not built yet"));
+	lms_error_free(err);
+	err = NULL;
+	const char *bad = "{\"cmd\": \"true\", \"network\": {\"allow\": [1]}}";
+	assert_int_equal(lms_exec_request_parse(bad, strlen(bad), &p, &(struct lms_exec_request *){NULL}, &err), -1);
+	assert_int_equal(err->kind, LMS_ERR_INVALID);
+	lms_error_free(err);
+	/* The server's DNS and private ranges travel with a network spec. */
+	p.net_dns = "198.18.0.2";
+	p.net_allow_private = "10.1.0.0/16";
+	_cleanup_request_ struct lms_exec_request *r2 = parse_with(&p, body, strlen(body));
+	assert_string_equal(r2->spec.net_dns, "198.18.0.2");
+	assert_string_equal(r2->spec.net_allow_private, "10.1.0.0/16");
 }
 
 static void

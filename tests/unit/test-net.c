@@ -15,7 +15,9 @@
 #include <cmocka.h>
 
 #include "net/cidr.h"
+#include "core/buf.h"
 #include "net/forbidden.h"
+#include "net/nft-rules.h"
 
 static struct lms_net_addr
 addr(const char *text)
@@ -184,6 +186,54 @@ test_host_addresses_are_forbidden_whatever_is_lifted(void **state)
 	free(mine);
 }
 
+/* The filter's text: the host's addresses and the never-lifted ranges are rejected before an allowed
+ * private range is accepted, which comes before the private ranges' rejects; the DNS forwarder passes. */
+static void
+test_nft_ruleset_order(void **state)
+{
+	(void)state;
+	struct lms_net_addr host[] = {addr("192.0.2.2"), addr("fd00::2")};
+	struct lms_cidr allowed = range("10.213.0.0/16");
+	struct lms_buf b = {0};
+	lms_net_nft_ruleset(&b, &allowed, 1, host, 2);
+	const char *t = b.data;
+	const char *dns = strstr(t, "ip daddr " LMS_NET_DNS_FORWARD " udp dport 53 accept");
+	const char *h4 = strstr(t, "ip daddr 192.0.2.2/32 reject with icmp type admin-prohibited");
+	const char *h6 = strstr(t, "ip6 daddr fd00::2/128 reject with icmpv6 type admin-prohibited");
+	const char *lo = strstr(t, "ip daddr 127.0.0.0/8 reject");
+	const char *link = strstr(t, "ip daddr 169.254.0.0/16 reject");
+	const char *lift = strstr(t, "ip daddr 10.213.0.0/16 accept");
+	const char *priv = strstr(t, "ip daddr 10.0.0.0/8 reject");
+	const char *ula = strstr(t, "ip6 daddr fc00::/7 reject");
+	assert_non_null(dns);
+	assert_non_null(h4);
+	assert_non_null(h6);
+	assert_non_null(lo);
+	assert_non_null(link);
+	assert_non_null(lift);
+	assert_non_null(priv);
+	assert_non_null(ula);
+	assert_true(dns < link && h4 < lift && h6 < lift && lo < lift && link < lift && lift < priv);
+	assert_non_null(strstr(t, "hook output"));
+	lms_buf_clear(&b);
+}
+
+static void
+test_network_settings_are_checked(void **state)
+{
+	(void)state;
+	assert_int_equal(lms_net_check_dns("198.18.0.2", NULL), 0);
+	assert_int_equal(lms_net_check_dns("::1", NULL), 0);
+	assert_int_equal(lms_net_check_dns("dns.example", NULL), -1);
+	assert_int_equal(lms_net_check_allow_private("10.1.0.0/16,192.168.5.0/24,fd12::/16", NULL), 0);
+	struct lms_error *err = NULL;
+	assert_int_equal(lms_net_check_allow_private("10.0.0.0/8,127.0.0.0/8", &err), -1);
+	assert_non_null(strstr(err->message, "127.0.0.0/8"));
+	lms_error_free(err);
+	assert_int_equal(lms_net_check_allow_private("0.0.0.0/0", NULL), -1);
+	assert_int_equal(lms_net_check_allow_private("8.8.8.0/24", NULL), -1);
+}
+
 int
 main(void)
 {
@@ -195,6 +245,8 @@ main(void)
 	    cmocka_unit_test(test_forbidden_table),
 	    cmocka_unit_test(test_allow_private_lifts_only_private_ranges),
 	    cmocka_unit_test(test_host_addresses_are_forbidden_whatever_is_lifted),
+	    cmocka_unit_test(test_nft_ruleset_order),
+	    cmocka_unit_test(test_network_settings_are_checked),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

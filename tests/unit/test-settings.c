@@ -34,6 +34,8 @@ static const char *const all_flags[] = {
     "header-timeout-ms",
     "idle-timeout-ms",
     "allow-network",
+    "network-dns",
+    "network-allow-private",
     "insecure-no-auth",
     "sandbox-optional",
     "ollama-url",

@@ -177,6 +177,37 @@ codec_keeps_cpus(void **state)
 	lms_buf_clear(&b);
 }
 
+static void
+codec_keeps_network_settings(void **state)
+{
+	(void)state;
+	struct lms_sandbox_spec spec, back;
+	lms_sandbox_spec_init(&spec);
+	char *argv[] = {"true", NULL};
+	spec.argv = argv;
+	spec.network = true;
+	spec.net_dns = "198.18.0.2";
+	spec.net_allow_private = "10.1.0.0/16,fd00::/8";
+	struct lms_buf b = {0};
+	lms_spec_encode(&spec, &b);
+	void *storage = NULL;
+	assert_int_equal(lms_spec_decode(b.data, b.len, &back, &storage, NULL), 0);
+	assert_true(back.network);
+	assert_string_equal(back.net_dns, "198.18.0.2");
+	assert_string_equal(back.net_allow_private, "10.1.0.0/16,fd00::/8");
+	free(storage);
+	lms_buf_clear(&b);
+	/* Without them: NULL both, not empty strings. */
+	spec.network = false;
+	spec.net_dns = spec.net_allow_private = NULL;
+	lms_spec_encode(&spec, &b);
+	assert_int_equal(lms_spec_decode(b.data, b.len, &back, &storage, NULL), 0);
+	assert_null(back.net_dns);
+	assert_null(back.net_allow_private);
+	free(storage);
+	lms_buf_clear(&b);
+}
+
 int
 main(void)
 {
@@ -187,6 +218,7 @@ main(void)
 	    cmocka_unit_test(limits_fit_a_prepared_sandbox),
 	    cmocka_unit_test(cpus_parse_as_thousandths),
 	    cmocka_unit_test(codec_keeps_cpus),
+	    cmocka_unit_test(codec_keeps_network_settings),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

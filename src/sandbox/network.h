@@ -1,0 +1,29 @@
+#pragma once
+/*
+ * A network sandbox's link to the internet (API.md "Network", docs/SECURITY.md "Network"), set up from the
+ * host side once PID 1 is in its cgroup and before any command runs: the packet filter of its network
+ * namespace (net/nft-rules.h, installed by `nft -f -` run in that namespace), then pasta attached to the
+ * namespace, started in the sandbox's cgroup so that it is counted, limited and killed with the sandbox.
+ */
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "core/error.h"
+#include "sandbox/cgroup.h"
+#include "sandbox/sandbox.h"
+
+/* Whether this host can give a sandbox a network: pasta and nft are installed (LMS_ERR_UNSUPPORTED saying
+ * what to install otherwise). */
+int lms_network_check(struct lms_error **err);
+
+/* The filter, then pasta, for the sandbox whose PID 1 is pid1 (in cg). spec: the base spec's net_dns and
+ * net_allow_private. Returns when pasta has configured the namespace's interface. */
+int lms_network_up(pid_t pid1, const struct lms_cgroup *cg, const struct lms_sandbox_spec *spec,
+		   struct lms_error **err);
+
+/* The namespace's /proc/PID/net/dev, opened while PID 1 lives: the open file keeps answering for that
+ * namespace after PID 1 has exited (a one-shot command's PID 1 ends with it). -1 with errno. */
+int lms_network_counters_open(pid_t pid1);
+/* Bytes received and sent by the namespace's interfaces but loopback so far; 0 and 0 when unreadable. */
+void lms_network_counters(int fd, uint64_t *rx, uint64_t *tx);

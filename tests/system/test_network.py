@@ -1,0 +1,348 @@
+"""Network on request (issue 13, first slice; API.md "Network", docs/SECURITY.md "Network").
+
+Every packet stays on this machine: the "internet" is a namespace the fixture builds (net_fixtures.py) at
+198.18.0.0/15, and every forbidden address a sandbox is shown not to reach is a listener the test itself starts
+(on the host, or inside that namespace) and first reaches from the HOST, so that each refusal could fail.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import threading
+
+import pytest
+
+from conftest import host_pids_with, unique_marker
+from net_fixtures import (  # noqa: F401  (test_internet is a fixture)
+    HOST_ADDR,
+    HTTP_PORT,
+    METADATA_ADDR,
+    NAME_BAD,
+    NAME_OK,
+    NET_ADDR,
+    PRIVATE_ADDR,
+    PRIVATE_RANGE,
+    test_internet,
+)
+from server_fixtures import assert_error, assert_exec_result, daemons, metric_sum, parse_metrics, show, wait_until
+
+pytestmark = pytest.mark.require_root
+
+# Run inside a sandbox: connects to each [host, port] of argv[1] (JSON) and prints {"host port": "ok" | error}.
+CONNECT = r"""
+import json, socket, sys
+out = {}
+for host, port in json.loads(sys.argv[1]):
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.settimeout(4)
+        s.connect((host, port))
+        s.close()
+        out[f"{host} {port}"] = "ok"
+    except Exception as e:
+        out[f"{host} {port}"] = f"{type(e).__name__}: {e}"
+print(json.dumps(out))
+"""
+
+# Run inside a sandbox: GET http://argv[1]/ and print the body (a name goes through the sandbox's resolver).
+HTTP_GET = r"""
+import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode(), end="")
+"""
+
+
+@pytest.fixture(scope="module")
+def servers(lms_bin, tmp_path_factory, test_internet):
+    """Three daemons: with network (DNS pointed at the test internet), the same with the test namespace's 10.x
+    range allowed, and one without --allow-network."""
+    tmp = tmp_path_factory.mktemp("net")
+    with daemons(lms_bin, tmp) as start:
+        dns = ("--network-dns", NET_ADDR)
+        yield {
+            "net": start("--allow-network", *dns),
+            "private": start("--allow-network", *dns, "--network-allow-private", PRIVATE_RANGE),
+            "off": start(),
+        }
+
+
+def sandbox_connect(server, targets, network=True):
+    r = assert_exec_result(server.exec({"argv": ["python3", "-c", CONNECT, json.dumps(targets)],
+                                        "network": network, "timeout_ms": 30000}))
+    assert r["exit_code"] == 0, r
+    return json.loads(r["stdout"])
+
+
+class Listener:
+    """A TCP listener on the host at (addr, ephemeral port), accepting and closing in a thread."""
+
+    def __init__(self, addr):
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.bind((addr, 0))
+        self.sock.listen(64)
+        self.addr, self.port = addr, self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+                c.close()
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+
+
+def host_connects(addr, port):
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(3)
+        s.connect((addr, port))
+    return True
+
+
+def host_addresses():
+    """Every address of the host's interfaces (link-local IPv6 left out: it needs an interface to connect)."""
+    out = json.loads(subprocess.run(["ip", "-j", "addr"], check=True, capture_output=True, text=True).stdout)
+    addrs = []
+    for link in out:
+        for a in link.get("addr_info", []):
+            if a["family"] == "inet6" and a["local"].startswith("fe80"):
+                continue
+            addrs.append(a["local"])
+    return addrs
+
+
+# ---- off, on, by address and by name ------------------------------------------------------------------------------
+
+
+def test_network_off_reaches_nothing(servers):
+    got = sandbox_connect(servers["net"], [[NET_ADDR, HTTP_PORT]], network=False)
+    assert got[f"{NET_ADDR} {HTTP_PORT}"] != "ok", got
+    assert host_connects(NET_ADDR, HTTP_PORT)
+
+
+def test_network_on_reaches_the_test_internet_by_address_and_by_name(servers):
+    s = servers["net"]
+    for url in (f"http://{NET_ADDR}:{HTTP_PORT}/", f"http://{NAME_OK}:{HTTP_PORT}/"):
+        r = assert_exec_result(s.exec({"argv": ["python3", "-c", HTTP_GET, url], "network": True}))
+        assert r["exit_code"] == 0 and r["stdout"].startswith("hello from"), (url, r)
+        assert r["net_rx_bytes"] > 0 and r["net_tx_bytes"] > 0, r
+    r = assert_exec_result(s.exec({"argv": ["cat", "/etc/resolv.conf"], "network": True}))
+    assert "nameserver 169.254.1.1" in r["stdout"], r
+
+
+def test_bytes_are_counted_in_the_result_and_in_metrics(servers):
+    s = servers["net"]
+    before = metric_sum(parse_metrics(s.get("/metrics").text), "lms_network_received_bytes_total")
+    size = 2_000_000
+    r = assert_exec_result(s.exec({"argv": ["python3", "-c", HTTP_GET, f"http://{NET_ADDR}:{HTTP_PORT}/size/{size}"],
+                                   "network": True, "output_bytes": 16}))
+    assert r["exit_code"] == 0, r
+    assert size <= r["net_rx_bytes"] < size * 1.2, r
+    after = metric_sum(parse_metrics(s.get("/metrics").text), "lms_network_received_bytes_total")
+    assert after - before >= r["net_rx_bytes"], (before, after, r)
+    off = assert_exec_result(s.exec({"argv": ["true"]}))
+    assert off["net_rx_bytes"] == 0 and off["net_tx_bytes"] == 0, off
+
+
+# ---- never the host ------------------------------------------------------------------------------------------------
+
+
+def test_never_the_hosts_loopback_listeners_v4_and_v6(servers):
+    listeners = [Listener("127.0.0.1"), Listener("::1")]
+    try:
+        for lst in listeners:
+            assert host_connects(lst.addr, lst.port)
+        targets = [[lst.addr, lst.port] for lst in listeners]
+        targets.append(["::ffff:127.0.0.1", listeners[0].port])
+        got = sandbox_connect(servers["net"], targets)
+        assert all(v != "ok" for v in got.values()), got
+    finally:
+        for lst in listeners:
+            lst.close()
+
+
+def test_never_the_hosts_own_addresses_nor_the_daemons_port(servers):
+    s = servers["net"]
+    addrs = host_addresses()
+    assert HOST_ADDR in addrs, addrs
+    listeners = [Listener("0.0.0.0"), Listener("::")]
+    try:
+        targets = []
+        for a in addrs:
+            lst = listeners[1] if ":" in a else listeners[0]
+            assert host_connects(a, lst.port), a
+            targets.append([a, lst.port])
+        targets.append(["127.0.0.1", s.port])
+        targets.append([f"::ffff:{HOST_ADDR}", listeners[0].port])
+        got = sandbox_connect(s, targets)
+        assert all(v != "ok" for v in got.values()), got
+    finally:
+        for lst in listeners:
+            lst.close()
+
+
+def test_never_metadata_nor_a_private_address_unless_allowed(servers):
+    for addr in (METADATA_ADDR, PRIVATE_ADDR):
+        assert host_connects(addr, HTTP_PORT), addr
+    got = sandbox_connect(servers["net"], [[METADATA_ADDR, HTTP_PORT], [PRIVATE_ADDR, HTTP_PORT]])
+    assert all(v != "ok" for v in got.values()), got
+    # Refused fast (admin-prohibited), not left to time out.
+    assert all("113" in v or "unreachable" in v.lower() for v in got.values()), got
+    got = sandbox_connect(servers["private"], [[METADATA_ADDR, HTTP_PORT], [PRIVATE_ADDR, HTTP_PORT]])
+    assert got[f"{PRIVATE_ADDR} {HTTP_PORT}"] == "ok", got
+    assert got[f"{METADATA_ADDR} {HTTP_PORT}"] != "ok", got
+
+
+def test_a_name_that_resolves_to_a_forbidden_address_is_refused(servers):
+    r = assert_exec_result(servers["net"].exec(
+        {"argv": ["python3", "-c", HTTP_GET, f"http://{NAME_BAD}:{HTTP_PORT}/"], "network": True}))
+    # Resolved (else "Name or service not known"), then refused by the filter: EHOSTUNREACH, "No route to host".
+    assert r["exit_code"] != 0 and "[Errno 113]" in r["stderr"], r
+    assert host_connects(PRIVATE_ADDR, HTTP_PORT)
+
+
+def test_the_sandboxes_root_cannot_remove_the_filter(servers):
+    script = f"nft flush ruleset; echo nft=$?; python3 -c '{CONNECT}' '[[\"{PRIVATE_ADDR}\", {HTTP_PORT}]]'"
+    r = assert_exec_result(servers["net"].exec({"cmd": script, "network": True}))
+    lines = r["stdout"].splitlines()
+    assert lines[0] != "nft=0", r
+    assert json.loads(lines[1])[f"{PRIVATE_ADDR} {HTTP_PORT}"] != "ok", r
+
+
+def test_never_a_server_in_another_sandbox(servers):
+    s = servers["net"]
+    resp = s.post("/v1/sandboxes", {"network": True})
+    assert resp.status_code == 201, show(resp)
+    sbx = resp.json()["id"]
+    try:
+        serve = ("import http.server as h; s = h.HTTPServer(('0.0.0.0', 0), h.SimpleHTTPRequestHandler); "
+                 "open('/tmp/port.new', 'w').write(str(s.server_port)); __import__('os').rename('/tmp/port.new', "
+                 "'/tmp/port'); s.serve_forever()")
+        start = (f'nohup python3 -c "{serve}" >/dev/null 2>&1 & '
+                 "for i in $(seq 200); do [ -s /tmp/port ] && cat /tmp/port && exit 0; sleep 0.05; done; exit 1")
+        r = s.post(f"/v1/sandboxes/{sbx}/exec", {"cmd": start})
+        assert r.status_code == 200 and r.json()["exit_code"] == 0, show(r)
+        port = int(r.json()["stdout"])
+        r = s.post(f"/v1/sandboxes/{sbx}/exec", {"argv": ["python3", "-c", CONNECT, json.dumps([["127.0.0.1", port]])]})
+        assert json.loads(r.json()["stdout"]) == {f"127.0.0.1 {port}": "ok"}, show(r)  # it does listen
+        targets = [[a, port] for a in host_addresses()] + [["127.0.0.1", port]]
+        got = sandbox_connect(s, targets)
+        assert all(v != "ok" for v in got.values()), got
+        with pytest.raises(OSError):
+            host_connects("127.0.0.1", port)  # pasta publishes nothing of the sandbox on the host
+    finally:
+        s.request("DELETE", f"/v1/sandboxes/{sbx}")
+
+
+# ---- pasta is part of the sandbox ----------------------------------------------------------------------------------
+
+
+def pastas_beside(pid):
+    """pasta processes in the same cgroup as host process `pid` (the sandbox's)."""
+    def cgroup(p):
+        try:
+            with open(f"/proc/{p}/cgroup") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    mine = cgroup(pid)
+    found = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if comm.startswith("pasta") or comm.startswith("passt"):
+            if mine is not None and cgroup(p) == mine:
+                found.append(int(p))
+    return found
+
+
+def _exec_in_thread(server, body):
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", server.exec(body, timeout=60)))
+    t.start()
+    return t, box
+
+
+def gone(pids):
+    return not any(os.path.exists(f"/proc/{p}") for p in pids)
+
+
+@pytest.mark.parametrize("how", ["exit", "timeout"])
+def test_pasta_is_gone_after_the_exec(servers, how):
+    s = servers["net"]
+    marker = unique_marker()
+    seconds = 2 if how == "exit" else 600
+    body = {"argv": ["sh", "-c", f"sleep {seconds}; true", marker], "network": True}
+    if how == "timeout":
+        body["timeout_ms"] = 3000
+    t, box = _exec_in_thread(s, body)
+    pids = wait_until(lambda: host_pids_with(marker), 15)
+    assert pids, "the command never showed up"
+    pastas = wait_until(lambda: pastas_beside(pids[0]), 5)
+    assert pastas, "no pasta in the sandbox's cgroup"
+    t.join(60)
+    r = box["r"]
+    assert r.status_code == 200, show(r)
+    assert r.json()["timed_out"] is (how == "timeout"), r.json()
+    assert wait_until(lambda: gone(pastas), 5), f"pasta {pastas} outlived its sandbox"
+
+
+def network_sandbox_with_pasta(s):
+    """A persistent network sandbox of server s with a background `sleep` in it: (its id, its pasta pids)."""
+    resp = s.post("/v1/sandboxes", {"network": True})
+    assert resp.status_code == 201, show(resp)
+    sbx = resp.json()["id"]
+    marker = unique_marker()
+    r = s.post(f"/v1/sandboxes/{sbx}/exec", {"cmd": f"nohup sh -c 'sleep 600; true' {marker} >/dev/null 2>&1 &"})
+    assert r.status_code == 200, show(r)
+    pids = wait_until(lambda: host_pids_with(marker), 15)
+    assert pids, "the background command never showed up"
+    pastas = wait_until(lambda: pastas_beside(pids[0]), 5)
+    assert pastas, "no pasta in the sandbox's cgroup"
+    return sbx, pastas
+
+
+def test_pasta_is_gone_after_delete(servers):
+    s = servers["net"]
+    sbx, pastas = network_sandbox_with_pasta(s)
+    r = s.request("DELETE", f"/v1/sandboxes/{sbx}")
+    assert r.status_code in (200, 204), show(r)
+    assert wait_until(lambda: gone(pastas), 10), f"pasta {pastas} outlived its sandbox"
+
+
+# ---- the server's switch -------------------------------------------------------------------------------------------
+
+
+def test_network_needs_allow_network(servers):
+    s = servers["off"]
+    for network in (True, {"allow": ["example.org"]}):
+        err = assert_error(s.exec({"argv": ["true"], "network": network}), 403)
+        assert "--allow-network" in err["message"], err
+    assert_error(s.post("/v1/sandboxes", {"network": True}), 403)
+
+
+def test_a_crash_leaves_no_pasta_and_the_revived_sandbox_gets_a_new_one(lms_bin, tmp_path, test_internet):
+    with daemons(lms_bin, tmp_path) as start:
+        args = ("--allow-network", "--network-dns", NET_ADDR)
+        s = start(*args)
+        sbx, pastas = network_sandbox_with_pasta(s)
+        s.proc.kill()
+        s.proc.wait(30)
+        again = start(*args, state=s.state_dir)
+        # The revived sandbox is made again (a new PID 1 in a new cgroup), which also reaps the dead one's group.
+        r = again.post(f"/v1/sandboxes/{sbx}/exec",
+                       {"argv": ["python3", "-c", HTTP_GET, f"http://{NAME_OK}:{HTTP_PORT}/"]})
+        assert r.status_code == 200 and r.json()["stdout"].startswith("hello from"), show(r)
+        assert wait_until(lambda: gone(pastas), 10), f"pasta {pastas} outlived its crashed daemon"
