@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "core/alloc.h"
+#include "net/resolver.h"
 
 const struct lms_net_forbidden_range lms_net_forbidden_ranges[] = {
     {"0.0.0.0/8", "'this network' (0.0.0.0/8), which reaches the host", false},
@@ -115,8 +116,9 @@ lms_net_host_addrs(struct lms_net_addr **out, size_t *n, struct lms_error **err)
 int
 lms_net_check_dns(const char *addr, struct lms_error **err)
 {
-	struct lms_net_addr a;
-	return lms_net_addr_parse(addr, &a, err);
+	struct sockaddr_storage ss;
+	socklen_t len;
+	return lms_net_resolver_parse(addr, &ss, &len, err);
 }
 
 /* Whether range lies wholly inside a private range of the table. */

@@ -8,17 +8,32 @@
  */
 #include <stddef.h>
 
+#include "net/allowlist.h"
 #include "net/cidr.h"
 
-/* The address the sandbox's /etc/resolv.conf names: pasta's --dns-forward, answered by pasta itself (it
- * relays the query to the upstream resolver from the host). Link-local, so that it is no real host's. */
-#define LMS_NET_DNS_FORWARD "169.254.1.1"
+/* The address the sandbox's /etc/resolv.conf names: the sandbox's DNS forwarder (sandbox/net-dns.c,
+ * net/dns-forwarder.h) listens there on the namespace's own loopback, so that DNS never needs a rule of
+ * its own and no packet of it leaves the namespace but the forwarder's, from the host. */
+#define LMS_NET_DNS_FORWARD "127.0.0.53"
+
+/* The sets of an allowlisted sandbox's filter: the addresses its DNS forwarder admitted, each for as long
+ * as the answer lives plus LMS_NET_ADMIT_GRACE_S (a connection made in that time stays: established
+ * connections pass). */
+#define LMS_NET_ALLOW4_SET "admitted4"
+#define LMS_NET_ALLOW6_SET "admitted6"
+#define LMS_NET_ADMIT_GRACE_S 60
 
 /* The nft table's name in the sandbox's namespace. */
 #define LMS_NET_NFT_TABLE "lm_sandbox"
 
 struct lms_buf;
 
-/* Appends the whole ruleset (one table, replaced atomically by nft) to out. */
+/* Appends the whole ruleset (one table, replaced atomically by nft) to out. allow: the sandbox's
+ * allowlist, or NULL for every public address; with one, only its ranges and the addresses its DNS
+ * forwarder admits (lms_net_nft_admit) are reached, after every forbidden address is refused. */
 void lms_net_nft_ruleset(struct lms_buf *out, const struct lms_cidr *allowed_private, size_t n_allowed,
-			 const struct lms_net_addr *host, size_t n_host);
+			 const struct lms_net_addr *host, size_t n_host, const struct lms_allowlist *allow);
+
+struct lms_dns_answer;
+/* Appends the nft commands that admit these addresses (each for its TTL plus the grace). */
+void lms_net_nft_admit(struct lms_buf *out, const struct lms_dns_answer *a, size_t n);

@@ -397,10 +397,10 @@ scratch_parts(int fds[3], struct lms_init_msg *msg)
 	return 0;
 }
 
-/* A network sandbox's /etc/resolv.conf names pasta's DNS forwarder (net/nft-rules.h), the one address of
- * port 53 its filter lets through. An image's root is writable: the file is replaced. The host's /etc is
- * a read-only bind: a file of the scratch tmpfs is bound over its resolv.conf (or over what its symbolic
- * link names; made on the scratch tmpfs itself when that is outside the bound folders, as /run is). */
+/* A network sandbox's /etc/resolv.conf names its own DNS forwarder (net/nft-rules.h), on its loopback. An image's root
+ * is writable: the file is replaced. The host's /etc is a read-only bind: a file of the scratch tmpfs is bound over its
+ * resolv.conf (or over what its symbolic link names; made on the scratch tmpfs itself when that is outside the bound
+ * folders, as /run is). */
 static int
 write_file(const char *path, const char *text, struct lms_init_msg *msg)
 {
@@ -430,7 +430,7 @@ make_parents(char *path, struct lms_init_msg *msg)
 static int
 write_resolv_conf(bool image, struct lms_init_msg *msg)
 {
-	static const char text[] = "# lm-sandbox: pasta's DNS forwarder\nnameserver " LMS_NET_DNS_FORWARD "\n";
+	static const char text[] = "# lm-sandbox: the sandbox's DNS forwarder\nnameserver " LMS_NET_DNS_FORWARD "\n";
 	if (image) {
 		if (mkdir("etc", 0755) < 0 && errno != EEXIST)
 			return lms_child_fail(msg, errno, "mkdir /etc");

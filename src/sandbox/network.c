@@ -21,7 +21,9 @@
 #include "core/fdio.h"
 #include "net/cidr.h"
 #include "net/forbidden.h"
+#include "net/allowlist.h"
 #include "net/nft-rules.h"
+#include "sandbox/net-dns.h"
 
 /* The interface pasta makes in the namespace: a fixed name, whatever the host's is called. */
 #define NS_IFNAME "eth0"
@@ -29,8 +31,8 @@
 #define STDERR_MAX 2048
 
 /* Debian's places; the spawner has no PATH (it runs with an empty environment). */
-static const char *
-find_tool(const char *name)
+const char *
+lms_network_tool(const char *name)
 {
 	static const char *const dirs[] = {"/usr/bin", "/usr/sbin", "/bin", "/sbin", NULL};
 	static char found[2][64];
@@ -52,10 +54,10 @@ lms_network_check(struct lms_error **err)
 		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
 				     "network: a network sandbox needs root (its packet filter and pasta are attached "
 				     "from the host side); run as root or through the daemon");
-	if (find_tool("pasta") == NULL)
+	if (lms_network_tool("pasta") == NULL)
 		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
 				     "network: pasta is not installed on this host (install Debian's passt package)");
-	if (find_tool("nft") == NULL)
+	if (lms_network_tool("nft") == NULL)
 		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
 				     "network: nft is not installed on this host (install Debian's nftables package)");
 	return 0;
@@ -219,7 +221,6 @@ enter_netns(void *arg)
 struct pasta_enter {
 	const struct lms_cgroup *cg;
 	pid_t pid1;
-	const char *dns; /* NULL: the host's /etc/resolv.conf */
 };
 
 /* Where pasta's child finds the sandbox's namespace: /proc/PID/ns/net bound onto a file of a tmpfs of its
@@ -228,9 +229,8 @@ struct pasta_enter {
 #define PASTA_NETNS "/tmp/netns"
 
 /* pasta's child: into the sandbox's cgroup (its daemon is forked from it and stays there, counted and
- * killed with the sandbox), into a mount namespace of its own with the namespace's file and, when the
- * server names the upstream resolver, an /etc/resolv.conf naming it: Debian 12's pasta takes its upstream
- * from that file only (its -D sets what a guest is told). */
+ * killed with the sandbox), into a mount namespace of its own with the namespace's file. pasta does no
+ * DNS: the sandbox's own forwarder (sandbox/net-dns.c) does. */
 static int
 enter_pasta(void *arg)
 {
@@ -247,13 +247,24 @@ enter_pasta(void *arg)
 	close(fd);
 	if (mount(proc, PASTA_NETNS, NULL, MS_BIND, NULL) < 0)
 		return -1;
-	if (e->dns == NULL)
-		return 0;
-	fd = open("/tmp/resolv.conf", O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
-	if (fd < 0 || dprintf(fd, "nameserver %s\n", e->dns) < 0)
-		return -1;
-	close(fd);
-	return mount("/tmp/resolv.conf", "/etc/resolv.conf", NULL, MS_BIND, NULL);
+	return 0;
+}
+
+/* The sandbox's allowlist, comma-separated (the server validated it; a bad entry here is refused). */
+static int
+parse_allowlist(const char *list, struct lms_allowlist **out, struct lms_error **err)
+{
+	struct lms_allowlist *a = xcalloc(1, sizeof(*a));
+	_cleanup_free_ char *copy = xstrdup(list);
+	char *save = NULL;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (lms_allowlist_add(a, tok, err) < 0) {
+			free(a);
+			return lms_error_prefix(err, "network");
+		}
+	}
+	*out = a;
+	return 0;
 }
 
 static int
@@ -268,11 +279,18 @@ install_filter(pid_t pid1, const struct lms_sandbox_spec *spec, struct lms_error
 		free(allowed);
 		return lms_error_prefix(err, "network");
 	}
+	struct lms_allowlist *allow = NULL;
+	if (spec->net_allow && parse_allowlist(spec->net_allow, &allow, err) < 0) {
+		free(allowed);
+		free(host);
+		return -1;
+	}
 	struct lms_buf rules = {0};
-	lms_net_nft_ruleset(&rules, allowed, n_allowed, host, n_host);
+	lms_net_nft_ruleset(&rules, allowed, n_allowed, host, n_host, allow);
+	free(allow);
 	free(allowed);
 	free(host);
-	char *argv[] = {(char *)find_tool("nft"), (char *)"-f", (char *)"-", NULL};
+	char *argv[] = {(char *)lms_network_tool("nft"), (char *)"-f", (char *)"-", NULL};
 	struct nft_enter e = {.pid1 = pid1};
 	int r = run_helper(argv, enter_netns, &e, rules.data, "install the packet filter (nft -f -)", err);
 	lms_buf_clear(&rules);
@@ -282,14 +300,15 @@ install_filter(pid_t pid1, const struct lms_sandbox_spec *spec, struct lms_error
 int
 lms_network_up(pid_t pid1, const struct lms_cgroup *cg, const struct lms_sandbox_spec *spec, struct lms_error **err)
 {
-	if (lms_network_check(err) < 0 || install_filter(pid1, spec, err) < 0)
+	if (lms_network_check(err) < 0 || install_filter(pid1, spec, err) < 0 ||
+	    lms_network_dns_start(pid1, cg, spec, err) < 0)
 		return -1;
 	/* -t/-u/-T/-U none: pasta's default `auto` would forward the sandbox's loopback ports to the host's and
 	 * publish its ports on the host. --no-map-gw: else the gateway's address is the host. --runas 0: Debian
 	 * 12's pasta joins the namespace after it changes uid, and only host root may join a sandbox's
 	 * (docs/SECURITY.md "Network" says what confines it). Started in the background: its first process exits
 	 * once the interface is configured, which is our readiness. */
-	char *argv[] = {(char *)find_tool("pasta"),
+	char *argv[] = {(char *)lms_network_tool("pasta"),
 			(char *)"--netns",
 			(char *)PASTA_NETNS,
 			(char *)"--runas",
@@ -306,13 +325,11 @@ lms_network_up(pid_t pid1, const struct lms_cgroup *cg, const struct lms_sandbox
 			(char *)"-U",
 			(char *)"none",
 			(char *)"--no-map-gw",
-			(char *)"--dns-forward",
-			(char *)LMS_NET_DNS_FORWARD,
 			(char *)"-q",
 			(char *)"-l",
 			(char *)"/dev/null",
 			NULL};
-	struct pasta_enter e = {.cg = cg, .pid1 = pid1, .dns = spec->net_dns};
+	struct pasta_enter e = {.cg = cg, .pid1 = pid1};
 	return run_helper(argv, enter_pasta, &e, NULL, "start pasta", err);
 }
 

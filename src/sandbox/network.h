@@ -17,6 +17,10 @@
  * what to install otherwise). */
 int lms_network_check(struct lms_error **err);
 
+/* The path of a tool the network needs (pasta, nft) in Debian's places, or NULL: the spawner runs with an
+ * empty environment, so no PATH. */
+const char *lms_network_tool(const char *name);
+
 /* The filter, then pasta, for the sandbox whose PID 1 is pid1 (in cg). spec: the base spec's net_dns and
  * net_allow_private. Returns when pasta has configured the namespace's interface. */
 int lms_network_up(pid_t pid1, const struct lms_cgroup *cg, const struct lms_sandbox_spec *spec,

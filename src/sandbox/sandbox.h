@@ -82,6 +82,7 @@ struct lms_sandbox_spec {
 	bool network;
 	const char *net_dns;	       /* the upstream resolver's address; NULL: the host's /etc/resolv.conf */
 	const char *net_allow_private; /* "CIDR,CIDR": private ranges the sandbox may reach; NULL: none */
+	const char *net_allow; /* "name,*.name,CIDR": its allowlist (net/allowlist.h); NULL: every public address */
 	/* NVIDIA passthrough: 0 none; bit N the GPU of index N; LMS_GPU_ALL (gpu.h) every GPU the host has */
 	uint64_t gpus;
 	int cancel_fd; /* when readable (or hung up), the sandbox is killed; -1 = none */

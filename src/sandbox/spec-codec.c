@@ -67,6 +67,7 @@ lms_spec_encode(const struct lms_sandbox_spec *spec, struct lms_buf *out)
 	put_str(b, spec->storage);
 	put_str(b, spec->net_dns);
 	put_str(b, spec->net_allow_private);
+	put_str(b, spec->net_allow);
 	put_u64(b, spec->stdin_data ? spec->stdin_len : NONE64);
 	if (spec->stdin_data)
 		put(b, spec->stdin_data, spec->stdin_len);
@@ -134,13 +135,13 @@ lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, voi
 	struct reader r = {.p = data, .end = data + len, .out = block + slots * sizeof(char *)};
 	uint32_t magic;
 	uint64_t nums[9], stdin_len;
-	char **argv = NULL, **env = NULL, **layers = NULL, *cwd, *image, *storage_dir, *net_dns, *net_allow;
+	char **argv = NULL, **env = NULL, **layers = NULL, *cwd, *image, *storage_dir, *net_dns, *net_allow, *net_list;
 	lms_sandbox_spec_init(spec);
 	bool ok = take(&r, &magic, sizeof(magic)) && magic == SPEC_MAGIC && take(&r, nums, sizeof(nums)) &&
 		  take_list(&r, &argv, &slot, &slots) && take_list(&r, &env, &slot, &slots) &&
 		  take_list(&r, &layers, &slot, &slots) && take_str(&r, &cwd) && take_str(&r, &image) &&
 		  take_str(&r, &storage_dir) && take_str(&r, &net_dns) && take_str(&r, &net_allow) &&
-		  take(&r, &stdin_len, sizeof(stdin_len));
+		  take_str(&r, &net_list) && take(&r, &stdin_len, sizeof(stdin_len));
 	if (ok && stdin_len != NONE64) {
 		ok = stdin_len <= (uint64_t)(r.end - r.p);
 		if (ok) {
@@ -171,6 +172,7 @@ lms_spec_decode(const char *data, size_t len, struct lms_sandbox_spec *spec, voi
 	spec->storage = storage_dir;
 	spec->net_dns = net_dns;
 	spec->net_allow_private = net_allow;
+	spec->net_allow = net_list;
 	*storage = block;
 	return 0;
 }

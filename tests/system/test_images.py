@@ -503,6 +503,6 @@ def test_an_image_sandbox_with_network_names_the_dns_forwarder(lms_bin, state, t
     f.write_bytes(mini_rootfs(extra=[base_extra, resolv_link]))
     assert image_cmd(lms_bin, state, "import", "mini-net", str(f)).returncode == 0
     out = run_in(lms_bin, state, "mini-net", "cat /etc/resolv.conf", "--network", "--network-dns", "192.0.2.53")
-    assert out.returncode == 0 and b"nameserver 169.254.1.1" in out.stdout, out
+    assert out.returncode == 0 and b"nameserver 127.0.0.53" in out.stdout, out
     out = run_in(lms_bin, state, "mini-net", "cat /etc/resolv.conf || echo none")
-    assert b"169.254.1.1" not in out.stdout, out
+    assert b"127.0.0.53" not in out.stdout, out

@@ -52,6 +52,21 @@ import sys, urllib.request
 print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode(), end="")
 """
 
+# One A query for argv[2] to the DNS server at argv[1]:53 (or argv[3]); prints the first address, or the rcode.
+DIG = r"""
+import socket, struct, sys
+server, name = sys.argv[1], sys.argv[2]
+port = int(sys.argv[3]) if len(sys.argv) > 3 else 53
+q = struct.pack(">HHHHHH", 0x5151, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.sendto(q, (server, port))
+a = s.recv(2048)
+rcode, an = struct.unpack(">H", a[2:4])[0] & 15, struct.unpack(">H", a[6:8])[0]
+print(socket.inet_ntoa(a[-4:]) if rcode == 0 and an else "rcode=%d" % rcode)
+"""
+
 
 @pytest.fixture(scope="module")
 def servers(lms_bin, tmp_path_factory, test_internet):
@@ -133,7 +148,7 @@ def test_network_on_reaches_the_test_internet_by_address_and_by_name(servers):
         assert r["exit_code"] == 0 and r["stdout"].startswith("hello from"), (url, r)
         assert r["net_rx_bytes"] > 0 and r["net_tx_bytes"] > 0, r
     r = assert_exec_result(s.exec({"argv": ["cat", "/etc/resolv.conf"], "network": True}))
-    assert "nameserver 169.254.1.1" in r["stdout"], r
+    assert "nameserver 127.0.0.53" in r["stdout"], r
 
 
 def test_bytes_are_counted_in_the_result_and_in_metrics(servers):
@@ -202,8 +217,12 @@ def test_never_metadata_nor_a_private_address_unless_allowed(servers):
 def test_a_name_that_resolves_to_a_forbidden_address_is_refused(servers):
     r = assert_exec_result(servers["net"].exec(
         {"argv": ["python3", "-c", HTTP_GET, f"http://{NAME_BAD}:{HTTP_PORT}/"], "network": True}))
-    # Resolved (else "Name or service not known"), then refused by the filter: EHOSTUNREACH, "No route to host".
-    assert r["exit_code"] != 0 and "[Errno 113]" in r["stderr"], r
+    # Refused by the sandbox's DNS forwarder (its answer names a private address): no address at all, not a
+    # connection the filter then stops. The name does resolve on the host, and the address answers there.
+    assert r["exit_code"] != 0 and "urlopen error [Errno -" in r["stderr"], r
+    assert "Errno 113" not in r["stderr"], r
+    out = subprocess.run(["python3", "-c", DIG, NET_ADDR, NAME_BAD], capture_output=True, text=True, timeout=10)
+    assert out.stdout.strip() == PRIVATE_ADDR, out
     assert host_connects(PRIVATE_ADDR, HTTP_PORT)
 
 
@@ -244,7 +263,8 @@ def test_never_a_server_in_another_sandbox(servers):
 
 
 def pastas_beside(pid):
-    """pasta processes in the same cgroup as host process `pid` (the sandbox's)."""
+    """The network's helper processes (pasta, and the DNS forwarder "lms-dns") in the same cgroup as host process
+    `pid` (the sandbox's)."""
     def cgroup(p):
         try:
             with open(f"/proc/{p}/cgroup") as f:
@@ -262,10 +282,22 @@ def pastas_beside(pid):
                 comm = f.read().strip()
         except OSError:
             continue
-        if comm.startswith("pasta") or comm.startswith("passt"):
+        if comm.startswith("pasta") or comm.startswith("passt") or comm == "lms-dns":
             if mine is not None and cgroup(p) == mine:
                 found.append(int(p))
     return found
+
+
+def both_helpers(pids):
+    """pids, when pasta and the DNS forwarder are both among them; else None."""
+    comms = set()
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/comm") as f:
+                comms.add("dns" if f.read().strip() == "lms-dns" else "pasta")
+        except OSError:
+            pass
+    return pids if comms == {"dns", "pasta"} else None
 
 
 def _exec_in_thread(server, body):
@@ -290,8 +322,8 @@ def test_pasta_is_gone_after_the_exec(servers, how):
     t, box = _exec_in_thread(s, body)
     pids = wait_until(lambda: host_pids_with(marker), 15)
     assert pids, "the command never showed up"
-    pastas = wait_until(lambda: pastas_beside(pids[0]), 5)
-    assert pastas, "no pasta in the sandbox's cgroup"
+    pastas = wait_until(lambda: both_helpers(pastas_beside(pids[0])), 5)
+    assert pastas, "no pasta and DNS forwarder in the sandbox's cgroup"
     t.join(60)
     r = box["r"]
     assert r.status_code == 200, show(r)
@@ -309,8 +341,8 @@ def network_sandbox_with_pasta(s):
     assert r.status_code == 200, show(r)
     pids = wait_until(lambda: host_pids_with(marker), 15)
     assert pids, "the background command never showed up"
-    pastas = wait_until(lambda: pastas_beside(pids[0]), 5)
-    assert pastas, "no pasta in the sandbox's cgroup"
+    pastas = wait_until(lambda: both_helpers(pastas_beside(pids[0])), 5)
+    assert pastas, "no pasta and DNS forwarder in the sandbox's cgroup"
     return sbx, pastas
 
 

@@ -195,7 +195,7 @@ test_nft_ruleset_order(void **state)
 	struct lms_net_addr host[] = {addr("192.0.2.2"), addr("fd00::2")};
 	struct lms_cidr allowed = range("10.213.0.0/16");
 	struct lms_buf b = {0};
-	lms_net_nft_ruleset(&b, &allowed, 1, host, 2);
+	lms_net_nft_ruleset(&b, &allowed, 1, host, 2, NULL);
 	const char *t = b.data;
 	const char *dns = strstr(t, "ip daddr " LMS_NET_DNS_FORWARD " udp dport 53 accept");
 	const char *h4 = strstr(t, "ip daddr 192.0.2.2/32 reject with icmp type admin-prohibited");
