@@ -6,8 +6,10 @@
 
 #include "api/gpu-json.h"
 #include "core/alloc.h"
+#include "core/buf.h"
 #include "core/utf8.h"
 #include "image/store.h"
+#include "net/allowlist.h"
 
 /* An error message quotes at most this many bytes of a string from the request: the body may be
  * megabytes long, and the message goes back to the client and into the log. */
@@ -118,15 +120,44 @@ get_bool(const json_t *obj, const char *key, bool *out, struct lms_error **err)
 	return 0;
 }
 
-/* Longest name or range of a network allowlist, and most entries: bounds before a later slice reads them. */
-#define NETWORK_ALLOW_MAX 256
-#define NETWORK_ALLOW_ENTRY_MAX 253
+/* A request's allowlist, each entry checked as the engine reads it (net/allowlist.h), kept comma-separated
+ * for the spec. */
+static int
+parse_allowlist(const json_t *allow, char **out, struct lms_error **err)
+{
+	if (!json_is_array(allow))
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "network.allow must be an array of names and ranges");
+	if (json_array_size(allow) > LMS_ALLOWLIST_MAX_ENTRIES)
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "network.allow has %zu entries: at most %d",
+				     json_array_size(allow), LMS_ALLOWLIST_MAX_ENTRIES);
+	_cleanup_free_ struct lms_allowlist *list = xcalloc(1, sizeof(*list));
+	struct lms_buf joined = {0};
+	size_t i;
+	const json_t *e;
+	json_array_foreach(allow, i, e)
+	{
+		const char *text = json_is_string(e) ? json_string_value(e) : NULL;
+		if (text == NULL || strlen(text) != json_string_length(e) || lms_allowlist_add(list, text, err) < 0) {
+			lms_buf_clear(&joined);
+			if (text == NULL)
+				return lms_error_set(err, LMS_ERR_INVALID, 0, "network.allow[%zu] must be a string", i);
+			return lms_error_prefix(err, "network.allow[%zu]", i);
+		}
+		if (joined.len)
+			lms_buf_append(&joined, ",", 1);
+		lms_buf_append(&joined, text, strlen(text));
+	}
+	/* An empty list is a sandbox that reaches nothing but its own loopback, and says so. */
+	*out = joined.data ? joined.data : xstrdup("");
+	return 0;
+}
 
 /* "network": false, true, or {"allow": [names and ranges]} (API.md "Network"). Anything but false needs
- * --allow-network (403, before its shape is even looked at: a server without network says so first). An
- * allowlist is validated as a shape and refused: its enforcement is a later slice (docs/API-NOTES.md). */
+ * --allow-network (403, before its shape is even looked at: a server without network says so first). On a
+ * server with its own allowlist (--network-allow), true means that list and a request's own is refused. */
 static int
-parse_network(const json_t *root, const struct lms_exec_policy *policy, bool *network, struct lms_error **err)
+parse_network(const json_t *root, const struct lms_exec_policy *policy, struct lms_exec_request *req, bool *network,
+	      struct lms_error **err)
 {
 	const json_t *v = field(root, "network");
 	*network = false;
@@ -138,27 +169,16 @@ parse_network(const json_t *root, const struct lms_exec_policy *policy, bool *ne
 	if (!policy->allow_network)
 		return lms_error_set(err, LMS_ERR_FORBIDDEN, 0,
 				     "network access is disabled on this server: start it with --allow-network");
+	*network = true;
 	if (json_is_true(v)) {
-		*network = true;
+		if (policy->net_allow)
+			req->net_allow = xstrdup(policy->net_allow);
 		return 0;
 	}
-	const json_t *allow = json_object_get(v, "allow");
-	if (!json_is_array(allow))
-		return lms_error_set(err, LMS_ERR_INVALID, 0, "network.allow must be an array of names and ranges");
-	if (json_array_size(allow) > NETWORK_ALLOW_MAX)
-		return lms_error_set(err, LMS_ERR_INVALID, 0, "network.allow has %zu entries: at most %d",
-				     json_array_size(allow), NETWORK_ALLOW_MAX);
-	size_t i;
-	const json_t *e;
-	json_array_foreach(allow, i, e)
-	{
-		size_t len = json_is_string(e) ? json_string_length(e) : 0;
-		if (len == 0 || len > NETWORK_ALLOW_ENTRY_MAX || strlen(json_string_value(e)) != len)
-			return lms_error_set(err, LMS_ERR_INVALID, 0,
-					     "network.allow[%zu] must be a name or a range of 1 to %d characters", i,
-					     NETWORK_ALLOW_ENTRY_MAX);
-	}
-	return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0, "network allowlists are not built yet; use true or false");
+	if (policy->net_allow)
+		return lms_error_set(err, LMS_ERR_FORBIDDEN, 0,
+				     "this server sets the allowlist itself (--network-allow): ask for network: true");
+	return parse_allowlist(json_object_get(v, "allow"), &req->net_allow, err);
 }
 
 /* Reads a non-negative integer `key` of obj into *out when given; `name` is how the message calls it
@@ -484,7 +504,7 @@ lms_exec_request_parse(const char *body, size_t len, const struct lms_exec_polic
 	bool network = false;
 	if (parse_command(root, policy, req, err) < 0 || parse_stdin(root, req, err) < 0 ||
 	    parse_env(root, req, err) < 0 || parse_cwd(root, req, err) < 0 ||
-	    parse_limits(root, &spec->limits, err) < 0 || parse_network(root, policy, &network, err) < 0 ||
+	    parse_limits(root, &spec->limits, err) < 0 || parse_network(root, policy, req, &network, err) < 0 ||
 	    lms_gpu_selection_parse(field(root, "gpu"), &spec->gpus, err) < 0 ||
 	    get_bool(root, "stream", &req->stream, err) < 0 || parse_encoding(root, &req->encoding, err) < 0 ||
 	    parse_image(root, policy, req, err) < 0 || get_bool(root, "background", &req->background, err) < 0)
@@ -497,6 +517,7 @@ lms_exec_request_parse(const char *body, size_t len, const struct lms_exec_polic
 	if (network) {
 		spec->net_dns = policy->net_dns;
 		spec->net_allow_private = policy->net_allow_private;
+		spec->net_allow = req->net_allow;
 	}
 	clamp_limits(&spec->limits, &policy->ceilings);
 
@@ -523,5 +544,6 @@ lms_exec_request_free(struct lms_exec_request *req)
 	free(req->image);
 	lms_strv_free(req->layers);
 	free(req->stdin_data);
+	free(req->net_allow);
 	free(req);
 }

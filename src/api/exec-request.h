@@ -20,6 +20,7 @@ struct lms_exec_policy {
 	bool allow_network;	       /* --allow-network */
 	const char *net_dns;	       /* --network-dns (spec.h's net_dns), NULL: the host's resolver */
 	const char *net_allow_private; /* --network-allow-private, "CIDR,CIDR" or NULL */
+	const char *net_allow;	       /* --network-allow: an allowlist-only server's list, or NULL */
 	bool have_bash;		       /* the root file system has /bin/bash: "cmd" runs as bash -c, else sh -c */
 	const char *state_dir;	       /* where imported images are (image/store.h); NULL: only "host" */
 };
@@ -36,6 +37,7 @@ struct lms_exec_request {
 	char *image;
 	char **layers; /* an imported image's layer directories (the server resolved its name) */
 	char *stdin_data;
+	char *net_allow; /* the allowlist, comma-separated (spec.net_allow) */
 };
 
 /*
@@ -44,7 +46,7 @@ struct lms_exec_request {
  * of the wrong type, both or neither of "cmd"/"argv", an empty argv or one with a non-string, an env
  * that is not an object of strings or has a name with '=' or an empty name, a relative cwd, a
  * negative or non-integer limit, an unknown "encoding"; "network" other than false without allow_network is
- * LMS_ERR_FORBIDDEN, and an allowlist ({"allow": [...]}, validated) LMS_ERR_UNSUPPORTED (not built yet); an image
+ * LMS_ERR_FORBIDDEN, as is an allowlist ({"allow": [...]}) on a server with its own (--network-allow); an image
  * neither "host" nor imported under policy->state_dir is LMS_ERR_NOT_FOUND (an imported one brings its layers, Env,
  * WorkingDir and bash-or-sh into the spec). NUL bytes inside strings are rejected where the kernel cannot take them
  * (argv, env, cwd) and kept in stdin. Unknown fields are ignored. On success *out is set; free it with

@@ -1,7 +1,9 @@
 #include "net/allowlist.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static bool
@@ -80,6 +82,20 @@ lms_allowlist_add(struct lms_allowlist *list, const char *entry, struct lms_erro
 				     entry);
 	list->n_names++;
 	return 0;
+}
+
+int
+lms_allowlist_add_list(struct lms_allowlist *list, const char *entries, struct lms_error **err)
+{
+	char *copy = strdup(entries);
+	if (copy == NULL)
+		return lms_error_set(err, LMS_ERR_INTERNAL, errno, "network allowlist: copy");
+	char *save = NULL;
+	int r = 0;
+	for (char *tok = strtok_r(copy, ",", &save); r == 0 && tok; tok = strtok_r(NULL, ",", &save))
+		r = lms_allowlist_add(list, tok, err);
+	free(copy);
+	return r;
 }
 
 static bool

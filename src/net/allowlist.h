@@ -31,6 +31,10 @@ struct lms_allowlist {
  * and says what is wrong with it. */
 int lms_allowlist_add(struct lms_allowlist *list, const char *entry, struct lms_error **err);
 
+/* Adds each entry of a comma-separated list ("github.com,*.example.org,203.0.113.0/24"), as the engine's
+ * spec and the server's --network-allow carry it. */
+int lms_allowlist_add_list(struct lms_allowlist *list, const char *entries, struct lms_error **err);
+
 /* Whether a name (as a resolver asks it: any case, final dot or not) is admitted. */
 bool lms_allowlist_admits_name(const struct lms_allowlist *list, const char *name);
 

@@ -61,9 +61,9 @@ lms_net_resolver_parse(const char *text, struct sockaddr_storage *out, socklen_t
 		return 0;
 	}
 bad:
-	return lms_error_set(err, LMS_ERR_INVALID, 0,
-			     "'%.80s' is not a resolver address (like 192.0.2.53, 192.0.2.53:5353 or [2001:db8::53]:53)",
-			     text);
+	return lms_error_set(
+	    err, LMS_ERR_INVALID, 0,
+	    "'%.80s' is not a resolver address (like 192.0.2.53, 192.0.2.53:5353 or [2001:db8::53]:53)", text);
 }
 
 int
@@ -71,14 +71,15 @@ lms_net_resolver_from_conf(const char *path, struct sockaddr_storage *out, sockl
 {
 	FILE *f = fopen(path, "re");
 	if (!f)
-		return lms_error_set(err, LMS_ERR_UNSUPPORTED, errno,
-				     "network: read %s for the host's resolver (or start the server with --network-dns ADDR)",
-				     path);
+		return lms_error_set(
+		    err, LMS_ERR_UNSUPPORTED, errno,
+		    "network: read %s for the host's resolver (or start the server with --network-dns ADDR)", path);
 	char line[512];
 	int r = -1;
 	while (r < 0 && fgets(line, sizeof(line), f)) {
 		char word[16], addr[128];
-		if (sscanf(line, " %15s %127s", word, addr) != 2 || strcmp(word, "nameserver") != 0 || strchr(addr, '%'))
+		if (sscanf(line, " %15s %127s", word, addr) != 2 || strcmp(word, "nameserver") != 0 ||
+		    strchr(addr, '%'))
 			continue;
 		if (strchr(addr, ':')) { /* a bare IPv6 address: no port in resolv.conf */
 			char *bracketed = xasprintf("[%s]", addr);

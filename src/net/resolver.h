@@ -14,5 +14,4 @@ int lms_net_resolver_parse(const char *text, struct sockaddr_storage *out, sockl
 
 /* The first nameserver of a resolv.conf file (one with a %scope is skipped: a link-local resolver of one
  * interface). LMS_ERR_UNSUPPORTED, saying to use --network-dns, when there is none. */
-int lms_net_resolver_from_conf(const char *path, struct sockaddr_storage *out, socklen_t *len,
-			       struct lms_error **err);
+int lms_net_resolver_from_conf(const char *path, struct sockaddr_storage *out, socklen_t *len, struct lms_error **err);

@@ -81,17 +81,6 @@ report(int errnum, const char *fmt, ...)
 }
 
 static int
-parse_list(const char *list, struct lms_allowlist *out)
-{
-	_cleanup_free_ char *copy = xstrdup(list);
-	char *save = NULL;
-	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
-		if (lms_allowlist_add(out, tok, NULL) < 0)
-			return -1;
-	return 0;
-}
-
-static int
 parse_private(const char *list, struct lms_cidr **out, size_t *n)
 {
 	*n = 0;
@@ -124,8 +113,7 @@ enter(pid_t pid1, const char *ns, int type)
 
 /* The forwarder itself (a grandchild of the worker: nobody waits for it; the sandbox's cgroup ends it). */
 static _Noreturn void
-forwarder_main(pid_t pid1, const struct lms_sandbox_spec *spec,
-	       const struct sockaddr_storage *up, socklen_t up_len)
+forwarder_main(pid_t pid1, const struct lms_sandbox_spec *spec, const struct sockaddr_storage *up, socklen_t up_len)
 {
 	struct lms_dns_forwarder f = {.upstream_len = up_len, .stop_fd = -1};
 	memcpy(&f.upstream, up, up_len);
@@ -135,9 +123,9 @@ forwarder_main(pid_t pid1, const struct lms_sandbox_spec *spec,
 	struct lms_net_addr *host = NULL;
 	size_t n_host = 0, n_private = 0;
 	struct lms_cidr *private_ranges = NULL;
-	if (lms_net_host_addrs(&host, &n_host, NULL) < 0 || parse_private(spec->net_allow_private, &private_ranges,
-									     &n_private) < 0 ||
-	    (allow && parse_list(spec->net_allow, allow) < 0)) {
+	if (lms_net_host_addrs(&host, &n_host, NULL) < 0 ||
+	    parse_private(spec->net_allow_private, &private_ranges, &n_private) < 0 ||
+	    (allow && lms_allowlist_add_list(allow, spec->net_allow, NULL) < 0)) {
 		report(EINVAL, "read the host's addresses and the sandbox's allowlist");
 		_exit(1);
 	}
@@ -151,7 +139,10 @@ forwarder_main(pid_t pid1, const struct lms_sandbox_spec *spec,
 		report(errno, "open a socket to the upstream resolver");
 		_exit(1);
 	}
-	if (enter(pid1, "net", CLONE_NEWNET) < 0 || enter(pid1, "user", CLONE_NEWUSER) < 0) {
+	/* Then the ids of the sandbox's root: host root's are not mapped there, and an unmapped uid would lose
+	 * the namespace's capabilities at the exec of nft. */
+	if (enter(pid1, "net", CLONE_NEWNET) < 0 || enter(pid1, "user", CLONE_NEWUSER) < 0 || setresgid(0, 0, 0) < 0 ||
+	    setresuid(0, 0, 0) < 0) {
 		report(errno, "enter the sandbox's network and user namespaces");
 		_exit(1);
 	}
@@ -196,8 +187,7 @@ launcher(int report_w, pid_t pid1, const struct lms_cgroup *cg, const struct lms
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	signal(SIGPIPE, SIG_DFL);
 	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 ||
-	    dup2(report_w, REPORT_FD) < 0)
+	if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 || dup2(report_w, REPORT_FD) < 0)
 		_exit(126);
 	/* Into the sandbox's cgroup first (the forwarder forked below inherits it), then nothing of the
 	 * worker (its sockets to PID 1 and to the spawner, the cgroup's descriptors) lives on in a

@@ -255,13 +255,9 @@ static int
 parse_allowlist(const char *list, struct lms_allowlist **out, struct lms_error **err)
 {
 	struct lms_allowlist *a = xcalloc(1, sizeof(*a));
-	_cleanup_free_ char *copy = xstrdup(list);
-	char *save = NULL;
-	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		if (lms_allowlist_add(a, tok, err) < 0) {
-			free(a);
-			return lms_error_prefix(err, "network");
-		}
+	if (lms_allowlist_add_list(a, list, err) < 0) {
+		free(a);
+		return lms_error_prefix(err, "network");
 	}
 	*out = a;
 	return 0;

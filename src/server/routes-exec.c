@@ -24,6 +24,7 @@ lms_server_exec_policy(const struct lms_server *s)
 	    .allow_network = s->cfg->allow_network,
 	    .net_dns = s->cfg->network_dns,
 	    .net_allow_private = s->cfg->network_allow_private,
+	    .net_allow = s->cfg->network_allow,
 	    .have_bash = s->have_bash,
 	    .state_dir = s->cfg->state_dir,
 	};

@@ -12,9 +12,11 @@
 #include "api/gpu-json.h"
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "core/buf.h"
 #include "core/id.h"
 #include "core/log.h"
 #include "image/store.h"
+#include "net/allowlist.h"
 #include "net/ns-socket.h"
 #include "server/history.h"
 #include "server/processes.h"
@@ -34,6 +36,7 @@ struct lms_sandbox_entry {
 	char **env;
 	char **layers;		     /* an imported image's layer directories (resolved again at a restart), or NULL */
 	char *cwd;		     /* the image's WorkingDir: its commands' default directory, or NULL */
+	char *net_allow;	     /* its network allowlist (spec.net_allow), or NULL */
 	char *storage;		     /* its files' host directory (sandbox-store.h), or NULL without a store */
 	double created_s, used_s;    /* wall clock, for the API */
 	double expires_ms;	     /* monotonic */
@@ -68,6 +71,22 @@ struct lms_sandboxes {
 	bool stop, have_reaper;
 };
 
+/* API.md's "network": false, true, or {"allow": [...]} (an allowlist, the server's or the request's). */
+static json_t *
+network_json(const struct lms_sandbox_spec *spec)
+{
+	if (!spec->network)
+		return json_false();
+	if (spec->net_allow == NULL)
+		return json_true();
+	json_t *list = json_array();
+	char *copy = xstrdup(spec->net_allow), *save = NULL;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+		json_array_append_new(list, json_string(tok));
+	free(copy);
+	return json_pack("{s:o}", "allow", list);
+}
+
 static json_t *
 rfc3339(double s)
 {
@@ -84,10 +103,10 @@ entry_json(const struct lms_sandbox_entry *e)
 	    json_pack("{s:I, s:I, s:I, s:I}", "memory_mb", (json_int_t)l->memory_mb, "pids", (json_int_t)l->pids,
 		      "disk_mb", (json_int_t)l->disk_mb, "output_bytes", (json_int_t)l->output_bytes);
 	double left_s = (e->expires_ms - lms_monotonic_ms()) / 1e3;
-	return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:I, s:o, s:b, s:o, s:o}", "id", e->id, "image", e->image,
+	return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:I, s:o, s:o, s:o, s:o}", "id", e->id, "image", e->image,
 			 "state", "running", "created_at", rfc3339(e->created_s), "last_used_at", rfc3339(e->used_s),
 			 "expires_at", rfc3339(lms_wall_s() + (left_s > 0 ? left_s : 0)), "ttl_s",
-			 (json_int_t)e->set.ttl_s, "limits", limits, "network", e->set.spec.network, "gpu",
+			 (json_int_t)e->set.ttl_s, "limits", limits, "network", network_json(&e->set.spec), "gpu",
 			 lms_gpu_selection_json(e->set.spec.gpus), "metadata",
 			 e->set.metadata ? json_incref(e->set.metadata) : json_object());
 }
@@ -149,6 +168,7 @@ entry_free(struct lms_sandbox_entry *e)
 	lms_strv_free(e->env);
 	lms_strv_free(e->layers);
 	free(e->cwd);
+	free(e->net_allow);
 	free(e->jobs);
 	lms_history_free(e->history);
 	free(e);
@@ -304,6 +324,8 @@ entry_new(uint64_t key, const struct lms_sandbox_settings *set)
 	e->set.spec.layers = e->layers;
 	e->cwd = set->spec.cwd ? xstrdup(set->spec.cwd) : NULL;
 	e->set.spec.cwd = e->cwd;
+	e->net_allow = set->spec.net_allow ? xstrdup(set->spec.net_allow) : NULL;
+	e->set.spec.net_allow = e->net_allow;
 	e->set.spec.argv = NULL;
 	e->set.spec.stdin_data = NULL;
 	e->set.spec.stdin_len = 0;
@@ -326,9 +348,9 @@ entry_record(const struct lms_sandbox_entry *e)
 	json_t *env = json_array();
 	for (char **v = e->env; v && *v; v++)
 		json_array_append_new(env, json_string(*v));
-	return json_pack("{s:i, s:s, s:f, s:I, s:s, s:o, s:o, s:b, s:o, s:o}", "version", 1, "id", e->id, "created_at",
+	return json_pack("{s:i, s:s, s:f, s:I, s:s, s:o, s:o, s:o, s:o, s:o}", "version", 1, "id", e->id, "created_at",
 			 e->created_s, "ttl_s", (json_int_t)e->set.ttl_s, "image", e->image, "limits", limits, "env",
-			 env, "network", e->set.spec.network, "gpu", lms_gpu_selection_json(e->set.spec.gpus),
+			 env, "network", network_json(&e->set.spec), "gpu", lms_gpu_selection_json(e->set.spec.gpus),
 			 "metadata", e->set.metadata ? json_incref(e->set.metadata) : json_object());
 }
 
@@ -483,6 +505,37 @@ lms_sandboxes_fork(struct lms_sandboxes *sbs, const char *id, const uint64_t *tt
 	return obj;
 }
 
+/* A record's {"allow": [...]} into spec->net_allow (malloc'd, comma-separated), each entry checked. */
+static int
+record_allowlist(const json_t *list, struct lms_sandbox_spec *spec)
+{
+	if (!json_is_array(list))
+		return -1;
+	struct lms_buf joined = {0};
+	size_t i;
+	json_t *v;
+	json_array_foreach(list, i, v)
+	{
+		if (!json_is_string(v) || strchr(json_string_value(v), ',')) {
+			lms_buf_clear(&joined);
+			return -1;
+		}
+		if (joined.len)
+			lms_buf_append(&joined, ",", 1);
+		lms_buf_append(&joined, json_string_value(v), strlen(json_string_value(v)));
+	}
+	char *text = joined.data ? joined.data : xstrdup("");
+	struct lms_allowlist *check = xcalloc(1, sizeof(*check));
+	int r = lms_allowlist_add_list(check, text, NULL);
+	free(check);
+	if (r < 0) {
+		free(text);
+		return -1;
+	}
+	spec->net_allow = text;
+	return 0;
+}
+
 /* The settings a record asks for, within what this daemon allows; NULL names what is wrong. */
 static const char *
 settings_of(const struct lms_sandboxes *sbs, json_t *rec, struct lms_sandbox_settings *set, char ***env)
@@ -525,11 +578,16 @@ settings_of(const struct lms_sandboxes *sbs, json_t *rec, struct lms_sandbox_set
 	set->ttl_s = ttl < 1 ? 1 : (uint64_t)ttl > sbs->max_ttl_s ? sbs->max_ttl_s : (uint64_t)ttl;
 	set->spec.env = *env;
 	set->spec.image = image;
-	set->spec.network = json_is_true(json_object_get(rec, "network"));
+	json_t *net = json_object_get(rec, "network");
+	set->spec.network = json_is_true(net) || json_is_object(net);
 	if (set->spec.network) {
-		/* Revived with a new pasta and filter, under this run's settings. */
+		/* Revived with a new pasta, filter and DNS forwarder, under this run's settings. */
 		set->spec.net_dns = sbs->server->cfg->network_dns;
 		set->spec.net_allow_private = sbs->server->cfg->network_allow_private;
+		if (json_is_object(net) ? record_allowlist(json_object_get(net, "allow"), &set->spec) < 0
+					: sbs->server->cfg->network_allow &&
+					      (set->spec.net_allow = xstrdup(sbs->server->cfg->network_allow)) == NULL)
+			return "its record has a network allowlist that is not a list of names and ranges";
 	}
 	if (lms_gpu_selection_parse(json_object_get(rec, "gpu"), &set->spec.gpus, NULL) < 0)
 		return "its record has a gpu that is not true, false or a list of indices";
@@ -563,11 +621,13 @@ restore_one(void *userdata, const char *id, json_t *rec, double used_s)
 		bad = "--max-sandboxes is lower than the number of stored sandboxes";
 	if (bad != NULL) {
 		lms_strv_free(env);
+		free((char *)set.spec.net_allow);
 		lms_log(LMS_LOG_WARNING, NULL, "sandbox: not restored", "sandbox", id, "why", bad, NULL);
 		return -1;
 	}
 	struct lms_sandbox_entry *e = entry_new(key, &set);
 	lms_strv_free(env);
+	free((char *)set.spec.net_allow);
 	snprintf(e->id, sizeof(e->id), "%s", id);
 	e->created_s = json_number_value(json_object_get(rec, "created_at"));
 	e->used_s = used_s;

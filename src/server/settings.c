@@ -9,7 +9,10 @@
 #include "core/buf.h"
 #include "core/file.h"
 #include "core/stringify.h"
+#include "net/allowlist.h"
 #include "net/forbidden.h"
+
+static int check_allowlist(const char *list, struct lms_error **err);
 
 enum setting_type {
 	T_STRING,
@@ -66,6 +69,9 @@ static const struct setting settings[] = {
     {"allow-network", T_BOOL, "false", 0, 0, F(allow_network), "let requests ask for network: true"},
     {"network-dns", T_STRING, NULL, 0, 0, F(network_dns),
      "the resolver network sandboxes' DNS goes to, asked from the host by pasta (default: the host's)"},
+    {"network-allow", T_LIST, NULL, 0, 0, F(network_allow),
+     "a name (github.com, *.example.org: its subdomains) or range network sandboxes may reach, and only those: "
+     "network: true means this list, a request's own list is refused (repeat or comma-separate)"},
     {"network-allow-private", T_LIST, NULL, 0, 0, F(network_allow_private),
      "a private range (inside 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7) network sandboxes may reach "
      "(repeatable)"},
@@ -411,9 +417,20 @@ lms_config_load(struct lms_config *cfg, int argc, char **argv, char **envp, stru
 		return lms_error_prefix(err, "--network-dns");
 	if (cfg->network_allow_private && lms_net_check_allow_private(cfg->network_allow_private, err) < 0)
 		return lms_error_prefix(err, "--network-allow-private");
+	if (cfg->network_allow && check_allowlist(cfg->network_allow, err) < 0)
+		return lms_error_prefix(err, "--network-allow");
 	if (cfg->defaults.timeout_ms > cfg->max_timeout_ms)
 		cfg->defaults.timeout_ms = cfg->max_timeout_ms;
 	return 0;
+}
+
+static int
+check_allowlist(const char *list, struct lms_error **err)
+{
+	struct lms_allowlist *a = xcalloc(1, sizeof(*a));
+	int r = lms_allowlist_add_list(a, list, err);
+	free(a);
+	return r;
 }
 
 void

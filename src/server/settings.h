@@ -33,6 +33,7 @@ struct lms_config {
 	bool allow_network;
 	char *network_dns;	     /* the upstream resolver of network sandboxes; NULL: the host's */
 	char *network_allow_private; /* "CIDR,CIDR": private ranges network sandboxes may reach */
+	char *network_allow;	     /* "name,*.name,CIDR": an allowlist-only server's list (network: true means it) */
 	bool insecure_no_auth;
 	bool sandbox_optional; /* a failed start-up privilege check is logged, not fatal */
 	char *ollama_url;

@@ -79,6 +79,8 @@ def servers(lms_bin, tmp_path_factory, test_internet):
             "net": start("--allow-network", *dns),
             "private": start("--allow-network", *dns, "--network-allow-private", PRIVATE_RANGE),
             "off": start(),
+            # An allowlist-only server: network true means this list.
+            "list": start("--allow-network", *dns, "--network-allow", NAME_OK),
         }
 
 
@@ -378,3 +380,89 @@ def test_a_crash_leaves_no_pasta_and_the_revived_sandbox_gets_a_new_one(lms_bin,
                        {"argv": ["python3", "-c", HTTP_GET, f"http://{NAME_OK}:{HTTP_PORT}/"]})
         assert r.status_code == 200 and r.json()["stdout"].startswith("hello from"), show(r)
         assert wait_until(lambda: gone(pastas), 10), f"pasta {pastas} outlived its crashed daemon"
+
+
+# ---- allowlists -----------------------------------------------------------------------------------------------------
+
+# Run inside a sandbox: each step of argv[1] in order, [["connect", host, port] | ["get", url] | ["resolve", name]],
+# each result "ok ..." or the error, as JSON.
+STEPS = r"""
+import json, socket, sys, urllib.request
+out = []
+for step in json.loads(sys.argv[1]):
+    try:
+        if step[0] == "connect":
+            socket.create_connection((step[1], step[2]), timeout=4).close()
+            out.append("ok")
+        elif step[0] == "get":
+            out.append("ok " + urllib.request.urlopen(step[1], timeout=5).read().decode().strip())
+        else:
+            out.append("ok " + socket.getaddrinfo(step[1], 80, socket.AF_INET)[0][4][0])
+    except Exception as e:
+        out.append(f"{type(e).__name__}: {e}")
+print(json.dumps(out))
+"""
+
+
+def steps(server, steps, network):
+    r = assert_exec_result(server.exec({"argv": ["python3", "-c", STEPS, json.dumps(steps)], "network": network,
+                                        "timeout_ms": 30000}))
+    assert r["exit_code"] == 0, r
+    return json.loads(r["stdout"])
+
+
+def test_an_allowlist_admits_its_names_and_refuses_the_rest(servers):
+    url = f"http://{NAME_OK}:{HTTP_PORT}/"
+    got = steps(servers["net"], [["connect", NET_ADDR, HTTP_PORT], ["get", url], ["resolve", "other.example.org"],
+                                 ["connect", NET_ADDR, HTTP_PORT]], {"allow": [NAME_OK]})
+    # By address before any name led there: refused by the filter, not only by DNS.
+    assert not got[0].startswith("ok"), got
+    assert got[1].startswith("ok hello from"), got
+    assert not got[2].startswith("ok"), got  # a name outside the list does not even resolve
+    # Once its allowed name resolved to it, the address is reached (the filter admits what DNS answered).
+    assert got[3] == "ok", got
+    # Without the allowlist the same server reaches the address at once: the refusal above is the list's.
+    assert sandbox_connect(servers["net"], [[NET_ADDR, HTTP_PORT]])[f"{NET_ADDR} {HTTP_PORT}"] == "ok"
+
+
+def test_an_allowlisted_range_is_reached_by_address_and_its_names_are_not(servers):
+    got = steps(servers["net"], [["connect", NET_ADDR, HTTP_PORT], ["resolve", NAME_OK]],
+                {"allow": [f"{NET_ADDR}/32"]})
+    assert got[0] == "ok" and not got[1].startswith("ok"), got
+
+
+def test_an_allowlist_never_opens_what_is_forbidden(servers):
+    # A wildcard admits the test internet's names, but not one that resolves to a private address, and a private
+    # range or the metadata address listed outright stays refused (--network-allow-private is what lifts those).
+    got = steps(servers["net"], [["get", f"http://{NAME_OK}:{HTTP_PORT}/"], ["resolve", NAME_BAD],
+                                 ["connect", PRIVATE_ADDR, HTTP_PORT], ["connect", METADATA_ADDR, HTTP_PORT]],
+                {"allow": ["*.test-internet.example", PRIVATE_RANGE, f"{METADATA_ADDR}/32"]})
+    assert got[0].startswith("ok hello from"), got
+    assert not any(g.startswith("ok") for g in got[1:]), got
+    assert host_connects(PRIVATE_ADDR, HTTP_PORT) and host_connects(METADATA_ADDR, HTTP_PORT)
+
+
+def test_the_servers_own_allowlist(servers):
+    s = servers["list"]
+    got = steps(s, [["connect", NET_ADDR, HTTP_PORT], ["get", f"http://{NAME_OK}:{HTTP_PORT}/"]], True)
+    assert not got[0].startswith("ok") and got[1].startswith("ok hello from"), got
+    err = assert_error(s.exec({"argv": ["true"], "network": {"allow": ["example.org"]}}), 403)
+    assert "--network-allow" in err["message"], err
+
+
+def test_a_persistent_sandbox_keeps_its_allowlist(servers):
+    s = servers["net"]
+    r = s.post("/v1/sandboxes", {"network": {"allow": [NAME_OK]}})
+    assert r.status_code == 201, show(r)
+    sbx = r.json()["id"]
+    try:
+        assert r.json()["network"] == {"allow": [NAME_OK]}, r.json()
+        assert s.get(f"/v1/sandboxes/{sbx}").json()["network"] == {"allow": [NAME_OK]}
+        body = {"argv": ["python3", "-c", STEPS, json.dumps([["resolve", "other.example.org"],
+                                                             ["get", f"http://{NAME_OK}:{HTTP_PORT}/"]])]}
+        out = s.post(f"/v1/sandboxes/{sbx}/exec", body)
+        assert out.status_code == 200, show(out)
+        got = json.loads(out.json()["stdout"])
+        assert not got[0].startswith("ok") and got[1].startswith("ok hello from"), got
+    finally:
+        s.request("DELETE", f"/v1/sandboxes/{sbx}")

@@ -440,11 +440,11 @@ def test_network_true_is_403_without_allow_network(server):
 
 
 @root
-def test_network_allowlist_is_422_until_built(start):
+def test_network_allowlist_entries_are_checked(start):
     s = start("--allow-network")
-    # Allowlists are a later slice: their shape is checked (400), then they are refused as not built (422).
-    err = assert_error(s.exec({"argv": ["true"], "network": {"allow": ["example.org"]}}), 422)
-    assert "not built yet" in err["message"] and "true or false" in err["message"], err
+    # Each entry must be a host name, "*." and a name, or a range; the message names the entry.
+    err = assert_error(s.exec({"argv": ["true"], "network": {"allow": ["github.com", "http://x.org"]}}), 400)
+    assert "network.allow[1]" in err["message"] and "http://x.org" in err["message"], err
     assert_error(s.exec({"argv": ["true"], "network": {"allow": "example.org"}}), 400)
     assert_error(s.exec({"argv": ["true"], "network": {"allow": [""]}}), 400)
     assert_error(s.exec({"argv": ["true"], "network": "yes"}), 400)

@@ -555,19 +555,36 @@ network_needs_allow_network(void **state)
 	_cleanup_request_ struct lms_exec_request *r = parse_with(&p, body, strlen(body));
 	assert_true(r->spec.network);
 	assert_null(r->spec.net_dns);
-	/* An allowlist: 403 first without the switch, then its shape, then 422 (not built yet). */
+	/* An allowlist: 403 first without the switch, then each entry checked, kept comma-separated. */
 	expect_error("{\"cmd\": \"true\", \"network\": {\"allow\": [\"x.org\"]}}", LMS_ERR_FORBIDDEN,
 		     "--allow-network");
+	const char *list =
+	    "{\"cmd\": \"true\", \"network\": {\"allow\": [\"x.org\", \"*.y.net\", \"203.0.113.0/24\"]}}";
+	_cleanup_request_ struct lms_exec_request *rl = parse_with(&p, list, strlen(list));
+	assert_true(rl->spec.network);
+	assert_string_equal(rl->spec.net_allow, "x.org,*.y.net,203.0.113.0/24");
+	assert_null(r->spec.net_allow);
+	const char *bads[] = {"{\"cmd\": \"true\", \"network\": {\"allow\": [1]}}",
+			      "{\"cmd\": \"true\", \"network\": {\"allow\": [\"a,b.org\"]}}",
+			      "{\"cmd\": \"true\", \"network\": {\"allow\": [\"10.0.0.1/8\"]}}",
+			      "{\"cmd\": \"true\", \"network\": {\"allow\": \"x.org\"}}"};
+	for (size_t i = 0; i < sizeof(bads) / sizeof(bads[0]); i++) {
+		struct lms_error *err = NULL;
+		assert_int_equal(
+		    lms_exec_request_parse(bads[i], strlen(bads[i]), &p, &(struct lms_exec_request *){NULL}, &err), -1);
+		assert_int_equal(err->kind, LMS_ERR_INVALID);
+		lms_error_free(err);
+	}
+	/* A server with its own list: true means it, and a request's own list is refused. */
+	struct lms_exec_policy own = p;
+	own.net_allow = "x.org";
+	_cleanup_request_ struct lms_exec_request *ro = parse_with(&own, body, strlen(body));
+	assert_string_equal(ro->spec.net_allow, "x.org");
 	struct lms_error *err = NULL;
-	const char *list = "{\"cmd\": \"true\", \"network\": {\"allow\": [\"x.org\", \"203.0.113.0/24\"]}}";
-	assert_int_equal(lms_exec_request_parse(list, strlen(list), &p, &(struct lms_exec_request *){NULL}, &err), -1);
-	assert_int_equal(err->kind, LMS_ERR_UNSUPPORTED);
-	assert_non_null(strstr(err->message, "not built yet"));
-	lms_error_free(err);
-	err = NULL;
-	const char *bad = "{\"cmd\": \"true\", \"network\": {\"allow\": [1]}}";
-	assert_int_equal(lms_exec_request_parse(bad, strlen(bad), &p, &(struct lms_exec_request *){NULL}, &err), -1);
-	assert_int_equal(err->kind, LMS_ERR_INVALID);
+	assert_int_equal(lms_exec_request_parse(list, strlen(list), &own, &(struct lms_exec_request *){NULL}, &err),
+			 -1);
+	assert_int_equal(err->kind, LMS_ERR_FORBIDDEN);
+	assert_non_null(strstr(err->message, "--network-allow"));
 	lms_error_free(err);
 	/* The server's DNS and private ranges travel with a network spec. */
 	p.net_dns = "198.18.0.2";
