@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from server_fixtures import daemons
+from procinfo import descendants, ready_pool_workers
+from server_fixtures import daemons, wait_until
 
 root = pytest.mark.require_root
 
 HOST_TOOLS = ["/bin/sh", "/usr/bin/dash", "/usr/bin/cat", "/usr/bin/ls", "/usr/bin/id", "/usr/bin/env",
-              "/usr/bin/touch", "/usr/bin/pwd", "/usr/bin/rm", "/usr/bin/stat", "/usr/bin/head"]
+              "/usr/bin/touch", "/usr/bin/pwd", "/usr/bin/rm", "/usr/bin/stat", "/usr/bin/head", "/usr/bin/true"]
 
 
 def client(lms_bin):
@@ -391,6 +392,74 @@ def test_exec_with_an_imported_image(lms_bin, tmp_path, rootfs):
         assert {"name", "digest", "size", "created_at", "source"} <= set(img), img
         assert img["name"] == "oci" and img["source"] == "oci-layout" and img["size"] > 0
         assert img["digest"].startswith("sha256:") and len(img["layers"]) == 2
+
+
+# ---- the one-shot pool keyed by image ---------------------------------------------------------------------------
+
+
+def hostname_rootfs(name):
+    return mini_rootfs(extra=[lambda tar: add_file(tar, "etc/which", name.encode() + b"\n")])
+
+
+def warm_roots(pid):
+    """The root file system types of the prepared sandboxes: "overlay" for an image's, "tmpfs" for the host's."""
+    kinds = []
+    for worker in ready_pool_workers(pid):
+        for child in descendants(worker)[1:2]:
+            try:
+                for line in Path(f"/proc/{child}/mountinfo").read_text().splitlines():
+                    fields = line.split()
+                    if fields[4] == "/":
+                        kinds.append(fields[fields.index("-") + 1])
+            except OSError:
+                pass
+    return sorted(kinds)
+
+
+@root
+def test_the_pool_keeps_image_sandboxes_warm_per_image_never_mixed_nor_reused(lms_bin, tmp_path):
+    state = tmp_path / "state-0"
+    state.mkdir()
+    for name in ("a", "b"):
+        tar = tmp_path / f"{name}.tar"
+        tar.write_bytes(hostname_rootfs(name))
+        assert image_cmd(lms_bin, state, "import", name, str(tar)).returncode == 0
+    with daemons(lms_bin, tmp_path) as start:
+        s = start("--pool-size", "2", state=state)
+        for name in ("a", "b"):
+            r = s.exec({"cmd": "cat /etc/which", "image": name}).json()
+            assert r["stdout"] == f"{name}\n", r
+        # A warm sandbox of each image asked for (one each: their commands came one at a time), beside the
+        # host's two.
+        assert wait_until(lambda: warm_roots(s.pid) == ["overlay", "overlay", "tmpfs", "tmpfs"], 30), \
+            f"no warm image sandboxes: {warm_roots(s.pid)}\n{s.describe()}"
+        # Each command gets its own image's root, and never one a command before it wrote to.
+        for i in range(6):
+            name = "ab"[i % 2]
+            r = s.exec({"cmd": "test ! -e /etc/used && touch /etc/used && cat /etc/which", "image": name}).json()
+            assert r["exit_code"] == 0 and r["stdout"] == f"{name}\n", (i, r)
+        host = s.exec({"cmd": "test ! -e /etc/which && echo host"}).json()
+        assert host["stdout"] == "host\n", host
+
+
+@root
+def test_a_warm_image_sandbox_is_not_used_once_its_image_is_imported_again(lms_bin, tmp_path):
+    state = tmp_path / "state-0"
+    state.mkdir()
+    tar = tmp_path / "b.tar"
+    tar.write_bytes(hostname_rootfs("b"))
+    assert image_cmd(lms_bin, state, "import", "b", str(tar)).returncode == 0
+    # Removed and imported again, the image has the same layer paths but new directories, which the warm
+    # sandbox made before does not see: a command gets a sandbox made now.
+    with daemons(lms_bin, tmp_path) as start:
+        s = start("--pool-size", "1", state=state)
+        assert s.exec({"cmd": "cat /etc/which", "image": "b"}).json()["stdout"] == "b\n"
+        assert wait_until(lambda: "overlay" in warm_roots(s.pid), 30), warm_roots(s.pid)
+        assert s.request("DELETE", "/v1/images/b").status_code == 204
+        assert image_cmd(lms_bin, state, "import", "b", str(tar)).returncode == 0
+        for _ in range(3):
+            r = s.exec({"cmd": "cat /etc/which", "image": "b"}).json()
+            assert r["exit_code"] == 0 and r["stdout"] == "b\n", r
 
 
 # ---- step 3: persistent sandboxes with an image -----------------------------------------------------------------
