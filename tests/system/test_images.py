@@ -24,7 +24,8 @@ from server_fixtures import daemons, wait_until
 root = pytest.mark.require_root
 
 HOST_TOOLS = ["/bin/sh", "/usr/bin/dash", "/usr/bin/cat", "/usr/bin/ls", "/usr/bin/id", "/usr/bin/env",
-              "/usr/bin/touch", "/usr/bin/pwd", "/usr/bin/rm", "/usr/bin/stat", "/usr/bin/head", "/usr/bin/true"]
+              "/usr/bin/touch", "/usr/bin/pwd", "/usr/bin/rm", "/usr/bin/stat", "/usr/bin/head", "/usr/bin/true",
+              "/usr/bin/mkdir"]
 
 
 def client(lms_bin):
@@ -499,6 +500,23 @@ def test_a_persistent_image_sandbox_keeps_its_changes_across_execs_and_restarts(
         assert again.get("/v1/images").json()["data"] == []
         assert again.request("DELETE", "/v1/images/oci").status_code == 404
     assert layer_dirs(state) == [], "the layers nothing uses are freed"
+
+
+@root
+def test_a_fork_of_an_image_sandbox_keeps_its_whiteouts_and_opaque_directories(lms_bin, tmp_path, rootfs):
+    state = import_oci(lms_bin, tmp_path, rootfs)
+    with daemons(lms_bin, tmp_path) as start:
+        s = start(state=state)
+        sbx = s.post("/v1/sandboxes", {"image": "oci"}).json()
+        # A file of the image deleted (a whiteout), a directory of it emptied and made again (opaque).
+        made = sbx_sh(s, sbx["id"], "rm /etc/hostname && rm -r /data && mkdir /data && echo new > /data/new")
+        assert made["exit_code"] == 0, made
+        fork = s.post(f"/v1/sandboxes/{sbx['id']}/fork", {})
+        assert fork.status_code == 201, fork.text
+        seen = sbx_sh(s, fork.json()["id"], "test ! -e /etc/hostname && echo deleted; ls /data")
+        assert seen["stdout"] == "deleted\nnew\n", seen
+        assert sbx_sh(s, sbx["id"], "test ! -e /etc/hostname && echo deleted; ls /data")["stdout"] == \
+            "deleted\nnew\n"
 
 
 # ---- a real Debian ------------------------------------------------------------------------------------------------
