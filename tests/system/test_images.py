@@ -503,6 +503,31 @@ def test_a_persistent_image_sandbox_keeps_its_changes_across_execs_and_restarts(
 
 
 @root
+def test_image_rm_of_the_client_is_refused_while_a_persistent_sandbox_uses_the_image(lms_bin, tmp_path, rootfs):
+    state = import_oci(lms_bin, tmp_path, rootfs)
+    with daemons(lms_bin, tmp_path) as start:
+        s = start(state=state)
+        sbx = s.post("/v1/sandboxes", {"image": "oci"}).json()
+        fork = s.post(f"/v1/sandboxes/{sbx['id']}/fork", {}).json()
+        busy = s.request("DELETE", "/v1/images/oci")
+        assert busy.status_code == 409, busy.text
+        r = image_cmd(lms_bin, state, "rm", "oci")
+        assert r.returncode != 0 and busy.json()["error"]["message"].encode() in r.stderr, (r, busy.text)
+        assert sbx_sh(s, sbx["id"], "cat /etc/hostname")["stdout"] == "mini\n", "its layers are all there"
+        # Stopped, the daemon keeps the sandbox on disk for its next start: still refused.
+        s.stop(keep_state=True)
+        assert image_cmd(lms_bin, state, "rm", "oci").returncode != 0
+        again = start(state=state)
+        assert sbx_sh(again, sbx["id"], "cat /etc/hostname")["stdout"] == "mini\n"
+        assert again.request("DELETE", f"/v1/sandboxes/{sbx['id']}").status_code == 204
+        assert image_cmd(lms_bin, state, "rm", "oci").returncode != 0, "the fork still uses it"
+        assert again.request("DELETE", f"/v1/sandboxes/{fork['id']}").status_code == 204
+        r = image_cmd(lms_bin, state, "rm", "oci")
+        assert r.returncode == 0, r
+    assert layer_dirs(state) == []
+
+
+@root
 def test_a_fork_of_an_image_sandbox_keeps_its_whiteouts_and_opaque_directories(lms_bin, tmp_path, rootfs):
     state = import_oci(lms_bin, tmp_path, rootfs)
     with daemons(lms_bin, tmp_path) as start:
