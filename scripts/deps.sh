@@ -6,7 +6,8 @@ quiet=false
 [ "${1:-}" = "--quiet" ] && quiet=true
 
 packages="build-essential meson ninja-build pkg-config clang clang-format libclang-rt-14-dev libseccomp-dev libjansson-dev libmicrohttpd-dev libcurl4-gnutls-dev libarchive-dev libssl-dev
-libcmocka-dev valgrind python3 python3-pytest python3-requests bubblewrap util-linux wrk"
+libcmocka-dev valgrind python3 python3-pytest python3-requests bubblewrap util-linux wrk
+mmdebstrap umoci skopeo docker.io zstd"
 
 missing=""
 for p in $packages; do

@@ -70,7 +70,8 @@ lms_image_check_unused(const char *state_dir, const char *name, struct lms_error
 	_cleanup_free_ char *dir = xasprintf("%s/images/users/%s", state_dir, name);
 	DIR *d = opendir(dir);
 	if (d == NULL)
-		return errno == ENOENT ? 0 : lms_error_set(err, LMS_ERR_SETUP, errno, "list %s (the image's users)", dir);
+		return errno == ENOENT ? 0
+				       : lms_error_set(err, LMS_ERR_SETUP, errno, "list %s (the image's users)", dir);
 	struct dirent *e;
 	char user[72] = "";
 	while ((e = readdir(d)) != NULL)

@@ -513,6 +513,9 @@ def test_image_rm_of_the_client_is_refused_while_a_persistent_sandbox_uses_the_i
         assert busy.status_code == 409, busy.text
         r = image_cmd(lms_bin, state, "rm", "oci")
         assert r.returncode != 0 and busy.json()["error"]["message"].encode() in r.stderr, (r, busy.text)
+        layout = tmp_path / "oci"
+        again = image_cmd(lms_bin, state, "import", "oci", str(layout))
+        assert again.returncode != 0 and b"root of a persistent sandbox" in again.stderr, again
         assert sbx_sh(s, sbx["id"], "cat /etc/hostname")["stdout"] == "mini\n", "its layers are all there"
         # Stopped, the daemon keeps the sandbox on disk for its next start: still refused.
         s.stop(keep_state=True)
