@@ -27,7 +27,7 @@ from pathlib import Path
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "system"))
 sys.path.insert(0, HERE)
-from bench_server import POOL_SIZE, start_server  # noqa: E402
+from bench_server import POOL_SIZE, emit, start_server  # noqa: E402
 from procinfo import ready_pool_workers  # noqa: E402
 import test_images  # noqa: E402 (the root file system the tests import)
 
@@ -124,11 +124,7 @@ def main():
         f"| {m['image-b2b'] / m['host-b2b']:.2f} | |",
         f"| create a persistent sandbox and run its first command (ms) | {m['first-image']:.3f} "
         f"| {m['first-host']:.3f} | {m['first-image'] / m['first-host']:.2f} | <= 1.5 |", ""]
-    text = "\n".join(lines)
-    print(text)
-    if args.append:
-        with open(args.append, "a") as f:
-            f.write("\n" + text)
+    emit(lines, args.append)
     return 0
 
 
