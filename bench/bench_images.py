@@ -81,6 +81,9 @@ def main():
     p.add_argument("--serve-bin", default="build/lm-sandbox-serve")
     p.add_argument("--rounds", type=int, default=100)
     p.add_argument("--append", help="append a markdown section to this file")
+    p.add_argument("--warm", type=int, default=POOL_SIZE + 1,
+                   help="prepared sandboxes that make the pool full (default: the host's 4 and the image's 1; "
+                        "4 for a daemon whose pool prepares host sandboxes only)")
     args = p.parse_args()
     serve = os.path.abspath(args.serve_bin)
     lms_bin = str(Path(serve).parent / "lm-sandbox")
@@ -90,7 +93,7 @@ def main():
     host, port = url.split("//")[1].rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port))
     # The host image's pool, and one warm sandbox of the image (commands come one at a time).
-    full = POOL_SIZE + 1
+    full = args.warm
     s = {k: [] for k in ("host", "image", "host-b2b", "image-b2b", "first-host", "first-image")}
     try:
         for _ in range(10):
