@@ -57,7 +57,9 @@ lms_image_unuse(const char *state_dir, const char *name, const char *user)
 {
 	if (lms_image_name_check(name, NULL) < 0 || !user_ok(user))
 		return;
+	/* Held to the return (none when it cannot be taken: forgetting is still right). */
 	_cleanup_fd_ int lock = lms_image_lock(state_dir, NULL);
+	(void)lock;
 	_cleanup_free_ char *dir = xasprintf("%s/images/users/%s", state_dir, name);
 	_cleanup_free_ char *path = xasprintf("%s/%s", dir, user);
 	(void)unlink(path);
