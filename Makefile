@@ -42,6 +42,7 @@ bench: build
 	$(PYTHON) bench/bench_server.py --serve-bin $(BUILD)/lm-sandbox-serve --stream-rounds 40 --append bench/RESULTS.md
 	$(PYTHON) bench/bench_agent.py --serve-bin $(BUILD)/lm-sandbox-serve --append bench/RESULTS.md
 	$(PYTHON) bench/bench_network.py --bin $(BUILD)/lm-sandbox --append bench/RESULTS.md
+	$(PYTHON) bench/bench_images.py --serve-bin $(BUILD)/lm-sandbox-serve --append bench/RESULTS.md
 
 format:
 	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'bench/*.c')

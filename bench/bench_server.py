@@ -419,6 +419,15 @@ def mcp_vs_exec(url, rounds):
     return {"mcp": statistics.median(mcp) / 1e6, "exec": statistics.median(execs) / 1e6}
 
 
+def emit(lines, append):
+    """Prints a markdown section and appends it to the file `append` names (when it does)."""
+    text = "\n".join(lines)
+    print(text)
+    if append:
+        with open(append, "a") as f:
+            f.write("\n" + text)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--serve-bin", default="build/lm-sandbox-serve")
@@ -505,11 +514,7 @@ def main():
         f"| {gw['direct'][1] / gw['gateway'][1]:.3f}x | >= 0.98x |",
         f"| time to the first chunk (ms) | {gw['gateway'][0] * 1e3:.2f} | {gw['direct'][0] * 1e3:.2f} "
         f"| {(gw['gateway'][0] - gw['direct'][0]) * 1e3:+.2f} ms | <= +1 ms |", ""]
-    text = "\n".join(lines)
-    print(text)
-    if args.append:
-        with open(args.append, "a") as f:
-            f.write("\n" + text)
+    emit(lines, args.append)
     return 0
 
 

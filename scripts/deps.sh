@@ -7,7 +7,7 @@ quiet=false
 
 packages="build-essential meson ninja-build pkg-config clang clang-format libclang-rt-14-dev libseccomp-dev libjansson-dev libmicrohttpd-dev libcurl4-gnutls-dev libarchive-dev libssl-dev
 libcmocka-dev valgrind python3 python3-pytest python3-requests bubblewrap util-linux wrk
-docker-registry skopeo umoci iproute2 passt nftables"
+docker-registry skopeo umoci iproute2 passt nftables mmdebstrap docker.io zstd"
 
 missing=""
 for p in $packages; do

@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -65,6 +67,38 @@ copy_bytes(int in, int out, const char *name, struct lms_error **err)
 	}
 }
 
+/* Whether an extended attribute is copied: the user namespace's (overlayfs in a user namespace keeps an
+ * image sandbox's opaque directories and redirects there, user.overlay.*) and overlayfs's own
+ * (trusted.overlay.*). Security and ACL attributes stay the copier's. */
+static bool
+copied_xattr(const char *name)
+{
+	return strncmp(name, "user.", 5) == 0 || strncmp(name, "trusted.overlay.", 16) == 0;
+}
+
+/* The copied extended attributes of in, onto out; a file system without them has none to copy. */
+static int
+copy_xattrs(int in, int out, const char *name, struct lms_error **err)
+{
+	char names[65536];
+	ssize_t n = flistxattr(in, names, sizeof(names));
+	if (n < 0)
+		return errno == ENOTSUP
+			   ? 0
+			   : lms_error_set(err, LMS_ERR_INTERNAL, errno, "list the attributes of %s", name);
+	for (char *a = names; a < names + n; a += strlen(a) + 1) {
+		if (!copied_xattr(a))
+			continue;
+		char value[65536];
+		ssize_t len = fgetxattr(in, a, value, sizeof(value));
+		if (len < 0 && errno == ENODATA)
+			continue;
+		if (len < 0 || fsetxattr(out, a, value, (size_t)len, 0) < 0)
+			return lms_error_set(err, LMS_ERR_INTERNAL, errno, "copy the attribute %s of %s", a, name);
+	}
+	return 0;
+}
+
 /* Owner, mode and times, set last: the mode may forbid the writes before it. */
 static int
 copy_attrs(int fd, const struct stat *st, const char *name, struct lms_error **err)
@@ -84,7 +118,7 @@ copy_file(int src, int dst, const char *name, const struct stat *st, struct lms_
 	_cleanup_fd_ int out = openat(dst, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (out < 0)
 		return lms_error_set(err, LMS_ERR_INTERNAL, errno, "create %s", name);
-	if (copy_bytes(in, out, name, err) < 0)
+	if (copy_bytes(in, out, name, err) < 0 || copy_xattrs(in, out, name, err) < 0)
 		return -1;
 	return copy_attrs(out, st, name, err);
 }
@@ -117,6 +151,8 @@ copy_dir(int src, int dst, const char *name, const struct stat *st, int depth, s
 		return lms_error_set(err, LMS_ERR_INTERNAL, errno, "open the directory %s", name);
 	if (copy_level(in, out, depth + 1, err) < 0)
 		return lms_error_prefix(err, "%s", name);
+	if (copy_xattrs(in, out, name, err) < 0)
+		return -1;
 	return copy_attrs(out, st, name, err);
 }
 
@@ -137,6 +173,14 @@ copy_entry(int src, int dst, const char *name, int depth, struct lms_error **err
 		if (mkfifoat(dst, name, st.st_mode & 07777) < 0 ||
 		    fchownat(dst, name, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) < 0)
 			return lms_error_set(err, LMS_ERR_INTERNAL, errno, "copy the FIFO %s", name);
+		return 0;
+	case S_IFCHR:
+		/* Device 0/0 is no device: overlayfs's whiteout, a file an image sandbox deleted from its image. */
+		if (major(st.st_rdev) != 0 || minor(st.st_rdev) != 0)
+			return 0;
+		if (mknodat(dst, name, S_IFCHR | (st.st_mode & 0777), 0) < 0 ||
+		    fchownat(dst, name, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+			return lms_error_set(err, LMS_ERR_INTERNAL, errno, "copy the whiteout %s", name);
 		return 0;
 	default:
 		return 0; /* a socket means nothing without its process; device nodes are not copied */

@@ -18,6 +18,7 @@
 #include "core/fdio.h"
 #include "core/file.h"
 #include "core/inroot.h"
+#include "image/users.h"
 #include "core/tree.h"
 #include "image/digest.h"
 #include "image/platform.h"
@@ -520,6 +521,9 @@ lms_image_import(const char *state_dir, const char *name, const char *file, cons
 		return -1;
 	_cleanup_fd_ int lock = lms_image_lock(state_dir, err);
 	if (lock < 0)
+		return -1;
+	/* Replacing an image frees its old layers, which a persistent sandbox of it still needs. */
+	if (lms_image_check_unused(state_dir, name, err) < 0)
 		return -1;
 	struct importer im = {
 	    .state_dir = state_dir,

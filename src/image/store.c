@@ -17,6 +17,7 @@
 #include "core/fdio.h"
 #include "core/file.h"
 #include "core/tree.h"
+#include "image/users.h"
 #include "sandbox/sandbox.h"
 
 #define RECORD_MAX (1u << 20)
@@ -376,6 +377,9 @@ lms_image_remove(const char *state_dir, const char *name, struct lms_error **err
 		return -1;
 	_cleanup_fd_ int lock = lms_image_lock(state_dir, err);
 	if (lock < 0)
+		return -1;
+	/* A persistent sandbox on these layers would lose them (image/users.h). */
+	if (lms_image_check_unused(state_dir, name, err) < 0)
 		return -1;
 	_cleanup_free_ char *path = xasprintf("%s/images/records/%s.json", state_dir, name);
 	if (unlink(path) < 0)

@@ -3,7 +3,8 @@
  * single-threaded, it keeps the workers (worker.c) and routes every request of the daemon to one:
  * a one-shot job to a worker holding a prepared sandbox (else an idle one, else a new one), a lasting
  * sandbox's CREATE to an idle or new worker that then owns it, and its EXEC and DESTROY to that owner.
- * It keeps pool_size sandboxes prepared ahead of demand, and says why when preparing fails.
+ * It keeps pool_size sandboxes of the host image prepared ahead of demand, and a few of each image
+ * recently asked for (IMAGES_WARM, IMAGE_WARM), and says why when preparing fails.
  */
 #include <errno.h>
 #include <malloc.h>
@@ -30,6 +31,14 @@
 /* Preparing failures in a row after which the pool stops refilling until the next job. */
 #define FAILURES_MAX 3
 
+/* Imported images kept warm beside the host image (which keeps its pool_size): the IMAGES_WARM most
+ * recently asked for by a one-shot job, each with up to IMAGE_WARM prepared sandboxes (no more than
+ * pool_size). A sandbox of an image that falls out of that list is ended. Only a worker that ran a job
+ * of an image knows its layers, so it is that worker that prepares the next one: an image gets as many
+ * warm sandboxes as its jobs ran at once, up to IMAGE_WARM (API-NOTES.md). */
+#define IMAGES_WARM 4
+#define IMAGE_WARM 2
+
 enum worker_state {
 	W_PREPARING,  /* preparing a pool sandbox; says READY or FAILED next */
 	W_READY,      /* holds a prepared sandbox and waits for a job */
@@ -45,6 +54,8 @@ struct worker {
 	int ctl; /* the spawner's end of the worker's socket */
 	enum worker_state state;
 	uint64_t sandbox; /* W_CREATING, W_OWNER, W_DESTROYING: the daemon's id of it */
+	uint64_t image;	  /* W_PREPARING, W_READY: its sandbox's image key (0: the host image) */
+	uint64_t knows;	  /* the image key it can prepare (its last image job's), or 0 */
 };
 
 struct pool {
@@ -52,7 +63,9 @@ struct pool {
 	unsigned size;
 	struct worker *w;
 	unsigned n, cap;
-	unsigned failures; /* in a row: past FAILURES_MAX, refilling waits for the next job */
+	unsigned failures;	      /* in a row: past FAILURES_MAX, refilling waits for the next job */
+	uint64_t recent[IMAGES_WARM]; /* image keys kept warm, the most recently used first */
+	unsigned n_recent;
 	int sock, sigfd;
 };
 
@@ -70,6 +83,7 @@ lms_spawn_nfds(uint32_t type)
 	case LMS_SPAWN_DESTROY:
 		return 1;
 	case LMS_SPAWN_PREPARE:
+	case LMS_SPAWN_RELEASE:
 		return 0;
 	}
 	return SIZE_MAX;
@@ -144,17 +158,92 @@ pool_spawn(struct pool *pool, bool prepare)
 	return (int)pool->n++;
 }
 
-/* Tops the pool up to `size` sandboxes prepared or being prepared: idle workers first, then new ones. */
+/* Sandboxes of image `key` prepared or being prepared. */
+static unsigned
+pool_prepared(const struct pool *pool, uint64_t key)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < pool->n; i++)
+		n += (pool->w[i].state == W_PREPARING || pool->w[i].state == W_READY) && pool->w[i].image == key;
+	return n;
+}
+
+static bool
+is_recent(const struct pool *pool, uint64_t key)
+{
+	for (unsigned k = 0; k < pool->n_recent; k++)
+		if (pool->recent[k] == key)
+			return true;
+	return false;
+}
+
+/* An image a job asked for goes first in the list; the least recently used one falls out. */
+static void
+note_recent(struct pool *pool, uint64_t key)
+{
+	unsigned k = 0;
+	while (k < pool->n_recent && pool->recent[k] != key)
+		k++;
+	if (k == pool->n_recent && pool->n_recent < IMAGES_WARM)
+		pool->n_recent++;
+	if (k == IMAGES_WARM)
+		k--;
+	memmove(pool->recent + 1, pool->recent, k * sizeof(*pool->recent));
+	pool->recent[0] = key;
+}
+
+/* An image whose preparing failed (its layers removed, most often) is no longer kept warm. */
+static void
+forget_image(struct pool *pool, uint64_t key)
+{
+	for (unsigned k = 0; k < pool->n_recent; k++)
+		if (pool->recent[k] == key) {
+			memmove(pool->recent + k, pool->recent + k + 1,
+				(pool->n_recent - k - 1) * sizeof(*pool->recent));
+			pool->n_recent--;
+			break;
+		}
+	for (unsigned i = 0; i < pool->n; i++)
+		if (pool->w[i].knows == key)
+			pool->w[i].knows = 0;
+}
+
+static bool
+send_prepare(struct pool *pool, unsigned i, uint64_t key)
+{
+	struct lms_spawn_msg prepare = {.type = LMS_SPAWN_PREPARE, .image = key};
+	if (lms_fd_send(pool->w[i].ctl, &prepare, sizeof(prepare), NULL, 0) <= 0)
+		return false;
+	pool->w[i].state = W_PREPARING;
+	pool->w[i].image = key;
+	return true;
+}
+
+/* Tops the pool up: each recent image to its share, from idle workers that know it; then the host image
+ * to `size` sandboxes prepared or being prepared, idle workers first, then new ones. Prepared sandboxes
+ * of images no longer recent are ended first. */
 static void
 pool_fill(struct pool *pool)
 {
-	unsigned have = pool_count(pool, W_PREPARING) + pool_count(pool, W_READY);
-	struct lms_spawn_msg prepare = {.type = LMS_SPAWN_PREPARE};
-	for (unsigned i = 0; i < pool->n && have < pool->size && pool->failures < FAILURES_MAX; i++)
-		if (pool->w[i].state == W_IDLE && lms_fd_send(pool->w[i].ctl, &prepare, sizeof(prepare), NULL, 0) > 0) {
-			pool->w[i].state = W_PREPARING;
-			have++;
+	struct lms_spawn_msg release = {.type = LMS_SPAWN_RELEASE};
+	for (unsigned i = 0; i < pool->n; i++)
+		if (pool->w[i].state == W_READY && pool->w[i].image != 0 && !is_recent(pool, pool->w[i].image) &&
+		    lms_fd_send(pool->w[i].ctl, &release, sizeof(release), NULL, 0) > 0) {
+			pool->w[i].state = W_IDLE;
+			pool->w[i].image = 0;
 		}
+	unsigned per_image = pool->size < IMAGE_WARM ? pool->size : IMAGE_WARM;
+	for (unsigned k = 0; k < pool->n_recent; k++) {
+		uint64_t key = pool->recent[k];
+		unsigned have = pool_prepared(pool, key);
+		for (unsigned i = 0; i < pool->n && have < per_image; i++)
+			if (pool->w[i].state == W_IDLE && pool->w[i].knows == key && send_prepare(pool, i, key))
+				have++;
+	}
+	unsigned have = pool_prepared(pool, 0);
+	for (unsigned i = 0; i < pool->n && have < pool->size && pool->failures < FAILURES_MAX; i++)
+		if (pool->w[i].state == W_IDLE && send_prepare(pool, i, 0))
+			have++;
 	for (; have < pool->size && pool->failures < FAILURES_MAX; have++)
 		if (pool_spawn(pool, true) < 0)
 			return;
@@ -168,8 +257,14 @@ pool_drop(struct pool *pool, unsigned i)
 }
 
 static void
-preparing_failed(struct pool *pool, const char *why)
+preparing_failed(struct pool *pool, uint64_t image, const char *why)
 {
+	if (image != 0) {
+		lms_log(LMS_LOG_WARNING, NULL,
+			"pool: preparing a sandbox of an image failed; it is no longer kept warm", "error", why, NULL);
+		forget_image(pool, image);
+		return;
+	}
 	pool->failures++;
 	lms_log(LMS_LOG_WARNING, NULL, "pool: preparing a sandbox failed", "error", why, NULL);
 	if (pool->failures == FAILURES_MAX)
@@ -210,14 +305,14 @@ pool_event(struct pool *pool, unsigned i)
 		/* A pool sandbox that failed, while preparing or after it was offered: the worker stays, idle
 		 * (or busy with a job it was given meanwhile, which it serves with a sandbox of its own). */
 		m.what[sizeof(m.what) - 1] = '\0';
-		preparing_failed(pool, m.what);
+		preparing_failed(pool, w->image, m.what);
 		if (w->state == W_PREPARING || w->state == W_READY)
 			w->state = W_IDLE;
 		return false;
 	}
 	/* End-of-file, or a message that does not fit its state: the worker is gone or lost. */
 	if (w->state == W_PREPARING || w->state == W_READY) {
-		preparing_failed(pool, "the worker died while preparing");
+		preparing_failed(pool, w->image, "the worker died while preparing");
 	} else if (w->state == W_OWNER || w->state == W_CREATING || w->state == W_DESTROYING) {
 		char id[24];
 		snprintf(id, sizeof(id), "%llu", (unsigned long long)w->sandbox);
@@ -237,12 +332,16 @@ find_owner(const struct pool *pool, uint64_t sandbox)
 	return -1;
 }
 
-/* A worker to take a new request: one in `want` if any (its socket still open), else a new idle one. */
+/* A worker to take a new request: one holding a prepared sandbox of image `key` when `prepared`, else an
+ * idle one, else a new idle one. */
 static int
-take_worker(struct pool *pool, enum worker_state want)
+take_worker(struct pool *pool, uint64_t key, bool prepared)
 {
+	for (unsigned i = 0; i < pool->n && prepared; i++)
+		if (pool->w[i].state == W_READY && pool->w[i].image == key)
+			return (int)i;
 	for (unsigned i = 0; i < pool->n; i++)
-		if (pool->w[i].state == want)
+		if (pool->w[i].state == W_IDLE)
 			return (int)i;
 	return pool_spawn(pool, false);
 }
@@ -268,17 +367,22 @@ static void
 route(struct pool *pool, const struct lms_spawn_msg *msg, const int *fds, size_t nfds)
 {
 	char why[96];
-	int i;
+	int i = -1;
 	switch ((enum lms_spawn_type)msg->type) {
 	case LMS_SPAWN_JOB:
-		/* A worker with a prepared sandbox, else an idle one (which makes a sandbox for it). */
-		for (;;) {
-			i = take_worker(pool, pool_count(pool, W_READY) ? W_READY : W_IDLE);
-			if (i < 0 || forward(pool, (unsigned)i, msg, fds, nfds))
-				break;
-		}
-		if (i >= 0)
+		/* A worker with a prepared sandbox of the job's image, else an idle one (which makes a sandbox
+		 * for it, and learns the image to prepare the next one). */
+		do
+			i = take_worker(pool, msg->image, true);
+		while (i >= 0 && !forward(pool, (unsigned)i, msg, fds, nfds));
+		if (i >= 0) {
 			pool->w[i].state = W_BUSY;
+			pool->w[i].image = 0;
+			if (msg->image != 0)
+				pool->w[i].knows = msg->image;
+		}
+		if (msg->image != 0)
+			note_recent(pool, msg->image);
 		pool->failures = 0;
 		break;
 	case LMS_SPAWN_CREATE:
@@ -287,13 +391,16 @@ route(struct pool *pool, const struct lms_spawn_msg *msg, const int *fds, size_t
 			lms_frame_error_text(events_fd(msg, fds), LMS_ERR_INVALID, why);
 			return;
 		}
-		/* A worker with a prepared sandbox first: it becomes the lasting one when its limits fit. */
+		/* A worker with a prepared sandbox of the host image first: it becomes the lasting one when its
+		 * limits fit. An image's prepared one has its upper layer on its scratch file system, which a
+		 * stored sandbox cannot keep: those are made anew. */
 		do
-			i = take_worker(pool, pool_count(pool, W_READY) ? W_READY : W_IDLE);
+			i = take_worker(pool, 0, msg->image == 0);
 		while (i >= 0 && !forward(pool, (unsigned)i, msg, fds, nfds));
 		if (i >= 0) {
 			pool->w[i].state = W_CREATING;
 			pool->w[i].sandbox = msg->sandbox;
+			pool->w[i].image = 0;
 		}
 		break;
 	case LMS_SPAWN_EXEC:
@@ -310,6 +417,7 @@ route(struct pool *pool, const struct lms_spawn_msg *msg, const int *fds, size_t
 		lms_frame_error_text(events_fd(msg, fds), LMS_ERR_NOT_FOUND, why);
 		return;
 	case LMS_SPAWN_PREPARE:
+	case LMS_SPAWN_RELEASE:
 		return;
 	}
 	if (i < 0)
@@ -338,7 +446,8 @@ serve_daemon(struct pool *pool)
 	ssize_t n = lms_fd_recv(pool->sock, &msg, sizeof(msg), fds, LMS_SPAWN_MAX_FDS, &nfds);
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
 		shut_down(pool);
-	if (n == (ssize_t)sizeof(msg) && nfds == lms_spawn_nfds(msg.type) && msg.type != LMS_SPAWN_PREPARE)
+	if (n == (ssize_t)sizeof(msg) && nfds == lms_spawn_nfds(msg.type) && msg.type != LMS_SPAWN_PREPARE &&
+	    msg.type != LMS_SPAWN_RELEASE)
 		route(pool, &msg, fds, nfds);
 	lms_fd_close_all(fds, nfds);
 }

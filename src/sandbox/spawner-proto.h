@@ -31,12 +31,14 @@ enum lms_spawn_type {
 	LMS_SPAWN_START = 6,   /* a background command in `sandbox`; fds: spec, events (RESULT with its pid,
 				* or ERROR), then its output, input, status and control (sandbox.h,
 				* struct lms_background_io) */
+	LMS_SPAWN_RELEASE = 7, /* spawner -> worker: end the prepared sandbox (its image left the pool); no fds */
 };
 
 struct lms_spawn_msg {
 	uint32_t type;
 	uint32_t reserved;
 	uint64_t sandbox; /* CREATE, EXEC, DESTROY: the daemon's id; else 0 */
+	uint64_t image;	  /* JOB, CREATE: the spec's lms_image_key; PREPARE: the image to prepare; else 0 */
 };
 
 /* The largest spec a request may carry (its stdin included). */
@@ -86,6 +88,29 @@ int lms_frame_read(int fd, struct lms_job_event *ev, struct lms_error **err);
 
 /* A job reading frames from events_fd; cancel_fd (or -1) is the write end of its cancel pipe (job.c). */
 struct lms_job *lms_job_new(int events_fd, int cancel_fd);
+
+/* The image of a pool sandbox (pool-image.c). The key is 0 for the host image, else a hash of the image's
+ * name and layer paths (never 0): the spawner routes by it; a worker uses a prepared sandbox only when
+ * lms_image_ref_matches (the same name, layer paths and layer directories' inodes). */
+uint64_t lms_image_key(const char *image, char *const *layers);
+struct lms_layer_id {
+	dev_t dev;
+	ino_t ino;
+};
+struct lms_image_ref {
+	uint64_t key;
+	char *image; /* NULL for the host image */
+	char **layers;
+	struct lms_layer_id *ids; /* of each layer directory when the ref was set */
+	size_t n;
+};
+/* False (the ref cleared) when a layer directory is gone. */
+bool lms_image_ref_set(struct lms_image_ref *ref, const char *image, char *const *layers);
+bool lms_image_ref_matches(const struct lms_image_ref *ref, const char *image, char *const *layers);
+void lms_image_ref_clear(struct lms_image_ref *ref);
+/* host_base with ref's image and layers: what a pool sandbox of that image is made from. */
+void lms_image_ref_base(const struct lms_image_ref *ref, const struct lms_sandbox_spec *host_base,
+			struct lms_sandbox_spec *out);
 
 /* The worker process (worker.c): serves its socket until end-of-file. Never returns. */
 struct lms_pool_config {

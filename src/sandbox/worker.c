@@ -48,12 +48,20 @@ read_spec(int fd, struct lms_sandbox_spec *spec, char **data, void **storage, si
 	return lms_spec_decode(*data, *len, spec, storage, err);
 }
 
-/* Whether a one-shot job can take the pool's prepared sandbox: the same image, no network or GPU, and
- * limits within the base's. */
+/* What a worker knows of images: the one its prepared sandbox has, and the last image a job of it asked
+ * for, which it prepares when the spawner says PREPARE with that image's key. */
+struct images {
+	struct lms_image_ref prepared;
+	struct lms_image_ref recipe;
+};
+
+/* Whether a one-shot job can take the pool's prepared sandbox: the same image (name, layer paths and
+ * directories), no network or GPU, and limits within the base's. */
 static bool
-fits_pool(const struct lms_pool_config *cfg, const struct lms_sandbox_spec *spec)
+fits_pool(const struct lms_pool_config *cfg, const struct images *im, const struct lms_sandbox_spec *spec)
 {
-	return cfg->base && !spec->network && !spec->gpus && lms_image_is_host(spec->image) &&
+	return cfg->base && !spec->network && !spec->gpus &&
+	       lms_image_ref_matches(&im->prepared, spec->image, spec->layers) &&
 	       lms_limits_fit_prepared(&cfg->base->limits, &spec->limits);
 }
 
@@ -75,12 +83,19 @@ struct owner {
 
 static void on_spawner(void *owner);
 
+static void
+drop_prepared(struct lms_sandbox **prepared, struct images *im)
+{
+	lms_sandbox_destroy(steal_pointer(prepared));
+	lms_image_ref_clear(&im->prepared);
+}
+
 /* One command: a one-shot job (in `prepared` when it fits, else in a sandbox made now, which `prepared`
  * is then freed for) or an EXEC in the lasting sandbox `owned`. The events fd gets its frames. An owner
  * (or NULL: a fork watching one command) is served meanwhile. */
 static void
 run_command(const int fds[3], struct lms_sandbox **prepared, struct lms_sandbox *owned,
-	    const struct lms_pool_config *cfg, struct owner *o)
+	    const struct lms_pool_config *cfg, struct images *im, struct owner *o)
 {
 	(void)setpriority(PRIO_PROCESS, 0, cfg->nice);
 	int events = fds[1];
@@ -109,12 +124,17 @@ run_command(const int fds[3], struct lms_sandbox **prepared, struct lms_sandbox 
 		spec.cancel_fd = fds[2];
 		if (owned != NULL)
 			r = lms_sandbox_exec(owned, &spec, 0, &out, &res, &err);
-		else if (*prepared != NULL && fits_pool(cfg, &spec))
+		else if (*prepared != NULL && fits_pool(cfg, im, &spec)) {
+			lms_image_ref_clear(&im->prepared);
 			r = lms_sandbox_launch(steal_pointer(prepared), &spec, &out, &res, &err);
-		else {
-			lms_sandbox_destroy(steal_pointer(prepared));
+		} else {
+			drop_prepared(prepared, im);
 			r = lms_sandbox_run(&spec, &out, &res, &err);
 		}
+		/* The image a later PREPARE may name: this job's, learnt once. */
+		if (owned == NULL && !lms_image_is_host(spec.image) &&
+		    im->recipe.key != lms_image_key(spec.image, spec.layers))
+			(void)lms_image_ref_set(&im->recipe, spec.image, spec.layers);
 	}
 	if (o != NULL)
 		o->out = NULL;
@@ -151,7 +171,7 @@ fork_exec(struct owner *o, const int fds[3])
 		set_name("lms-exec");
 		lms_sandbox_forked(o->owned, id);
 		struct lms_sandbox *none = NULL;
-		run_command(fds, &none, o->owned, o->cfg, NULL);
+		run_command(fds, &none, o->owned, o->cfg, NULL, NULL);
 		_exit(0);
 	}
 	o->kids = xrealloc(o->kids, (o->n_kids + 1) * sizeof(*o->kids));
@@ -209,7 +229,7 @@ reap_kids(struct owner *o)
  * (its limits lowered to the request's), else one made now. 0 when the worker now owns it. */
 static int
 create_owned(const int fds[2], struct lms_sandbox **prepared, struct lms_sandbox **owned,
-	     const struct lms_pool_config *cfg)
+	     const struct lms_pool_config *cfg, struct images *im)
 {
 	_cleanup_error_ struct lms_error *err = NULL;
 	struct lms_sandbox_spec base;
@@ -224,14 +244,17 @@ create_owned(const int fds[2], struct lms_sandbox **prepared, struct lms_sandbox
 		want.disk_mb = cfg->base->limits.disk_mb;
 	struct lms_sandbox_spec fit = base;
 	fit.limits = want;
-	if (r == 0 && *prepared != NULL && fits_pool(cfg, &fit)) {
+	/* A prepared image sandbox has its upper layer on its scratch tmpfs: a stored one cannot take it. */
+	bool movable = base.storage == NULL || lms_image_is_host(base.image);
+	if (r == 0 && *prepared != NULL && movable && fits_pool(cfg, im, &fit)) {
+		lms_image_ref_clear(&im->prepared);
 		*owned = steal_pointer(prepared);
 		if ((r = lms_sandbox_limit(*owned, &want, &err)) == 0 && base.storage != NULL)
 			r = lms_sandbox_attach_storage(*owned, base.storage, base.limits.disk_mb, &err);
 		if (r < 0)
 			lms_sandbox_destroy(steal_pointer(owned));
 	} else if (r == 0) {
-		lms_sandbox_destroy(steal_pointer(prepared));
+		drop_prepared(prepared, im);
 		r = lms_sandbox_create(&base, owned, &err);
 	}
 	/* CREATE answers once the sandbox can take a command, or with the step that failed. */
@@ -287,7 +310,7 @@ destroy_owned(int events, struct lms_sandbox **owned)
  * once; its own READY or failure is read here while the worker waits. Returns when the spawner speaks;
  * a sandbox that failed is dropped, and the spawner told why. */
 static void
-await_spawner(int ctl, struct lms_sandbox **prepared)
+await_spawner(int ctl, struct lms_sandbox **prepared, struct images *im)
 {
 	while (*prepared != NULL && !lms_sandbox_is_ready(*prepared)) {
 		struct pollfd fds[2] = {{.fd = ctl, .events = POLLIN},
@@ -299,10 +322,44 @@ await_spawner(int ctl, struct lms_sandbox **prepared)
 		if (fds[1].revents) {
 			_cleanup_error_ struct lms_error *err = NULL;
 			if (lms_sandbox_wait_ready(*prepared, &err) < 0) {
-				lms_sandbox_destroy(steal_pointer(prepared));
+				drop_prepared(prepared, im);
 				tell(ctl, LMS_WORKER_FAILED, err->message);
 			}
 		}
+	}
+}
+
+/* PREPARE: a pool sandbox of the host image (key 0) or of the image of this worker's last image job. A
+ * worker that failed stays, idle: a job the spawner sent meanwhile is still served. */
+static void
+prepare_pooled(int ctl, const struct lms_pool_config *cfg, struct images *im, uint64_t key,
+	       struct lms_sandbox **prepared)
+{
+	set_name("lms-pooled");
+	if (cfg->low_priority)
+		(void)setpriority(PRIO_PROCESS, 0, LMS_POOL_NICE);
+	_cleanup_error_ struct lms_error *err = NULL;
+	if (key != 0 && key != im->recipe.key) {
+		tell(ctl, LMS_WORKER_FAILED, "this worker ran no job of that image");
+		return;
+	}
+	struct lms_sandbox_spec base;
+	lms_image_ref_base(&im->recipe, cfg->base, &base);
+	if (key == 0)
+		base = *cfg->base;
+	/* The layers' inodes are taken before the overlay is made of them: a later check sees any change. */
+	if (!lms_image_ref_set(&im->prepared, base.image, base.layers)) {
+		lms_image_ref_clear(&im->recipe);
+		tell(ctl, LMS_WORKER_FAILED, "a layer directory of the image is gone (the image was removed)");
+		return;
+	}
+	if (lms_sandbox_create(&base, prepared, &err) < 0) {
+		lms_image_ref_clear(&im->prepared);
+		if (key != 0)
+			lms_image_ref_clear(&im->recipe);
+		tell(ctl, LMS_WORKER_FAILED, err->message);
+	} else {
+		tell(ctl, LMS_WORKER_READY, NULL);
 	}
 }
 
@@ -313,18 +370,11 @@ lms_worker_main(int ctl, const struct lms_pool_config *cfg, bool prepare)
 	struct lms_sandbox *prepared = NULL, *owned = NULL;
 	static struct owner o;
 	o = (struct owner){.ctl = ctl, .cfg = cfg};
+	struct images im = {0};
+	uint64_t prepare_key = 0;
 	for (;;) {
-		if (prepare && prepared == NULL && owned == NULL) {
-			set_name("lms-pooled");
-			if (cfg->low_priority)
-				(void)setpriority(PRIO_PROCESS, 0, LMS_POOL_NICE);
-			_cleanup_error_ struct lms_error *err = NULL;
-			/* A worker that failed stays, idle: a job the spawner sent meanwhile is still served. */
-			if (lms_sandbox_create(cfg->base, &prepared, &err) < 0)
-				tell(ctl, LMS_WORKER_FAILED, err->message);
-			else
-				tell(ctl, LMS_WORKER_READY, NULL);
-		}
+		if (prepare && prepared == NULL && owned == NULL)
+			prepare_pooled(ctl, cfg, &im, prepare_key, &prepared);
 		prepare = false;
 		set_name(owned ? "lms-owner" : prepared ? "lms-pooled" : "lms-idle");
 		reap_kids(&o);
@@ -342,7 +392,7 @@ lms_worker_main(int ctl, const struct lms_pool_config *cfg, bool prepare)
 		} else if (o.gone) {
 			n = 0;
 		} else {
-			await_spawner(ctl, &prepared);
+			await_spawner(ctl, &prepared, &im);
 			n = lms_fd_recv(ctl, &msg, sizeof(msg), fds, LMS_SPAWN_MAX_FDS, &nfds);
 		}
 		if (n <= 0) {
@@ -357,18 +407,25 @@ lms_worker_main(int ctl, const struct lms_pool_config *cfg, bool prepare)
 		}
 		switch ((enum lms_spawn_type)msg.type) {
 		case LMS_SPAWN_PREPARE:
+			/* A sandbox of another image than the one asked for is no use to the pool. */
+			if (prepared != NULL && im.prepared.key != msg.image)
+				drop_prepared(&prepared, &im);
 			prepare = true;
+			prepare_key = msg.image;
+			break;
+		case LMS_SPAWN_RELEASE:
+			drop_prepared(&prepared, &im);
 			break;
 		case LMS_SPAWN_JOB:
 			set_name("lms-worker");
-			run_command(fds, &prepared, NULL, cfg, NULL);
+			run_command(fds, &prepared, NULL, cfg, &im, NULL);
 			tell(ctl, LMS_WORKER_DONE, NULL);
 			break;
 		case LMS_SPAWN_EXEC:
 			/* The spawner routes a sandbox's EXEC only to its owner. */
 			if (owned != NULL) {
 				o.owned = owned;
-				run_command(fds, &prepared, owned, cfg, &o);
+				run_command(fds, &prepared, owned, cfg, &im, &o);
 			} else
 				lms_frame_error_text(fds[1], LMS_ERR_NOT_FOUND, "this worker holds no sandbox");
 			break;
@@ -379,7 +436,8 @@ lms_worker_main(int ctl, const struct lms_pool_config *cfg, bool prepare)
 				lms_frame_error_text(fds[1], LMS_ERR_NOT_FOUND, "this worker holds no sandbox");
 			break;
 		case LMS_SPAWN_CREATE:
-			tell(ctl, create_owned(fds, &prepared, &owned, cfg) == 0 ? LMS_WORKER_OWNS : LMS_WORKER_DONE,
+			tell(ctl,
+			     create_owned(fds, &prepared, &owned, cfg, &im) == 0 ? LMS_WORKER_OWNS : LMS_WORKER_DONE,
 			     NULL);
 			break;
 		case LMS_SPAWN_DESTROY:

@@ -13,6 +13,7 @@
 #include "core/alloc.h"
 #include "core/fdio.h"
 #include "image/store.h"
+#include "image/users.h"
 #include "server/image-child.h"
 #include "server/sandboxes.h"
 #include "server/server.h"
@@ -57,9 +58,7 @@ lms_route_image_delete(struct lms_request *req)
 	if (lms_image_name_check(name, NULL) < 0)
 		lms_error_set(&err, LMS_ERR_NOT_FOUND, 0, "image '%.128s' does not exist", name);
 	else if (lms_sandboxes_use_image(req->server->sandboxes, name))
-		lms_error_set(&err, LMS_ERR_CONFLICT, 0,
-			      "image '%s' is the root of a persistent sandbox: delete the sandboxes made with it first",
-			      name);
+		lms_error_set(&err, LMS_ERR_CONFLICT, 0, LMS_IMAGE_IN_USE, name);
 	else
 		(void)lms_image_remove(req->server->cfg->state_dir, name, &err);
 	if (err != NULL)

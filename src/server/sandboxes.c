@@ -16,6 +16,7 @@
 #include "core/id.h"
 #include "core/log.h"
 #include "image/store.h"
+#include "image/users.h"
 #include "net/allowlist.h"
 #include "net/ns-socket.h"
 #include "server/history.h"
@@ -188,6 +189,8 @@ end_sandbox(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, const char *
 	 * nothing brings it back. */
 	if (sbs->store != NULL && e->storage != NULL && lms_store_remove(sbs->store, e->id, r < 0 ? NULL : &err) < 0)
 		r = -1;
+	else if (sbs->store != NULL && e->storage != NULL && !lms_image_is_host(e->image))
+		lms_image_unuse(sbs->server->cfg->state_dir, e->image, e->id); /* its files are gone */
 	if (r < 0)
 		lms_log(LMS_LOG_ERROR, NULL, "sandbox: could not remove it", "sandbox", e->id, "error",
 			err ? err->message : "(see above)", NULL);
@@ -415,8 +418,16 @@ make_entry(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, const char *f
 					     "fork needs stored sandboxes, which only a daemon run as root keeps");
 		return start_init(sbs, e, err);
 	}
-	if (lms_store_make(sbs->store, e->id, e->set.spec.limits.disk_mb, &e->storage, err) < 0)
+	/* Recorded as a user of its image first: from then on no `image rm` takes its layers away. */
+	const char *state_dir = sbs->server->cfg->state_dir;
+	bool image = !lms_image_is_host(e->image);
+	if (image && lms_image_use(state_dir, e->image, e->id, err) < 0)
 		return -1;
+	if (lms_store_make(sbs->store, e->id, e->set.spec.limits.disk_mb, &e->storage, err) < 0) {
+		if (image)
+			lms_image_unuse(state_dir, e->image, e->id);
+		return -1;
+	}
 	int r = from != NULL ? lms_store_copy(sbs->store, from, e->id, err) : 0;
 	bool started = r == 0 && (r = start_init(sbs, e, err)) == 0;
 	if (r == 0) {
@@ -428,6 +439,8 @@ make_entry(struct lms_sandboxes *sbs, struct lms_sandbox_entry *e, const char *f
 		if (started)
 			(void)lms_spawner_destroy(sbs->server->spawner, e->key, NULL);
 		(void)lms_store_remove(sbs->store, e->id, NULL);
+		if (image)
+			lms_image_unuse(state_dir, e->image, e->id);
 	}
 	return r;
 }
@@ -606,7 +619,9 @@ restore_one(void *userdata, const char *id, json_t *rec, double used_s)
 	/* An imported image is found again by its name: its layers and WorkingDir as the store has them now. */
 	_cleanup_image_ struct lms_image *img = NULL;
 	if (bad == NULL && !lms_image_is_host(set.spec.image)) {
-		if (lms_image_load(sbs->server->cfg->state_dir, set.spec.image, &img, NULL) < 0) {
+		/* Its use recorded again (a sandbox stored before users were recorded has none). */
+		if (lms_image_load(sbs->server->cfg->state_dir, set.spec.image, &img, NULL) < 0 ||
+		    lms_image_use(sbs->server->cfg->state_dir, set.spec.image, id, NULL) < 0) {
 			bad = "its image no longer exists";
 		} else {
 			set.spec.layers = img->paths;

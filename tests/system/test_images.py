@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from server_fixtures import daemons
+from procinfo import descendants, ready_pool_workers
+from server_fixtures import daemons, wait_until
 
 root = pytest.mark.require_root
 
 HOST_TOOLS = ["/bin/sh", "/usr/bin/dash", "/usr/bin/cat", "/usr/bin/ls", "/usr/bin/id", "/usr/bin/env",
-              "/usr/bin/touch", "/usr/bin/pwd", "/usr/bin/rm", "/usr/bin/stat", "/usr/bin/head"]
+              "/usr/bin/touch", "/usr/bin/pwd", "/usr/bin/rm", "/usr/bin/stat", "/usr/bin/head", "/usr/bin/true",
+              "/usr/bin/mkdir"]
 
 
 def client(lms_bin):
@@ -393,6 +395,74 @@ def test_exec_with_an_imported_image(lms_bin, tmp_path, rootfs):
         assert img["digest"].startswith("sha256:") and len(img["layers"]) == 2
 
 
+# ---- the one-shot pool keyed by image ---------------------------------------------------------------------------
+
+
+def hostname_rootfs(name):
+    return mini_rootfs(extra=[lambda tar: add_file(tar, "etc/which", name.encode() + b"\n")])
+
+
+def warm_roots(pid):
+    """The root file system types of the prepared sandboxes: "overlay" for an image's, "tmpfs" for the host's."""
+    kinds = []
+    for worker in ready_pool_workers(pid):
+        for child in descendants(worker)[1:2]:
+            try:
+                for line in Path(f"/proc/{child}/mountinfo").read_text().splitlines():
+                    fields = line.split()
+                    if fields[4] == "/":
+                        kinds.append(fields[fields.index("-") + 1])
+            except OSError:
+                pass
+    return sorted(kinds)
+
+
+@root
+def test_the_pool_keeps_image_sandboxes_warm_per_image_never_mixed_nor_reused(lms_bin, tmp_path):
+    state = tmp_path / "state-0"
+    state.mkdir()
+    for name in ("a", "b"):
+        tar = tmp_path / f"{name}.tar"
+        tar.write_bytes(hostname_rootfs(name))
+        assert image_cmd(lms_bin, state, "import", name, str(tar)).returncode == 0
+    with daemons(lms_bin, tmp_path) as start:
+        s = start("--pool-size", "2", state=state)
+        for name in ("a", "b"):
+            r = s.exec({"cmd": "cat /etc/which", "image": name}).json()
+            assert r["stdout"] == f"{name}\n", r
+        # A warm sandbox of each image asked for (one each: their commands came one at a time), beside the
+        # host's two.
+        assert wait_until(lambda: warm_roots(s.pid) == ["overlay", "overlay", "tmpfs", "tmpfs"], 30), \
+            f"no warm image sandboxes: {warm_roots(s.pid)}\n{s.describe()}"
+        # Each command gets its own image's root, and never one a command before it wrote to.
+        for i in range(6):
+            name = "ab"[i % 2]
+            r = s.exec({"cmd": "test ! -e /etc/used && touch /etc/used && cat /etc/which", "image": name}).json()
+            assert r["exit_code"] == 0 and r["stdout"] == f"{name}\n", (i, r)
+        host = s.exec({"cmd": "test ! -e /etc/which && echo host"}).json()
+        assert host["stdout"] == "host\n", host
+
+
+@root
+def test_a_warm_image_sandbox_is_not_used_once_its_image_is_imported_again(lms_bin, tmp_path):
+    state = tmp_path / "state-0"
+    state.mkdir()
+    tar = tmp_path / "b.tar"
+    tar.write_bytes(hostname_rootfs("b"))
+    assert image_cmd(lms_bin, state, "import", "b", str(tar)).returncode == 0
+    # Removed and imported again, the image has the same layer paths but new directories, which the warm
+    # sandbox made before does not see: a command gets a sandbox made now.
+    with daemons(lms_bin, tmp_path) as start:
+        s = start("--pool-size", "1", state=state)
+        assert s.exec({"cmd": "cat /etc/which", "image": "b"}).json()["stdout"] == "b\n"
+        assert wait_until(lambda: "overlay" in warm_roots(s.pid), 30), warm_roots(s.pid)
+        assert s.request("DELETE", "/v1/images/b").status_code == 204
+        assert image_cmd(lms_bin, state, "import", "b", str(tar)).returncode == 0
+        for _ in range(3):
+            r = s.exec({"cmd": "cat /etc/which", "image": "b"}).json()
+            assert r["exit_code"] == 0 and r["stdout"] == "b\n", r
+
+
 # ---- step 3: persistent sandboxes with an image -----------------------------------------------------------------
 
 
@@ -430,6 +500,51 @@ def test_a_persistent_image_sandbox_keeps_its_changes_across_execs_and_restarts(
         assert again.get("/v1/images").json()["data"] == []
         assert again.request("DELETE", "/v1/images/oci").status_code == 404
     assert layer_dirs(state) == [], "the layers nothing uses are freed"
+
+
+@root
+def test_image_rm_of_the_client_is_refused_while_a_persistent_sandbox_uses_the_image(lms_bin, tmp_path, rootfs):
+    state = import_oci(lms_bin, tmp_path, rootfs)
+    with daemons(lms_bin, tmp_path) as start:
+        s = start(state=state)
+        sbx = s.post("/v1/sandboxes", {"image": "oci"}).json()
+        fork = s.post(f"/v1/sandboxes/{sbx['id']}/fork", {}).json()
+        busy = s.request("DELETE", "/v1/images/oci")
+        assert busy.status_code == 409, busy.text
+        r = image_cmd(lms_bin, state, "rm", "oci")
+        assert r.returncode != 0 and busy.json()["error"]["message"].encode() in r.stderr, (r, busy.text)
+        layout = tmp_path / "oci"
+        again = image_cmd(lms_bin, state, "import", "oci", str(layout))
+        assert again.returncode != 0 and b"root of a persistent sandbox" in again.stderr, again
+        assert sbx_sh(s, sbx["id"], "cat /etc/hostname")["stdout"] == "mini\n", "its layers are all there"
+        # Stopped, the daemon keeps the sandbox on disk for its next start: still refused.
+        s.stop(keep_state=True)
+        assert image_cmd(lms_bin, state, "rm", "oci").returncode != 0
+        again = start(state=state)
+        assert sbx_sh(again, sbx["id"], "cat /etc/hostname")["stdout"] == "mini\n"
+        assert again.request("DELETE", f"/v1/sandboxes/{sbx['id']}").status_code == 204
+        assert image_cmd(lms_bin, state, "rm", "oci").returncode != 0, "the fork still uses it"
+        assert again.request("DELETE", f"/v1/sandboxes/{fork['id']}").status_code == 204
+        r = image_cmd(lms_bin, state, "rm", "oci")
+        assert r.returncode == 0, r
+    assert layer_dirs(state) == []
+
+
+@root
+def test_a_fork_of_an_image_sandbox_keeps_its_whiteouts_and_opaque_directories(lms_bin, tmp_path, rootfs):
+    state = import_oci(lms_bin, tmp_path, rootfs)
+    with daemons(lms_bin, tmp_path) as start:
+        s = start(state=state)
+        sbx = s.post("/v1/sandboxes", {"image": "oci"}).json()
+        # A file of the image deleted (a whiteout), a directory of it emptied and made again (opaque).
+        made = sbx_sh(s, sbx["id"], "rm /etc/hostname && rm -r /data && mkdir /data && echo new > /data/new")
+        assert made["exit_code"] == 0, made
+        fork = s.post(f"/v1/sandboxes/{sbx['id']}/fork", {})
+        assert fork.status_code == 201, fork.text
+        seen = sbx_sh(s, fork.json()["id"], "test ! -e /etc/hostname && echo deleted; ls /data")
+        assert seen["stdout"] == "deleted\nnew\n", seen
+        assert sbx_sh(s, sbx["id"], "test ! -e /etc/hostname && echo deleted; ls /data")["stdout"] == \
+            "deleted\nnew\n"
 
 
 # ---- a real Debian ------------------------------------------------------------------------------------------------
