@@ -68,7 +68,8 @@ static const struct setting settings[] = {
      "a body that stalls, or a client that takes no bytes of a response, this long is closed (whole seconds)"},
     {"allow-network", T_BOOL, "false", 0, 0, F(allow_network), "let requests ask for network: true"},
     {"network-dns", T_STRING, NULL, 0, 0, F(network_dns),
-     "the resolver network sandboxes' DNS goes to, asked from the host by pasta (default: the host's)"},
+     "the resolver network sandboxes' DNS goes to (ADDR or ADDR:PORT), asked from the host by each sandbox's DNS "
+     "forwarder (default: the first nameserver of /etc/resolv.conf)"},
     {"network-allow", T_LIST, NULL, 0, 0, F(network_allow),
      "a name (github.com, *.example.org: its subdomains) or range network sandboxes may reach, and only those: "
      "network: true means this list, a request's own list is refused (repeat or comma-separate)"},

@@ -1175,7 +1175,7 @@ OPTIONS = {  # flag: default shown by --help (None: not checked)
     "max-timeout-ms": "300000", "max-body-bytes": "8388608",
     "max-body-bytes-in-flight": "33554432", "max-connections": "1024", "max-connections-per-ip": "128",
     "header-timeout-ms": "10000", "idle-timeout-ms": "120000", "allow-network": None, "insecure-no-auth": None,
-    "network-dns": None, "network-allow-private": None,
+    "network-dns": None, "network-allow-private": None, "network-allow": None,
     "timeout-ms": "30000", "memory-mb": "512", "pids": "256", "cpu-ms": "0", "output-bytes": "1048576",
     "disk-mb": "1024",
 }

@@ -16,6 +16,7 @@
 
 #include "net/cidr.h"
 #include "core/buf.h"
+#include "net/dns-msg.h"
 #include "net/forbidden.h"
 #include "net/nft-rules.h"
 
@@ -187,7 +188,8 @@ test_host_addresses_are_forbidden_whatever_is_lifted(void **state)
 }
 
 /* The filter's text: the host's addresses and the never-lifted ranges are rejected before an allowed
- * private range is accepted, which comes before the private ranges' rejects; the DNS forwarder passes. */
+ * private range is accepted, which comes before the private ranges' rejects; loopback (where the DNS
+ * forwarder listens) passes first. With an allowlist, only its ranges and admitted sets pass after that. */
 static void
 test_nft_ruleset_order(void **state)
 {
@@ -197,7 +199,7 @@ test_nft_ruleset_order(void **state)
 	struct lms_buf b = {0};
 	lms_net_nft_ruleset(&b, &allowed, 1, host, 2, NULL);
 	const char *t = b.data;
-	const char *dns = strstr(t, "ip daddr " LMS_NET_DNS_FORWARD " udp dport 53 accept");
+	const char *dns = strstr(t, "oif lo accept");
 	const char *h4 = strstr(t, "ip daddr 192.0.2.2/32 reject with icmp type admin-prohibited");
 	const char *h6 = strstr(t, "ip6 daddr fd00::2/128 reject with icmpv6 type admin-prohibited");
 	const char *lo = strstr(t, "ip daddr 127.0.0.0/8 reject");
@@ -215,6 +217,33 @@ test_nft_ruleset_order(void **state)
 	assert_non_null(ula);
 	assert_true(dns < link && h4 < lift && h6 < lift && lo < lift && link < lift && lift < priv);
 	assert_non_null(strstr(t, "hook output"));
+	assert_null(strstr(t, "@admitted4"));
+	assert_null(strstr(t, "icmpx"));
+	lms_buf_clear(&b);
+
+	struct lms_allowlist list = {0};
+	assert_int_equal(lms_allowlist_add_list(&list, "github.com,203.0.113.0/24", NULL), 0);
+	lms_net_nft_ruleset(&b, &allowed, 1, host, 2, &list);
+	t = b.data;
+	const char *sets = strstr(t, "set admitted4 { type ipv4_addr; flags timeout; }");
+	const char *admitted = strstr(t, "ip daddr @admitted4 accept");
+	const char *own = strstr(t, "ip daddr 203.0.113.0/24 accept");
+	const char *rest = strstr(t, "reject with icmpx type admin-prohibited");
+	priv = strstr(t, "ip daddr 10.0.0.0/8 reject");
+	assert_non_null(sets);
+	assert_non_null(admitted);
+	assert_non_null(own);
+	assert_non_null(rest);
+	/* Every forbidden range is refused before anything the allowlist admits. */
+	assert_true(sets < priv && priv < admitted && admitted < rest && own < rest);
+	lms_buf_clear(&b);
+
+	struct lms_dns_answer a[] = {{.ttl = 30}, {.ttl = 100000}};
+	a[0].addr = addr("198.18.0.7");
+	a[1].addr = addr("2001:db8::7");
+	lms_net_nft_admit(&b, a, 2);
+	assert_string_equal(b.data, "add element inet lm_sandbox admitted4 { 198.18.0.7 timeout 90s }\n"
+				    "add element inet lm_sandbox admitted6 { 2001:db8::7 timeout 360s }\n");
 	lms_buf_clear(&b);
 }
 

@@ -36,6 +36,7 @@ static const char *const all_flags[] = {
     "allow-network",
     "network-dns",
     "network-allow-private",
+    "network-allow",
     "insecure-no-auth",
     "sandbox-optional",
     "ollama-url",
