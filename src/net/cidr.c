@@ -50,7 +50,9 @@ host_bits_clear(const struct lms_net_addr *a, unsigned prefix)
 	unsigned bytes = addr_bits(a->family) / 8;
 	for (unsigned i = 0; i < bytes; i++) {
 		unsigned first = i * 8;
-		uint8_t host_mask = first >= prefix ? 0xff : prefix - first >= 8 ? 0 : (uint8_t)(0xff >> (prefix - first));
+		uint8_t host_mask = first >= prefix	  ? 0xff
+				    : prefix - first >= 8 ? 0
+							  : (uint8_t)(0xff >> (prefix - first));
 		if (a->addr[i] & host_mask)
 			return false;
 	}
@@ -63,8 +65,8 @@ lms_cidr_parse(const char *text, struct lms_cidr *out, struct lms_error **err)
 	char buf[LMS_CIDR_TEXT_MAX + 1];
 	size_t len = strlen(text);
 	if (len == 0 || len >= sizeof(buf))
-		return lms_error_set(err, LMS_ERR_INVALID, 0, "'%.64s' is not an address range (like 10.0.0.0/8 or fc00::/7)",
-				     text);
+		return lms_error_set(err, LMS_ERR_INVALID, 0,
+				     "'%.64s' is not an address range (like 10.0.0.0/8 or fc00::/7)", text);
 	memcpy(buf, text, len + 1);
 	char *slash = strchr(buf, '/');
 	if (slash)

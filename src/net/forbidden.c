@@ -102,7 +102,8 @@ lms_net_host_addrs(struct lms_net_addr **out, size_t *n, struct lms_error **err)
 	for (struct ifaddrs *i = list; i; i = i->ifa_next) {
 		if (!i->ifa_addr)
 			continue;
-		size_t len = i->ifa_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+		size_t len =
+		    i->ifa_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 		if (lms_net_addr_from_sockaddr(i->ifa_addr, len, &addrs[*n]) == 0)
 			(*n)++;
 	}

@@ -16,8 +16,8 @@
 #include "net/cidr.h"
 
 struct lms_net_forbidden_range {
-	const char *text; /* "127.0.0.0/8" */
-	const char *why;  /* "the host's loopback": for logs and refusals */
+	const char *text;   /* "127.0.0.0/8" */
+	const char *why;    /* "the host's loopback": for logs and refusals */
 	bool private_range; /* --network-allow-private may lift it */
 };
 

@@ -74,8 +74,16 @@ static void
 test_bad_ranges_are_refused_with_a_reason(void **state)
 {
 	(void)state;
-	const char *bad[] = {"", "10.0.0.0/33", "10.0.0.1/8", "fc00::/129", "10.0.0.0/", "10.0.0.0/08",
-			     "10.0.0.0/-1", "example.com/8", "10.0.0.0/8/8", "1.2.3.4:80"};
+	const char *bad[] = {"",
+			     "10.0.0.0/33",
+			     "10.0.0.1/8",
+			     "fc00::/129",
+			     "10.0.0.0/",
+			     "10.0.0.0/08",
+			     "10.0.0.0/-1",
+			     "example.com/8",
+			     "10.0.0.0/8/8",
+			     "1.2.3.4:80"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct lms_cidr c;
 		struct lms_error *err = NULL;
@@ -116,10 +124,23 @@ test_forbidden_table(void **state)
 	size_t n;
 	lms_net_forbidden_cidrs(&n);
 	assert_true(n >= 10);
-	const char *forbidden[] = {"127.0.0.1",	    "127.255.255.254", "0.0.0.0",	  "169.254.169.254", "10.0.0.1",
-				   "172.17.0.1",    "192.168.1.1",     "100.64.0.1",	  "224.0.0.251",     "255.255.255.255",
-				   "::1",	    "::",	       "fe80::1",	  "fd00::1",	     "ff02::1",
-				   "::ffff:127.0.0.1", "::ffff:169.254.169.254"};
+	const char *forbidden[] = {"127.0.0.1",
+				   "127.255.255.254",
+				   "0.0.0.0",
+				   "169.254.169.254",
+				   "10.0.0.1",
+				   "172.17.0.1",
+				   "192.168.1.1",
+				   "100.64.0.1",
+				   "224.0.0.251",
+				   "255.255.255.255",
+				   "::1",
+				   "::",
+				   "fe80::1",
+				   "fd00::1",
+				   "ff02::1",
+				   "::ffff:127.0.0.1",
+				   "::ffff:169.254.169.254"};
 	for (size_t i = 0; i < sizeof(forbidden) / sizeof(forbidden[0]); i++)
 		assert_non_null(why(forbidden[i], NULL));
 	/* The test internet of the system tests (198.18.0.0/15) and ordinary public addresses are not. */
