@@ -9,7 +9,8 @@ For one `lm-sandbox-serve` binary it prints, as markdown rows:
 - how many slow connections it takes before /healthz (asked from 127.0.0.1, --deadline s) stops
   answering, for headers sent a byte at a time and for idle kept-alive connections, with the per-address
   limit off (--max-connections-per-ip 0) and --max-connections raised to --limit, so that what is measured
-  is the model, not the limits in front of it. At most --max connections each, in steps of --step.
+  is the model, not the limits in front of it (and once with the default limits, for headers a byte at a
+  time, up to 1,200). At most --max connections each, in steps of --step.
 Loopback only; every socket is closed at the end.
 
     bench/bench_model.py --serve-bin build/lm-sandbox-serve
@@ -75,10 +76,9 @@ def still_open(s):
         return False
 
 
-def attack(serve_bin, kind, step, most, limit, deadline):
+def attack(serve_bin, kind, step, most, options, deadline):
     """(connections at which /healthz stopped answering or None, connections opened, held, threads)."""
-    proc, url = start_server(serve_bin, ["--max-connections-per-ip", "0", "--max-connections", str(limit),
-                                         "--header-timeout-ms", "600000"])
+    proc, url = start_server(serve_bin, options)
     port = int(url.rsplit(":", 1)[1])
     socks = []
     failed_at = None
@@ -151,11 +151,15 @@ def main():
                     f"{errors}) | {rate:.0f} |")
     base, threads, held = idle_threads(a.serve_bin, a.idle)
     rows.append(f"| {label} | threads with {held} idle kept-alive connections (none: {base}) | {threads} |")
-    for kind in ("slow", "idle"):
-        failed_at, opened, held, threads = attack(a.serve_bin, kind, a.step, a.max, a.limit, a.deadline)
+    raised = ["--max-connections-per-ip", "0", "--max-connections", str(a.limit), "--header-timeout-ms", "600000"]
+    for kind, options, most, where in (
+            ("slow", [], 1200, "the default limits (1,024; 128 per address)"),
+            ("slow", raised, a.max, f"--max-connections {a.limit}, no per-address limit"),
+            ("idle", raised, a.max, f"--max-connections {a.limit}, no per-address limit")):
+        failed_at, opened, held, threads = attack(a.serve_bin, kind, a.step, most, options, a.deadline)
         what = "headers a byte at a time" if kind == "slow" else "idle kept-alive"
         verdict = f"stopped answering at {failed_at}" if failed_at else f"still answering at {opened}"
-        rows.append(f"| {label} | {what}, --max-connections {a.limit}, no per-address limit: /healthz | "
+        rows.append(f"| {label} | {what} from {len(SOURCES)} addresses, {where}: /healthz | "
                     f"{verdict} (daemon holds {held}, {threads} threads) |")
     print("\n".join(rows))
 

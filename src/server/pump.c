@@ -8,9 +8,11 @@
  * for room, as the reader waited for a writable socket before: the limits of a command do not depend on
  * it (issue 10, item 8: the engine keeps undelivered output up to the output cap).
  *
- * Two owners: libmicrohttpd's response (pump_free) and the producer; the last one frees it and the
- * route's cls. The connection is resumed only by whoever saw it suspended, under the lock, so a resume
- * always follows its suspend (libmicrohttpd: a resume of a connection not suspended is undefined).
+ * Two owners: libmicrohttpd's response (pump_free) and the producer; the last one frees it. The
+ * route's cls is freed by the producer when it is done with the reader (or with the pump, when no
+ * producer ever ran: a response made and not sent). The connection is resumed only by whoever saw it
+ * suspended, under the lock, so a resume always follows its suspend (libmicrohttpd: a resume of a
+ * connection not suspended is undefined).
  */
 #include <pthread.h>
 #include <string.h>
@@ -30,11 +32,11 @@ struct lms_pump {
 	char *buf, *scratch;
 	size_t block, len; /* buf holds 2 * block */
 	uint64_t pos;
-	ssize_t end;	 /* 0 while the producer runs; then END_OF_STREAM or END_WITH_ERROR */
-	bool suspended;	 /* by pump_read, waiting for the producer */
-	bool freed;	 /* libmicrohttpd let the response go */
-	bool stopping;	 /* the daemon stops: no more waiting for room */
-	bool in_reader;	 /* the producer is inside the route's reader */
+	ssize_t end;	/* 0 while the producer runs; then END_OF_STREAM or END_WITH_ERROR */
+	bool suspended; /* by pump_read, waiting for the producer */
+	bool freed;	/* libmicrohttpd let the response go */
+	bool stopping;	/* the daemon stops: no more waiting for room */
+	bool in_reader; /* the producer is inside the route's reader */
 	int refs;
 };
 
@@ -166,6 +168,12 @@ lms_pump_run(struct lms_pump *p)
 	}
 	wake_consumer(p);
 	pthread_mutex_unlock(&p->lock);
+	/* The route's cls is freed here, on the producer's thread, not by the last owner: its free may wait
+	 * (thread-stream.c joins a thread that is cancelling a command), and libmicrohttpd's thread never
+	 * waits. The reader is never called again. */
+	if (p->free_cls)
+		p->free_cls(p->cls);
+	p->free_cls = NULL;
 	release(p);
 }
 

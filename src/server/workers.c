@@ -11,6 +11,7 @@
  * and a handler or a stream that waits on its client is ended, as thread-per-connection's stop did, by
  * a shutdown of its socket.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -159,8 +160,8 @@ lms_workers_stop(struct lms_workers *w)
 	w->stopping = true;
 	for (struct task *t = w->head; t; t = t->next) {
 		if (t->fd >= 0 && shutdown(t->fd, SHUT_RDWR) < 0 && errno != ENOTCONN)
-			lms_log(LMS_LOG_WARNING, NULL, "shut down a served connection at stop", "error", strerror(errno),
-				NULL);
+			lms_log(LMS_LOG_WARNING, NULL, "shut down a served connection at stop", "error",
+				strerror(errno), NULL);
 		if (t->pump)
 			lms_pump_stop(t->pump);
 	}
