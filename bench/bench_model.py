@@ -16,37 +16,34 @@ Loopback only; every socket is closed at the end.
     bench/bench_model.py --serve-bin build/lm-sandbox-serve
 """
 import argparse
-import http.client
 import os
 import resource
 import socket
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "system"))
 from bench_server import POOL_SIZE, round_trips, start_server, wrk_rate  # noqa: E402
+from bench_slow_clients import healthz, usage  # noqa: E402
 
 SOURCES = [f"127.0.0.{i}" for i in range(2, 10)]
 
 
 def threads_of(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    return 0
+    return usage(pid)[0]
 
 
-def healthz(port, deadline):
-    try:
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=deadline)
-        c.request("GET", "/healthz")
-        ok = c.getresponse().status == 200
-        c.close()
-        return ok
-    except OSError:
-        return False
+def held_and_threads(socks, pid):
+    """How many of socks the daemon still holds, and its threads."""
+    return sum(1 for s in socks if s is not None and still_open(s)), threads_of(pid)
+
+
+def stop(proc, socks):
+    for s in socks:
+        if s is not None:
+            s.close()
+    proc.terminate()
+    proc.wait(10)
 
 
 def open_conn(port, i, kind):
@@ -94,14 +91,9 @@ def attack(serve_bin, kind, step, most, options, deadline):
             if not healthz(port, deadline):
                 failed_at = len(socks)
                 break
-        held = sum(1 for s in socks if s is not None and still_open(s))
-        return failed_at, len(socks), held, threads_of(proc.pid)
+        return (failed_at, len(socks), *held_and_threads(socks, proc.pid))
     finally:
-        for s in socks:
-            if s is not None:
-                s.close()
-        proc.terminate()
-        proc.wait(10)
+        stop(proc, socks)
 
 
 def idle_threads(serve_bin, count):
@@ -111,14 +103,10 @@ def idle_threads(serve_bin, count):
     socks = []
     try:
         socks = [open_conn(port, i, "idle") for i in range(count)]
-        held = sum(1 for s in socks if s is not None and still_open(s))
-        return base, threads_of(proc.pid), held
+        held, threads = held_and_threads(socks, proc.pid)
+        return base, threads, held
     finally:
-        for s in socks:
-            if s is not None:
-                s.close()
-        proc.terminate()
-        proc.wait(10)
+        stop(proc, socks)
 
 
 def main():

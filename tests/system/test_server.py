@@ -935,7 +935,8 @@ def idle_after_one_request(server, n, sources):
     """`n` connections, each kept alive and idle after one GET /healthz, spread over `sources`."""
     socks = []
     for i in range(n):
-        sock = socket.create_connection((server.host, server.port), timeout=10, source_address=(sources[i % len(sources)], 0))
+        sock = socket.create_connection((server.host, server.port), timeout=10,
+                                        source_address=(sources[i % len(sources)], 0))
         socks.append(sock)
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200"), f"connection {i} got no answer"
