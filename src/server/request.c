@@ -241,6 +241,10 @@ lms_request_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (!req->replied) /* the client left before any answer (a replied request was counted by lms_reply) */
 		lms_metrics_request(&s->metrics, req->route ? req->route->path : "unmatched", req->status);
 	log_request(req);
+	/* An answer its thread made for a client that left meanwhile: libmicrohttpd closed the connection
+	 * at its resume instead of calling the access handler again (a stream's producer then ends). */
+	if (req->pending != NULL)
+		MHD_destroy_response(req->pending);
 	if (req->route != NULL && req->route->sink != NULL)
 		req->route->sink->end(req);
 	lms_request_body_done(req);
