@@ -181,8 +181,8 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	 * headers (conns.c); libmicrohttpd's own timeout, which counts idle time, covers a body that stalls
 	 * and a client that takes no bytes of a response (reply.c stops it while a stream waits for its
 	 * command or backend). SECURITY.md, "One client against the daemon". */
-	/* One epoll thread reads and writes every connection: an idle or slow one costs no thread; a complete
-	 * request's handler runs on a thread of its own while its connection is suspended (workers.c). */
+	/* libmicrohttpd's one poll thread reads and writes every connection: an idle or slow one costs no thread; a
+	 * complete request's handler runs on a thread of its own while its connection is suspended (workers.c). */
 	s.workers = lms_workers_new();
 	s.mhd = MHD_start_daemon(
 	    MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL, NULL,
