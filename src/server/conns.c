@@ -6,9 +6,9 @@
  * request is read past its headers and handled, no deadline runs: a long execution or a stream is
  * never cut by it.
  *
- * Thread-per-connection: libmicrohttpd calls MHD_CONNECTION_NOTIFY_CLOSED before it closes the
- * socket, and the reaper looks the socket up under the lock that CLOSED takes, so it never shuts down
- * a descriptor that another connection has since been given.
+ * libmicrohttpd calls MHD_CONNECTION_NOTIFY_CLOSED before it closes the socket, and the reaper looks
+ * the socket up under the lock that CLOSED takes, so it never shuts down a descriptor that another
+ * connection has since been given.
  */
 #include <pthread.h>
 #include <sys/socket.h>

@@ -182,8 +182,11 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	 * and a client that takes no bytes of a response (reply.c stops it while a stream waits for its
 	 * command or backend). SECURITY.md, "One client against the daemon". Upgrades: the port relay's
 	 * WebSockets (routes-ports.c), the only route that answers 101. */
-	s.mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
-				     MHD_USE_ERROR_LOG | MHD_USE_POLL | MHD_ALLOW_UPGRADE,
+	/* libmicrohttpd's one poll thread reads and writes every connection: an idle or slow one costs no thread; a
+	 * complete request's handler runs on a thread of its own while its connection is suspended (workers.c). */
+	s.workers = lms_workers_new();
+	s.mhd = MHD_start_daemon(MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
+				     MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE,
 				 0, NULL, NULL, lms_request_on_request, &s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, &s,
 				 MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, lms_request_on_completed,
 				 &s, MHD_OPTION_NOTIFY_CONNECTION, lms_conns_on_connection, s.conns,
@@ -192,6 +195,7 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 				 MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
 				 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY, MHD_OPTION_END);
 	if (s.mhd == NULL) {
+		lms_workers_free(s.workers);
 		lms_conns_free(s.conns);
 		close(fd);
 		lms_sandboxes_free(s.sandboxes);
@@ -211,10 +215,13 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	atomic_store(&lms_relay_stopping, true);
 	MHD_quiesce_daemon(s.mhd);
 	lms_server_cancel_jobs(&s);
+	/* libmicrohttpd must not stop with a suspended connection: every handler and stream ends first. */
+	lms_workers_stop(s.workers);
 	MHD_stop_daemon(s.mhd);
+	lms_workers_free(s.workers);
 	lms_conns_free(s.conns);
 	close(fd);
-	/* Every connection thread has ended: nothing holds a sandbox any more. Their processes end with the
+	/* Every request's thread has ended: nothing holds a sandbox any more. Their processes end with the
 	 * spawner (its workers destroy them at its end-of-file). */
 	lms_sandboxes_free(s.sandboxes);
 	lms_store_free(store);

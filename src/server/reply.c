@@ -47,10 +47,16 @@ lms_reply(struct lms_request *req, unsigned status, struct MHD_Response *resp)
 	MHD_add_response_header(resp, "X-Request-Id", req->id);
 	/* Counted before it leaves: a client that has its answer finds it in /metrics. */
 	lms_metrics_request(&req->server->metrics, req->route ? req->route->path : "unmatched", status);
-	enum MHD_Result r = MHD_queue_response(req->conn, status, resp);
-	MHD_destroy_response(resp);
 	req->status = status;
 	req->replied = true;
+	if (req->on_worker) { /* a handler's thread: libmicrohttpd's thread queues it (workers.c) */
+		if (req->pending)
+			MHD_destroy_response(req->pending);
+		req->pending = resp;
+		return MHD_YES;
+	}
+	enum MHD_Result r = MHD_queue_response(req->conn, status, resp);
+	MHD_destroy_response(resp);
 	return r;
 }
 
@@ -103,41 +109,15 @@ lms_reply_lms_error(struct lms_request *req, const struct lms_error *e)
 	return reply_json(req, lms_error_status(e), lms_error_json(e), e->kind == LMS_ERR_BUSY ? retry : NULL);
 }
 
-struct stream {
-	MHD_ContentReaderCallback reader;
-	void *cls;
-	MHD_ContentReaderFreeCallback free_cls;
-	struct MHD_Connection *conn;
-	unsigned idle_timeout_s;
-};
-
-/* Called on the connection's own thread (thread-per-connection), where its timeout may be changed. */
-static ssize_t
-stream_read(void *cls, uint64_t pos, char *buf, size_t max)
-{
-	struct stream *st = cls;
-	MHD_set_connection_option(st->conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
-	ssize_t n = st->reader(st->cls, pos, buf, max);
-	MHD_set_connection_option(st->conn, MHD_CONNECTION_OPTION_TIMEOUT, st->idle_timeout_s);
-	return n;
-}
-
-static void
-stream_free(void *cls)
-{
-	struct stream *st = cls;
-	if (st->free_cls)
-		st->free_cls(st->cls);
-	free(st);
-}
-
+/* The handler's thread produces it after the handler, libmicrohttpd's thread sends it (pump.c). */
 struct MHD_Response *
 lms_reply_stream_response(struct lms_request *req, size_t block_size, MHD_ContentReaderCallback reader, void *cls,
 			  MHD_ContentReaderFreeCallback free_cls)
 {
-	struct stream *st = xmalloc(sizeof(*st));
-	*st = (struct stream){reader, cls, free_cls, req->conn, lms_server_idle_timeout_s(req->server)};
-	return MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, block_size, stream_read, st, stream_free);
+	struct MHD_Response *resp =
+	    lms_pump_response(req->conn, lms_request_socket(req), block_size, reader, cls, free_cls, &req->pump);
+	req->pump_response = resp;
+	return resp;
 }
 
 enum MHD_Result

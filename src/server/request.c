@@ -205,6 +205,8 @@ lms_request_on_request(void *cls, struct MHD_Connection *conn, const char *url, 
 		lms_conns_headers_done(conn);
 		return begin_request(req);
 	}
+	if (req->dispatched) /* its handler's thread has resumed the connection with the answer */
+		return lms_workers_dispatch(s->workers, req);
 	if (req->replied) {
 		*upload_size = 0; /* an early error is queued: the rest of the body is dropped */
 		return MHD_YES;
@@ -223,9 +225,8 @@ lms_request_on_request(void *cls, struct MHD_Connection *conn, const char *url, 
 				       (unsigned long long)req->server->cfg->max_body_bytes);
 	if (req->body_refused)
 		return reply_busy(req);
-	enum MHD_Result r = req->route->handler(req);
-	lms_request_body_done(req);
-	return r;
+	/* The handler blocks (commands, backends): it runs on a thread of its own (workers.c). */
+	return lms_workers_dispatch(s->workers, req);
 }
 
 void
@@ -240,6 +241,10 @@ lms_request_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (!req->replied) /* the client left before any answer (a replied request was counted by lms_reply) */
 		lms_metrics_request(&s->metrics, req->route ? req->route->path : "unmatched", req->status);
 	log_request(req);
+	/* An answer its thread made for a client that left meanwhile: libmicrohttpd closed the connection
+	 * at its resume instead of calling the access handler again (a stream's producer then ends). */
+	if (req->pending != NULL)
+		MHD_destroy_response(req->pending);
 	if (req->route != NULL && req->route->sink != NULL)
 		req->route->sink->end(req);
 	lms_request_body_done(req);

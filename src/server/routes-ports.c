@@ -7,6 +7,8 @@
  * sandbox's end ends the stream. The HTTP of the inside is port-relay.c's; here are the request's parts,
  * what is forwarded either way, and the bounds.
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,9 @@
 /* How long nothing may accept the connection, take request bytes, or send the answer's head. */
 #define CONNECT_TIMEOUT_MS 5000
 #define RELAY_TIMEOUT_MS 60000
+/* The request's head and body are written on libmicrohttpd's one thread (a body sink): an inside server
+ * that stops reading may hold it this long at most, then the relay fails (docs/SECURITY.md). */
+#define SINK_WRITE_TIMEOUT_MS 2000
 /* How often a silent stream checks the daemon's shutdown (the client's hang-up wakes it at once). */
 #define TICK_MS 1000
 
@@ -38,12 +43,13 @@ struct port_call {
 	bool too_large;
 	struct lms_error *err; /* sending the body failed: the rest is dropped, the handler says why */
 	int client_fd;
+	atomic_int refs; /* the request's, and a WebSocket bridge's while it runs */
 };
 
 static void
 call_free(struct port_call *c)
 {
-	if (c == NULL)
+	if (c == NULL || atomic_fetch_sub(&c->refs, 1) > 1)
 		return;
 	lms_port_relay_free(c->relay);
 	lms_error_free(c->err);
@@ -268,6 +274,7 @@ ports_begin(struct lms_request *req)
 					       (unsigned long long)s->cfg->max_concurrent);
 	}
 	struct port_call *c = xcalloc(1, sizeof(*c));
+	atomic_init(&c->refs, 1);
 	c->server = s;
 	c->port = port;
 	c->head = strcmp(req->method, "HEAD") == 0;
@@ -285,7 +292,7 @@ ports_begin(struct lms_request *req)
 	struct lms_buf head = {0};
 	request_head(req, c, rest, &head);
 	_cleanup_error_ struct lms_error *err = NULL;
-	int r = lms_port_relay_write(c->relay, head.data, head.len, RELAY_TIMEOUT_MS, &err);
+	int r = lms_port_relay_write(c->relay, head.data, head.len, SINK_WRITE_TIMEOUT_MS, &err);
 	lms_buf_clear(&head);
 	if (r < 0) {
 		call_free(c);
@@ -309,11 +316,11 @@ ports_chunk(struct lms_request *req, const char *data, size_t len)
 	if (c->chunked) {
 		char size[24];
 		int n = snprintf(size, sizeof(size), "%zx\r\n", len);
-		if (lms_port_relay_write(c->relay, size, (size_t)n, RELAY_TIMEOUT_MS, &c->err) < 0)
+		if (lms_port_relay_write(c->relay, size, (size_t)n, SINK_WRITE_TIMEOUT_MS, &c->err) < 0)
 			return;
 	}
-	if (lms_port_relay_write(c->relay, data, len, RELAY_TIMEOUT_MS, &c->err) == 0 && c->chunked)
-		(void)lms_port_relay_write(c->relay, "\r\n", 2, RELAY_TIMEOUT_MS, &c->err);
+	if (lms_port_relay_write(c->relay, data, len, SINK_WRITE_TIMEOUT_MS, &c->err) == 0 && c->chunked)
+		(void)lms_port_relay_write(c->relay, "\r\n", 2, SINK_WRITE_TIMEOUT_MS, &c->err);
 }
 
 static void
@@ -355,16 +362,53 @@ body_free(void *cls)
 	call_free(cls);
 }
 
-/* After the inside's 101 reached the client: the bytes both ways, on the connection's own thread
- * (libmicrohttpd lets a thread-per-connection handler block), until both ends close. */
+struct bridge {
+	struct port_call *c;
+	MHD_socket sock;
+	struct MHD_UpgradeResponseHandle *urh;
+	char *extra;
+	size_t extra_len;
+};
+
+static void *
+bridge_main(void *arg)
+{
+	struct bridge *b = arg;
+	lms_port_relay_bridge(b->c->relay, b->sock, b->extra, b->extra_len, RELAY_TIMEOUT_MS, &b->c->server->stopping,
+			      TICK_MS);
+	(void)MHD_upgrade_action(b->urh, MHD_UPGRADE_ACTION_CLOSE); /* the client's socket is libmicrohttpd's */
+	call_free(b->c);
+	free(b->extra);
+	free(b);
+	return NULL;
+}
+
+/* After the inside's 101 reached the client: the bytes both ways until both ends close, on a thread of
+ * their own (this callback runs on libmicrohttpd's one thread, which serves every other connection). */
 static void
 upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *extra_in, size_t extra_in_size,
 	 MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
 {
 	(void)conn, (void)con_cls;
-	struct port_call *c = cls;
-	lms_port_relay_bridge(c->relay, sock, extra_in, extra_in_size, RELAY_TIMEOUT_MS, &c->server->stopping, TICK_MS);
-	(void)MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE); /* the client's socket is libmicrohttpd's to close */
+	struct bridge *b = xcalloc(1, sizeof(*b));
+	*b = (struct bridge){.c = cls, .sock = sock, .urh = urh, .extra_len = extra_in_size};
+	atomic_fetch_add(&b->c->refs, 1); /* the request may complete while the bridge still runs */
+	if (extra_in_size) {
+		b->extra = xmalloc(extra_in_size);
+		memcpy(b->extra, extra_in, extra_in_size);
+	}
+	pthread_t t;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, bridge_main, b) != 0) {
+		lms_log(LMS_LOG_WARNING, NULL, "ports: no thread for a WebSocket relay", NULL);
+		(void)MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+		call_free(b->c);
+		free(b->extra);
+		free(b);
+	}
+	pthread_attr_destroy(&attr);
 }
 
 /* Headers of the inside's answer that the daemon's own framing or identity replaces. */
@@ -391,7 +435,7 @@ lms_route_ports(struct lms_request *req)
 		return reply_relay_error(req, err);
 	struct MHD_Response *resp = NULL;
 	if (lms_port_relay_status(c->relay) == 101) {
-		/* The call stays the request's (freed when it completes): the bridge runs before that. */
+		/* The call stays the request's (freed when it completes); the bridge holds a reference of its own. */
 		resp = MHD_create_response_for_upgrade(upgraded, c);
 	} else {
 		req->sink_state = NULL; /* the stream owns the call now */

@@ -1,6 +1,7 @@
 #pragma once
 /*
- * `lm-sandbox serve`: HTTP on libmicrohttpd, one thread per connection (bounded: conns.c, daemon.c). Files:
+ * `lm-sandbox serve`: HTTP on libmicrohttpd's epoll thread; a request's handler, once its body is in, on a
+ * thread of its own while its connection is suspended (workers.c, pump.c). Files:
  *   daemon.c    the daemon's life: start, signals, shutdown
  *   listener.c  the listening socket, the loopback check (listener.h)
  *   request.c   libmicrohttpd's callbacks: request context, X-Request-Id, body, the per-request log line
@@ -8,6 +9,8 @@
  *   reply.c     replies, API.md's one error shape, Server-Sent Events, error kind -> status
  *   jobs.c      the registry of running jobs that SIGTERM cancels
  *   conns.c     the header deadline: connections that do not send a request's headers in time are closed
+ *   workers.c   the threads that run handlers and streams' producers off libmicrohttpd's thread
+ *   pump.c      a streamed response's bounded buffer between its producer and libmicrohttpd
  *   router.c    the route table and how a request finds its route
  *   openapi.c   /openapi.json, made from the route table
  *   routes-*.c  one file per group of routes; metrics.c, settings.c
@@ -30,6 +33,8 @@
 
 struct lms_backends;
 struct lms_conns;
+struct lms_workers;
+struct lms_pump;
 
 struct lms_request;
 
@@ -73,6 +78,7 @@ struct lms_server {
 	struct lms_sandboxes *sandboxes;
 	struct lms_procs *procs; /* the sandboxes' background processes (processes.h) */
 	struct lms_conns *conns;
+	struct lms_workers *workers;
 	struct lms_metrics metrics;
 	atomic_int active;		 /* executions running now */
 	atomic_int relays;		 /* port relays open now (routes-ports.c) */
@@ -100,6 +106,14 @@ struct lms_request {
 	bool replied;
 	bool first_call_done;
 	void *sink_state; /* the route's sink's */
+	/* workers.c: the handler runs on a thread of its own, where lms_reply() keeps the answer in pending
+	 * (and its status in status) for libmicrohttpd's thread to queue once the connection is resumed. */
+	bool dispatched;
+	bool on_worker;
+	struct MHD_Response *pending;
+	enum MHD_Result result; /* the handler's */
+	struct lms_pump *pump;	/* the last stream response made (reply.c), to produce if it is the answer */
+	const struct MHD_Response *pump_response;
 };
 
 /* daemon.c: serves until SIGTERM, SIGINT or SIGHUP; < 0 when it cannot start. */
@@ -174,6 +188,27 @@ void lms_conns_on_connection(void *cls, struct MHD_Connection *conn, void **sock
 void lms_conns_headers_done(struct MHD_Connection *conn);
 /* A request is done: the next one's headers have the timeout again. */
 void lms_conns_request_done(struct lms_conns *c, struct MHD_Connection *conn);
+
+/* workers.c (the struct lms_server's workers). */
+struct lms_workers *lms_workers_new(void);
+void lms_workers_free(struct lms_workers *w);
+/* A complete request: suspends its connection and runs its handler on a new thread; called again once
+ * that thread resumed it, queues the answer. */
+enum MHD_Result lms_workers_dispatch(struct lms_workers *w, struct lms_request *req);
+/* No more dispatches; the sockets of requests being served are shut down, streams' producers stop
+ * waiting for their clients; returns when every thread has ended (no connection is suspended then). */
+void lms_workers_stop(struct lms_workers *w);
+
+/* pump.c: a response read by reader (on a producer thread) through a buffer of two blocks; *out its pump. */
+struct MHD_Response *lms_pump_response(struct MHD_Connection *conn, int client_fd, size_t block_size,
+				       MHD_ContentReaderCallback reader, void *cls,
+				       MHD_ContentReaderFreeCallback free_cls, struct lms_pump **out);
+/* The producer's share, taken before the connection is resumed; lms_pump_run gives it back. */
+void lms_pump_hold(struct lms_pump *p);
+/* The producer: calls the reader until the stream ends or the response is let go. */
+void lms_pump_run(struct lms_pump *p);
+/* The daemon stops: the producer waits no more for room, and a reader that waits is woken. */
+void lms_pump_stop(struct lms_pump *p);
 
 /* router.c */
 extern const struct lms_route lms_routes[];

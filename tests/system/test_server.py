@@ -935,6 +935,45 @@ def test_slow_clients_do_not_starve_the_daemon(start):
     assert len(mhd_lines) <= 60, f"{len(mhd_lines)} libmicrohttpd lines for one client's refused connections"
 
 
+def idle_after_one_request(server, n, sources):
+    """`n` connections, each kept alive and idle after one GET /healthz, spread over `sources`."""
+    socks = []
+    for i in range(n):
+        sock = socket.create_connection((server.host, server.port), timeout=10,
+                                        source_address=(sources[i % len(sources)], 0))
+        socks.append(sock)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200"), f"connection {i} got no answer"
+    return socks
+
+
+@root
+def test_idle_and_slow_connections_cost_no_thread(start):
+    # Issue 10, item 9: with a thread per connection, 300 connections trickling their headers and 300 idle
+    # after one request held 600 threads (and at --max-connections, every one there was). Now libmicrohttpd's
+    # one thread holds them all and a thread is spent only on a request being served: the count is measured,
+    # and everyone is still served while they are held.
+    s = start("--max-connections-per-ip", "0")
+    base = proc_usage(s.pid)[1]
+    sources = [f"127.0.0.{i}" for i in range(2, 10)]
+    slow = SlowClients(s, 300, "127.0.0.2")
+    idle = []
+    try:
+        idle = idle_after_one_request(s, 300, sources)
+        slow.trickle()
+        assert slow.open_count() == 300
+        threads = proc_usage(s.pid)[1]
+        assert threads <= base + 4, f"{threads} threads for 600 idle or slow connections (none: {base})"
+        answers_quickly(s, 3)
+        for sock in idle[:20]:  # the kept-alive ones still serve their next request
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        slow.close()
+        for sock in idle:
+            sock.close()
+
+
 @root
 def test_slow_headers_are_closed_after_the_header_timeout(start):
     # A byte a second keeps libmicrohttpd's idle timeout from ever firing; the header deadline does not care.
