@@ -1,5 +1,8 @@
 #include "core/buf.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 #include "core/alloc.h"
 
 void
@@ -35,4 +38,15 @@ lms_buf_clear(struct lms_buf *b)
 {
 	free(b->data);
 	*b = (struct lms_buf){0};
+}
+
+void
+lms_buf_printf(struct lms_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *text = xvasprintf(fmt, ap);
+	va_end(ap);
+	lms_buf_append(b, text, strlen(text));
+	free(text);
 }

@@ -12,3 +12,5 @@ void lms_buf_append(struct lms_buf *b, const void *data, size_t len);
 /* Returns the data (caller frees) and leaves the buffer empty. Never NULL. */
 char *lms_buf_steal(struct lms_buf *b, size_t *len);
 void lms_buf_clear(struct lms_buf *b);
+/* Appends printf-formatted text. */
+__attribute__((format(printf, 2, 3))) void lms_buf_printf(struct lms_buf *b, const char *fmt, ...);

@@ -132,12 +132,19 @@ stream_free(void *cls)
 }
 
 struct MHD_Response *
-lms_reply_stream_response(struct lms_request *req, size_t block_size, MHD_ContentReaderCallback reader, void *cls,
-			  MHD_ContentReaderFreeCallback free_cls)
+lms_reply_stream_response_size(struct lms_request *req, uint64_t size, size_t block_size,
+			       MHD_ContentReaderCallback reader, void *cls, MHD_ContentReaderFreeCallback free_cls)
 {
 	struct stream *st = xmalloc(sizeof(*st));
 	*st = (struct stream){reader, cls, free_cls, req->conn, lms_server_idle_timeout_s(req->server)};
-	return MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, block_size, stream_read, st, stream_free);
+	return MHD_create_response_from_callback(size, block_size, stream_read, st, stream_free);
+}
+
+struct MHD_Response *
+lms_reply_stream_response(struct lms_request *req, size_t block_size, MHD_ContentReaderCallback reader, void *cls,
+			  MHD_ContentReaderFreeCallback free_cls)
+{
+	return lms_reply_stream_response_size(req, MHD_SIZE_UNKNOWN, block_size, reader, cls, free_cls);
 }
 
 enum MHD_Result

@@ -70,7 +70,7 @@ reply_files_error(struct lms_request *req, const struct lms_error *e)
 static int
 open_root(struct lms_request *req, enum MHD_Result *reply)
 {
-	char id[24];
+	char id[LMS_SANDBOX_ID_SIZE];
 	lms_sandbox_path_id(req, id);
 	struct lms_sandboxes *sbs = req->server->sandboxes;
 	_cleanup_error_ struct lms_error *err = NULL;
@@ -93,7 +93,7 @@ open_root(struct lms_request *req, enum MHD_Result *reply)
 static void
 touch_sandbox(struct lms_request *req)
 {
-	char id[24];
+	char id[LMS_SANDBOX_ID_SIZE];
 	lms_sandbox_path_id(req, id);
 	uint64_t key;
 	const struct lms_sandbox_settings *base;

@@ -17,13 +17,13 @@
 #define METADATA_MAX_KEYS 64
 #define METADATA_MAX_LEN 512
 
-/* The {id} of the path, copied out (at most 23 characters: "sbx_" and 16 hex digits fit). */
+/* The {id} of the path, copied out (cut to LMS_SANDBOX_ID_SIZE - 1 characters: any real id fits). */
 void
-lms_sandbox_path_id(const struct lms_request *req, char id[24])
+lms_sandbox_path_id(const struct lms_request *req, char id[LMS_SANDBOX_ID_SIZE])
 {
 	const char *p = req->path + strlen(ID_PREFIX);
 	size_t n = strcspn(p, "/");
-	snprintf(id, 24, "%.*s", (int)(n < 23 ? n : 23), p);
+	snprintf(id, LMS_SANDBOX_ID_SIZE, "%.*s", (int)(n < LMS_SANDBOX_ID_SIZE - 1 ? n : LMS_SANDBOX_ID_SIZE - 1), p);
 }
 
 enum MHD_Result
@@ -156,7 +156,7 @@ lms_route_sandbox_list(struct lms_request *req)
 enum MHD_Result
 lms_route_sandbox_get(struct lms_request *req)
 {
-	char id[24];
+	char id[LMS_SANDBOX_ID_SIZE];
 	lms_sandbox_path_id(req, id);
 	_cleanup_error_ struct lms_error *err = NULL;
 	const char *reason = NULL;
@@ -167,7 +167,7 @@ lms_route_sandbox_get(struct lms_request *req)
 enum MHD_Result
 lms_route_sandbox_delete(struct lms_request *req)
 {
-	char id[24];
+	char id[LMS_SANDBOX_ID_SIZE];
 	lms_sandbox_path_id(req, id);
 	_cleanup_error_ struct lms_error *err = NULL;
 	const char *reason = NULL;
@@ -181,7 +181,7 @@ lms_route_sandbox_delete(struct lms_request *req)
 enum MHD_Result
 lms_route_sandbox_fork(struct lms_request *req)
 {
-	char id[24];
+	char id[LMS_SANDBOX_ID_SIZE];
 	lms_sandbox_path_id(req, id);
 	_cleanup_error_ struct lms_error *err = NULL;
 	json_t *root = body_json(req, &err);
@@ -262,7 +262,7 @@ lms_sandbox_command_parse(struct lms_server *s, const struct lms_sandbox_setting
 enum MHD_Result
 lms_route_sandbox_exec(struct lms_request *req)
 {
-	char id[24];
+	char id[LMS_SANDBOX_ID_SIZE];
 	lms_sandbox_path_id(req, id);
 	struct lms_sandboxes *sbs = req->server->sandboxes;
 	_cleanup_error_ struct lms_error *err = NULL;

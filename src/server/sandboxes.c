@@ -15,6 +15,7 @@
 #include "core/id.h"
 #include "core/log.h"
 #include "image/store.h"
+#include "server/cluster.h"
 #include "server/processes.h"
 #include "server/sandbox-store.h"
 #include "server/server.h"
@@ -23,7 +24,7 @@
 #define TOMBSTONES 1024
 
 struct lms_sandbox_entry {
-	char id[24];
+	char id[LMS_SANDBOX_ID_SIZE];
 	uint64_t key; /* the spawner's */
 	pid_t pid1;   /* its PID 1, in our PID namespace */
 	int pidfd;    /* of pid1, opened while the worker could not have reaped it: pid reuse shows */
@@ -45,7 +46,7 @@ struct lms_sandbox_entry {
 };
 
 struct tombstone {
-	char id[24];
+	char id[LMS_SANDBOX_ID_SIZE];
 	const char *reason;
 };
 
@@ -283,10 +284,12 @@ reserve(struct lms_sandboxes *sbs, uint64_t *key, struct lms_error **err)
 
 /* An entry with its own copies of set's strings; not yet made. */
 static struct lms_sandbox_entry *
-entry_new(uint64_t key, const struct lms_sandbox_settings *set)
+entry_new(const struct lms_sandboxes *sbs, uint64_t key, const struct lms_sandbox_settings *set)
 {
 	struct lms_sandbox_entry *e = xcalloc(1, sizeof(*e));
-	lms_random_id(e->id, "sbx_");
+	char prefix[LMS_SANDBOX_ID_SIZE];
+	lms_cluster_id_prefix(sbs->server->cluster, prefix);
+	lms_random_id(e->id, prefix);
 	e->key = key;
 	e->pidfd = -1;
 	e->set = *set;
@@ -440,7 +443,7 @@ lms_sandboxes_create(struct lms_sandboxes *sbs, const struct lms_sandbox_setting
 	uint64_t key = 0;
 	if (!ttl_ok(sbs, set->ttl_s, err) || reserve(sbs, &key, err) < 0)
 		return NULL;
-	struct lms_sandbox_entry *e = entry_new(key, set);
+	struct lms_sandbox_entry *e = entry_new(sbs, key, set);
 	json_t *obj = enlist(sbs, e, make_entry(sbs, e, NULL, err));
 	if (obj != NULL)
 		lms_log(LMS_LOG_INFO, NULL, "sandbox created", "sandbox", json_string_value(json_object_get(obj, "id")),
@@ -464,7 +467,7 @@ lms_sandboxes_fork(struct lms_sandboxes *sbs, const char *id, const uint64_t *tt
 		set.metadata = (json_t *)metadata;
 	json_t *obj = NULL;
 	if (ttl_ok(sbs, set.ttl_s, err) && reserve(sbs, &key, err) == 0) {
-		struct lms_sandbox_entry *e = entry_new(key, &set);
+		struct lms_sandbox_entry *e = entry_new(sbs, key, &set);
 		obj = enlist(sbs, e, make_entry(sbs, e, src->id, err));
 	}
 	lms_sandboxes_release(sbs, src, NULL);
@@ -552,7 +555,7 @@ restore_one(void *userdata, const char *id, json_t *rec, double used_s)
 		lms_log(LMS_LOG_WARNING, NULL, "sandbox: not restored", "sandbox", id, "why", bad, NULL);
 		return -1;
 	}
-	struct lms_sandbox_entry *e = entry_new(key, &set);
+	struct lms_sandbox_entry *e = entry_new(sbs, key, &set);
 	lms_strv_free(env);
 	snprintf(e->id, sizeof(e->id), "%s", id);
 	e->created_s = json_number_value(json_object_get(rec, "created_at"));

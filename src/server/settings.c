@@ -63,6 +63,11 @@ static const struct setting settings[] = {
     {"idle-timeout-ms", T_U64, "120000", 1000, 3600000, F(idle_timeout_ms),
      "a body that stalls, or a client that takes no bytes of a response, this long is closed (whole seconds)"},
     {"allow-network", T_BOOL, "false", 0, 0, F(allow_network), "let requests ask for network: true"},
+    {"node-id", T_STRING, NULL, 0, 0, F(node_id),
+     "this daemon's name in a cluster, in the ids of the sandboxes it makes (default: $HOSTNAME, the pod's name)"},
+    {"peers", T_LIST, NULL, 0, 0, F(peers),
+     "the cluster's nodes, NAME=http://HOST:PORT (repeatable; the variable takes NAME=URL,NAME=URL): a request "
+     "for a sandbox of another node goes there"},
     {"cors-origin", T_LIST, NULL, 0, 0, F(cors_origins),
      "an Origin (scheme://host[:port]) whose pages may call POST /mcp, besides the server's own (repeatable; the "
      "variable takes ORIGIN,ORIGIN)"},
