@@ -112,6 +112,12 @@ lms_cluster_init(struct lms_cluster *c, const char *node, const char *peers, str
 	char *copy = xstrdup(peers), *save = NULL;
 	bool self_listed = false;
 	for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+		/* Spaces around an entry are dropped: a YAML folded list puts one after each comma. */
+		item += strspn(item, " \t\n");
+		for (size_t n = strlen(item); n > 0 && strchr(" \t\n", item[n - 1]) != NULL; n--)
+			item[n - 1] = '\0';
+		if (item[0] == '\0')
+			continue;
 		char *eq = strchr(item, '=');
 		if (eq == NULL || eq == item) {
 			lms_error_set(err, LMS_ERR_INVALID, 0, "--peers: \"%.200s\" is not NAME=URL", item);

@@ -29,8 +29,8 @@ peers_parse_and_skip_this_node(void **state)
 	struct lms_cluster c;
 	struct lms_error *err = NULL;
 	assert_int_equal(lms_cluster_init(&c, "pod-1",
-					  "pod-0=http://pod-0.peers:8000,pod-1=http://pod-1.peers:8000,"
-					  "pod-2=http://[fd00::2]:9/,pod-3=http://10.0.0.3",
+					  "pod-0=http://pod-0.peers:8000, pod-1=http://pod-1.peers:8000,\n"
+					  "pod-2=http://[fd00::2]:9/,pod-3=http://10.0.0.3,",
 					  &err),
 			 0);
 	assert_true(lms_cluster_enabled(&c));
