@@ -16,6 +16,7 @@ struct lms_sandbox {
 	uint32_t next_id; /* of the next launch */
 	bool ready;	  /* PID 1 said READY */
 	bool dead;	  /* PID 1 has exited or was killed: no launch can come */
+	bool gpu_driver;  /* the driver's files are bound in (an image with a GPU): on PATH and LD_LIBRARY_PATH */
 };
 
 /* What a sandbox of this host can be: checked for a sandbox's base and for every command. */

@@ -58,8 +58,8 @@ parse_url(struct lms_peer *p, const char *url, struct lms_error **err)
 	if (*h == '[') {
 		end = strchr(h, ']');
 		if (end == NULL)
-			return lms_error_set(err, LMS_ERR_INVALID, 0, "--peers: %s=%.200s: no ']' after the IPv6 address",
-					     p->name, url);
+			return lms_error_set(err, LMS_ERR_INVALID, 0,
+					     "--peers: %s=%.200s: no ']' after the IPv6 address", p->name, url);
 		hn = (size_t)(end - h - 1);
 		h++;
 		end++;

@@ -45,10 +45,10 @@ struct lms_forward {
 	char in[IN_SIZE];
 	size_t in_off, in_len;
 	enum framing framing;
-	uint64_t left;	    /* BY_LENGTH: bytes still to come; BY_CHUNKS: of the current chunk */
-	bool chunk_open;    /* BY_CHUNKS: inside a chunk (its CRLF still to read at its end) */
-	bool eof;	    /* the peer closed */
-	int wait_ms;	    /* the silence allowed from the peer (-1: none, an event stream) */
+	uint64_t left;	 /* BY_LENGTH: bytes still to come; BY_CHUNKS: of the current chunk */
+	bool chunk_open; /* BY_CHUNKS: inside a chunk (its CRLF still to read at its end) */
+	bool eof;	 /* the peer closed */
+	int wait_ms;	 /* the silence allowed from the peer (-1: none, an event stream) */
 	char node[LMS_NODE_MAX + 1];
 };
 
@@ -188,8 +188,8 @@ static enum MHD_Result
 add_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
 	(void)kind;
-	static const char *const hop[] = {"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding",
-					  "TE",		"Trailer",    "Upgrade",	  "Host",
+	static const char *const hop[] = {"Connection", "Keep-Alive",	"Proxy-Connection", "Transfer-Encoding",
+					  "TE",		"Trailer",	"Upgrade",	    "Host",
 					  "Expect",	"X-Request-Id", HOP_HEADER};
 	struct head_ctx *h = cls;
 	for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
@@ -434,8 +434,8 @@ lms_forward_reply(struct lms_request *req)
 		if (n < 0 && errno == ECONNABORTED)
 			return MHD_NO; /* the client left: nobody to answer */
 		if (n <= 0)
-			return reply_bad_answer(req, f, n == 0 ? "closed the connection before answering"
-							       : "did not answer in time");
+			return reply_bad_answer(
+			    req, f, n == 0 ? "closed the connection before answering" : "did not answer in time");
 	}
 	*end = '\0';
 	f->in_off = (size_t)(end - f->in) + 4;
@@ -467,13 +467,15 @@ lms_forward_reply(struct lms_request *req)
 	bool events = ct != NULL && vlen >= 17 && strncasecmp(ct, "text/event-stream", 17) == 0;
 	/* An event stream (an exec's, a followed output) may be silent as long as its command is. */
 	f->wait_ms = events ? -1 : (int)cfg->idle_timeout_ms;
-	struct MHD_Response *resp = status == 204 || status == 304
-					? MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT)
-					: lms_reply_stream_response_size(req, size, 64 * 1024, read_body, f, free_forward);
+	struct MHD_Response *resp =
+	    status == 204 || status == 304
+		? MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT)
+		: lms_reply_stream_response_size(req, size, 64 * 1024, read_body, f, free_forward);
 	if (resp == NULL)
 		return MHD_NO;
-	static const char *const passed[] = {"Content-Type", "Content-Disposition", "Cache-Control", "Retry-After",
-					     "Allow",	     "Location",	    "X-Accel-Buffering", "WWW-Authenticate"};
+	static const char *const passed[] = {
+	    "Content-Type", "Content-Disposition", "Cache-Control",   "Retry-After", "Allow",
+	    "Location",	    "X-Accel-Buffering",   "WWW-Authenticate"};
 	for (size_t i = 0; i < sizeof(passed) / sizeof(passed[0]); i++) {
 		const char *v = head_value(lines + 1, n_lines - 1, passed[i], &vlen);
 		if (v != NULL) {

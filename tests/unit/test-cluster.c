@@ -61,11 +61,20 @@ static void
 bad_settings_name_the_flag(void **state)
 {
 	(void)state;
-	const char *bad_peers[] = {"pod-0",		       "=http://x",	     "Pod=http://x",
-				   "p=https://x:1",	       "p=http://",	     "p=http://x:0",
-				   "p=http://x:99999",	       "p=http://x/path",    "p=http://x?q",
-				   "p=http://[::1",	       "p=http://a b",	     "p=http://x,p=http://y",
-				   "p=http://x:80a",	       NULL};
+	const char *bad_peers[] = {"pod-0",
+				   "=http://x",
+				   "Pod=http://x",
+				   "p=https://x:1",
+				   "p=http://",
+				   "p=http://x:0",
+				   "p=http://x:99999",
+				   "p=http://x/path",
+				   "p=http://x?q",
+				   "p=http://[::1",
+				   "p=http://a b",
+				   "p=http://x,p=http://y",
+				   "p=http://x:80a",
+				   NULL};
 	for (const char *const *p = bad_peers; *p; p++) {
 		struct lms_cluster c;
 		struct lms_error *err = NULL;
@@ -117,10 +126,8 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(node_names_are_dns_labels),
-	    cmocka_unit_test(peers_parse_and_skip_this_node),
-	    cmocka_unit_test(bad_settings_name_the_flag),
-	    cmocka_unit_test(the_default_node_is_the_pod_name),
+	    cmocka_unit_test(node_names_are_dns_labels),  cmocka_unit_test(peers_parse_and_skip_this_node),
+	    cmocka_unit_test(bad_settings_name_the_flag), cmocka_unit_test(the_default_node_is_the_pod_name),
 	    cmocka_unit_test(ids_name_their_node),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
