@@ -15,6 +15,7 @@
 #include "core/self.h"
 #include "llm/backend.h"
 #include "llm/curl-load.h"
+#include "sandbox/gpu-nvml.h"
 #include "server/cluster.h"
 #include "server/listener.h"
 #include "server/privileges.h"
@@ -235,6 +236,9 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 		return -1;
 	if (lms_cluster_enabled(&cluster))
 		lms_log(LMS_LOG_INFO, NULL, "cluster", "node", cluster.node, "peers", cfg->peers, NULL);
+	/* The GPUs' memory for /healthz, where the driver's NVML is installed; a GPU-less host has none. */
+	if (lms_gpu_nvml_load(NULL))
+		lms_log(LMS_LOG_INFO, NULL, "nvml loaded: GPU memory is reported", NULL);
 	int r = serve(cfg, &cluster, err);
 	lms_cluster_free(&cluster);
 	return r;
