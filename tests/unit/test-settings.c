@@ -39,6 +39,8 @@ static const char *const all_flags[] = {
     "ollama-url",
     "llamacpp-url",
     "backend",
+    "node-id",
+    "peers",
     "cors-origin",
     "ollama-model",
     "llamacpp-model",
