@@ -348,7 +348,7 @@ bind_files(char *const *files, const int *fds, size_t n, const char *dir, struct
 static int
 bind_driver(const struct lms_gpu_driver *drv, const int *fds, struct lms_init_msg *msg)
 {
-	const char *dir = LMS_GPU_DRIVER_DIR + 1, *lib = LMS_GPU_DRIVER_LIB_DIR + 1, *bin = LMS_GPU_DRIVER_BIN_DIR + 1;
+	const char *dir = &LMS_GPU_DRIVER_DIR[1], *lib = &LMS_GPU_DRIVER_LIB_DIR[1], *bin = &LMS_GPU_DRIVER_BIN_DIR[1];
 	if (mkdir_parents(dir, msg) < 0 ||
 	    do_mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,nr_inodes=1024,mode=0755", msg) < 0)
 		return -1;
