@@ -8,8 +8,10 @@
 # what a memory figure could be read from), `nvidia-smi -L` inside with --gpu and no NVIDIA device without,
 # an index selection (--gpu 0: only its node and its /proc entry), an index the host lacks refused (125), a CUDA
 # kernel built with nvcc run inside (when nvcc is there), PyTorch inside (when importable), and the daemon:
-# /healthz and /metrics list the GPUs, gpu: [0] runs, a missing index is 422.
-# An imported image (issue 12) is not checked yet: driver libraries are not bound into images so far.
+# /healthz and /metrics list the GPUs (memory_mb from NVML), gpu: [0] runs, a missing index is 422; and an
+# imported image (a minimal root made here from the host's sh, coreutils and their libraries, without any driver
+# file): with --gpu the driver's libraries and nvidia-smi appear at /usr/local/nvidia (nvidia-smi -L and the CUDA
+# kernel run inside), without it nothing of the driver is there.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 LMS=${LMS_BIN:-$PWD/build/lm-sandbox}
@@ -132,6 +134,42 @@ else
 	echo "(no PyTorch for the host's python3: left out)"
 fi
 
+echo "### an imported image"
+# A root file system with no driver at all: the host's sh and a few tools with their libraries (and the CUDA
+# program's, when there is one), as tests/system/test_images.py makes its mini image.
+python3 - "$WORK/image.tar" "$WORK/add" <<'PY'
+import os, subprocess, sys, tarfile
+out, extra = sys.argv[1], [p for p in sys.argv[2:] if os.path.exists(p)]
+tools = ["/bin/sh", "/usr/bin/ls", "/usr/bin/cat", "/usr/bin/env", "/usr/bin/chmod", "/usr/bin/grep"]
+files = set()
+for t in tools + extra:
+    files.add(os.path.realpath(t))
+    for word in subprocess.run(["ldd", t], capture_output=True, text=True).stdout.split():
+        if word.startswith("/"):
+            files.update({word, os.path.realpath(word)})
+with tarfile.open(out, "w") as tar:
+    for d in ["bin", "usr/bin", "tmp", "work", "etc"]:
+        info = tarfile.TarInfo(d); info.type = tarfile.DIRTYPE; info.mode = 0o755; tar.addfile(info)
+    for f in sorted(files):  # each under the path the loader asks for, as a file (no link to resolve inside)
+        if f not in extra:
+            tar.add(os.path.realpath(f), arcname=f.lstrip("/"), recursive=False)
+    for t in tools:
+        if not os.path.exists(os.path.realpath(t)) or t.lstrip("/") == os.path.realpath(t).lstrip("/"):
+            continue
+        info = tarfile.TarInfo(t.lstrip("/")); info.type = tarfile.SYMTYPE; info.linkname = os.path.realpath(t)
+        tar.addfile(info)
+PY
+IMG=(--state-dir "$WORK/image-state")
+check "import the driver-less image" "$LMS" image import gpu-mini "$WORK/image.tar" "${IMG[@]}"
+expect "--image --gpu: nvidia-smi -L inside an image that has no driver" \
+	"'$LMS' run ${IMG[*]} --image gpu-mini --gpu -- sh -c 'ls -l /usr/local/nvidia/lib64 /usr/local/nvidia/bin; echo PATH=\$PATH LD_LIBRARY_PATH=\$LD_LIBRARY_PATH; nvidia-smi -L' | tee /dev/stderr | grep -q '^GPU 0:'"
+expect "--image without --gpu: no driver file, no NVIDIA device" \
+	"out=\$('$LMS' run ${IMG[*]} --image gpu-mini -- sh -c 'ls /usr/local/nvidia /dev; nvidia-smi -L' 2>&1); echo \"\$out\"; ! echo \"\$out\" | grep -q '^GPU 0:\\|^nvidia'"
+if [ -x "$WORK/add" ]; then
+	expect "--image --gpu: the CUDA kernel inside the image" \
+		"'$LMS' run ${IMG[*]} --image gpu-mini --gpu -i -- sh -c 'cat >/work/add && chmod +x /work/add && /work/add' <'$WORK/add' | tee /dev/stderr | grep -q 'CUDA kernel OK'"
+fi
+
 echo "### the daemon"
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$LMS" serve --listen "127.0.0.1:$PORT" --state-dir "$WORK/state" >"$WORK/daemon.log" 2>&1 &
@@ -139,6 +177,8 @@ DAEMON=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 URL="http://127.0.0.1:$PORT"
 expect "/healthz lists the GPUs" "curl -s $URL/healthz | tee /dev/stderr | grep -q '\"gpus\":\[{\"index\":0'"
+expect "/healthz has each GPU's memory (NVML)" \
+	"curl -s $URL/healthz | python3 -c 'import json,sys; g = json.load(sys.stdin)[\"gpus\"]; print(g); sys.exit(not g or not all(isinstance(x[\"memory_mb\"], int) and x[\"memory_mb\"] > 0 for x in g))'"
 expect "/metrics has lms_gpus" "curl -s $URL/metrics | grep lms_gpu | tee /dev/stderr | grep -qE '^lms_gpus [1-9]'"
 expect "POST /v1/exec gpu: [0] runs nvidia-smi -L" \
 	"curl -s $URL/v1/exec -d '{\"cmd\": \"nvidia-smi -L\", \"gpu\": [0]}' | tee /dev/stderr | grep -q 'GPU 0:'"

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "sandbox/gpu-driver.h"
 #include "sandbox/init-proto.h"
 #include "sandbox/sandbox.h"
 
@@ -17,6 +18,8 @@ struct lms_child_ctx {
 	uint64_t disk_mb;    /* size of the scratch tmpfs as prepared */
 	uint64_t gpu_minors; /* the /dev/nvidiaN passed through (bit N); 0: no NVIDIA device at all */
 	bool gpu_only;	     /* a selection of GPUs: the others' /proc/driver/nvidia entries are hidden */
+	/* An image's sandbox with a GPU: the host's driver files, bound in at LMS_GPU_DRIVER_DIR; or NULL. */
+	const struct lms_gpu_driver *driver;
 	const char *storage; /* NULL, or the host directory of work/, tmp/ and shm/ (sandbox.h) */
 	char *const *layers; /* NULL (the host image), or an image's layer directories, the lowest first */
 	const struct sock_fprog *seccomp;

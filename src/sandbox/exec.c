@@ -40,7 +40,7 @@ build_env(const struct lms_sandbox_spec *spec)
 	size_t n_extra = 0, n = 0;
 	while (spec->env && spec->env[n_extra])
 		n_extra++;
-	char **envp = xcalloc(n_extra + 5, sizeof(char *));
+	char **envp = xcalloc(n_extra + 7, sizeof(char *)); /* the defaults, and room for two more (the GPU's) */
 	for (const char *const *d = default_env; *d; d++) {
 		size_t key = (size_t)(strchr(*d, '=') - *d) + 1;
 		bool overridden = false;
@@ -60,12 +60,50 @@ build_env(const struct lms_sandbox_spec *spec)
 	return envp;
 }
 
+/* The value of name in envp ("NAME="), or NULL. */
+static char **
+env_slot(char **envp, const char *name)
+{
+	size_t n = strlen(name);
+	for (char **e = envp; *e; e++)
+		if (strncmp(*e, name, n) == 0)
+			return e;
+	return NULL;
+}
+
+/* dir first on the list variable name ("PATH=", "LD_LIBRARY_PATH="), unless it is on it already. envp
+ * has room for one more entry. */
+static void
+env_prepend(char **envp, const char *name, const char *dir)
+{
+	char **slot = env_slot(envp, name);
+	if (slot == NULL) {
+		while (*envp)
+			envp++;
+		*envp = xasprintf("%s%s", name, dir);
+		return;
+	}
+	const char *list = *slot + strlen(name);
+	size_t n = strlen(dir);
+	for (const char *p = list; p; p = strchr(p, ':') ? strchr(p, ':') + 1 : NULL)
+		if (strncmp(p, dir, n) == 0 && (p[n] == ':' || p[n] == '\0'))
+			return;
+	char *joined = list[0] ? xasprintf("%s%s:%s", name, dir, list) : xasprintf("%s%s", name, dir);
+	free(*slot);
+	*slot = joined;
+}
+
 /* The launch spec in a memfd: the command with its whole environment, without its input (that goes
  * down the stdin pipe). */
 static int
-launch_spec_fd(const struct lms_sandbox_spec *spec, struct lms_error **err)
+launch_spec_fd(const struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, struct lms_error **err)
 {
 	_cleanup_strv_ char **envp = build_env(spec);
+	if (sb->gpu_driver) {
+		/* The driver's files bound in (mount.c) come first: an image's stub libcuda must not win. */
+		env_prepend(envp, "LD_LIBRARY_PATH=", LMS_GPU_DRIVER_LIB_DIR);
+		env_prepend(envp, "PATH=", LMS_GPU_DRIVER_BIN_DIR);
+	}
 	struct lms_sandbox_spec msg = *spec;
 	msg.env = envp;
 	msg.stdin_data = NULL;
@@ -168,7 +206,7 @@ send_launch(struct watch *w, struct lms_error **err)
 {
 	int fds[LMS_INIT_MAX_FDS] = {-1, -1, -1, -1, -1, -1, -1, -1};
 	size_t nfds = 1;
-	int r = (fds[LMS_INIT_FD_SPEC] = launch_spec_fd(w->spec, err)) < 0 ? -1 : open_pipes(w, fds, &nfds, err);
+	int r = (fds[LMS_INIT_FD_SPEC] = launch_spec_fd(w->sb, w->spec, err)) < 0 ? -1 : open_pipes(w, fds, &nfds, err);
 	struct lms_init_msg msg = {
 	    .type = LMS_INIT_LAUNCH,
 	    .id = w->id,
@@ -588,7 +626,8 @@ lms_sandbox_start(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, c
 	int fds[LMS_INIT_MAX_FDS] = {-1, io->output, io->output, io->input, io->status, io->control, -1, -1};
 	size_t nfds = LMS_INIT_NFDS;
 	struct lms_init_msg msg = {.type = LMS_INIT_LAUNCH, .id = id, .flags = LMS_INIT_STDIN | LMS_INIT_DETACHED};
-	int r = (fds[LMS_INIT_FD_SPEC] = launch_spec_fd(spec, err)) < 0 ? -1 : add_join_fds(own, fds, &nfds, &msg, err);
+	int r =
+	    (fds[LMS_INIT_FD_SPEC] = launch_spec_fd(sb, spec, err)) < 0 ? -1 : add_join_fds(own, fds, &nfds, &msg, err);
 	if (r == 0 && lms_fd_send(sb->ctl, &msg, sizeof(msg), fds, nfds) != (ssize_t)sizeof(msg))
 		r = lms_error_set(err, LMS_ERR_SETUP, errno, "send the command to the sandbox's init");
 	if (fds[LMS_INIT_FD_SPEC] >= 0)

@@ -2,16 +2,24 @@
  * Finding the driver's user-space files the way libnvidia-container does (its list of utility and
  * compute libraries and tools): by soname in the dynamic linker's cache, by name on a search path.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/buf.h"
 #include "sandbox/gpu-driver.h"
 
 #define LINE_MAX_BYTES 4096
+/* `ldconfig -p` of a host with thousands of libraries is a few hundred KiB. */
+#define LDCONFIG_MAX (8u << 20)
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 /* libnvidia-container's utility and compute libraries (what `--gpus` with the default capabilities
  * "compute,utility" binds). */
@@ -50,6 +58,8 @@ lms_gpu_host_abi(void)
 static void
 add(char ***list, size_t *n, const char *s, size_t len)
 {
+	if (*n >= LMS_GPU_DRIVER_FILES_MAX)
+		return; /* a cache that lists more is not a driver's: the first ones are kept */
 	*list = xrealloc(*list, (*n + 2) * sizeof(char *));
 	(*list)[*n] = xstrndup(s, len);
 	(*list)[++*n] = NULL;
@@ -170,6 +180,7 @@ lms_gpu_driver_bins(const char *root, const char *path_list, struct lms_gpu_driv
 void
 lms_gpu_driver_free(struct lms_gpu_driver *drv)
 {
+
 	for (size_t i = 0; i < drv->n_libs; i++)
 		free(drv->libs[i]);
 	for (size_t i = 0; i < drv->n_bins; i++)
@@ -177,4 +188,83 @@ lms_gpu_driver_free(struct lms_gpu_driver *drv)
 	free(drv->libs);
 	free(drv->bins);
 	*drv = (struct lms_gpu_driver){0};
+}
+
+/* `ldconfig -p`'s output (at most LDCONFIG_MAX bytes), into out. */
+static int
+run_ldconfig(struct lms_buf *out, struct lms_error **err)
+{
+	static const char *const where[] = {"/sbin/ldconfig", "/usr/sbin/ldconfig", NULL};
+	const char *prog = NULL;
+	for (const char *const *w = where; *w && prog == NULL; w++)
+		if (access(*w, X_OK) == 0)
+			prog = *w;
+	if (prog == NULL)
+		return lms_error_set(
+		    err, LMS_ERR_SETUP, 0,
+		    "gpu: find the driver's libraries: no ldconfig (/sbin/ldconfig, /usr/sbin/ldconfig) "
+		    "to read the dynamic linker's cache");
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return lms_error_set(err, LMS_ERR_SETUP, errno, "gpu: a pipe for %s -p", prog);
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	char *argv[] = {(char *)prog, (char *)"-p", NULL};
+	char *envp[] = {(char *)"LC_ALL=C", NULL};
+	pid_t pid;
+	int rc = posix_spawn(&pid, prog, &fa, NULL, argv, envp);
+	posix_spawn_file_actions_destroy(&fa);
+	close(p[1]);
+	if (rc != 0) {
+		close(p[0]);
+		return lms_error_set(err, LMS_ERR_SETUP, rc, "gpu: run %s -p", prog);
+	}
+	char chunk[65536];
+	ssize_t n;
+	bool too_long = false;
+	while ((n = read(p[0], chunk, sizeof(chunk))) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			break;
+		if (out->len + (size_t)n > LDCONFIG_MAX) {
+			too_long = true;
+			break;
+		}
+		lms_buf_append(out, chunk, (size_t)n);
+	}
+	close(p[0]);
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (too_long)
+		return lms_error_set(err, LMS_ERR_SETUP, 0, "gpu: %s -p printed more than %u MiB", prog,
+				     LDCONFIG_MAX >> 20);
+	return 0;
+}
+
+int
+lms_gpu_driver_find(const char *path_list, struct lms_gpu_driver *drv, struct lms_error **err)
+{
+	*drv = (struct lms_gpu_driver){0};
+	struct lms_buf out = {0};
+	if (run_ldconfig(&out, err) < 0) {
+		lms_buf_clear(&out);
+		return -1;
+	}
+	lms_gpu_driver_libs(out.data ? out.data : "", out.len, lms_gpu_host_abi(), drv);
+	lms_buf_clear(&out);
+	if (path_list == NULL)
+		path_list = getenv("PATH");
+	lms_gpu_driver_bins("", path_list && path_list[0] ? path_list : DEFAULT_PATH, drv);
+	if (drv->n_libs == 0) {
+		lms_gpu_driver_free(drv);
+		return lms_error_set(err, LMS_ERR_UNSUPPORTED, 0,
+				     "gpu: no NVIDIA driver libraries (libcuda, libnvidia-ml, ...) in the dynamic "
+				     "linker's cache (ldconfig -p), which an image sandbox needs: install the driver's "
+				     "user-space libraries on the host (or run ldconfig after installing them)");
+	}
+	return 0;
 }

@@ -22,6 +22,7 @@ struct lms_sandbox {
 	struct lms_cgroup **groups;
 	size_t n_groups;
 	struct watch *watching; /* the command being watched now (exec.c), or NULL */
+	bool gpu_driver;	/* the driver's files are bound in (an image with a GPU): on PATH and LD_LIBRARY_PATH */
 };
 
 /* Removes the background commands' groups that are empty now; every one when `all`. */

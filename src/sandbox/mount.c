@@ -296,6 +296,71 @@ make_proc(uint64_t gpu_minors, bool gpu_only, struct lms_init_msg *msg)
 	return gpu_minors && gpu_only ? hide_other_gpus(gpu_minors, msg) : 0;
 }
 
+/* mkdir -p of a relative path, each new directory 0755 (an image may lack /usr/local). */
+static int
+mkdir_parents(const char *path, struct lms_init_msg *msg)
+{
+	char buf[256];
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *p = buf;; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char c = *p;
+		*p = '\0';
+		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+			return lms_child_fail(msg, errno, "mkdir /%s in the image's root", buf);
+		if (c == '\0')
+			return 0;
+		*p = c;
+	}
+}
+
+/* Each of the host's files (opened before the scratch tmpfs covered /tmp: fds) bound read-only as
+ * dir/<its name> (the caller closes the descriptors: PID 1 keeps none). A name already there (two cache
+ * entries of one file) is bound once. */
+static int
+bind_files(char *const *files, const int *fds, size_t n, const char *dir, struct lms_init_msg *msg)
+{
+	char dst[512], src[64];
+	for (size_t i = 0; i < n; i++) {
+		const char *base = strrchr(files[i], '/');
+		base = base ? base + 1 : files[i];
+		if (base[0] == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
+			continue;
+		snprintf(dst, sizeof(dst), "%s/%s", dir, base);
+		int fd = open(dst, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
+		if (fd < 0 && errno == EEXIST)
+			continue;
+		if (fd < 0)
+			return lms_child_fail(msg, errno, "create /%s for the driver's %s", dst, files[i]);
+		close(fd);
+		snprintf(src, sizeof(src), "/proc/self/fd/%d", fds[i]);
+		if (bind_readonly(src, dst, msg) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* An image's sandbox with a GPU: the host driver's libraries and tools (gpu-driver.c found them) on a
+ * tmpfs of the sandbox's own at LMS_GPU_DRIVER_DIR, each bound read-only, the tmpfs then read-only too:
+ * nothing of them can be changed from inside, and the image itself is not touched but for the empty
+ * mount point directory. As libnvidia-container does, without running ldconfig in the image: exec.c
+ * puts the directories on the command's LD_LIBRARY_PATH and PATH. */
+static int
+bind_driver(const struct lms_gpu_driver *drv, const int *fds, struct lms_init_msg *msg)
+{
+	const char *dir = &LMS_GPU_DRIVER_DIR[1], *lib = &LMS_GPU_DRIVER_LIB_DIR[1], *bin = &LMS_GPU_DRIVER_BIN_DIR[1];
+	if (mkdir_parents(dir, msg) < 0 ||
+	    do_mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,nr_inodes=1024,mode=0755", msg) < 0)
+		return -1;
+	if (mkdir(lib, 0755) < 0 || mkdir(bin, 0755) < 0)
+		return lms_child_fail(msg, errno, "mkdir %s's lib64 and bin", LMS_GPU_DRIVER_DIR);
+	if (bind_files(drv->libs, fds, drv->n_libs, lib, msg) < 0 ||
+	    bind_files(drv->bins, fds + drv->n_libs, drv->n_bins, bin, msg) < 0)
+		return -1;
+	return do_mount(NULL, dir, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=64k,mode=0755", msg);
+}
+
 /* /work or /tmp: a directory of the scratch tmpfs bound onto itself (so that it stays writable when the
  * root is made read-only), or the stored directory (stored >= 0) bound in. */
 static int
@@ -473,7 +538,8 @@ write_resolv_conf(bool image, struct lms_init_msg *msg)
 }
 
 static int
-assemble(const struct lms_child_ctx *ctx, const int stored[5], const int *layers, struct lms_init_msg *msg)
+assemble(const struct lms_child_ctx *ctx, const int stored[5], const int *layers, const int *driver_fds,
+	 struct lms_init_msg *msg)
 {
 	uint64_t disk_mb = ctx->disk_mb;
 	char opts[64];
@@ -500,6 +566,8 @@ assemble(const struct lms_child_ctx *ctx, const int stored[5], const int *layers
 			lms_child_fail(msg, errno, "chdir to the image's root");
 			goto fail;
 		}
+		if (ctx->driver != NULL && bind_driver(ctx->driver, driver_fds, msg) < 0)
+			goto fail;
 	} else if (host_entries(msg) < 0) {
 		goto fail;
 	}
@@ -525,7 +593,29 @@ lms_mount_root(const struct lms_child_ctx *ctx, const int stored[5], const int *
 	/* Nothing of the sandbox's mounts may propagate back to the host. */
 	if (do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, msg) < 0)
 		return -1;
-	if (assemble(ctx, stored, layers, msg) < 0)
+	/* The driver's files are opened here, in this mount namespace (a bind's source must be of it) and
+	 * before the scratch tmpfs covers /tmp, as the sandbox's root (which must be able to read them). */
+	size_t n_driver = ctx->driver ? ctx->driver->n_libs + ctx->driver->n_bins : 0;
+	int driver_fds[2 * LMS_GPU_DRIVER_FILES_MAX];
+	if (n_driver > sizeof(driver_fds) / sizeof(driver_fds[0]))
+		return lms_child_fail(msg, E2BIG, "bind %zu driver files", n_driver);
+	int r = 0;
+	for (size_t i = 0; i < n_driver; i++) {
+		const struct lms_gpu_driver *d = ctx->driver;
+		const char *path = i < d->n_libs ? d->libs[i] : d->bins[i - d->n_libs];
+		driver_fds[i] = r < 0 ? -1 : open(path, O_PATH | O_CLOEXEC);
+		if (driver_fds[i] < 0 && r == 0)
+			r = lms_child_fail(msg, errno,
+					   "gpu: open the driver's %s (it and its directories must be "
+					   "readable by all)",
+					   path);
+	}
+	if (r == 0)
+		r = assemble(ctx, stored, layers, driver_fds, msg);
+	for (size_t i = 0; i < n_driver; i++)
+		if (driver_fds[i] >= 0)
+			close(driver_fds[i]);
+	if (r < 0)
 		return -1;
 
 	/* pivot_root(".", ".") stacks the old root on the new one; detaching it leaves no way back

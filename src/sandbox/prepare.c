@@ -20,6 +20,7 @@
 #include "core/alloc.h"
 #include "core/file.h"
 #include "sandbox/child.h"
+#include "sandbox/gpu-driver.h"
 #include "sandbox/gpu.h"
 #include "sandbox/internal.h"
 #include "sandbox/network.h"
@@ -52,6 +53,13 @@ lms_sandbox_check_support(const struct lms_sandbox_spec *spec, struct lms_error 
 	uint64_t minors;
 	if (spec->gpus && gpu_minors(spec->gpus, &minors, err) < 0)
 		return -1;
+	/* An image has no driver of its own: the host's must be there to be bound in (mount.c). */
+	if (spec->gpus && spec->layers != NULL) {
+		struct lms_gpu_driver drv;
+		if (lms_gpu_driver_find(NULL, &drv, err) < 0)
+			return -1;
+		lms_gpu_driver_free(&drv);
+	}
 	if (spec->network && lms_network_check(err) < 0)
 		return -1;
 	return 0;
@@ -190,6 +198,11 @@ lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox **out
 	uint64_t minors = 0;
 	if (r == 0 && sb->gpus)
 		r = gpu_minors(sb->gpus, &minors, err);
+	struct lms_gpu_driver drv = {0};
+	if (r == 0 && sb->gpus && base->layers != NULL) {
+		r = lms_gpu_driver_find(NULL, &drv, err);
+		sb->gpu_driver = r == 0;
+	}
 	if (r == 0)
 		r = lms_cgroup_create(LMS_CGROUP_FS, LMS_CGROUP_SELF, name, &sb->base, &sb->cg, err);
 	bool privileged = geteuid() == 0, into_cgroup = false;
@@ -200,6 +213,7 @@ lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox **out
 		    .disk_mb = sb->base.disk_mb,
 		    .gpu_minors = minors,
 		    .gpu_only = sb->gpus != LMS_GPU_ALL,
+		    .driver = sb->gpu_driver ? &drv : NULL,
 		    .storage = base->storage,
 		    .layers = base->layers,
 		    .seccomp = prog,
@@ -210,6 +224,7 @@ lms_sandbox_create(const struct lms_sandbox_spec *base, struct lms_sandbox **out
 		};
 		lms_child_main(&ctx);
 	}
+	lms_gpu_driver_free(&drv); /* PID 1 has its own copy */
 	if (sv[1] >= 0)
 		close(sv[1]); /* PID 1's end: ours would hide its end-of-file */
 	if (r < 0) {

@@ -15,6 +15,8 @@
 #include "core/self.h"
 #include "llm/backend.h"
 #include "llm/curl-load.h"
+#include "sandbox/gpu-nvml.h"
+#include "server/cluster.h"
 #include "server/listener.h"
 #include "server/privileges.h"
 #include "server/processes.h"
@@ -80,10 +82,10 @@ lms_server_idle_timeout_s(const struct lms_server *s)
 	return (unsigned)((s->cfg->idle_timeout_ms + 999) / 1000);
 }
 
-int
-lms_server_run(struct lms_config *cfg, struct lms_error **err)
+static int
+serve(struct lms_config *cfg, const struct lms_cluster *cluster, struct lms_error **err)
 {
-	struct lms_server s = {.cfg = cfg};
+	struct lms_server s = {.cfg = cfg, .cluster = cluster};
 	lms_metrics_init(&s.metrics);
 	pthread_mutex_init(&s.jobs_lock, NULL);
 	s.have_bash = access("/bin/bash", X_OK) == 0;
@@ -232,4 +234,20 @@ lms_server_run(struct lms_config *cfg, struct lms_error **err)
 	lms_log(LMS_LOG_INFO, NULL, "stopped", NULL);
 	free(s.listen_url);
 	return 0;
+}
+
+int
+lms_server_run(struct lms_config *cfg, struct lms_error **err)
+{
+	struct lms_cluster cluster;
+	if (lms_cluster_init(&cluster, cfg->node_id, cfg->peers, err) < 0)
+		return -1;
+	if (lms_cluster_enabled(&cluster))
+		lms_log(LMS_LOG_INFO, NULL, "cluster", "node", cluster.node, "peers", cfg->peers, NULL);
+	/* The GPUs' memory for /healthz, where the driver's NVML is installed; a GPU-less host has none. */
+	if (lms_gpu_nvml_load(NULL))
+		lms_log(LMS_LOG_INFO, NULL, "nvml loaded: GPU memory is reported", NULL);
+	int r = serve(cfg, &cluster, err);
+	lms_cluster_free(&cluster);
+	return r;
 }

@@ -16,20 +16,22 @@
 #include "api/exec-request.h"
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "core/id.h"
 #include "core/utf8.h"
 #include "server/exec-service.h"
 #include "server/history.h"
 #include "server/sandboxes.h"
 #include "server/server.h"
 
-#define SANDBOX_ID_MAX 23
+#define SANDBOX_ID_MAX (LMS_SANDBOX_ID_SIZE - 1)
 #define PROGRESS_TICK_MS 1000	      /* a silent command still reports this often */
 #define PROGRESS_MIN_MS 250	      /* output reports no more often than this */
 #define ARG_MAX_VALUE 1000000000000LL /* the largest whole-number argument taken */
 
 /* clang-format off: JSON texts, written as they read */
 #define SANDBOX_ID_PROP                                                                                                \
-	"\"sandbox_id\": {\"type\": \"string\", \"pattern\": \"^sbx_[0-9a-f]{16}$\", \"description\": "                \
+	"\"sandbox_id\": {\"type\": \"string\", \"pattern\": \"^sbx_([a-z0-9-]{1,40}_)?[0-9a-f]{16}$\", "              \
+	"\"description\": "                                                                                            \
 	"\"The id that sandbox_create returned. Leave it out only on a first call: a new sandbox is then made, and "   \
 	"its id is in the result: pass it to every later call.\"}"
 #define EXEC_OUTPUT_SCHEMA                                                                                             \

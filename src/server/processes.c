@@ -19,7 +19,7 @@
 #include "core/log.h"
 
 struct proc {
-	char id[24], sandbox[24];
+	char id[24], sandbox[LMS_SANDBOX_ID_SIZE];
 	uint64_t serial; /* the reader's epoll token: a process forgotten meanwhile is not found by it */
 	int pid;
 	char *cmd;

@@ -113,8 +113,9 @@ pump_free(void *cls)
 }
 
 struct MHD_Response *
-lms_pump_response(struct MHD_Connection *conn, int client_fd, size_t block_size, MHD_ContentReaderCallback reader,
-		  void *cls, MHD_ContentReaderFreeCallback free_cls, struct lms_pump **out)
+lms_pump_response(struct MHD_Connection *conn, int client_fd, uint64_t size, size_t block_size,
+		  MHD_ContentReaderCallback reader, void *cls, MHD_ContentReaderFreeCallback free_cls,
+		  struct lms_pump **out)
 {
 	struct lms_pump *p = xcalloc(1, sizeof(*p));
 	pthread_mutex_init(&p->lock, NULL);
@@ -129,7 +130,7 @@ lms_pump_response(struct MHD_Connection *conn, int client_fd, size_t block_size,
 	p->scratch = xmalloc(block_size);
 	p->refs = 1;
 	*out = p;
-	return MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, block_size, pump_read, p, pump_free);
+	return MHD_create_response_from_callback(size, block_size, pump_read, p, pump_free);
 }
 
 void

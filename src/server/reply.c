@@ -111,13 +111,20 @@ lms_reply_lms_error(struct lms_request *req, const struct lms_error *e)
 
 /* The handler's thread produces it after the handler, libmicrohttpd's thread sends it (pump.c). */
 struct MHD_Response *
+lms_reply_stream_response_size(struct lms_request *req, uint64_t size, size_t block_size,
+			       MHD_ContentReaderCallback reader, void *cls, MHD_ContentReaderFreeCallback free_cls)
+{
+	struct MHD_Response *resp =
+	    lms_pump_response(req->conn, lms_request_socket(req), size, block_size, reader, cls, free_cls, &req->pump);
+	req->pump_response = resp;
+	return resp;
+}
+
+struct MHD_Response *
 lms_reply_stream_response(struct lms_request *req, size_t block_size, MHD_ContentReaderCallback reader, void *cls,
 			  MHD_ContentReaderFreeCallback free_cls)
 {
-	struct MHD_Response *resp =
-	    lms_pump_response(req->conn, lms_request_socket(req), block_size, reader, cls, free_cls, &req->pump);
-	req->pump_response = resp;
-	return resp;
+	return lms_reply_stream_response_size(req, MHD_SIZE_UNKNOWN, block_size, reader, cls, free_cls);
 }
 
 enum MHD_Result

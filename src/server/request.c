@@ -170,6 +170,10 @@ begin_request(struct lms_request *req)
 				       "missing or wrong token: send Authorization: Bearer <token>");
 	if (atomic_load(&s->stopping))
 		return lms_reply_error(req, 503, "server_error", "shutting_down", "the server is shutting down");
+	bool forwarded; /* another node's sandbox: the request goes there as it is (forward.c) */
+	enum MHD_Result r = lms_forward_begin(req, &forwarded);
+	if (forwarded)
+		return r;
 	if (req->route->sink != NULL)
 		return req->route->sink->begin(req);
 	if (req->route->json_body && !content_type_ok(req->route, req->conn))
@@ -211,6 +215,13 @@ lms_request_on_request(void *cls, struct MHD_Connection *conn, const char *url, 
 		*upload_size = 0; /* an early error is queued: the rest of the body is dropped */
 		return MHD_YES;
 	}
+	if (req->forward != NULL) {
+		if (*upload_size == 0) /* the peer's answer is awaited on a thread of its own (workers.c) */
+			return lms_workers_dispatch(s->workers, req);
+		lms_forward_chunk(req, upload_data, *upload_size);
+		*upload_size = 0;
+		return MHD_YES;
+	}
 	if (*upload_size > 0) {
 		if (req->route->sink != NULL)
 			req->route->sink->chunk(req, upload_data, *upload_size);
@@ -245,7 +256,8 @@ lms_request_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	 * at its resume instead of calling the access handler again (a stream's producer then ends). */
 	if (req->pending != NULL)
 		MHD_destroy_response(req->pending);
-	if (req->route != NULL && req->route->sink != NULL)
+	lms_forward_end(req);
+	if (req->route != NULL && req->route->sink != NULL && !req->forwarded)
 		req->route->sink->end(req);
 	lms_request_body_done(req);
 	free(req->path);

@@ -87,7 +87,7 @@ open_root(struct lms_request *req, enum MHD_Result *reply)
 static void
 touch_sandbox(struct lms_request *req)
 {
-	char id[24];
+	char id[LMS_SANDBOX_ID_SIZE];
 	lms_sandbox_path_id(req, id);
 	uint64_t key;
 	const struct lms_sandbox_settings *base;
@@ -210,7 +210,7 @@ lms_route_files_get(struct lms_request *req)
 static void
 record(struct lms_request *req, const char *tool, bool ok, double started_s, double started_ms, long long bytes)
 {
-	char id[24];
+	char id[LMS_SANDBOX_ID_SIZE];
 	lms_sandbox_path_id(req, id);
 	struct lms_history_call c = {.via = "http",
 				     .tool = tool,

@@ -6,6 +6,7 @@
 #include "core/alloc.h"
 #include "core/log.h"
 #include "llm/backend.h"
+#include "sandbox/gpu-nvml.h"
 #include "server/server.h"
 
 /* The GPUs a sandbox can be given now (a few directory reads: cheap enough per probe, and a driver
@@ -19,7 +20,8 @@ find_gpus(struct lms_gpus *gpus)
 		memset(gpus, 0, sizeof(*gpus));
 	}
 	if (!gpus->control)
-		gpus->count = 0; /* nodes without nvidiactl cannot be used */
+		gpus->count = 0;   /* nodes without nvidiactl cannot be used */
+	lms_gpu_nvml_memory(gpus); /* NVML, where the daemon found it at start (daemon.c) */
 }
 
 enum MHD_Result

@@ -30,11 +30,10 @@
 
 /* The sandbox id and the process reference of the path, copied out. */
 static void
-path_parts(const struct lms_request *req, char sandbox[24], char ref[48])
+path_parts(const struct lms_request *req, char sandbox[LMS_SANDBOX_ID_SIZE], char ref[48])
 {
 	const char *p = req->path + strlen(PREFIX);
-	size_t n = strcspn(p, "/");
-	snprintf(sandbox, 24, "%.*s", (int)(n < 23 ? n : 23), p);
+	lms_sandbox_path_id(req, sandbox);
 	ref[0] = '\0';
 	const char *procs = strstr(p, "/processes/");
 	if (procs != NULL) {
@@ -109,7 +108,7 @@ enum MHD_Result
 lms_route_sandbox_start(struct lms_request *req, struct lms_sandbox_entry *entry, uint64_t key,
 			const struct lms_exec_request *xr)
 {
-	char sandbox[24], ref[48];
+	char sandbox[LMS_SANDBOX_ID_SIZE], ref[48];
 	path_parts(req, sandbox, ref);
 	_cleanup_free_ char *cmd = lms_history_argv(xr->spec.argv);
 	_cleanup_error_ struct lms_error *err = NULL;
@@ -132,7 +131,7 @@ lms_route_sandbox_start(struct lms_request *req, struct lms_sandbox_entry *entry
 enum MHD_Result
 lms_route_process_list(struct lms_request *req)
 {
-	char sandbox[24], ref[48];
+	char sandbox[LMS_SANDBOX_ID_SIZE], ref[48];
 	path_parts(req, sandbox, ref);
 	uint64_t key;
 	enum MHD_Result reply = MHD_NO;
@@ -147,7 +146,7 @@ lms_route_process_list(struct lms_request *req)
 enum MHD_Result
 lms_route_process_get(struct lms_request *req)
 {
-	char sandbox[24], ref[48];
+	char sandbox[LMS_SANDBOX_ID_SIZE], ref[48];
 	path_parts(req, sandbox, ref);
 	uint64_t key, wait_ms = 0;
 	enum MHD_Result reply = MHD_NO;
@@ -196,7 +195,7 @@ output_once(struct lms_request *req, const char *sandbox, const char *ref, uint6
  * "exit" (its object) once it has exited and its output is all sent. */
 struct follow {
 	struct lms_server *server;
-	char sandbox[24], ref[48];
+	char sandbox[LMS_SANDBOX_ID_SIZE], ref[48];
 	uint64_t offset;
 	int client_fd;
 	struct lms_buf pending;
@@ -299,7 +298,7 @@ follow_free(void *cls)
 enum MHD_Result
 lms_route_process_output(struct lms_request *req)
 {
-	char sandbox[24], ref[48];
+	char sandbox[LMS_SANDBOX_ID_SIZE], ref[48];
 	path_parts(req, sandbox, ref);
 	uint64_t key, offset, limit;
 	enum MHD_Result reply = MHD_NO;
@@ -349,7 +348,7 @@ parse_signal(const json_t *v)
 enum MHD_Result
 lms_route_process_signal(struct lms_request *req)
 {
-	char sandbox[24], ref[48];
+	char sandbox[LMS_SANDBOX_ID_SIZE], ref[48];
 	path_parts(req, sandbox, ref);
 	json_error_t jerr;
 	json_t *root = json_loadb(req->body.data ? req->body.data : "{}", req->body.len ? req->body.len : 2, 0, &jerr);
@@ -378,7 +377,7 @@ lms_route_process_signal(struct lms_request *req)
 enum MHD_Result
 lms_route_process_stdin(struct lms_request *req)
 {
-	char sandbox[24], ref[48];
+	char sandbox[LMS_SANDBOX_ID_SIZE], ref[48];
 	path_parts(req, sandbox, ref);
 	uint64_t key;
 	enum MHD_Result reply = MHD_NO;

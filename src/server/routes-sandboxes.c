@@ -22,13 +22,13 @@
 #define METADATA_MAX_KEYS 64
 #define METADATA_MAX_LEN 512
 
-/* The {id} of the path, copied out (at most 23 characters: "sbx_" and 16 hex digits fit). */
+/* The {id} of the path, copied out (cut to LMS_SANDBOX_ID_SIZE - 1 characters: any real id fits). */
 void
-lms_sandbox_path_id(const struct lms_request *req, char id[24])
+lms_sandbox_path_id(const struct lms_request *req, char id[LMS_SANDBOX_ID_SIZE])
 {
 	const char *p = req->path + strlen(ID_PREFIX);
 	size_t n = strcspn(p, "/");
-	snprintf(id, 24, "%.*s", (int)(n < 23 ? n : 23), p);
+	snprintf(id, LMS_SANDBOX_ID_SIZE, "%.*s", (int)(n < LMS_SANDBOX_ID_SIZE - 1 ? n : LMS_SANDBOX_ID_SIZE - 1), p);
 }
 
 enum MHD_Result
@@ -43,7 +43,7 @@ lms_reply_sandbox_not_found(struct lms_request *req, const struct lms_error *e, 
 struct lms_sandbox_entry *
 lms_sandbox_hold(struct lms_request *req, enum MHD_Result *reply)
 {
-	char id[24];
+	char id[LMS_SANDBOX_ID_SIZE];
 	lms_sandbox_path_id(req, id);
 	_cleanup_error_ struct lms_error *err = NULL;
 	const char *reason = NULL;
@@ -177,7 +177,7 @@ lms_route_sandbox_list(struct lms_request *req)
 enum MHD_Result
 lms_route_sandbox_get(struct lms_request *req)
 {
-	char id[24];
+	char id[LMS_SANDBOX_ID_SIZE];
 	lms_sandbox_path_id(req, id);
 	_cleanup_error_ struct lms_error *err = NULL;
 	const char *reason = NULL;
@@ -188,7 +188,7 @@ lms_route_sandbox_get(struct lms_request *req)
 enum MHD_Result
 lms_route_sandbox_history(struct lms_request *req)
 {
-	char id[24];
+	char id[LMS_SANDBOX_ID_SIZE];
 	lms_sandbox_path_id(req, id);
 	const char *v = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "limit");
 	unsigned long long limit = 0;
@@ -210,7 +210,7 @@ lms_route_sandbox_history(struct lms_request *req)
 enum MHD_Result
 lms_route_sandbox_delete(struct lms_request *req)
 {
-	char id[24];
+	char id[LMS_SANDBOX_ID_SIZE];
 	lms_sandbox_path_id(req, id);
 	_cleanup_error_ struct lms_error *err = NULL;
 	const char *reason = NULL;
@@ -224,7 +224,7 @@ lms_route_sandbox_delete(struct lms_request *req)
 enum MHD_Result
 lms_route_sandbox_fork(struct lms_request *req)
 {
-	char id[24];
+	char id[LMS_SANDBOX_ID_SIZE];
 	lms_sandbox_path_id(req, id);
 	_cleanup_error_ struct lms_error *err = NULL;
 	json_t *root = body_json(req, &err);
@@ -317,7 +317,7 @@ lms_sandbox_command_parse(struct lms_server *s, const struct lms_sandbox_setting
 enum MHD_Result
 lms_route_sandbox_exec(struct lms_request *req)
 {
-	char id[24];
+	char id[LMS_SANDBOX_ID_SIZE];
 	lms_sandbox_path_id(req, id);
 	struct lms_sandboxes *sbs = req->server->sandboxes;
 	_cleanup_error_ struct lms_error *err = NULL;

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/id.h"
+
 #include "core/alloc.h"
 #include "core/fdio.h"
 #include "core/file.h"
@@ -222,13 +224,20 @@ lms_store_copy(struct lms_store *st, const char *from, const char *to, struct lm
 	return 0;
 }
 
-/* Our directories' names: "sbx_" and 16 hex digits (core/id.h). */
+/* Our directories' names: "sbx_", an optional node name and '_' (a cluster's: server/cluster.h), and
+ * 16 hex digits (core/id.h). */
 static bool
 is_sandbox_name(const char *name)
 {
-	if (strncmp(name, "sbx_", 4) != 0 || strlen(name) != 20)
+	size_t n = strlen(name);
+	if (strncmp(name, "sbx_", 4) != 0 || n < 20 || n >= LMS_SANDBOX_ID_SIZE)
 		return false;
-	for (const char *p = name + 4; *p; p++)
+	if (n > 20 && (name[n - 17] != '_' || name[4] == '-' || name[4] == '_'))
+		return false;
+	for (const char *p = name + 4; p < name + n - 17; p++)
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || *p == '-'))
+			return false;
+	for (const char *p = name + n - 16; *p; p++)
 		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
 			return false;
 	return true;

@@ -20,6 +20,7 @@
 #include "net/allowlist.h"
 #include "net/ns-socket.h"
 #include "server/history.h"
+#include "server/cluster.h"
 #include "server/processes.h"
 #include "server/sandbox-store.h"
 #include "server/server.h"
@@ -28,7 +29,7 @@
 #define TOMBSTONES 1024
 
 struct lms_sandbox_entry {
-	char id[24];
+	char id[LMS_SANDBOX_ID_SIZE];
 	uint64_t key; /* the spawner's */
 	pid_t pid1;   /* its PID 1, in our PID namespace */
 	int pidfd;    /* of pid1, opened while the worker could not have reaped it: pid reuse shows */
@@ -53,7 +54,7 @@ struct lms_sandbox_entry {
 };
 
 struct tombstone {
-	char id[24];
+	char id[LMS_SANDBOX_ID_SIZE];
 	const char *reason;
 };
 
@@ -311,10 +312,12 @@ reserve(struct lms_sandboxes *sbs, uint64_t *key, struct lms_error **err)
 
 /* An entry with its own copies of set's strings; not yet made. */
 static struct lms_sandbox_entry *
-entry_new(uint64_t key, const struct lms_sandbox_settings *set)
+entry_new(const struct lms_sandboxes *sbs, uint64_t key, const struct lms_sandbox_settings *set)
 {
 	struct lms_sandbox_entry *e = xcalloc(1, sizeof(*e));
-	lms_random_id(e->id, "sbx_");
+	char prefix[LMS_SANDBOX_ID_SIZE];
+	lms_cluster_id_prefix(sbs->server->cluster, prefix);
+	lms_random_id(e->id, prefix);
 	e->key = key;
 	e->pidfd = -1;
 	e->set = *set;
@@ -484,7 +487,7 @@ lms_sandboxes_create(struct lms_sandboxes *sbs, const struct lms_sandbox_setting
 	uint64_t key = 0;
 	if (!ttl_ok(sbs, set->ttl_s, err) || reserve(sbs, &key, err) < 0)
 		return NULL;
-	struct lms_sandbox_entry *e = entry_new(key, set);
+	struct lms_sandbox_entry *e = entry_new(sbs, key, set);
 	json_t *obj = enlist(sbs, e, make_entry(sbs, e, NULL, err));
 	if (obj != NULL)
 		lms_log(LMS_LOG_INFO, NULL, "sandbox created", "sandbox", json_string_value(json_object_get(obj, "id")),
@@ -508,7 +511,7 @@ lms_sandboxes_fork(struct lms_sandboxes *sbs, const char *id, const uint64_t *tt
 		set.metadata = (json_t *)metadata;
 	json_t *obj = NULL;
 	if (ttl_ok(sbs, set.ttl_s, err) && reserve(sbs, &key, err) == 0) {
-		struct lms_sandbox_entry *e = entry_new(key, &set);
+		struct lms_sandbox_entry *e = entry_new(sbs, key, &set);
 		obj = enlist(sbs, e, make_entry(sbs, e, src->id, err));
 	}
 	lms_sandboxes_release(sbs, src, NULL);
@@ -640,7 +643,7 @@ restore_one(void *userdata, const char *id, json_t *rec, double used_s)
 		lms_log(LMS_LOG_WARNING, NULL, "sandbox: not restored", "sandbox", id, "why", bad, NULL);
 		return -1;
 	}
-	struct lms_sandbox_entry *e = entry_new(key, &set);
+	struct lms_sandbox_entry *e = entry_new(sbs, key, &set);
 	lms_strv_free(env);
 	free((char *)set.spec.net_allow);
 	snprintf(e->id, sizeof(e->id), "%s", id);

@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/id.h"
 #include "api/exec-request.h"
 #include "core/error.h"
 #include "sandbox/spawner.h"
@@ -35,6 +36,8 @@ struct lms_backends;
 struct lms_conns;
 struct lms_workers;
 struct lms_pump;
+struct lms_cluster;
+struct lms_forward;
 
 struct lms_request;
 
@@ -79,6 +82,7 @@ struct lms_server {
 	struct lms_procs *procs; /* the sandboxes' background processes (processes.h) */
 	struct lms_conns *conns;
 	struct lms_workers *workers;
+	const struct lms_cluster *cluster; /* this node and its peers (cluster.h) */
 	struct lms_metrics metrics;
 	atomic_int active;		 /* executions running now */
 	atomic_int relays;		 /* port relays open now (routes-ports.c) */
@@ -114,6 +118,8 @@ struct lms_request {
 	enum MHD_Result result; /* the handler's */
 	struct lms_pump *pump;	/* the last stream response made (reply.c), to produce if it is the answer */
 	const struct MHD_Response *pump_response;
+	struct lms_forward *forward; /* a request for another node's sandbox, on its way there (forward.c) */
+	bool forwarded;		     /* it was another node's: the route's own sink never began */
 };
 
 /* daemon.c: serves until SIGTERM, SIGINT or SIGHUP; < 0 when it cannot start. */
@@ -160,6 +166,10 @@ enum MHD_Result lms_reply_lms_error(struct lms_request *req, const struct lms_er
 struct MHD_Response *lms_reply_stream_response(struct lms_request *req, size_t block_size,
 					       MHD_ContentReaderCallback reader, void *cls,
 					       MHD_ContentReaderFreeCallback free_cls);
+/* The same, of a known size (MHD_SIZE_UNKNOWN: unknown). */
+struct MHD_Response *lms_reply_stream_response_size(struct lms_request *req, uint64_t size, size_t block_size,
+						    MHD_ContentReaderCallback reader, void *cls,
+						    MHD_ContentReaderFreeCallback free_cls);
 /* 200 with Server-Sent Events read from `reader` as they come (cls freed by free_cls). */
 enum MHD_Result lms_reply_event_stream(struct lms_request *req, MHD_ContentReaderCallback reader, void *cls,
 				       MHD_ContentReaderFreeCallback free_cls);
@@ -200,7 +210,7 @@ enum MHD_Result lms_workers_dispatch(struct lms_workers *w, struct lms_request *
 void lms_workers_stop(struct lms_workers *w);
 
 /* pump.c: a response read by reader (on a producer thread) through a buffer of two blocks; *out its pump. */
-struct MHD_Response *lms_pump_response(struct MHD_Connection *conn, int client_fd, size_t block_size,
+struct MHD_Response *lms_pump_response(struct MHD_Connection *conn, int client_fd, uint64_t size, size_t block_size,
 				       MHD_ContentReaderCallback reader, void *cls,
 				       MHD_ContentReaderFreeCallback free_cls, struct lms_pump **out);
 /* The producer's share, taken before the connection is resumed; lms_pump_run gives it back. */
@@ -221,13 +231,25 @@ bool lms_route_matches(const struct lms_route *r, const char *path);
  * "GET, POST" (empty: no route has it, a 404; else a 405 with Allow). */
 const struct lms_route *lms_router_find(const char *method, const char *path, char *allow, size_t allow_size);
 
+/* forward.c: a request for another node's sandbox (its id names a peer, cluster.h) goes there as it comes:
+ * headers, then the body piece by piece, then the peer's answer streamed back. Called once the route and
+ * token are checked: *taken false, it is this node's (MHD_YES); else it is answered here: forwarded
+ * (req->forward set), or an error queued (404 for a node not in the cluster, 503 for a peer that cannot
+ * be reached, 508 for a request that came through a peer already). */
+enum MHD_Result lms_forward_begin(struct lms_request *req, bool *taken);
+void lms_forward_chunk(struct lms_request *req, const char *data, size_t len);
+/* The body is all there: the peer's answer becomes the reply. */
+enum MHD_Result lms_forward_reply(struct lms_request *req);
+/* The request is over, whatever happened: frees req->forward. */
+void lms_forward_end(struct lms_request *req);
+
 /* openapi.c */
 json_t *lms_openapi_document(void);
 
 struct lms_sandbox_entry;
 /* routes-sandboxes.c: the {id} of a /v1/sandboxes/{id}... path; the 404 of a sandbox that is not there
  * (with its reason when known). */
-void lms_sandbox_path_id(const struct lms_request *req, char id[24]);
+void lms_sandbox_path_id(const struct lms_request *req, char id[LMS_SANDBOX_ID_SIZE]);
 enum MHD_Result lms_reply_sandbox_not_found(struct lms_request *req, const struct lms_error *e, const char *reason);
 /* Holds the path's sandbox (release it with lms_sandboxes_release), or replies (the typed 404, or why its
  * PID 1 could not be made again) and returns NULL. */
@@ -253,7 +275,7 @@ enum MHD_Result lms_route_run_bash(struct lms_request *req);
 struct lms_sandboxes;
 struct lms_sandbox_entry;
 struct lms_exec_target {
-	char id[24]; /* the persistent sandbox's, for its audit log; "" for a one-shot sandbox */
+	char id[LMS_SANDBOX_ID_SIZE]; /* the persistent sandbox's, for its audit log; "" for a one-shot sandbox */
 	uint64_t sandbox;
 	struct lms_sandboxes *sbs;
 	struct lms_sandbox_entry *entry;

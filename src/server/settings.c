@@ -76,6 +76,11 @@ static const struct setting settings[] = {
     {"network-allow-private", T_LIST, NULL, 0, 0, F(network_allow_private),
      "a private range (inside 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7) network sandboxes may reach "
      "(repeatable)"},
+    {"node-id", T_STRING, NULL, 0, 0, F(node_id),
+     "this daemon's name in a cluster, in the ids of the sandboxes it makes (default: $HOSTNAME, the pod's name)"},
+    {"peers", T_LIST, NULL, 0, 0, F(peers),
+     "the cluster's nodes, NAME=http://HOST:PORT (repeatable; the variable takes NAME=URL,NAME=URL): a request "
+     "for a sandbox of another node goes there"},
     {"cors-origin", T_LIST, NULL, 0, 0, F(cors_origins),
      "an Origin (scheme://host[:port]) whose pages may call POST /mcp, besides the server's own (repeatable; the "
      "variable takes ORIGIN,ORIGIN)"},

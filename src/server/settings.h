@@ -40,6 +40,8 @@ struct lms_config {
 	char *llamacpp_url;
 	char *backends;	    /* "NAME=URL,NAME=URL" */
 	char *cors_origins; /* "ORIGIN,ORIGIN": pages that may call POST /mcp (mcp.c) */
+	char *node_id;	    /* this node's name (cluster.h); NULL: from $HOSTNAME */
+	char *peers;	    /* "NAME=URL,NAME=URL": the cluster's other nodes */
 	char *ollama_model;
 	char *llamacpp_model;
 	uint64_t backend_connect_timeout_ms;

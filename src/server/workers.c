@@ -82,7 +82,7 @@ task_main(void *arg)
 	pthread_mutex_lock(&w->lock);
 	pthread_mutex_unlock(&w->lock);
 
-	req->result = req->route->handler(req);
+	req->result = req->forward != NULL ? lms_forward_reply(req) : req->route->handler(req);
 	lms_request_body_done(req);
 	struct lms_pump *pump = req->pending != NULL && req->pending == req->pump_response ? req->pump : NULL;
 	if (pump)

@@ -327,8 +327,9 @@ def kustomize(path):
 def test_kustomize_base_renders_what_a_sandbox_needs():
     docs = kustomize("deploy/k8s/base")
     kinds = {d["kind"]: d for d in docs}
-    assert set(kinds) == {"ConfigMap", "Secret", "PersistentVolumeClaim", "Deployment", "Service"}
-    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "Secret", "Service", "Service", "StatefulSet"]
+    sts = kinds["StatefulSet"]["spec"]
+    pod = sts["template"]["spec"]
     c = pod["containers"][0]
     sc = c["securityContext"]
     assert sc["seccompProfile"]["type"] == "Unconfined"
@@ -339,19 +340,31 @@ def test_kustomize_base_renders_what_a_sandbox_needs():
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["path"] == "/healthz", probe
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["state"]["persistentVolumeClaim"]["claimName"] == kinds["PersistentVolumeClaim"]["metadata"]["name"]
+    # Each pod its own state volume; the state dir is on it.
+    assert [t["metadata"]["name"] for t in sts["volumeClaimTemplates"]] == ["state"]
+    assert next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "state") == \
+        kinds["ConfigMap"]["data"]["LM_SANDBOX_STATE_DIR"]
     assert volumes["token"]["secret"]["secretName"] == kinds["Secret"]["metadata"]["name"]
     assert volumes["cgroup"]["hostPath"]["path"] == "/sys/fs/cgroup"
     config = kinds["ConfigMap"]["data"]
     assert config["LM_SANDBOX_TOKEN_FILE"].startswith(
         next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "token"))
-    assert kinds["Service"]["spec"]["ports"][0]["port"] == 8000
+    services = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "Service"}
+    assert services["lm-sandbox"]["ports"][0]["port"] == 8000
+    # Scaling (docs/deploy.md): stable pod names reached through the headless Service, listed as the peers,
+    # one per replica, each at POD.SERVICE:PORT.
+    headless = services[sts["serviceName"]]
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
+    name = kinds["StatefulSet"]["metadata"]["name"]
+    peers = dict(p.strip().split("=", 1) for p in config["LM_SANDBOX_PEERS"].split(","))
+    assert peers == {f"{name}-{i}": f"http://{name}-{i}.{sts['serviceName']}:8000" for i in range(sts["replicas"])}
+    assert sts["replicas"] >= 2
     assert "nvidia.com/gpu" not in json.dumps(docs)
 
 
 def test_kustomize_gpu_overlay_requests_a_gpu():
     docs = kustomize("deploy/k8s/overlays/gpu")
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    deployment = next(d for d in docs if d["kind"] == "StatefulSet")
     pod = deployment["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert pod["containers"][0]["securityContext"]["procMount"] == "Unmasked"  # the base's, kept

@@ -42,6 +42,8 @@ static const char *const all_flags[] = {
     "ollama-url",
     "llamacpp-url",
     "backend",
+    "node-id",
+    "peers",
     "cors-origin",
     "ollama-model",
     "llamacpp-model",
