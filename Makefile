@@ -64,13 +64,13 @@ fuzz:
 	test -f build-fuzz/build.ninja || CC=clang $(MESON) setup build-fuzz --buildtype=debug \
 		-Dc_args=-fsanitize=fuzzer-no-link -Db_sanitize=address,undefined -Db_lundef=false -Dprobe=false \
 		-Dstatic_cli=false
-	$(MESON) compile -C build-fuzz lms lms-server
+	$(MESON) compile -C build-fuzz lms lms-server lms-client
 	for t in tests/fuzz/fuzz-*.c; do name=$$(basename $$t .c | sed 's/^fuzz-//'); \
 		mkdir -p tests/fuzz/corpus-new/$$name; \
 		clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc -Ibuild-fuzz \
 			$$(pkg-config --cflags libcurl) $$t \
-			build-fuzz/src/liblms-server.a build-fuzz/src/liblms.a -lseccomp -ljansson -lmicrohttpd -larchive -lm -ldl \
-			-lpthread -o build-fuzz/fuzz-$$name && \
+			build-fuzz/src/liblms-server.a build-fuzz/src/liblms-client.a build-fuzz/src/liblms.a -lseccomp -ljansson \
+			-lmicrohttpd -larchive -lcrypto -lcurl -lresolv -lm -ldl -lpthread -o build-fuzz/fuzz-$$name && \
 		build-fuzz/fuzz-$$name -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus-new/$$name \
 			tests/fuzz/corpus/$$name || exit 1; done
 
