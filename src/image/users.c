@@ -75,7 +75,7 @@ lms_image_check_unused(const char *state_dir, const char *name, struct lms_error
 		return errno == ENOENT ? 0
 				       : lms_error_set(err, LMS_ERR_SETUP, errno, "list %s (the image's users)", dir);
 	struct dirent *e;
-	char user[72] = "";
+	char user[NAME_MAX + 1] = "";
 	while ((e = readdir(d)) != NULL)
 		if (user_ok(e->d_name)) {
 			snprintf(user, sizeof(user), "%s", e->d_name);

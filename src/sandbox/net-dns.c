@@ -69,7 +69,7 @@ admit(void *arg, const struct lms_dns_answer *a, size_t n)
 	return ok && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
-static void
+__attribute__((format(printf, 2, 3))) static void
 report(int errnum, const char *fmt, ...)
 {
 	struct report r = {.errnum = errnum};

@@ -1,6 +1,7 @@
 """Running `lm-sandbox sandbox ...` (the client of a running daemon) from the tests of test_cli_sandbox.py and
 test_cli_cp.py."""
 
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ def spawn_cli(lms_bin, url, *args, env=None, **popen):
     """Starts `lm-sandbox sandbox ARGS` and returns the Popen (stdout and stderr are pipes)."""
     argv = [str(lms_bin), "sandbox", *map(str, args)]
     popen.setdefault("stdin", subprocess.DEVNULL)
+    # As a terminal's shell starts it: SIGINT at its default, whatever this test run inherited (a run started
+    # in the background by a non-interactive shell ignores SIGINT, and an ignored signal is inherited).
+    popen.setdefault("preexec_fn", lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=client_env(url, env), **popen)
 
 
