@@ -12,7 +12,6 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -81,22 +80,6 @@ report(int errnum, const char *fmt, ...)
 }
 
 static int
-parse_private(const char *list, struct lms_cidr **out, size_t *n)
-{
-	*n = 0;
-	*out = xcalloc(LMS_ALLOWLIST_MAX_ENTRIES, sizeof(**out));
-	if (!list)
-		return 0;
-	_cleanup_free_ char *copy = xstrdup(list);
-	char *save = NULL;
-	for (char *tok = strtok_r(copy, ",", &save); tok && *n < LMS_ALLOWLIST_MAX_ENTRIES;
-	     tok = strtok_r(NULL, ",", &save))
-		if (lms_cidr_parse(tok, &(*out)[(*n)++], NULL) < 0)
-			return -1;
-	return 0;
-}
-
-static int
 enter(pid_t pid1, const char *ns, int type)
 {
 	char path[64];
@@ -124,7 +107,7 @@ forwarder_main(pid_t pid1, const struct lms_sandbox_spec *spec, const struct soc
 	size_t n_host = 0, n_private = 0;
 	struct lms_cidr *private_ranges = NULL;
 	if (lms_net_host_addrs(&host, &n_host, NULL) < 0 ||
-	    parse_private(spec->net_allow_private, &private_ranges, &n_private) < 0 ||
+	    lms_network_parse_private(spec->net_allow_private, &private_ranges, &n_private, NULL) < 0 ||
 	    (allow && lms_allowlist_add_list(allow, spec->net_allow, NULL) < 0)) {
 		report(EINVAL, "read the host's addresses and the sandbox's allowlist");
 		_exit(1);
@@ -166,16 +149,6 @@ forwarder_main(pid_t pid1, const struct lms_sandbox_spec *spec, const struct soc
 	_exit(lms_dns_forwarder_run(&f, NULL) < 0 ? 1 : 0);
 }
 
-static void
-close_from(int first)
-{
-	if (syscall(SYS_close_range, (unsigned)first, ~0U, 0U) == 0)
-		return;
-	long max = sysconf(_SC_OPEN_MAX);
-	for (long fd = first; fd < (max > 0 ? max : 65536); fd++)
-		close((int)fd);
-}
-
 /* The worker's child: sets up a clean process (default signals, only the report pipe open), forks the
  * forwarder and exits, so the worker has nothing to wait for later. */
 static _Noreturn void
@@ -196,7 +169,7 @@ launcher(int report_w, pid_t pid1, const struct lms_cgroup *cg, const struct lms
 		report(errno ? errno : EIO, "join the sandbox's cgroup");
 		_exit(1);
 	}
-	close_from(REPORT_FD + 1);
+	lms_network_close_from(REPORT_FD + 1);
 	pid_t pid = fork();
 	if (pid < 0) {
 		report(errno, "fork the DNS forwarder");

@@ -63,9 +63,8 @@ lms_network_check(struct lms_error **err)
 	return 0;
 }
 
-/* The allowed private ranges, comma-separated (the server validated them; a bad one here is refused). */
-static int
-parse_allowed(const char *list, struct lms_cidr **out, size_t *n, struct lms_error **err)
+int
+lms_network_parse_private(const char *list, struct lms_cidr **out, size_t *n, struct lms_error **err)
 {
 	*out = NULL;
 	*n = 0;
@@ -88,8 +87,8 @@ parse_allowed(const char *list, struct lms_cidr **out, size_t *n, struct lms_err
 	return 0;
 }
 
-static void
-close_from(int first)
+void
+lms_network_close_from(int first)
 {
 #if HAVE_SYS_CLOSE_RANGE
 	if (syscall(SYS_close_range, (unsigned)first, ~0U, 0U) == 0)
@@ -161,7 +160,7 @@ run_helper(char *const argv[], int (*enter)(void *), void *arg, const char *inpu
 		}
 		/* pasta's daemon lives as long as the sandbox: it must hold none of the worker's descriptors
 		 * (an events pipe it held would never end for the daemon). */
-		close_from(3);
+		lms_network_close_from(3);
 		char *envp[] = {NULL};
 		execve(argv[0], argv, envp);
 		dprintf(2, "execute %s: %s", argv[0], strerror(errno));
@@ -269,7 +268,7 @@ install_filter(pid_t pid1, const struct lms_sandbox_spec *spec, struct lms_error
 	struct lms_cidr *allowed = NULL;
 	size_t n_allowed = 0, n_host = 0;
 	struct lms_net_addr *host = NULL;
-	if (parse_allowed(spec->net_allow_private, &allowed, &n_allowed, err) < 0)
+	if (lms_network_parse_private(spec->net_allow_private, &allowed, &n_allowed, err) < 0)
 		return -1;
 	if (lms_net_host_addrs(&host, &n_host, err) < 0) {
 		free(allowed);

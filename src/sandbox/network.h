@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include "core/error.h"
+#include "net/cidr.h"
 #include "sandbox/cgroup.h"
 #include "sandbox/sandbox.h"
 
@@ -20,6 +21,13 @@ int lms_network_check(struct lms_error **err);
 /* The path of a tool the network needs (pasta, nft) in Debian's places, or NULL: the spawner runs with an
  * empty environment, so no PATH. */
 const char *lms_network_tool(const char *name);
+
+/* The server's --network-allow-private ranges, comma-separated (validated at start; a bad one here is
+ * refused): *out is malloc'd (NULL and 0 for none). */
+int lms_network_parse_private(const char *list, struct lms_cidr **out, size_t *n, struct lms_error **err);
+
+/* Closes every descriptor from `first` up, in a child about to live long or exec a helper. */
+void lms_network_close_from(int first);
 
 /* The filter, then pasta, for the sandbox whose PID 1 is pid1 (in cg). spec: the base spec's net_dns and
  * net_allow_private. Returns when pasta has configured the namespace's interface. */
