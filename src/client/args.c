@@ -121,7 +121,7 @@ static const char usage_chat[] =
     "\n"
     "  --model M           the model (default: $LM_SANDBOX_MODEL, else the first of GET /v1/models)\n"
     "  --sandbox ID        work in this sandbox (default: a new one)\n"
-    "  --image NAME        the new sandbox's root file system (default: host)\n"
+    "  --image NAME        the new sandbox's root file system; default: host\n"
     "  --network           give the new sandbox network access (when the daemon allows it)\n"
     "  -y, --yes           run the model's commands without asking\n"
     "  --url URL           the daemon (default: $LM_SANDBOX_URL, else http://127.0.0.1:8000)\n"

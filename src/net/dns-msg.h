@@ -2,7 +2,7 @@
 /*
  * The DNS wire format (RFC 1035), as much as a filtering forwarder needs: read a sandbox's query, write
  * the query sent on to the upstream resolver, read the upstream's answer for its A/AAAA records, and
- * write the answer the sandbox gets (its question, those records, or an error code).
+ * write the answer the sandbox receives: its question, those records, or an error code.
  *
  * Every byte is hostile: a query comes from a sandboxed process, an answer from the network. Names are
  * bounded (255 octets on the wire, 63 a label), compression pointers must point strictly backwards (no
