@@ -219,6 +219,7 @@ serve(struct lms_config *cfg, const struct lms_cluster *cluster, struct lms_erro
 	lms_server_cancel_jobs(&s);
 	/* libmicrohttpd must not stop with a suspended connection: every handler and stream ends first. */
 	lms_workers_stop(s.workers);
+	lms_ports_wait_bridges(); /* each sees `stopping` within a second, then closes its upgraded connection */
 	MHD_stop_daemon(s.mhd);
 	lms_workers_free(s.workers);
 	lms_conns_free(s.conns);

@@ -362,6 +362,30 @@ body_free(void *cls)
 	call_free(cls);
 }
 
+/* The bridges running: the daemon's stop waits for them (lms_ports_wait_bridges), since libmicrohttpd frees
+ * an upgraded connection's handle when it stops, and a bridge's last act is to close it. */
+static pthread_mutex_t bridges_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t bridges_done = PTHREAD_COND_INITIALIZER;
+static unsigned bridges;
+
+static void
+bridge_ended(void)
+{
+	pthread_mutex_lock(&bridges_lock);
+	if (--bridges == 0)
+		pthread_cond_broadcast(&bridges_done);
+	pthread_mutex_unlock(&bridges_lock);
+}
+
+void
+lms_ports_wait_bridges(void)
+{
+	pthread_mutex_lock(&bridges_lock);
+	while (bridges > 0)
+		pthread_cond_wait(&bridges_done, &bridges_lock);
+	pthread_mutex_unlock(&bridges_lock);
+}
+
 struct bridge {
 	struct port_call *c;
 	MHD_socket sock;
@@ -380,6 +404,7 @@ bridge_main(void *arg)
 	call_free(b->c);
 	free(b->extra);
 	free(b);
+	bridge_ended();
 	return NULL;
 }
 
@@ -401,12 +426,16 @@ upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *extr
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_mutex_lock(&bridges_lock);
+	bridges++;
+	pthread_mutex_unlock(&bridges_lock);
 	if (pthread_create(&t, &attr, bridge_main, b) != 0) {
 		lms_log(LMS_LOG_WARNING, NULL, "ports: no thread for a WebSocket relay", NULL);
 		(void)MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
 		call_free(b->c);
 		free(b->extra);
 		free(b);
+		bridge_ended();
 	}
 	pthread_attr_destroy(&attr);
 }

@@ -266,6 +266,8 @@ enum MHD_Result lms_route_files_delete(struct lms_request *req);
  * streamed to the sandbox's server as it comes. */
 extern const struct lms_body_sink lms_ports_sink;
 enum MHD_Result lms_route_ports(struct lms_request *req);
+/* The daemon's stop: waits for the WebSocket bridges, which end within a second of `stopping`. */
+void lms_ports_wait_bridges(void);
 
 /* routes-exec.c */
 enum MHD_Result lms_route_exec(struct lms_request *req);
