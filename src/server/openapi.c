@@ -138,7 +138,7 @@ static const char
 																																							  "\"created_at\": {\"type\": \"string\", \"format\": \"date-time\"},    \"last_used_at\": {"
 																																							  "\"type\": \"string\", \"format\": \"date-time\"}, \"expires_at\": {\"type\": \"string\", "
 																																							  "\"format\": \"date-time\"},    \"ttl_s\": {\"type\": \"integer\"}, \"limits\": {"
-																																							  "\"type\": \"object\"}, \"network\": {\"type\": \"boolean\"},    \"gpu\": {\"type\": [\"boolean\", \"array\"]}, "
+																																							  "\"type\": \"object\"}, \"network\": {\"type\": [\"boolean\", \"object\"]},    \"gpu\": {\"type\": [\"boolean\", \"array\"]}, "
 																																							  "\"metadata\": {\"type\": \"object\"}}},  \"Health\": {\"type\": \"object\", \"properties\": {"
 																																							  "\"status\": {\"type\": \"string\"},    \"version\": {\"type\": \"string\"}, \"backends\": {"
 																																							  "\"type\": \"object\"}}},  \"Error\": {\"type\": \"object\", \"required\": [\"error\"], "
