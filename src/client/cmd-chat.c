@@ -12,6 +12,7 @@
  * end. Colours only on a terminal, and never with NO_COLOR set.
  */
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -352,14 +353,20 @@ run_once(struct chat *ch)
 
 /* ---- input ---- */
 
-/* A line from fd, without its newline; NULL at the end of input or on Ctrl-C. */
+/* A line from fd, without its newline; NULL at the end of input or on Ctrl-C. The wait wakes every
+ * 100 ms to look at Ctrl-C: the signal may be taken by another thread (libcurl's resolver), and then no
+ * read of this one is interrupted. */
 static char *
 read_line(int fd)
 {
 	struct lms_buf b = {0};
 	for (;;) {
 		char c;
-		ssize_t n = read(fd, &c, 1);
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int ready = interrupts > 0 ? 1 : poll(&p, 1, 100);
+		if (ready == 0 || (ready < 0 && errno == EINTR && interrupts == 0))
+			continue;
+		ssize_t n = interrupts > 0 ? -1 : read(fd, &c, 1);
 		if (n < 0 && errno == EINTR && interrupts == 0)
 			continue;
 		if (n <= 0 || interrupts > 0) {
