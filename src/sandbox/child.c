@@ -5,6 +5,7 @@
  * sandbox, however it daemonised.
  */
 #include "sandbox/child.h"
+#include "sandbox/network.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,13 +13,11 @@
 #include <linux/capability.h>
 #include <sched.h>
 #include <linux/seccomp.h>
-#include <net/if.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -163,19 +162,7 @@ bound_namespace_knobs(struct lms_init_msg *msg)
 static int
 loopback_up(struct lms_init_msg *msg)
 {
-	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (s < 0)
-		return lms_child_fail(msg, errno, "socket for loopback");
-	struct ifreq ifr = {0};
-	memcpy(ifr.ifr_name, "lo", sizeof("lo"));
-	int r = ioctl(s, SIOCGIFFLAGS, &ifr);
-	if (r == 0) {
-		ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-		r = ioctl(s, SIOCSIFFLAGS, &ifr);
-	}
-	int e = errno;
-	close(s);
-	return r < 0 ? lms_child_fail(msg, e, "bring up loopback") : 0;
+	return lms_network_loopback_up() < 0 ? lms_child_fail(msg, errno, "bring up loopback") : 0;
 }
 
 /* PID 1's own 0, 1 and 2 become the sandbox's /dev/null (nothing of the caller's stays open in here),

@@ -554,10 +554,25 @@ lms_sandbox_exec(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, un
 }
 
 int
+lms_sandbox_exec_last(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, const struct lms_output *out,
+		      struct lms_sandbox_result *result, struct lms_error **err)
+{
+	/* A one-shot command runs behind the network it asked for, or none: never a pool sandbox's other. */
+	if (spec->network != sb->network)
+		return lms_error_set(err, LMS_ERR_INVALID, 0, "the sandbox was prepared %s a network",
+				     sb->network ? "with" : "without");
+	int r = lms_sandbox_exec(sb, spec, LMS_EXEC_LAST, out, result, err);
+	/* Everything of the command's PID namespace ends here; what lives outside it ends at destroy. */
+	int status;
+	lms_sandbox_kill_init(sb, &status);
+	return r;
+}
+
+int
 lms_sandbox_launch(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, const struct lms_output *out,
 		   struct lms_sandbox_result *result, struct lms_error **err)
 {
-	int r = lms_sandbox_exec(sb, spec, LMS_EXEC_LAST, out, result, err);
+	int r = lms_sandbox_exec_last(sb, spec, out, result, err);
 	struct lms_error *cleanup_err = NULL;
 	if (lms_sandbox_destroy_checked(sb, &cleanup_err) < 0 && r == 0) {
 		if (err != NULL)

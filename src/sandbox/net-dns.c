@@ -129,6 +129,12 @@ forwarder_main(pid_t pid1, const struct lms_sandbox_spec *spec, const struct soc
 		report(errno, "enter the sandbox's network and user namespaces");
 		_exit(1);
 	}
+	/* Loopback up before the bind: PID 1 brings it up too, but maybe not yet, and a socket bound to
+	 * 127.0.0.53 while it is down answers from 127.0.0.1, which a resolver's connected socket drops. */
+	if (lms_network_loopback_up() < 0) {
+		report(errno, "bring up the sandbox's loopback");
+		_exit(1);
+	}
 	struct sockaddr_in at = {.sin_family = AF_INET, .sin_port = htons(53)};
 	inet_pton(AF_INET, LMS_NET_DNS_FORWARD, &at.sin_addr);
 	f.sandbox_fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);

@@ -3,13 +3,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -23,6 +27,7 @@
 #include "net/forbidden.h"
 #include "net/allowlist.h"
 #include "net/nft-rules.h"
+#include "net/resolver.h"
 #include "sandbox/net-dns.h"
 
 /* The interface pasta makes in the namespace: a fixed name, whatever the host's is called. */
@@ -87,6 +92,25 @@ lms_network_parse_private(const char *list, struct lms_cidr **out, size_t *n, st
 	return 0;
 }
 
+int
+lms_network_loopback_up(void)
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return -1;
+	struct ifreq ifr = {0};
+	memcpy(ifr.ifr_name, "lo", sizeof("lo"));
+	int r = ioctl(s, SIOCGIFFLAGS, &ifr);
+	if (r == 0 && !(ifr.ifr_flags & IFF_UP)) {
+		ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+		r = ioctl(s, SIOCSIFFLAGS, &ifr);
+	}
+	int e = errno;
+	close(s);
+	errno = e;
+	return r;
+}
+
 void
 lms_network_close_from(int first)
 {
@@ -125,12 +149,20 @@ wait_bounded(pid_t pid, bool *killed)
 	return status;
 }
 
-/* Runs argv (a tool of find_tool) in a child made ready by `enter` and feeds it `input` on its standard
- * input; its standard error becomes the error's text when it fails. */
+/* A helper started, not yet waited for. */
+struct helper {
+	pid_t pid;
+	int err_fd; /* its standard error */
+	const char *what;
+};
+
+/* Starts argv (a tool of lms_network_tool) in a child made ready by `enter` and feeds it `input` on its
+ * standard input. */
 static int
-run_helper(char *const argv[], int (*enter)(void *), void *arg, const char *input, const char *what,
-	   struct lms_error **err)
+start_helper(char *const argv[], int (*enter)(void *), void *arg, const char *input, const char *what, struct helper *h,
+	     struct lms_error **err)
 {
+	*h = (struct helper){.pid = -1, .err_fd = -1, .what = what};
 	int in[2] = {-1, -1}, errp[2] = {-1, -1};
 	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
 		int e = errno;
@@ -171,19 +203,32 @@ run_helper(char *const argv[], int (*enter)(void *), void *arg, const char *inpu
 	if (input != NULL)
 		(void)lms_fd_write_all(in[1], input, strlen(input));
 	close(in[1]);
+	h->pid = pid;
+	h->err_fd = errp[0];
+	return 0;
+}
+
+/* Waits for a started helper (killed after HELPER_TIMEOUT_MS); its standard error becomes the error's text
+ * when it failed. A helper that was never started (pid -1) is a no-op. */
+static int
+finish_helper(struct helper *h, struct lms_error **err)
+{
+	if (h->pid < 0)
+		return 0;
 	bool killed;
-	int status = wait_bounded(pid, &killed);
+	int status = wait_bounded(h->pid, &killed);
+	h->pid = -1;
 	if (killed) {
-		close(errp[0]);
-		return lms_error_set(err, LMS_ERR_SETUP, 0, "network: %s did not finish within %d ms", what,
+		close(steal_fd(&h->err_fd));
+		return lms_error_set(err, LMS_ERR_SETUP, 0, "network: %s did not finish within %d ms", h->what,
 				     HELPER_TIMEOUT_MS);
 	}
 	/* pasta's daemon keeps no copy of the pipe (it reopens its standard streams on /dev/null): what is
 	 * in it now is all there is. */
 	char text[STDERR_MAX] = "";
-	fcntl(errp[0], F_SETFL, O_NONBLOCK);
-	ssize_t n = read(errp[0], text, sizeof(text) - 1);
-	close(errp[0]);
+	fcntl(h->err_fd, F_SETFL, O_NONBLOCK);
+	ssize_t n = read(h->err_fd, text, sizeof(text) - 1);
+	close(steal_fd(&h->err_fd));
 	if (n > 0) {
 		text[n] = '\0';
 		for (char *p = text; *p; p++)
@@ -194,7 +239,7 @@ run_helper(char *const argv[], int (*enter)(void *), void *arg, const char *inpu
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;
 	return lms_error_set(
-	    err, LMS_ERR_SETUP, 0, "network: %s failed (%s %d)%s%s", what, WIFSIGNALED(status) ? "signal" : "status",
+	    err, LMS_ERR_SETUP, 0, "network: %s failed (%s %d)%s%s", h->what, WIFSIGNALED(status) ? "signal" : "status",
 	    WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), n > 0 ? ": " : "", n > 0 ? text : "");
 }
 
@@ -263,7 +308,7 @@ parse_allowlist(const char *list, struct lms_allowlist **out, struct lms_error *
 }
 
 static int
-install_filter(pid_t pid1, const struct lms_sandbox_spec *spec, struct lms_error **err)
+start_filter(pid_t pid1, const struct lms_sandbox_spec *spec, struct helper *h, struct lms_error **err)
 {
 	struct lms_cidr *allowed = NULL;
 	size_t n_allowed = 0, n_host = 0;
@@ -287,7 +332,7 @@ install_filter(pid_t pid1, const struct lms_sandbox_spec *spec, struct lms_error
 	free(host);
 	char *argv[] = {(char *)lms_network_tool("nft"), (char *)"-f", (char *)"-", NULL};
 	struct nft_enter e = {.pid1 = pid1};
-	int r = run_helper(argv, enter_netns, &e, rules.data, "install the packet filter (nft -f -)", err);
+	int r = start_helper(argv, enter_netns, &e, rules.data, "install the packet filter (nft -f -)", h, err);
 	lms_buf_clear(&rules);
 	return r;
 }
@@ -295,8 +340,7 @@ install_filter(pid_t pid1, const struct lms_sandbox_spec *spec, struct lms_error
 int
 lms_network_up(pid_t pid1, const struct lms_cgroup *cg, const struct lms_sandbox_spec *spec, struct lms_error **err)
 {
-	if (lms_network_check(err) < 0 || install_filter(pid1, spec, err) < 0 ||
-	    lms_network_dns_start(pid1, cg, spec, err) < 0)
+	if (lms_network_check(err) < 0)
 		return -1;
 	/* -t/-u/-T/-U none: pasta's default `auto` would forward the sandbox's loopback ports to the host's and
 	 * publish its ports on the host. --no-map-gw: else the gateway's address is the host. --runas 0: Debian
@@ -325,7 +369,60 @@ lms_network_up(pid_t pid1, const struct lms_cgroup *cg, const struct lms_sandbox
 			(char *)"/dev/null",
 			NULL};
 	struct pasta_enter e = {.cg = cg, .pid1 = pid1};
-	return run_helper(argv, enter_pasta, &e, NULL, "start pasta", err);
+	/* The three side by side: nothing of the sandbox runs before all are in place (PID 1 waits for this
+	 * worker's word), so the order among them does not matter, and a failure of any ends the sandbox. */
+	struct helper filter = {.pid = -1, .err_fd = -1}, pasta = {.pid = -1, .err_fd = -1};
+	int r = start_filter(pid1, spec, &filter, err);
+	if (r == 0)
+		r = start_helper(argv, enter_pasta, &e, NULL, "start pasta", &pasta, err);
+	if (r == 0)
+		r = lms_network_dns_start(pid1, cg, spec, err);
+	/* Both are waited for, whatever failed: no helper is left unreaped. */
+	int r_filter = finish_helper(&filter, r == 0 ? err : NULL);
+	if (r == 0)
+		r = r_filter;
+	int r_pasta = finish_helper(&pasta, r == 0 ? err : NULL);
+	return r == 0 ? r_pasta : r;
+}
+
+static uint64_t
+stamp_bytes(uint64_t h, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ p[i]) * 1099511628211ull;
+	return h;
+}
+
+uint64_t
+lms_network_host_stamp(const struct lms_sandbox_spec *spec)
+{
+	struct lms_net_addr *host = NULL;
+	size_t n = 0;
+	if (lms_net_host_addrs(&host, &n, NULL) < 0)
+		return 0;
+	uint64_t h = 14695981039346656037ull;
+	for (size_t i = 0; i < n; i++) {
+		h = stamp_bytes(h, &host[i].family, sizeof(host[i].family));
+		h = stamp_bytes(h, host[i].addr, host[i].family == AF_INET6 ? 16 : 4);
+	}
+	free(host);
+	struct sockaddr_storage up;
+	socklen_t up_len = 0;
+	if ((spec->net_dns ? lms_net_resolver_parse(spec->net_dns, &up, &up_len, NULL)
+			   : lms_net_resolver_from_conf("/etc/resolv.conf", &up, &up_len, NULL)) < 0)
+		return 0;
+	if (up.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&up;
+		h = stamp_bytes(h, &a->sin6_port, sizeof(a->sin6_port));
+		h = stamp_bytes(h, &a->sin6_addr, sizeof(a->sin6_addr));
+		h = stamp_bytes(h, &a->sin6_scope_id, sizeof(a->sin6_scope_id));
+	} else {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)&up;
+		h = stamp_bytes(h, &a->sin_port, sizeof(a->sin_port));
+		h = stamp_bytes(h, &a->sin_addr, sizeof(a->sin_addr));
+	}
+	return h != 0 ? h : 1;
 }
 
 int

@@ -261,7 +261,8 @@ preparing_failed(struct pool *pool, uint64_t image, const char *why)
 {
 	if (image != 0) {
 		lms_log(LMS_LOG_WARNING, NULL,
-			"pool: preparing a sandbox of an image failed; it is no longer kept warm", "error", why, NULL);
+			"pool: preparing a sandbox of an image or a network failed; it is no longer kept warm", "error",
+			why, NULL);
 		forget_image(pool, image);
 		return;
 	}
@@ -285,8 +286,10 @@ pool_event(struct pool *pool, unsigned i)
 	struct worker *w = &pool->w[i];
 	bool was_busy = w->state == W_BUSY;
 	uint32_t type = n == (ssize_t)sizeof(m) ? m.type : 0;
-	if (type == LMS_WORKER_READY && w->state == W_PREPARING) {
-		w->state = W_READY;
+	if (type == LMS_WORKER_READY && (w->state == W_PREPARING || w->state == W_BUSY || w->state == W_CREATING)) {
+		/* Busy or creating: a request was given to it while it prepared, and takes that sandbox. */
+		if (w->state == W_PREPARING)
+			w->state = W_READY;
 		pool->failures = 0;
 		return false;
 	}
@@ -332,13 +335,17 @@ find_owner(const struct pool *pool, uint64_t sandbox)
 	return -1;
 }
 
-/* A worker to take a new request: one holding a prepared sandbox of image `key` when `prepared`, else an
- * idle one, else a new idle one. */
+/* A worker to take a new request: one holding a prepared sandbox of recipe `key` when `prepared`, else one
+ * preparing it (the rest of a sandbox's making takes less than all of it: a network's setup is tens of
+ * milliseconds), else an idle one, else a new idle one. */
 static int
 take_worker(struct pool *pool, uint64_t key, bool prepared)
 {
 	for (unsigned i = 0; i < pool->n && prepared; i++)
 		if (pool->w[i].state == W_READY && pool->w[i].image == key)
+			return (int)i;
+	for (unsigned i = 0; i < pool->n && prepared; i++)
+		if (pool->w[i].state == W_PREPARING && pool->w[i].image == key)
 			return (int)i;
 	for (unsigned i = 0; i < pool->n; i++)
 		if (pool->w[i].state == W_IDLE)

@@ -225,7 +225,13 @@ int lms_sandbox_start(struct lms_sandbox *sb, const struct lms_sandbox_spec *spe
  * max_rss_kb; 0 when it ended without a record (PID 1 died, and the command with it); -1 with errno
  * (EAGAIN: nothing yet). */
 int lms_background_status(int fd, struct lms_sandbox_result *res);
-/* A LAST exec, then destroy: consumes sb. */
+/* A LAST exec that leaves sb to be destroyed: when it returns, PID 1 and everything in its PID namespace
+ * are gone; a network's helpers, which live outside it, end at lms_sandbox_destroy. A caller that reports
+ * the result first spares its client the wait for the cgroup to empty (a network sandbox's tap device is
+ * unregistered as its pasta exits: tens of milliseconds). */
+int lms_sandbox_exec_last(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, const struct lms_output *out,
+			  struct lms_sandbox_result *result, struct lms_error **err);
+/* lms_sandbox_exec_last, then destroy: consumes sb. */
 int lms_sandbox_launch(struct lms_sandbox *sb, const struct lms_sandbox_spec *spec, const struct lms_output *out,
 		       struct lms_sandbox_result *result, struct lms_error **err);
 /* Ends sb (NULL is a no-op); the checked variant says when its cgroup could not be removed. */

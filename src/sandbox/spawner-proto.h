@@ -38,7 +38,7 @@ struct lms_spawn_msg {
 	uint32_t type;
 	uint32_t reserved;
 	uint64_t sandbox; /* CREATE, EXEC, DESTROY: the daemon's id; else 0 */
-	uint64_t image;	  /* JOB, CREATE: the spec's lms_image_key; PREPARE: the image to prepare; else 0 */
+	uint64_t image;	  /* JOB, CREATE: the spec's lms_pool_key; PREPARE: the recipe to prepare; else 0 */
 };
 
 /* The largest spec a request may carry (its stdin included). */
@@ -89,28 +89,33 @@ int lms_frame_read(int fd, struct lms_job_event *ev, struct lms_error **err);
 /* A job reading frames from events_fd; cancel_fd (or -1) is the write end of its cancel pipe (job.c). */
 struct lms_job *lms_job_new(int events_fd, int cancel_fd);
 
-/* The image of a pool sandbox (pool-image.c). The key is 0 for the host image, else a hash of the image's
- * name and layer paths (never 0): the spawner routes by it; a worker uses a prepared sandbox only when
- * lms_image_ref_matches (the same name, layer paths and layer directories' inodes). */
-uint64_t lms_image_key(const char *image, char *const *layers);
+/* What a pool sandbox is made of (pool-recipe.c). The key is 0 for the host image without a network,
+ * else a hash of the image's name and layer paths and of the network's settings (never 0): the spawner
+ * routes by it; a worker uses a prepared sandbox only when lms_pool_recipe_matches (the same image, layer
+ * paths and layer directories' inodes; the same network settings, and the host's addresses and upstream
+ * resolver as they were when it was prepared). */
+uint64_t lms_pool_key(const struct lms_sandbox_spec *spec);
 struct lms_layer_id {
 	dev_t dev;
 	ino_t ino;
 };
-struct lms_image_ref {
+struct lms_pool_recipe {
 	uint64_t key;
 	char *image; /* NULL for the host image */
 	char **layers;
-	struct lms_layer_id *ids; /* of each layer directory when the ref was set */
+	struct lms_layer_id *ids; /* of each layer directory when the recipe was set */
 	size_t n;
+	bool network;
+	char *net_dns, *net_allow_private, *net_allow;
+	uint64_t net_stamp; /* lms_network_host_stamp when the recipe was set */
 };
-/* False (the ref cleared) when a layer directory is gone. */
-bool lms_image_ref_set(struct lms_image_ref *ref, const char *image, char *const *layers);
-bool lms_image_ref_matches(const struct lms_image_ref *ref, const char *image, char *const *layers);
-void lms_image_ref_clear(struct lms_image_ref *ref);
-/* host_base with ref's image and layers: what a pool sandbox of that image is made from. */
-void lms_image_ref_base(const struct lms_image_ref *ref, const struct lms_sandbox_spec *host_base,
-			struct lms_sandbox_spec *out);
+/* False (the recipe cleared) when a layer directory is gone. */
+bool lms_pool_recipe_set(struct lms_pool_recipe *r, const struct lms_sandbox_spec *spec);
+bool lms_pool_recipe_matches(const struct lms_pool_recipe *r, const struct lms_sandbox_spec *spec);
+void lms_pool_recipe_clear(struct lms_pool_recipe *r);
+/* host_base with the recipe's image, layers and network: what a pool sandbox of it is made from. */
+void lms_pool_recipe_base(const struct lms_pool_recipe *r, const struct lms_sandbox_spec *host_base,
+			  struct lms_sandbox_spec *out);
 
 /* The worker process (worker.c): serves its socket until end-of-file. Never returns. */
 struct lms_pool_config {

@@ -18,6 +18,7 @@
 
 #include "core/alloc.h"
 #include "core/fdio.h"
+#include "core/log.h"
 #include "sandbox/spawner-proto.h"
 
 static void
@@ -48,20 +49,20 @@ read_spec(int fd, struct lms_sandbox_spec *spec, char **data, void **storage, si
 	return lms_spec_decode(*data, *len, spec, storage, err);
 }
 
-/* What a worker knows of images: the one its prepared sandbox has, and the last image a job of it asked
- * for, which it prepares when the spawner says PREPARE with that image's key. */
+/* What a worker knows of pool sandboxes: the recipe of the one it has prepared, and the last recipe a
+ * job of it asked for other than the host image's without a network (an image, a network), which it
+ * prepares when the spawner says PREPARE with that recipe's key. */
 struct images {
-	struct lms_image_ref prepared;
-	struct lms_image_ref recipe;
+	struct lms_pool_recipe prepared;
+	struct lms_pool_recipe recipe;
 };
 
-/* Whether a one-shot job can take the pool's prepared sandbox: the same image (name, layer paths and
- * directories), no network or GPU, and limits within the base's. */
+/* Whether a one-shot job can take the pool's prepared sandbox: the same recipe (image, layer paths and
+ * directories; network settings, and the host as it was), no GPU, and limits within the base's. */
 static bool
 fits_pool(const struct lms_pool_config *cfg, const struct images *im, const struct lms_sandbox_spec *spec)
 {
-	return cfg->base && !spec->network && !spec->gpus &&
-	       lms_image_ref_matches(&im->prepared, spec->image, spec->layers) &&
+	return cfg->base && !spec->gpus && lms_pool_recipe_matches(&im->prepared, spec) &&
 	       lms_limits_fit_prepared(&cfg->base->limits, &spec->limits);
 }
 
@@ -87,7 +88,7 @@ static void
 drop_prepared(struct lms_sandbox **prepared, struct images *im)
 {
 	lms_sandbox_destroy(steal_pointer(prepared));
-	lms_image_ref_clear(&im->prepared);
+	lms_pool_recipe_clear(&im->prepared);
 }
 
 /* One command: a one-shot job (in `prepared` when it fits, else in a sandbox made now, which `prepared`
@@ -120,21 +121,28 @@ run_command(const int fds[3], struct lms_sandbox **prepared, struct lms_sandbox 
 	char *data = NULL;
 	size_t len = 0;
 	int r = read_spec(fds[0], &spec, &data, &storage, &len, &err);
+	struct lms_sandbox *oneshot = NULL;
 	if (r == 0) {
 		spec.cancel_fd = fds[2];
-		if (owned != NULL)
+		if (owned != NULL) {
 			r = lms_sandbox_exec(owned, &spec, 0, &out, &res, &err);
-		else if (*prepared != NULL && fits_pool(cfg, im, &spec)) {
-			lms_image_ref_clear(&im->prepared);
-			r = lms_sandbox_launch(steal_pointer(prepared), &spec, &out, &res, &err);
 		} else {
-			drop_prepared(prepared, im);
-			r = lms_sandbox_run(&spec, &out, &res, &err);
+			if (*prepared != NULL && fits_pool(cfg, im, &spec)) {
+				lms_pool_recipe_clear(&im->prepared);
+				oneshot = steal_pointer(prepared);
+			} else {
+				drop_prepared(prepared, im);
+				r = lms_sandbox_spec_validate(&spec, &err);
+				if (r == 0)
+					r = lms_sandbox_create(&spec, &oneshot, &err);
+			}
+			if (r == 0)
+				r = lms_sandbox_exec_last(oneshot, &spec, &out, &res, &err);
 		}
-		/* The image a later PREPARE may name: this job's, learnt once. */
-		if (owned == NULL && !lms_image_is_host(spec.image) &&
-		    im->recipe.key != lms_image_key(spec.image, spec.layers))
-			(void)lms_image_ref_set(&im->recipe, spec.image, spec.layers);
+		/* The recipe a later PREPARE may name: this job's, learnt once. */
+		uint64_t key = lms_pool_key(&spec);
+		if (owned == NULL && key != 0 && im->recipe.key != key)
+			(void)lms_pool_recipe_set(&im->recipe, &spec);
 	}
 	if (o != NULL)
 		o->out = NULL;
@@ -143,6 +151,12 @@ run_command(const int fds[3], struct lms_sandbox **prepared, struct lms_sandbox 
 		lms_frame_error(events, err);
 	else
 		lms_frame_result(events, &res);
+	/* The one-shot sandbox goes once its command's result is out: its client does not wait for the
+	 * cgroup to empty (the worker is busy until it has). */
+	_cleanup_error_ struct lms_error *cleanup_err = NULL;
+	if (lms_sandbox_destroy_checked(oneshot, &cleanup_err) < 0)
+		lms_log(LMS_LOG_ERROR, NULL, "worker: a one-shot sandbox could not be removed", "error",
+			cleanup_err ? cleanup_err->message : "?", NULL);
 	free(storage);
 	free(data);
 	/* A large input would otherwise stay in this long-lived worker's heap (and in the copy its next
@@ -247,7 +261,7 @@ create_owned(const int fds[2], struct lms_sandbox **prepared, struct lms_sandbox
 	/* A prepared image sandbox has its upper layer on its scratch tmpfs: a stored one cannot take it. */
 	bool movable = base.storage == NULL || lms_image_is_host(base.image);
 	if (r == 0 && *prepared != NULL && movable && fits_pool(cfg, im, &fit)) {
-		lms_image_ref_clear(&im->prepared);
+		lms_pool_recipe_clear(&im->prepared);
 		*owned = steal_pointer(prepared);
 		if ((r = lms_sandbox_limit(*owned, &want, &err)) == 0 && base.storage != NULL)
 			r = lms_sandbox_attach_storage(*owned, base.storage, base.limits.disk_mb, &err);
@@ -329,34 +343,38 @@ await_spawner(int ctl, struct lms_sandbox **prepared, struct images *im)
 	}
 }
 
-/* PREPARE: a pool sandbox of the host image (key 0) or of the image of this worker's last image job. A
- * worker that failed stays, idle: a job the spawner sent meanwhile is still served. */
+/* PREPARE: a pool sandbox of the host image (key 0) or of the recipe of this worker's last job that had
+ * one (an image, a network). A worker that failed stays, idle: a job the spawner sent meanwhile is still
+ * served. */
 static void
 prepare_pooled(int ctl, const struct lms_pool_config *cfg, struct images *im, uint64_t key,
 	       struct lms_sandbox **prepared)
 {
 	set_name("lms-pooled");
-	if (cfg->low_priority)
-		(void)setpriority(PRIO_PROCESS, 0, LMS_POOL_NICE);
 	_cleanup_error_ struct lms_error *err = NULL;
 	if (key != 0 && key != im->recipe.key) {
-		tell(ctl, LMS_WORKER_FAILED, "this worker ran no job of that image");
+		tell(ctl, LMS_WORKER_FAILED, "this worker ran no job of that image or network");
 		return;
 	}
 	struct lms_sandbox_spec base;
-	lms_image_ref_base(&im->recipe, cfg->base, &base);
+	lms_pool_recipe_base(&im->recipe, cfg->base, &base);
 	if (key == 0)
 		base = *cfg->base;
-	/* The layers' inodes are taken before the overlay is made of them: a later check sees any change. */
-	if (!lms_image_ref_set(&im->prepared, base.image, base.layers)) {
-		lms_image_ref_clear(&im->recipe);
+	/* A network's pasta and DNS forwarder live as long as the sandbox at the priority they start with,
+	 * which only PID 1's is raised from at launch (exec.c): they are prepared at the commands' own. */
+	if (cfg->low_priority)
+		(void)setpriority(PRIO_PROCESS, 0, base.network ? cfg->nice : LMS_POOL_NICE);
+	/* The layers' inodes (and the host's addresses) are taken before the sandbox is made of them: a
+	 * later check sees any change. */
+	if (!lms_pool_recipe_set(&im->prepared, &base)) {
+		lms_pool_recipe_clear(&im->recipe);
 		tell(ctl, LMS_WORKER_FAILED, "a layer directory of the image is gone (the image was removed)");
 		return;
 	}
 	if (lms_sandbox_create(&base, prepared, &err) < 0) {
-		lms_image_ref_clear(&im->prepared);
+		lms_pool_recipe_clear(&im->prepared);
 		if (key != 0)
-			lms_image_ref_clear(&im->recipe);
+			lms_pool_recipe_clear(&im->recipe);
 		tell(ctl, LMS_WORKER_FAILED, err->message);
 	} else {
 		tell(ctl, LMS_WORKER_READY, NULL);

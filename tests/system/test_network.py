@@ -7,6 +7,7 @@ Every packet stays on this machine: the "internet" is a namespace the fixture bu
 
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -466,3 +467,134 @@ def test_a_persistent_sandbox_keeps_its_allowlist(servers):
         assert not got[0].startswith("ok") and got[1].startswith("ok hello from"), got
     finally:
         s.request("DELETE", f"/v1/sandboxes/{sbx}")
+
+
+# ---- network sandboxes prepared ahead ------------------------------------------------------------------------------
+# After a one-shot exec with a network, the daemon keeps a few sandboxes with that same network (filter, pasta, DNS
+# forwarder) prepared (API-NOTES.md "Network sandboxes prepared ahead"). Each test first shows that a command did
+# run in one of them (its network namespace is one the daemon held before the request), then that it got what a
+# sandbox made for it would have given.
+
+# Run inside a sandbox: prints its network namespace, then the STEPS of argv[1].
+NETNS_STEPS = "import os; print(os.readlink('/proc/self/ns/net'))\n" + STEPS
+
+
+@pytest.fixture
+def pooled(lms_bin, tmp_path, test_internet):
+    with daemons(lms_bin, tmp_path) as start:
+        yield start("--allow-network", "--network-dns", NET_ADDR)
+
+
+def descendants(pid):
+    children = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(p))
+    found, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            found.add(c)
+            todo.append(c)
+    return found
+
+
+def held_network_namespaces(server):
+    """The network namespaces of the network sandboxes `server` holds now: each has a DNS forwarder (lms-dns) in it,
+    in the cgroup its worker made (named lms-WORKERPID-N)."""
+    workers = descendants(server.proc.pid)
+    found = set()
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/comm") as f:
+                if f.read().strip() != "lms-dns":
+                    continue
+            with open(f"/proc/{p}/cgroup") as f:
+                cgroup = f.read()
+            netns = os.readlink(f"/proc/{p}/ns/net")
+        except OSError:
+            continue
+        m = re.search(r"/lms-(\d+)-\d+", cgroup)
+        if m and int(m.group(1)) in workers:
+            found.add(netns)
+    return found
+
+
+def netns_steps(server, todo, network):
+    """STEPS in a one-shot sandbox: (its network namespace, the results). Every namespace a command of `server`
+    ran in is noted in server.used_netns (a sandbox is ended just after its result is sent: for a moment its
+    forwarder is still there)."""
+    r = assert_exec_result(server.exec({"argv": ["python3", "-c", NETNS_STEPS, json.dumps(todo)],
+                                        "network": network, "timeout_ms": 30000}))
+    assert r["exit_code"] == 0, r
+    netns, out = r["stdout"].split("\n", 1)
+    server.used_netns = getattr(server, "used_netns", set()) | {netns}
+    return netns, json.loads(out)
+
+
+def prepared(server):
+    """The network namespaces of sandboxes `server` holds that no command has run in yet."""
+    return held_network_namespaces(server) - getattr(server, "used_netns", set())
+
+
+def pooled_steps(server, todo, network):
+    """STEPS in a one-shot sandbox once `server` holds a prepared one: (whether the command ran in a sandbox that
+    was prepared before it was asked for, its results)."""
+    ready = wait_until(lambda: prepared(server), 20)
+    netns, out = netns_steps(server, todo, network)
+    return netns in ready, out
+
+
+def test_a_network_exec_runs_in_a_sandbox_prepared_ahead(pooled):
+    get = ["get", f"http://{NAME_OK}:{HTTP_PORT}/"]
+    assert not held_network_namespaces(pooled)  # none before a network was asked for
+    assert netns_steps(pooled, [get], True)[1][0].startswith("ok hello from")
+    # The first one was made on demand; the daemon now keeps its like prepared.
+    took, got = pooled_steps(pooled, [get, ["connect", NET_ADDR, HTTP_PORT]], True)
+    assert took, "the second network exec did not run in a sandbox prepared ahead"
+    assert got[0].startswith("ok hello from") and got[1] == "ok", got
+
+
+def test_a_sandbox_prepared_for_one_network_never_serves_another(pooled):
+    listed = {"allow": [NAME_OK]}
+    todo = [["connect", NET_ADDR, HTTP_PORT], ["resolve", "other.example.org"],
+            ["get", f"http://{NAME_OK}:{HTTP_PORT}/"]]
+    took = {"listed": 0, "open": 0}
+    for _ in range(4):
+        for name, network in (("listed", listed), ("open", True)):
+            pooled_took, got = pooled_steps(pooled, todo, network)
+            took[name] += pooled_took
+            assert got[2].startswith("ok hello from"), (name, got)
+            if name == "listed":
+                assert not got[0].startswith("ok") and not got[1].startswith("ok"), got
+            else:
+                assert got[0] == "ok", got
+    assert took["listed"] and took["open"], f"prepared sandboxes were never used: {took}"
+
+
+def test_an_address_the_host_gains_after_preparing_is_refused_all_the_same(pooled):
+    # The filter of a prepared sandbox lists the host's addresses of when it was made: one added since would be
+    # missing from it, so that sandbox must not be used.
+    netns_steps(pooled, [], True)
+    before = wait_until(lambda: prepared(pooled), 20)
+    assert before, "no network sandbox was prepared"
+    added = f"{NET_ADDR.rsplit('.', 1)[0]}.77"
+    subprocess.run(["ip", "addr", "add", f"{added}/32", "dev", "lo"], check=True)
+    lst = Listener(added)
+    try:
+        assert host_connects(added, lst.port)
+        r = assert_exec_result(pooled.exec({"argv": ["python3", "-c", NETNS_STEPS,
+                                                     json.dumps([["connect", added, lst.port]])],
+                                            "network": True, "timeout_ms": 30000}))
+        netns, out = r["stdout"].split("\n", 1)
+        assert not json.loads(out)[0].startswith("ok"), out
+        assert netns not in before, "a sandbox prepared before the host's address changed was used"
+    finally:
+        lst.close()
+        subprocess.run(["ip", "addr", "del", f"{added}/32", "dev", "lo"], check=False)
