@@ -94,12 +94,24 @@ def sh(server, sbx, script, timeout_ms=300000):
     return r.json()
 
 
+def keyrings(sources):
+    """The host's keyring files the entries name (deb822 Signed-By, one-line [signed-by=...]) that are files."""
+    paths = set()
+    for _, text in sources:
+        paths.update(re.findall(r"^Signed-By:\s*(/\S+)\s*$", text, re.M))
+        paths.update(re.findall(r"signed-by=(/[^\s\]]+)", text))
+    return sorted(p for p in paths if os.path.isfile(p))
+
+
 def install_sources(server, sbx, sources):
-    """The host's entries in place of the image's own (base64: any byte of them passes the shell unchanged)."""
-    script = "rm -f /etc/apt/sources.list /etc/apt/sources.list.d/* && "
-    script += " && ".join(f"echo {base64.b64encode(text.encode()).decode()} | base64 -d > "
-                          f"/etc/apt/sources.list.d/{name}" for name, text in sources)
-    r = sh(server, sbx, script)
+    """The host's entries in place of the image's own, with the keyrings they name (base64: any byte passes the
+    shell unchanged)."""
+    put = lambda data, path: f"mkdir -p {os.path.dirname(path)} && echo {base64.b64encode(data).decode()} | " \
+        f"base64 -d > {path}"  # noqa: E731
+    steps = ["rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*"]
+    steps += [put(open(path, "rb").read(), path) for path in keyrings(sources)]
+    steps += [put(text.encode(), f"/etc/apt/sources.list.d/{name}") for name, text in sources]
+    r = sh(server, sbx, " && ".join(steps))
     assert r["exit_code"] == 0, r
 
 
