@@ -19,7 +19,7 @@ reply(const struct lms_dns_question *q, int rcode, uint8_t *out, size_t cap, siz
 
 enum lms_dns_verdict
 lms_dns_filter_query(const struct lms_dns_policy *policy, const uint8_t *in, size_t len, uint16_t upstream_id,
-		     struct lms_dns_pending *pending, uint8_t *out, size_t cap, size_t *out_len)
+		     uint16_t edns_size, struct lms_dns_pending *pending, uint8_t *out, size_t cap, size_t *out_len)
 {
 	struct lms_dns_question q;
 	*out_len = 0;
@@ -32,7 +32,7 @@ lms_dns_filter_query(const struct lms_dns_policy *policy, const uint8_t *in, siz
 		return reply(&q, LMS_DNS_REFUSED, out, cap, out_len);
 	pending->q = q;
 	pending->upstream_id = upstream_id;
-	*out_len = lms_dns_write_query(&q, upstream_id, out, cap);
+	*out_len = lms_dns_write_query(&q, upstream_id, edns_size, out, cap);
 	return *out_len ? LMS_DNS_FORWARD : reply(&q, LMS_DNS_SERVFAIL, out, cap, out_len);
 }
 
@@ -43,10 +43,11 @@ lms_dns_filter_answer(const struct lms_dns_policy *policy, const struct lms_dns_
 {
 	const struct lms_dns_question *q = &pending->q;
 	int rcode;
+	bool tc;
 	*n_admitted = 0;
 	*why = NULL;
-	if (lms_dns_parse_answer(in, len, pending->upstream_id, q, &rcode, admitted, LMS_DNS_ANSWERS_MAX, n_admitted) <
-	    0)
+	if (lms_dns_parse_answer(in, len, pending->upstream_id, q, &rcode, &tc, admitted, LMS_DNS_ANSWERS_MAX,
+				 n_admitted) < 0)
 		return -1;
 	if (!address_query(q->qtype)) {
 		*n_admitted = 0;
@@ -56,6 +57,13 @@ lms_dns_filter_answer(const struct lms_dns_policy *policy, const struct lms_dns_
 		lms_dns_set_id(out, len, q->id);
 		*out_len = len;
 		return 0;
+	}
+	if (tc) {
+		/* Nothing of a cut answer is checked or admitted: the client asks again over TCP, where the
+		 * forwarder offers upstream more room; if even that is cut, TC is what it gets there too. */
+		*out_len = lms_dns_write_answer(q, LMS_DNS_NOERROR, NULL, 0, out, cap);
+		lms_dns_set_tc(out, *out_len);
+		return *out_len ? 0 : -1;
 	}
 	if (rcode != LMS_DNS_NOERROR && rcode != LMS_DNS_NXDOMAIN)
 		rcode = LMS_DNS_SERVFAIL;

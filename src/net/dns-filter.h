@@ -41,13 +41,16 @@ enum lms_dns_verdict {
 };
 
 /* A query from the sandbox. upstream_id: a fresh random id for the forwarded query (never the
- * sandbox's own, so that a sandbox cannot predict or collide with another's). */
+ * sandbox's own, so that a sandbox cannot predict or collide with another's). edns_size: what the
+ * forwarded query offers upstream (LMS_DNS_MSG_MAX for a query that came over UDP, LMS_DNS_TCP_MSG_MAX
+ * over TCP). */
 enum lms_dns_verdict lms_dns_filter_query(const struct lms_dns_policy *policy, const uint8_t *in, size_t len,
-					  uint16_t upstream_id, struct lms_dns_pending *pending, uint8_t *out,
-					  size_t cap, size_t *out_len);
+					  uint16_t upstream_id, uint16_t edns_size, struct lms_dns_pending *pending,
+					  uint8_t *out, size_t cap, size_t *out_len);
 
 /* The upstream's answer to pending. 0: out holds the sandbox's answer and admitted (up to
- * LMS_DNS_ANSWERS_MAX) the addresses its filter may admit; *why says, for a refusal, what was
+ * LMS_DNS_ANSWERS_MAX) the addresses its filter may admit (none from a truncated answer, which reaches
+ * the sandbox with TC set and no address record, so that it asks again over TCP); *why says, for a refusal, what was
  * forbidden (NULL otherwise). -1: in is not the answer to pending (ignore it and keep waiting). */
 int lms_dns_filter_answer(const struct lms_dns_policy *policy, const struct lms_dns_pending *pending, uint8_t *in,
 			  size_t len, uint8_t *out, size_t cap, size_t *out_len, struct lms_dns_answer *admitted,

@@ -1,11 +1,16 @@
 #pragma once
 /*
  * A sandbox's DNS forwarder: the loop that serves the resolver address of one sandbox (a UDP socket
- * made inside its network namespace) by way of the upstream resolver (a UDP socket of the host's
- * namespace), deciding each step with net/dns-filter.h. It holds no state a sandbox can grow without
- * bound: at most LMS_DNS_PENDING_MAX queries wait at once (the oldest is answered SERVFAIL to make
- * room), each for LMS_DNS_UPSTREAM_TIMEOUT_MS at most, and only answers from the upstream's own
- * address, with the id and question of a waiting query, are taken.
+ * and a listening TCP socket made inside its network namespace) by way of the upstream resolver (a UDP
+ * socket of the host's namespace), deciding each step with net/dns-filter.h. It holds no state a
+ * sandbox can grow without bound: at most LMS_DNS_PENDING_MAX queries wait at once (the oldest is
+ * answered SERVFAIL to make room), each for LMS_DNS_UPSTREAM_TIMEOUT_MS at most, and only answers from
+ * the upstream's own address, with the id and question of a waiting query, are taken.
+ *
+ * TCP (net/dns-tcp.h): at most LMS_DNS_TCP_CONNS_MAX connections, each read and written without
+ * blocking in the same poll loop, so that a slow or hostile client delays nobody else. A query that
+ * came over TCP is asked upstream over the same UDP socket, offering LMS_DNS_TCP_MSG_MAX bytes; the
+ * answer (TC passed on if even that was cut) goes back over its connection.
  */
 #include <stddef.h>
 #include <sys/socket.h>
@@ -29,6 +34,7 @@ struct lms_dns_forwarder {
 	struct lms_dns_policy policy;
 	lms_dns_admit_fn admit; /* may be NULL */
 	void *admit_ctx;
+	int tcp_fd;	/* listening, non-blocking, at the resolver address; -1 for none */
 	int stop_fd;	/* readable (or hung up) when the loop must end; -1 for none */
 	int timeout_ms; /* how long a query waits for the upstream; 0: LMS_DNS_UPSTREAM_TIMEOUT_MS */
 };

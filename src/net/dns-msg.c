@@ -143,6 +143,11 @@ lms_dns_parse_query(const uint8_t *m, size_t len, struct lms_dns_question *q)
 	q->qtype = get16(m + off);
 	q->qclass = get16(m + off + 2);
 	q->has_question = true;
+	off += 4;
+	/* The additional record, when it is an OPT at the root (RFC 6891 6.1.2): its class is the size the
+	 * client takes over UDP. Anything else there is ignored, as before. */
+	if (get16(m + 10) == 1 && off + 11 <= len && m[off] == 0 && get16(m + off + 1) == TYPE_OPT)
+		q->edns_size = get16(m + off + 3);
 	if (q->qclass != LMS_DNS_CLASS_IN)
 		return LMS_DNS_NOTIMP;
 	if (!lms_dns_name_valid(q->name))
@@ -174,9 +179,9 @@ write_question(const struct lms_dns_question *q, uint8_t *out, size_t cap)
 }
 
 size_t
-lms_dns_write_query(const struct lms_dns_question *q, uint16_t id, uint8_t *out, size_t cap)
+lms_dns_write_query(const struct lms_dns_question *q, uint16_t id, uint16_t edns_size, uint8_t *out, size_t cap)
 {
-	static const uint8_t opt[] = {0, 0, TYPE_OPT, LMS_DNS_MSG_MAX >> 8, LMS_DNS_MSG_MAX & 0xff, 0, 0, 0, 0, 0, 0};
+	uint8_t opt[] = {0, 0, TYPE_OPT, (uint8_t)(edns_size >> 8), (uint8_t)edns_size, 0, 0, 0, 0, 0, 0};
 	if (cap < LMS_DNS_HEADER)
 		return 0;
 	size_t n = write_header(out, id, FLAG_RD, 1, 0, 1);
@@ -200,19 +205,23 @@ same_question(const uint8_t *m, size_t len, size_t *off, const struct lms_dns_qu
 }
 
 int
-lms_dns_parse_answer(const uint8_t *m, size_t len, uint16_t id, const struct lms_dns_question *q, int *rcode,
+lms_dns_parse_answer(const uint8_t *m, size_t len, uint16_t id, const struct lms_dns_question *q, int *rcode, bool *tc,
 		     struct lms_dns_answer *out, size_t max, size_t *n)
 {
 	*n = 0;
+	*tc = false;
 	if (len < LMS_DNS_HEADER || get16(m) != id)
 		return -1;
 	uint16_t flags = get16(m + 2);
-	if (!(flags & FLAG_QR) || OPCODE(flags) != 0 || (flags & FLAG_TC) || get16(m + 4) != 1)
+	if (!(flags & FLAG_QR) || OPCODE(flags) != 0 || get16(m + 4) != 1)
 		return -1;
 	size_t off = LMS_DNS_HEADER;
 	if (!same_question(m, len, &off, q))
 		return -1;
 	*rcode = (int)RCODE(flags);
+	*tc = flags & FLAG_TC;
+	if (*tc)
+		return 0;
 	unsigned count = get16(m + 6);
 	for (unsigned i = 0; i < count; i++) {
 		if (read_name(m, len, &off, NULL, true) < 0 || off + 10 > len)
@@ -264,6 +273,34 @@ lms_dns_write_answer(const struct lms_dns_question *q, int rcode, const struct l
 		len += 12 + rdlen;
 	}
 	return len;
+}
+
+void
+lms_dns_set_tc(uint8_t *msg, size_t len)
+{
+	if (len >= 4)
+		put16(msg + 2, get16(msg + 2) | FLAG_TC);
+}
+
+size_t
+lms_dns_udp_max(const struct lms_dns_question *q)
+{
+	size_t max = q->edns_size < LMS_DNS_UDP_PLAIN ? LMS_DNS_UDP_PLAIN : q->edns_size;
+	return max > LMS_DNS_MSG_MAX ? LMS_DNS_MSG_MAX : max;
+}
+
+size_t
+lms_dns_truncate(uint8_t *msg, size_t len, size_t max)
+{
+	if (len <= max || len < LMS_DNS_HEADER || max < LMS_DNS_HEADER)
+		return len <= max ? len : 0;
+	size_t off = LMS_DNS_HEADER;
+	bool question = get16(msg + 4) == 1 && read_name(msg, len, &off, NULL, true) == 0 && off + 4 <= max;
+	put16(msg + 2, get16(msg + 2) | FLAG_TC);
+	put16(msg + 4, question ? 1 : 0);
+	for (size_t i = 6; i < LMS_DNS_HEADER; i += 2)
+		put16(msg + i, 0);
+	return question ? off + 4 : LMS_DNS_HEADER;
 }
 
 void

@@ -20,6 +20,12 @@
 /* The largest message read or written: the EDNS0 size this forwarder offers upstream (RFC 9715's 1232)
  * rounded up, and more than any UDP query a resolver library sends. */
 #define LMS_DNS_MSG_MAX 1280
+/* The EDNS0 size offered upstream for a query that came over TCP (RFC 7766), and so the largest answer
+ * relayed over TCP: the forwarder asks upstream over UDP only (it has left the host's namespace and can
+ * open no new connection there), and 4096 is what resolvers answer over UDP at most. */
+#define LMS_DNS_TCP_MSG_MAX 4096
+/* What a UDP client gets at most without EDNS0 (RFC 1035 4.2.1). */
+#define LMS_DNS_UDP_PLAIN 512
 /* Answers handed to the sandbox live at most this long, so that the filter's admitted addresses (which
  * last as long as the answer) do not outlive a change of the name for long. */
 #define LMS_DNS_TTL_MAX 300
@@ -47,6 +53,7 @@ struct lms_dns_question {
 	bool has_question; /* false when the query was refused before its question was read */
 	char name[LMS_DNS_NAME_TEXT_MAX + 1];
 	uint16_t qtype, qclass;
+	uint16_t edns_size; /* the UDP payload size of the query's EDNS0 OPT record; 0: it had none */
 };
 
 struct lms_dns_answer {
@@ -59,21 +66,34 @@ struct lms_dns_answer {
  * answer rather than a query). */
 int lms_dns_parse_query(const uint8_t *msg, size_t len, struct lms_dns_question *q);
 
-/* Writes the query for q's name and type with the given id (recursion desired, EDNS0 offering
- * LMS_DNS_MSG_MAX). Returns its length, 0 if cap is too small. */
-size_t lms_dns_write_query(const struct lms_dns_question *q, uint16_t id, uint8_t *out, size_t cap);
+/* Writes the query for q's name and type with the given id (recursion desired, an EDNS0 OPT record
+ * offering edns_size: the forwarder's own, never the client's, whose options are not passed on). Returns
+ * its length, 0 if cap is too small. */
+size_t lms_dns_write_query(const struct lms_dns_question *q, uint16_t id, uint16_t edns_size, uint8_t *out, size_t cap);
 
 /* Reads an answer to (id, q): its rcode into *rcode and up to max A/AAAA records of q's type and class
  * IN from its answer section into out (*n), owner names not compared (a CNAME chain's records belong to
- * its target). -1 when msg is not an answer to that question (other id, other question, malformed or
- * truncated): the caller keeps waiting or gives up. */
+ * its target). A truncated answer (TC) sets *tc and yields no record (what it holds is cut short). -1
+ * when msg is not an answer to that question (other id, other question, malformed): the caller keeps
+ * waiting or gives up. */
 int lms_dns_parse_answer(const uint8_t *msg, size_t len, uint16_t id, const struct lms_dns_question *q, int *rcode,
-			 struct lms_dns_answer *out, size_t max, size_t *n);
+			 bool *tc, struct lms_dns_answer *out, size_t max, size_t *n);
 
 /* Writes the sandbox's answer to q: rcode and, when it is NOERROR, the records (each TTL capped at
  * LMS_DNS_TTL_MAX), all under q's name. Returns its length, 0 if cap is too small. */
 size_t lms_dns_write_answer(const struct lms_dns_question *q, int rcode, const struct lms_dns_answer *a, size_t n,
 			    uint8_t *out, size_t cap);
+
+/* Sets the TC bit of a message in place: the client asks again over TCP. */
+void lms_dns_set_tc(uint8_t *msg, size_t len);
+
+/* The most a UDP client of q takes (its EDNS0 size, at least 512, at most LMS_DNS_MSG_MAX). */
+size_t lms_dns_udp_max(const struct lms_dns_question *q);
+
+/* An answer written for the sandbox (header, then at most one question) cut to max bytes when it is
+ * longer: only its header and question remain, with TC set and no record (RFC 2181 9: a client does not
+ * use a truncated answer's records, it asks over TCP). Returns the new length (len when it fits). */
+size_t lms_dns_truncate(uint8_t *msg, size_t len, size_t max);
 
 /* Puts id into a message in place (the upstream's answer relayed verbatim to the sandbox, under the
  * sandbox's own id). */

@@ -19,6 +19,7 @@
 #include "core/buf.h"
 #include "core/fdio.h"
 #include "net/dns-forwarder.h"
+#include "net/dns-tcp.h"
 #include "net/forbidden.h"
 #include "net/nft-rules.h"
 #include "net/resolver.h"
@@ -98,7 +99,7 @@ enter(pid_t pid1, const char *ns, int type)
 static _Noreturn void
 forwarder_main(pid_t pid1, const struct lms_sandbox_spec *spec, const struct sockaddr_storage *up, socklen_t up_len)
 {
-	struct lms_dns_forwarder f = {.upstream_len = up_len, .stop_fd = -1};
+	struct lms_dns_forwarder f = {.upstream_len = up_len, .tcp_fd = -1, .stop_fd = -1};
 	memcpy(&f.upstream, up, up_len);
 	struct lms_allowlist *allow = spec->net_allow ? xcalloc(1, sizeof(*allow)) : NULL;
 	struct admit_ctx ctx = {.nft = lms_network_tool("nft")};
@@ -139,7 +140,14 @@ forwarder_main(pid_t pid1, const struct lms_sandbox_spec *spec, const struct soc
 	inet_pton(AF_INET, LMS_NET_DNS_FORWARD, &at.sin_addr);
 	f.sandbox_fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (f.sandbox_fd < 0 || bind(f.sandbox_fd, (struct sockaddr *)&at, sizeof(at)) < 0) {
-		report(errno, "listen on %s:53 in the sandbox", LMS_NET_DNS_FORWARD);
+		report(errno, "listen on %s:53 (UDP) in the sandbox", LMS_NET_DNS_FORWARD);
+		_exit(1);
+	}
+	/* TCP at the same address: a resolver's retry after a truncated answer, and tools that ask over TCP. */
+	f.tcp_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (f.tcp_fd < 0 || bind(f.tcp_fd, (struct sockaddr *)&at, sizeof(at)) < 0 ||
+	    listen(f.tcp_fd, LMS_DNS_TCP_CONNS_MAX) < 0) {
+		report(errno, "listen on %s:53 (TCP) in the sandbox", LMS_NET_DNS_FORWARD);
 		_exit(1);
 	}
 	/* No core dump, no ptrace by the sandbox's processes (which cannot even name it: it is outside

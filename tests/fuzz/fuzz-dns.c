@@ -1,8 +1,11 @@
 /*
  * libFuzzer target: the sandbox DNS forwarder's parsers (net/dns-msg.c, net/dns-filter.c). Each input
  * is tried as a sandbox's query (under an open policy and an allowlist) and as an upstream's answer to
- * a fixed question. Whatever it is: what is written fits its buffer, a forwarded query reads back as
- * the same question, a refused name is never forwarded, and no admitted address is a forbidden one.
+ * a fixed question, and as a TCP stream (net/dns-tcp.c: length-prefixed messages, each read whole, in
+ * chunks whose sizes the input's first byte sets). Whatever it is: what is written fits its buffer, a
+ * forwarded query reads back as the same question, a refused name is never forwarded, no admitted
+ * address is a forbidden one, the framing never reads past a message and each message is as long as its
+ * prefix said, and an answer cut for a UDP client fits what it takes.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -10,6 +13,7 @@
 #include <strings.h>
 
 #include "net/dns-filter.h"
+#include "net/dns-tcp.h"
 #include "net/forbidden.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -20,9 +24,15 @@ as_query(const struct lms_dns_policy *policy, const uint8_t *data, size_t size)
 	uint8_t out[LMS_DNS_MSG_MAX];
 	size_t len;
 	struct lms_dns_pending p;
-	enum lms_dns_verdict v = lms_dns_filter_query(policy, data, size, 0x1234, &p, out, sizeof(out), &len);
+	enum lms_dns_verdict v =
+	    lms_dns_filter_query(policy, data, size, 0x1234, LMS_DNS_MSG_MAX, &p, out, sizeof(out), &len);
 	if (len > sizeof(out) || (v == LMS_DNS_DROP && len != 0))
 		abort();
+	if (v == LMS_DNS_REPLY) {
+		size_t max = lms_dns_udp_max(&p.q), cut = lms_dns_truncate(out, len, max);
+		if (cut > max || cut > len)
+			abort();
+	}
 	if (v != LMS_DNS_FORWARD)
 		return;
 	struct lms_dns_question back;
@@ -60,6 +70,45 @@ as_answer(const uint8_t *data, size_t size)
 	}
 }
 
+static void
+as_tcp_stream(const struct lms_dns_policy *policy, const uint8_t *data, size_t size)
+{
+	static struct lms_dns_tcp_conn c;
+	if (size == 0)
+		return;
+	size_t chunk = 1 + data[0] % 64, off = 1;
+	c.in_len = c.out_len = 0;
+	c.waiting = 0;
+	c.eof = false;
+	while (off < size) {
+		size_t need = lms_dns_tcp_need(&c), n = size - off;
+		if (need == 0 || need > LMS_DNS_TCP_FRAME_MAX - c.in_len)
+			abort();
+		n = n < need ? n : need;
+		n = n < chunk ? n : chunk;
+		memcpy(c.in + c.in_len, data + off, n);
+		c.in_len += n;
+		off += n;
+		size_t len;
+		const uint8_t *msg = lms_dns_tcp_message(&c, &len);
+		if (!msg)
+			continue;
+		if (len != (size_t)(c.in[0] << 8 | c.in[1]))
+			abort();
+		uint8_t out[LMS_DNS_MSG_MAX];
+		size_t olen;
+		struct lms_dns_pending p;
+		if (lms_dns_filter_query(policy, msg, len, 0x4321, LMS_DNS_TCP_MSG_MAX, &p, out, sizeof(out), &olen) ==
+		    LMS_DNS_REPLY) {
+			if (lms_dns_tcp_queue(&c, out, olen) < 0)
+				c.out_len = 0; /* the client read it all */
+		}
+		c.in_len = 0;
+		if (len == 0)
+			return; /* the forwarder closes the connection */
+	}
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -74,5 +123,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	as_query(&open, data, size);
 	as_query(&allow, data, size);
 	as_answer(data, size);
+	as_tcp_stream(&allow, data, size);
 	return 0;
 }

@@ -30,9 +30,14 @@ DNS_PORT = 53
 # Names the DNS server answers: one on the test internet, one resolving to a forbidden address.
 NAME_OK = "www.test-internet.example"
 NAME_BAD = "private.test-internet.example"
+# A name with more A records than a 1280-byte UDP answer holds: the DNS server answers it with TC over UDP unless the
+# query's EDNS0 size makes room (the sandbox's forwarder offers 4096 for a query that came to it over TCP).
+NAME_BIG = "big.test-internet.example"
+BIG_ADDRS = [f"198.18.{_OCTET}.{10 + i}" for i in range(100)]
 
 # The servers inside the namespace: an HTTP server on every address (GET /size/N returns N bytes) and a DNS server
-# answering A queries from a fixed table (struct-packed, no library).
+# answering A queries from a fixed table (struct-packed, no library), over UDP only (the sandbox's forwarder asks
+# upstream over UDP only), setting TC when the answer is longer than the query's EDNS0 size (512 without one).
 SERVER_CODE = textwrap.dedent(
     r'''
     import http.server, socket, socketserver, struct, sys, threading
@@ -65,13 +70,21 @@ SERVER_CODE = textwrap.dedent(
                     labels.append(q[i + 1:i + 1 + q[i]].decode()); i += 1 + q[i]
                 qtype = struct.unpack(">H", q[i + 1:i + 3])[0]
                 question = q[12:i + 5]
+                opt = q[i + 5:i + 16]
+                size = 512
+                if struct.unpack(">H", q[10:12])[0] == 1 and len(opt) == 11 and opt[:3] == b"\0\0\x29":
+                    size = max(512, struct.unpack(">H", opt[3:5])[0])
                 name = ".".join(labels).lower()
-                addr = NAMES.get(name)
+                addrs = NAMES.get(name)
+                addrs = [addrs] if isinstance(addrs, str) else addrs or []
                 ans = b""
-                if addr and qtype == 1:
-                    ans = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 5, 4) + socket.inet_aton(addr)
-                rcode = 0 if addr else 3
-                hdr = struct.pack(">HHHHHH", tid, 0x8180 | rcode, 1, 1 if ans else 0, 0, 0)
+                if qtype == 1:
+                    ans = b"".join(b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 5, 4) + socket.inet_aton(a) for a in addrs)
+                rcode = 0 if addrs else 3
+                flags = 0x8180 | rcode
+                if 12 + len(question) + len(ans) > size:
+                    flags, ans = flags | 0x0200, b""
+                hdr = struct.pack(">HHHHHH", tid, flags, 1, len(ans) // 16, 0, 0)
                 s.sendto(hdr + question + ans, peer)
             except Exception as e:
                 print("dns:", e, file=sys.stderr)
@@ -138,7 +151,7 @@ def test_internet():
             metadata_routed = False
             pytest.skip(f"cannot route {METADATA_ADDR} to the test internet (another test run holds it?): "
                         f"{routed.stderr.strip()}")
-        names = {NAME_OK: NET_ADDR, NAME_BAD: PRIVATE_ADDR}
+        names = {NAME_OK: NET_ADDR, NAME_BAD: PRIVATE_ADDR, NAME_BIG: BIG_ADDRS}
         code = SERVER_CODE.replace("{NAMES}", repr(names)).replace("{DNS_PORT}", str(DNS_PORT))
         code = code.replace("{HTTP_PORT}", str(HTTP_PORT))
         proc = subprocess.Popen(

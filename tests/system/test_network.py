@@ -18,8 +18,10 @@ from conftest import host_pids_with, unique_marker
 from net_fixtures import (  # noqa: F401  (test_internet is a fixture)
     HOST_ADDR,
     HTTP_PORT,
+    BIG_ADDRS,
     METADATA_ADDR,
     NAME_BAD,
+    NAME_BIG,
     NAME_OK,
     NET_ADDR,
     PRIVATE_ADDR,
@@ -66,6 +68,42 @@ s.sendto(q, (server, port))
 a = s.recv(2048)
 rcode, an = struct.unpack(">H", a[2:4])[0] & 15, struct.unpack(">H", a[6:8])[0]
 print(socket.inet_ntoa(a[-4:]) if rcode == 0 and an else "rcode=%d" % rcode)
+"""
+
+# Run inside a sandbox: argv[1] JSON [[transport, name], ...] asked of the sandbox's resolver 127.0.0.53:53, the
+# TCP ones on one connection (each query after its two-byte length); prints [[TC bit, rcode, [addresses]], ...].
+DNS_ASK = r"""
+import json, socket, struct, sys
+def query(i, name):
+    q = struct.pack(">HHHHHH", 0x7000 + i, 0x0100, 1, 0, 0, 0)
+    return q + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+def read(s, n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            raise EOFError("closed")
+        b += c
+    return b
+def parse(a, i):
+    tid, flags, qd, an = struct.unpack(">HHHH", a[:8])
+    assert tid == 0x7000 + i, tid
+    return [bool(flags & 0x200), flags & 15, [socket.inet_ntoa(a[-4 - 16 * k:len(a) - 16 * k]) for k in range(an)]]
+asks = json.loads(sys.argv[1])
+out, tcp = [], None
+for i, (how, name) in enumerate(asks):
+    if how == "udp":
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(5)
+        u.sendto(query(i, name), ("127.0.0.53", 53))
+        out.append(parse(u.recv(4096), i))
+        continue
+    if tcp is None:
+        tcp = socket.create_connection(("127.0.0.53", 53), timeout=5)
+    q = query(i, name)
+    tcp.sendall(struct.pack(">H", len(q)) + q)
+    out.append(parse(read(tcp, struct.unpack(">H", read(tcp, 2))[0]), i))
+print(json.dumps(out))
 """
 
 
@@ -598,3 +636,27 @@ def test_an_address_the_host_gains_after_preparing_is_refused_all_the_same(poole
     finally:
         lst.close()
         subprocess.run(["ip", "addr", "del", f"{added}/32", "dev", "lo"], check=False)
+
+
+def test_dns_over_tcp_in_the_sandbox(servers):
+    """The sandbox's resolver answers over TCP too (several queries on one connection), with the filter's rules; a
+    UDP answer too large for the client is TC, the same over TCP is the answer, and glibc's resolver (which
+    retries over TCP on TC) resolves the name."""
+    s = servers["net"]
+    asks = [["tcp", NAME_OK], ["tcp", NAME_BAD], ["tcp", NAME_BIG], ["udp", NAME_BIG], ["tcp", "nx.test-internet.example"]]
+    r = assert_exec_result(s.exec({"argv": ["python3", "-c", DNS_ASK, json.dumps(asks)], "network": True}))
+    assert r["exit_code"] == 0, r
+    ok, bad, big_tcp, big_udp, nx = json.loads(r["stdout"])
+    assert ok == [False, 0, [NET_ADDR]], ok
+    assert bad[:2] == [False, 5] and bad[2] == [], bad  # REFUSED: it names a private address
+    assert big_tcp[:2] == [False, 0] and len(big_tcp[2]) == 16 and set(big_tcp[2]) <= set(BIG_ADDRS), big_tcp
+    assert big_udp == [True, 0, []], big_udp
+    assert nx == [False, 3, []], nx
+    glibc = assert_exec_result(s.exec({"argv": ["getent", "ahostsv4", NAME_BIG], "network": True}))
+    assert glibc["exit_code"] == 0, glibc
+    assert {line.split()[0] for line in glibc["stdout"].splitlines()} <= set(BIG_ADDRS), glibc
+    # An allowlist's names over TCP: its own name answered, another refused.
+    listed = assert_exec_result(servers["list"].exec({"argv": ["python3", "-c", DNS_ASK,
+                                                               json.dumps([["tcp", NAME_OK], ["tcp", NAME_BIG]])],
+                                                      "network": True}))
+    assert json.loads(listed["stdout"]) == [[False, 0, [NET_ADDR]], [False, 5, []]], listed

@@ -105,8 +105,9 @@ test_glibc_query_is_forwarded_with_a_fresh_id(void **state)
 	uint8_t q[LMS_DNS_MSG_MAX], out[LMS_DNS_MSG_MAX];
 	size_t qlen = glibc_query("Deb.Example.Net", ns_t_a, q, sizeof(q)), olen;
 	struct lms_dns_pending p;
-	assert_int_equal(lms_dns_filter_query(&open_policy, q, qlen, 0x4242, &p, out, sizeof(out), &olen),
-			 LMS_DNS_FORWARD);
+	assert_int_equal(
+	    lms_dns_filter_query(&open_policy, q, qlen, 0x4242, LMS_DNS_MSG_MAX, &p, out, sizeof(out), &olen),
+	    LMS_DNS_FORWARD);
 	assert_string_equal(p.q.name, "Deb.Example.Net");
 	assert_int_equal(p.q.qtype, LMS_DNS_TYPE_A);
 	assert_int_equal(out[0] << 8 | out[1], 0x4242);
@@ -150,7 +151,8 @@ filter_answer(const struct lms_dns_policy *policy, const char *name, const char 
 	uint8_t q[LMS_DNS_MSG_MAX], fwd[LMS_DNS_MSG_MAX], up[LMS_DNS_MSG_MAX], out[LMS_DNS_MSG_MAX];
 	size_t qlen = glibc_query(name, ns_t_a, q, sizeof(q)), flen, olen;
 	struct lms_dns_pending p;
-	assert_int_equal(lms_dns_filter_query(policy, q, qlen, 7, &p, fwd, sizeof(fwd), &flen), LMS_DNS_FORWARD);
+	assert_int_equal(lms_dns_filter_query(policy, q, qlen, 7, LMS_DNS_MSG_MAX, &p, fwd, sizeof(fwd), &flen),
+			 LMS_DNS_FORWARD);
 	size_t ulen = upstream_answer(&p, 0, addrs, n, up);
 	int r = lms_dns_filter_answer(policy, &p, up, ulen, out, sizeof(out), &olen, admitted, n_admitted, why);
 	if (r < 0)
@@ -233,12 +235,14 @@ test_allowlist_refuses_other_names_without_asking(void **state)
 	uint8_t q[LMS_DNS_MSG_MAX], out[LMS_DNS_MSG_MAX];
 	struct lms_dns_pending pending;
 	size_t olen, qlen = glibc_query("evil.example.com", ns_t_aaaa, q, sizeof(q));
-	assert_int_equal(lms_dns_filter_query(&p, q, qlen, 9, &pending, out, sizeof(out), &olen), LMS_DNS_REPLY);
+	assert_int_equal(lms_dns_filter_query(&p, q, qlen, 9, LMS_DNS_MSG_MAX, &pending, out, sizeof(out), &olen),
+			 LMS_DNS_REPLY);
 	ns_msg msg;
 	assert_int_equal(ns_initparse(out, (int)olen, &msg), 0);
 	assert_int_equal(ns_msg_getflag(msg, ns_f_rcode), LMS_DNS_REFUSED);
 	qlen = glibc_query("deb.debian.org", ns_t_aaaa, q, sizeof(q));
-	assert_int_equal(lms_dns_filter_query(&p, q, qlen, 9, &pending, out, sizeof(out), &olen), LMS_DNS_FORWARD);
+	assert_int_equal(lms_dns_filter_query(&p, q, qlen, 9, LMS_DNS_MSG_MAX, &pending, out, sizeof(out), &olen),
+			 LMS_DNS_FORWARD);
 	free(list);
 }
 
@@ -249,7 +253,8 @@ test_an_answer_to_another_question_is_ignored(void **state)
 	uint8_t q[LMS_DNS_MSG_MAX], fwd[LMS_DNS_MSG_MAX], up[LMS_DNS_MSG_MAX], out[LMS_DNS_MSG_MAX];
 	size_t qlen = glibc_query("a.example.net", ns_t_a, q, sizeof(q)), flen, olen, n;
 	struct lms_dns_pending p, other;
-	assert_int_equal(lms_dns_filter_query(&open_policy, q, qlen, 77, &p, fwd, sizeof(fwd), &flen), LMS_DNS_FORWARD);
+	assert_int_equal(lms_dns_filter_query(&open_policy, q, qlen, 77, LMS_DNS_MSG_MAX, &p, fwd, sizeof(fwd), &flen),
+			 LMS_DNS_FORWARD);
 	other = p;
 	snprintf(other.q.name, sizeof(other.q.name), "b.example.net");
 	const char *addrs[] = {"198.18.0.1"};
@@ -290,15 +295,18 @@ test_hostile_messages(void **state)
 	static const uint8_t fwd_ptr[] = {0, 1,	   0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 1, 'a', 0, 0, 1, 0,
 					  1, 0xc0, 30,	 0,    1, 0, 1, 0, 0, 0, 0, 0, 4, 1,   2, 3, 4};
 	int rcode;
+	bool tc;
 	struct lms_dns_answer out[4];
 	size_t n;
-	assert_int_equal(lms_dns_parse_answer(fwd_ptr, sizeof(fwd_ptr), 1, &a, &rcode, out, 4, &n), -1);
+	assert_int_equal(lms_dns_parse_answer(fwd_ptr, sizeof(fwd_ptr), 1, &a, &rcode, &tc, out, 4, &n), -1);
 	static const uint8_t short_rdata[] = {0, 1, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 1, 'a', 0, 0, 1,
 					      0, 1, 0xc0, 12,	0, 1, 0, 1, 0, 0, 0, 0, 0, 4,	1, 2};
-	assert_int_equal(lms_dns_parse_answer(short_rdata, sizeof(short_rdata), 1, &a, &rcode, out, 4, &n), -1);
-	/* Truncated (TC): not an answer this forwarder relays. */
-	static const uint8_t tc[] = {0, 1, 0x83, 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 1, 'a', 0, 0, 1, 0, 1};
-	assert_int_equal(lms_dns_parse_answer(tc, sizeof(tc), 1, &a, &rcode, out, 4, &n), -1);
+	assert_int_equal(lms_dns_parse_answer(short_rdata, sizeof(short_rdata), 1, &a, &rcode, &tc, out, 4, &n), -1);
+	/* Truncated (TC), with a record cut short: taken as the answer, TC said, no record read. */
+	static const uint8_t cut[] = {0, 1, 0x83, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 1, 'a', 0, 0, 1, 0, 1, 0xc0, 12, 0};
+	assert_int_equal(lms_dns_parse_answer(cut, sizeof(cut), 1, &a, &rcode, &tc, out, 4, &n), 0);
+	assert_true(tc);
+	assert_int_equal(n, 0);
 }
 
 int
