@@ -13,6 +13,8 @@ Three figures, each with its anchor measured in the same run:
   parallel bubblewrap loops over the same time (goal: >= 4 x).
 * Idle resident memory of the daemon (VmRSS; goal <= 8 MiB) and of its spawner.
 * MCP: a tools/call of bash `true` over Streamable HTTP against a sandbox exec of the same (goal: <= 1.3 x).
+* The files API: a 256 MiB upload and download against `cp` of the same file and against the loopback TCP
+  ceiling of the same shape, interleaved (goal: >= 0.5 x cp); `--files-only` runs just this figure.
 * The floor under the round trip: build/bench/lms-floor (floor.c) times the engine alone launching
   /usr/bin/true in a prepared sandbox, teardown included, with no HTTP and no process in between,
   beside a bare posix_spawn of it from C.
@@ -27,6 +29,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -205,13 +208,96 @@ def persistent(url, rounds, daemon_pid, idle_count=20):
             "idle_count": idle_count}
 
 
-def files_throughput(url, size_mib=256, rounds=5):
-    """The files API: a size_mib file uploaded (PUT from a host file) and downloaded (GET, the bytes dropped),
-    against `cp` of the same file on the same machine, interleaved; median seconds of each. None when the daemon
-    has no files API."""
+FILES_BLOCK = 1 << 20  # every client and anchor moves the bytes in 1 MiB pieces
+
+
+def cp_once(src, dst):
+    t = time.perf_counter()
+    subprocess.run(["cp", src, dst], check=True)
+    dt = time.perf_counter() - t
+    os.unlink(dst)
+    return dt
+
+
+# The ceiling's sender, a process of its own as the daemon is: it connects, waits for the go byte (the clock
+# starts with it, after this process has started), then sends the whole file with sendfile (as the daemon
+# sends a download) or in 1 MiB reads and sends (as the bench's client sends an upload).
+TCP_SENDER = """
+import os, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+s.recv(1)
+with open(sys.argv[1], "rb", buffering=0) as f:
+    if sys.argv[3] == "sendfile":
+        s.sendfile(f)
+    else:
+        while block := f.read(1 << 20):
+            s.sendall(block)
+s.close()
+"""
+
+
+def tcp_once(src, dst, how="sendfile"):
+    """The loopback ceiling: src sent over a loopback TCP connection by another process (how: "sendfile" or
+    "send", 1 MiB reads) and received here in 1 MiB pieces, into dst (a host file, as the download's client
+    writes it) or dropped (dst None); both sockets with 4 MiB buffers, no HTTP. Seconds."""
+    size = os.path.getsize(src)
+    with socket.create_server(("127.0.0.1", 0)) as lsock:
+        sender = subprocess.Popen([sys.executable, "-c", TCP_SENDER, src, str(lsock.getsockname()[1]), how])
+        conn, _ = lsock.accept()
+        with conn:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            t = time.perf_counter()
+            conn.sendall(b"g")
+            got = receive_into(conn.recv_into, dst)
+            dt = time.perf_counter() - t
+    if dst:
+        os.unlink(dst)  # outside the time, as cp_once's
+    if sender.wait(60) != 0 or got != size:
+        sys.exit(f"bench_server: the loopback ceiling carried {got} of {size} bytes")
+    return dt
+
+
+def receive_into(readinto, dst):
+    """Reads to the end with readinto(1 MiB buffer), writing the bytes to a new file dst or dropping them
+    (dst None). The byte count."""
+    buf = memoryview(bytearray(FILES_BLOCK))
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600) if dst else -1
+    got = 0
+    try:
+        while n := readinto(buf):
+            got += n
+            view = buf[:n] if fd >= 0 else buf[:0]
+            while view:
+                view = view[os.write(fd, view):]
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return got
+
+
+def put_file(conn, path, src):
+    """PUT of the host file src, read and sent 1 MiB at a time (the connection's blocksize); the response,
+    read. (Sent with sendfile instead, the body takes longer here: the daemon's reads then copy out of
+    4 KiB page-cache pages rather than the socket's own large buffers, 0.18 s against 0.145 s.)"""
+    with open(src, "rb", buffering=0) as f:
+        conn.request("PUT", path, f, {"Content-Length": str(os.path.getsize(src))})
+        resp = conn.getresponse()
+        resp.read()
+    return resp
+
+
+def files_throughput(url, size_mib=256, rounds=11):
+    """The files API against `cp` of the same file on the same machine, interleaved round by round; medians.
+    Every side has its bytes in the page cache (the host file just written, the sandbox's tmpfs) and moves
+    them in 1 MiB pieces or more: the upload reads the host file and PUTs it (the daemon writes it into the
+    sandbox), the download GETs it (the daemon sends it with sendfile) into a new host file, as cp writes its
+    copy (both copies removed, outside the time). The loopback ceilings of the same run (tcp_once, each
+    direction's sender, no HTTP) say what any HTTP server could reach here. None when the daemon has no
+    files API."""
     host, port = url.split("//")[1].rsplit(":", 1)
-    # 1 MiB blocks each way: http.client's own 8 KiB would make the client the bottleneck.
-    conn = http.client.HTTPConnection(host, int(port), timeout=300, blocksize=1 << 20)
+    # http.client's own 8 KiB blocks would make the client the bottleneck.
+    conn = http.client.HTTPConnection(host, int(port), timeout=300, blocksize=FILES_BLOCK)
     status, data = call(conn, "POST", "/v1/sandboxes", {"limits": {"disk_mb": size_mib * 2 + 64}})
     if status != 201:
         conn.close()
@@ -222,38 +308,58 @@ def files_throughput(url, size_mib=256, rounds=5):
     with open(src, "wb") as f:
         for _ in range(size_mib):
             f.write(os.urandom(1 << 20))
-    times = {"cp": [], "upload": [], "download": []}
+    times = {"cp": [], "upload": [], "download": [], "tcp": [], "tcp_send_file": [], "tcp_file": []}
     try:
         for _ in range(rounds):
+            times["cp"].append(cp_once(src, dst))
+            times["tcp"].append(tcp_once(src, None))
+            times["tcp_send_file"].append(tcp_once(src, dst, "send"))
+            times["tcp_file"].append(tcp_once(src, dst))
             t = time.perf_counter()
-            subprocess.run(["cp", src, dst], check=True)
-            times["cp"].append(time.perf_counter() - t)
-            os.unlink(dst)
-            t = time.perf_counter()
-            with open(src, "rb") as f:
-                conn.request("PUT", f"/v1/sandboxes/{sbx}/files/work/big", f,
-                             {"Content-Length": str(size_mib << 20)})
-                resp = conn.getresponse()
-                resp.read()
+            resp = put_file(conn, f"/v1/sandboxes/{sbx}/files/work/big", src)
             times["upload"].append(time.perf_counter() - t)
             if resp.status != 201:
                 sys.exit(f"bench_server: upload answered {resp.status}")
             t = time.perf_counter()
             conn.request("GET", f"/v1/sandboxes/{sbx}/files/work/big")
             resp = conn.getresponse()
-            # Read and dropped, as `curl -o /dev/null` does: the figure is the API's, not the client's disk.
-            buf = memoryview(bytearray(1 << 20))
-            got = 0
-            while n := resp.readinto(buf):
-                got += n
+            got = receive_into(resp.readinto, dst)
             times["download"].append(time.perf_counter() - t)
+            os.unlink(dst)
             if resp.status != 200 or got != size_mib << 20:
                 sys.exit(f"bench_server: download answered {resp.status} with {got} bytes")
         call(conn, "DELETE", f"/v1/sandboxes/{sbx}")
     finally:
         conn.close()
         shutil.rmtree(work, ignore_errors=True)
-    return {k: statistics.median(v) for k, v in times.items()} | {"mib": size_mib}
+    return {k: statistics.median(v) for k, v in times.items()} | {"mib": size_mib, "rounds": rounds,
+                                                                   "samples": times}
+
+
+def files_lines(files):
+    """The markdown of files_throughput's figures: each direction against cp and against the loopback
+    ceiling of the same run, with the spread of every figure (the 2-core VM is shared)."""
+    mib, smp = files["mib"], files["samples"]
+    def spread(k):
+        return f"{min(smp[k]) * 1000:.0f}-{max(smp[k]) * 1000:.0f}"
+    rows = [("upload (PUT of a host file; the daemon writes the sandbox's file)", "upload", "tcp_send_file"),
+            ("download (GET into a new host file; the daemon reads 1 MiB blocks)", "download", "tcp_file"),
+            ("ceiling, the upload's shape: 1 MiB reads sent over loopback TCP, received into a host file",
+             "tcp_send_file", "tcp_send_file"),
+            ("ceiling, the download's shape: sendfile over loopback TCP, received into a host file", "tcp_file",
+             "tcp_file"),
+            ("ceiling: sendfile over loopback TCP, the bytes dropped", "tcp", "tcp_file")]
+    return [f"{mib} MiB of random bytes through the files API and `cp` of the same file on the same machine, "
+            f"interleaved, {files['rounds']} rounds, medians; page cache warm on every side (the host file, the "
+            "sandbox's tmpfs); the client (Python, 1 MiB pieces) reads the host file for the upload and writes the "
+            "download into a new host file, as cp writes its copy. Each ceiling is its direction's shape without "
+            "HTTP (4 MiB socket buffers, 1 MiB reads).", "",
+            "| figure | MiB/s | ms (min-max) | ratio to cp | of the ceiling | goal |",
+            "|---|---:|---:|---:|---:|---|",
+            f"| cp | {mib / files['cp']:.0f} | {files['cp'] * 1000:.0f} ({spread('cp')}) | 1.00 | | |",
+            *[f"| {label} | {mib / files[k]:.0f} | {files[k] * 1000:.0f} ({spread(k)}) | "
+              f"{files['cp'] / files[k]:.2f} | {files[ceiling] / files[k]:.2f} | "
+              f"{'>= 0.5' if k in ('upload', 'download') else ''} |" for label, k, ceiling in rows], ""]
 
 
 def engine_floor(serve_bin, rounds, pause_ms=20):
@@ -436,7 +542,21 @@ def main():
     p.add_argument("--append", help="append a markdown section to this file")
     p.add_argument("--stream-rounds", type=int, default=10)
     p.add_argument("--stream-chunks", type=int, default=5000)
+    p.add_argument("--files-only", action="store_true",
+                   help="only the files API's throughput against cp and the loopback ceiling")
+    p.add_argument("--files-rounds", type=int, default=11)
     args = p.parse_args()
+    if args.files_only:
+        proc, url = start_server(os.path.abspath(args.serve_bin))
+        try:
+            files = files_throughput(url, rounds=args.files_rounds)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        if files is None:
+            sys.exit("bench_server: the daemon has no files API (POST /v1/sandboxes failed)")
+        emit(["## Files API throughput", "", *files_lines(files)], args.append)
+        return
     proc, url = start_server(os.path.abspath(args.serve_bin))
     try:
         time.sleep(0.5)  # settle before the idle reading; nothing else waits on this
@@ -444,7 +564,7 @@ def main():
         spawner = sum(rss_kib(c) for c in children(proc.pid))
         rt = round_trips(url, args.rounds, proc.pid, POOL_SIZE)
         lasting = persistent(url, args.rounds, proc.pid)
-        files = files_throughput(url)
+        files = files_throughput(url, rounds=args.files_rounds)
         mcp = mcp_vs_exec(url, args.rounds)
         rate, bad, socket_errors = wrk_rate(url, args.seconds)
         brate = bwrap_rate(args.seconds)
@@ -491,14 +611,7 @@ def main():
            f"| memory per idle sandbox on the host (KiB, PSS) | {lasting['idle_kib']:.0f} | | | <= 512 |",
            f"| daemon RSS growth per idle sandbox (KiB) | {lasting['daemon_kib']:.1f} | | | <= 100 |", ""]
           if lasting else []),
-        *([f"{files['mib']} MiB of random bytes through the files API (PUT from a host file, GET read and dropped) and "
-           "`cp` of the same file on the same machine, interleaved, 5 rounds, medians.", "",
-           "| figure | files API | cp | ratio (throughput) | goal |", "|---|---:|---:|---:|---|",
-           f"| upload {files['mib']} MiB (MiB/s) | {files['mib'] / files['upload']:.0f} "
-           f"| {files['mib'] / files['cp']:.0f} | {files['cp'] / files['upload']:.2f} | >= 0.5 |",
-           f"| download {files['mib']} MiB (MiB/s) | {files['mib'] / files['download']:.0f} "
-           f"| {files['mib'] / files['cp']:.0f} | {files['cp'] / files['download']:.2f} | >= 0.5 |", ""]
-          if files else []),
+        *(files_lines(files) if files else []),
         *(["## MCP", "",
            f"{args.rounds} interleaved rounds in one sandbox on a kept-alive connection: POST /mcp tools/call of "
            "bash `true` (Accept: application/json, text/event-stream, as the official clients send it) against "

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -116,6 +117,38 @@ query_true(struct lms_request *req, const char *key)
 	return v != NULL && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0);
 }
 
+/* A regular file's body: read into the response's buffer of DOWNLOAD_BLOCK and sent from there, on
+ * libmicrohttpd's thread (reads of the page cache, as sendfile's would be). Not sendfile:
+ * libmicrohttpd sends a file 128 KiB per call with a poll between, and the client then copies out of
+ * skbs of page-cache pages; 1 MiB pieces copied into the socket's own buffers took a 256 MiB download
+ * from 0.177 s to 0.112 s (cp: 0.103 s) on the bench machine. The buffer is one per download, freed with
+ * it: the daemon's memory stays flat whatever the file's size. */
+#define DOWNLOAD_BLOCK (1024 * 1024)
+
+static ssize_t
+file_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	int fd = (int)(intptr_t)cls;
+	for (;;) {
+		ssize_t n = pread(fd, buf, max, (off_t)pos);
+		if (n > 0)
+			return n;
+		if (n < 0 && errno == EINTR)
+			continue;
+		/* Shorter than its Content-Length (cut meanwhile by the sandbox) or unreadable: the client
+		 * sees a cut body, not a whole one. */
+		lms_log(LMS_LOG_WARNING, NULL, "files: a download was cut", "error",
+			n == 0 ? "the file became shorter while it was sent" : strerror(errno), NULL);
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	}
+}
+
+static void
+file_free(void *cls)
+{
+	close((int)(intptr_t)cls);
+}
+
 /* The tar stream of a directory, read from the packer's pipe as the client takes it. */
 static ssize_t
 tar_read(void *cls, uint64_t pos, char *buf, size_t max)
@@ -182,8 +215,9 @@ get_open(struct lms_request *req, int fd, const struct stat *st)
 	}
 	if (list != NULL)
 		return lms_reply_json(req, 200, list);
-	/* Sent with sendfile from the descriptor: the daemon never holds the file. */
-	struct MHD_Response *resp = MHD_create_response_from_fd((uint64_t)st->st_size, data);
+	/* Read a block at a time from the descriptor (file_read): the daemon never holds the file. */
+	struct MHD_Response *resp = MHD_create_response_from_callback((uint64_t)st->st_size, DOWNLOAD_BLOCK, file_read,
+								      (void *)(intptr_t)data, file_free);
 	if (resp == NULL) {
 		close(data);
 		return lms_reply_error(req, 500, "server_error", "internal_error", "could not make the response");

@@ -223,6 +223,18 @@ def test_a_full_disk_is_enospc_inside_and_the_sandbox_goes_on(start):
     assert sh(s, sbx, "rm /work/big && echo ok > /work/small && cat /work/small")["stdout"] == "ok\n"
 
 
+def test_small_files_take_small_pages_of_the_disk(start):
+    # The tmpfs gives large folios only to what fills them (huge=within_size, for fast big uploads): 300
+    # small files must cost about 300 pages of disk_mb, not 300 huge pages, and a big file still fits.
+    s = start()
+    sbx = create(s, limits={"disk_mb": 16})
+    r = sh(s, sbx, "for i in $(seq 300); do echo $i > /work/f$i || exit 1; done; "
+                   "head -c 12000000 /dev/urandom > /work/big && echo ok; df -k /work | tail -1")
+    assert r["stdout"].startswith("ok\n"), r
+    used_kib = int(r["stdout"].split("\n")[1].split()[2])
+    assert used_kib < 14 * 1024, r
+
+
 def test_a_fork_copies_the_files_at_that_moment_but_not_the_processes(start):
     s = start("--max-sandboxes", "3")
     marker = unique_marker()
