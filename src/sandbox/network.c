@@ -377,12 +377,12 @@ lms_network_up(pid_t pid1, const struct lms_cgroup *cg, const struct lms_sandbox
 		r = start_helper(argv, enter_pasta, &e, NULL, "start pasta", &pasta, err);
 	if (r == 0)
 		r = lms_network_dns_start(pid1, cg, spec, err);
-	/* Both are waited for, whatever failed: no helper is left unreaped. */
-	int r_filter = finish_helper(&filter, r == 0 ? err : NULL);
-	if (r == 0)
-		r = r_filter;
-	int r_pasta = finish_helper(&pasta, r == 0 ? err : NULL);
-	return r == 0 ? r_pasta : r;
+	/* Both are waited for, whatever failed: no helper is left unreaped (the first error stands). */
+	if (finish_helper(&filter, err) < 0)
+		r = -1;
+	if (finish_helper(&pasta, err) < 0)
+		r = -1;
+	return r;
 }
 
 static uint64_t

@@ -121,8 +121,6 @@ lms_pool_recipe_set(struct lms_pool_recipe *r, const struct lms_sandbox_spec *sp
 		r->net_dns = dup_opt(spec->net_dns);
 		r->net_allow_private = dup_opt(spec->net_allow_private);
 		r->net_allow = dup_opt(spec->net_allow);
-		/* Read before the sandbox's filter reads the host's addresses: a change in between shows. */
-		r->net_stamp = lms_network_host_stamp(spec);
 	}
 	return true;
 }

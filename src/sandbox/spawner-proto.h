@@ -107,7 +107,7 @@ struct lms_pool_recipe {
 	size_t n;
 	bool network;
 	char *net_dns, *net_allow_private, *net_allow;
-	uint64_t net_stamp; /* lms_network_host_stamp when the recipe was set */
+	uint64_t net_stamp; /* of a prepared sandbox: lms_network_host_stamp before it was made */
 };
 /* False (the recipe cleared) when a layer directory is gone. */
 bool lms_pool_recipe_set(struct lms_pool_recipe *r, const struct lms_sandbox_spec *spec);

@@ -320,8 +320,7 @@ send_request_with(struct lms_spawner *sp, uint32_t type, uint64_t sandbox, const
 	}
 	for (size_t i = 0; i < n_extra; i++)
 		fds[nfds++] = extra[i];
-	struct lms_spawn_msg msg = {
-	    .type = type, .sandbox = sandbox, .image = spec ? lms_pool_key(spec) : 0};
+	struct lms_spawn_msg msg = {.type = type, .sandbox = sandbox, .image = spec ? lms_pool_key(spec) : 0};
 	if (r == 0) {
 		pthread_mutex_lock(&sp->lock);
 		ssize_t sent = lms_fd_send(sp->sock, &msg, sizeof(msg), fds, nfds);

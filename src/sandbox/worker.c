@@ -19,6 +19,7 @@
 #include "core/alloc.h"
 #include "core/fdio.h"
 #include "core/log.h"
+#include "sandbox/network.h"
 #include "sandbox/spawner-proto.h"
 
 static void
@@ -364,13 +365,15 @@ prepare_pooled(int ctl, const struct lms_pool_config *cfg, struct images *im, ui
 	 * which only PID 1's is raised from at launch (exec.c): they are prepared at the commands' own. */
 	if (cfg->low_priority)
 		(void)setpriority(PRIO_PROCESS, 0, base.network ? cfg->nice : LMS_POOL_NICE);
-	/* The layers' inodes (and the host's addresses) are taken before the sandbox is made of them: a
-	 * later check sees any change. */
+	/* The layers' inodes are taken before the overlay is made of them: a later check sees any change. */
 	if (!lms_pool_recipe_set(&im->prepared, &base)) {
 		lms_pool_recipe_clear(&im->recipe);
 		tell(ctl, LMS_WORKER_FAILED, "a layer directory of the image is gone (the image was removed)");
 		return;
 	}
+	/* Read before the sandbox's filter reads the host's addresses: a change in between shows. */
+	if (base.network)
+		im->prepared.net_stamp = lms_network_host_stamp(&base);
 	if (lms_sandbox_create(&base, prepared, &err) < 0) {
 		lms_pool_recipe_clear(&im->prepared);
 		if (key != 0)
