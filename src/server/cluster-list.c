@@ -41,8 +41,7 @@ answer_entries(const struct lms_peer_answer *a, char *why, size_t why_size)
 	json_t *root = json_loadb(a->body.data ? a->body.data : "", a->body.len, JSON_REJECT_DUPLICATES, &jerr);
 	json_t *data = json_object_get(root, "data");
 	if (root == NULL || !json_is_array(data)) {
-		snprintf(why, why_size, "answered with no list (%s)",
-			 root == NULL ? "not JSON" : "no \"data\" array");
+		snprintf(why, why_size, "answered with no list (%s)", root == NULL ? "not JSON" : "no \"data\" array");
 		json_decref(root);
 		return NULL;
 	}

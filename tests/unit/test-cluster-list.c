@@ -52,10 +52,10 @@ merges_newest_first_and_names_each_node(void **state)
 	assert_string_equal(id_at(list, 1), "sbx_n-a_0000000000000001");
 	assert_string_equal(id_at(list, 2), "sbx_n-b_0000000000000003");
 	/* The node is the one asked, whatever the answer said. */
-	assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(list, "data"), 0), "node")),
-			    "n-b");
-	assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(list, "data"), 1), "node")),
-			    "n-a");
+	assert_string_equal(
+	    json_string_value(json_object_get(json_array_get(json_object_get(list, "data"), 0), "node")), "n-b");
+	assert_string_equal(
+	    json_string_value(json_object_get(json_array_get(json_object_get(list, "data"), 1), "node")), "n-a");
 	assert_int_equal(json_array_size(json_object_get(list, "unreachable_nodes")), 0);
 	json_decref(list);
 	for (int i = 0; i < 2; i++)
