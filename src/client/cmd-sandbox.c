@@ -1,5 +1,7 @@
 /* `lm-sandbox sandbox create`, `ls` and `rm`: POST, GET and DELETE /v1/sandboxes[/{id}]. */
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 
@@ -86,16 +88,41 @@ labels_of(json_t *metadata)
 	return out;
 }
 
-enum { COL_ID, COL_STATE, COL_CREATED, COL_EXPIRES, COL_LABELS, N_COLS };
+enum { COL_ID, COL_NODE, COL_STATE, COL_CREATED, COL_EXPIRES, COL_LABELS, N_COLS };
 
+/* show_node: a cluster's list (its entries name their node); a daemon alone has no NODE column. */
 static void
-print_row(char *const cells[N_COLS], const size_t widths[N_COLS])
+print_row(char *const cells[N_COLS], const size_t widths[N_COLS], bool show_node)
 {
 	for (int i = 0; i < N_COLS; i++) {
+		if (i == COL_NODE && !show_node)
+			continue;
 		if (i == N_COLS - 1)
 			printf("%s\n", cells[i]);
 		else
 			printf("%-*s   ", (int)widths[i], cells[i]);
+	}
+}
+
+/* A cluster's list that some nodes did not give (API-NOTES.md, "Cluster"): said on stderr, never a silent
+ * gap; the list of the others still goes to stdout. */
+static void
+report_unreachable(json_t *list)
+{
+	json_t *errors = json_object_get(list, "node_errors");
+	size_t i;
+	json_t *name;
+	json_array_foreach(json_object_get(list, "unreachable_nodes"), i, name)
+	{
+		if (!json_is_string(name))
+			continue;
+		char *node = printable(json_string_value(name));
+		char *why = printable(json_string_value(json_object_get(errors, json_string_value(name))));
+		fprintf(stderr,
+			"lm-sandbox: the list is partial: node %s did not answer%s%s: its sandboxes are missing\n",
+			node, why[0] ? ": " : "", why);
+		free(node);
+		free(why);
 	}
 }
 
@@ -118,10 +145,12 @@ lms_client_ls(struct lms_client *c, const struct lms_client_args *a)
 		json_decref(list);
 		return failed(err);
 	}
+	report_unreachable(list);
 	size_t n = json_array_size(data);
 	char *(*rows)[N_COLS] = xcalloc(n + 1, sizeof(*rows));
 	size_t widths[N_COLS] = {0};
-	const char *titles[N_COLS] = {"ID", "STATE", "CREATED", "EXPIRES", "LABELS"};
+	const char *titles[N_COLS] = {"ID", "NODE", "STATE", "CREATED", "EXPIRES", "LABELS"};
+	bool show_node = false;
 	for (int i = 0; i < N_COLS; i++)
 		rows[0][i] = xstrdup(titles[i]);
 	long long now = now_ms();
@@ -129,6 +158,9 @@ lms_client_ls(struct lms_client *c, const struct lms_client_args *a)
 		json_t *s = json_array_get(data, i);
 		char when[96];
 		rows[i + 1][COL_ID] = printable(json_string_value(json_object_get(s, "id")));
+		const char *node = json_string_value(json_object_get(s, "node"));
+		show_node = show_node || node != NULL;
+		rows[i + 1][COL_NODE] = printable(node);
 		rows[i + 1][COL_STATE] = printable(json_string_value(json_object_get(s, "state")));
 		long long created = lms_client_parse_time_ms(json_string_value(json_object_get(s, "created_at")));
 		/* A clock a little ahead of ours is not a sandbox made in the future. */
@@ -147,7 +179,7 @@ lms_client_ls(struct lms_client *c, const struct lms_client_args *a)
 		if (a->quiet)
 			printf("%s\n", rows[i][COL_ID]);
 		else
-			print_row(rows[i], widths);
+			print_row(rows[i], widths, show_node);
 	}
 	for (size_t i = 0; i <= n; i++)
 		for (int col = 0; col < N_COLS; col++)

@@ -10,6 +10,10 @@
 #include "core/error.h"
 #include "core/id.h"
 
+/* The header a request passed on to a peer carries (its value: this node's name): a peer never passes
+ * such a request on again, nor gathers a list for it (forward.c, peer-lists.c). */
+#define LMS_FORWARDED_BY_HEADER "X-LMS-Forwarded-By"
+
 struct lms_peer {
 	char name[LMS_NODE_MAX + 1];
 	char *url;  /* as given: "http://host:port" */

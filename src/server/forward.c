@@ -26,7 +26,7 @@
 #include "server/cluster.h"
 #include "server/server.h"
 
-#define HOP_HEADER "X-LMS-Forwarded-By"
+#define HOP_HEADER LMS_FORWARDED_BY_HEADER
 #define CONNECT_MS 3000
 /* The request's head and body go to the peer from libmicrohttpd's one thread (as a body sink's do): a
  * peer that stops reading holds it this long at most, then the forward fails (docs/ARCHITECTURE.md). */
@@ -149,9 +149,8 @@ connect_peer(const struct lms_peer *p, char *why, size_t why_size)
 	return fd;
 }
 
-/* Percent-encodes s (n bytes) onto out, keeping `keep` as they are besides the unreserved characters. */
-static void
-append_encoded(struct lms_buf *out, const char *s, size_t n, const char *keep)
+void
+lms_url_encode(struct lms_buf *out, const char *s, size_t n, const char *keep)
 {
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
@@ -178,10 +177,10 @@ add_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 	struct head_ctx *h = cls;
 	lms_buf_append(h->out, h->first_arg ? "?" : "&", 1);
 	h->first_arg = false;
-	append_encoded(h->out, key, strlen(key), "");
+	lms_url_encode(h->out, key, strlen(key), "");
 	if (value != NULL) {
 		lms_buf_append(h->out, "=", 1);
-		append_encoded(h->out, value, strlen(value), "");
+		lms_url_encode(h->out, value, strlen(value), "");
 	}
 	return MHD_YES;
 }
@@ -250,7 +249,7 @@ lms_forward_begin(struct lms_request *req, bool *taken)
 	memcpy(f->node, node, sizeof(node));
 	struct head_ctx h = {.out = &f->head, .first_arg = true};
 	lms_buf_printf(&f->head, "%s ", req->method);
-	append_encoded(&f->head, req->path, strlen(req->path), "/!$&'()*+,;=:@");
+	lms_url_encode(&f->head, req->path, strlen(req->path), "/!$&'()*+,;=:@");
 	MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, add_arg, &h);
 	lms_buf_printf(&f->head, " HTTP/1.1\r\nHost: %s:%s\r\nConnection: close\r\nX-Request-Id: %s\r\n%s: %s\r\n",
 		       p->host, p->port, req->id, HOP_HEADER, c->node);

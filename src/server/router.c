@@ -53,7 +53,7 @@ const struct lms_route lms_routes[] = {
      "Make a persistent sandbox: files and background processes stay between its commands", "SandboxRequest",
      "Sandbox"},
     {"GET", "/v1/sandboxes", lms_route_sandbox_list, true, false, false,
-     "The persistent sandboxes (?metadata.KEY=VALUE filters)", NULL, NULL},
+     "The persistent sandboxes, of every node in a cluster (?metadata.KEY=VALUE filters, ?node=local)", NULL, NULL},
     {"GET", "/v1/sandboxes/{id}", lms_route_sandbox_get, true, false, false, "One persistent sandbox", NULL, "Sandbox"},
     {"DELETE", "/v1/sandboxes/{id}", lms_route_sandbox_delete, true, false, false,
      "End a sandbox: every process killed, every mount, cgroup and file removed (204)", NULL, NULL},

@@ -13,7 +13,10 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "image/store.h"
+#include "server/cluster-list.h"
+#include "server/cluster.h"
 #include "server/history.h"
+#include "server/peer-lists.h"
 #include "server/sandboxes.h"
 #include "server/server.h"
 
@@ -164,14 +167,90 @@ add_filter(void *cls, enum MHD_ValueKind kind, const char *key, const char *valu
 	return MHD_YES;
 }
 
+/* The same filters again, "&metadata.KEY=VALUE..." encoded, for the peers' lists. */
+static enum MHD_Result
+add_filter_query(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	(void)kind;
+	struct lms_buf *q = cls;
+	if (strncmp(key, "metadata.", 9) != 0 || key[9] == '\0')
+		return MHD_YES;
+	lms_buf_append(q, "&", 1);
+	lms_url_encode(q, key, strlen(key), "");
+	lms_buf_append(q, "=", 1);
+	lms_url_encode(q, value ? value : "", value ? strlen(value) : 0, "");
+	return MHD_YES;
+}
+
+/* The cluster-wide list: this node's (unless only a peer's is asked for) and the peers' to ask, merged. */
+static enum MHD_Result
+reply_cluster_list(struct lms_request *req, json_t *local, const struct lms_peer *const *peers, size_t n)
+{
+	const struct lms_cluster *c = req->server->cluster;
+	lms_cluster_list_name_node(json_object_get(local, "data"), c->node);
+	struct lms_buf query = {0};
+	MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, add_filter_query, &query);
+	lms_buf_append(&query, "", 0);
+	struct lms_peer_list_request rq = {
+	    .query = query.data,
+	    .authorization = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+	    .request_id = req->id,
+	    .self = c->node};
+	struct lms_peer_answer *answers = xcalloc(n + 1, sizeof(*answers));
+	lms_peer_lists_fetch(peers, n, &rq, answers);
+	json_t *list = lms_cluster_list_merge(local, answers, n);
+	for (size_t i = 0; i < n; i++)
+		lms_peer_answer_clear(&answers[i]);
+	free(answers);
+	lms_buf_clear(&query);
+	/* A partial list is still a list (200), but never a silent one: the header says so too. */
+	struct lms_buf missing = {0};
+	size_t i;
+	json_t *name;
+	json_array_foreach(json_object_get(list, "unreachable_nodes"), i, name)
+	{
+		if (i > 0)
+			lms_buf_append(&missing, ", ", 2);
+		lms_buf_append(&missing, json_string_value(name), json_string_length(name));
+	}
+	lms_buf_append(&missing, "", 0);
+	const struct lms_header headers[] = {{"X-LMS-Unreachable-Nodes", missing.data}, {NULL, NULL}};
+	enum MHD_Result r = lms_reply_json_headers(req, 200, list, missing.len > 1 ? headers : NULL);
+	lms_buf_clear(&missing);
+	return r;
+}
+
 enum MHD_Result
 lms_route_sandbox_list(struct lms_request *req)
 {
+	const struct lms_cluster *c = req->server->cluster;
+	const char *node = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "node");
+	/* A request a peer passed on is answered with this node's own list only: never a second fan-out. */
+	bool via_peer = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, LMS_FORWARDED_BY_HEADER) != NULL;
+	bool local_only = node == NULL ? via_peer : strcmp(node, "local") == 0 || (c && strcmp(node, c->node) == 0);
+	const struct lms_peer *one = node != NULL && !local_only && c ? lms_cluster_peer(c, node) : NULL;
+	if (node != NULL && !local_only && (one == NULL || via_peer))
+		return lms_reply_error(req, 400, "invalid_request_error", "invalid_request",
+				       "node=%.64s: no such node in this cluster (node %s, --peers): give node=local "
+				       "or the name of a peer",
+				       node, c ? c->node : "local");
 	json_t *filter = json_object();
 	MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, add_filter, filter);
-	json_t *list = lms_sandboxes_list(req->server->sandboxes, json_object_size(filter) ? filter : NULL);
+	json_t *list = one != NULL
+			   ? json_pack("{s:[]}", "data")
+			   : lms_sandboxes_list(req->server->sandboxes, json_object_size(filter) ? filter : NULL);
 	json_decref(filter);
-	return lms_reply_json(req, 200, list);
+	if (!lms_cluster_enabled(c))
+		return lms_reply_json(req, 200, list); /* a daemon alone: the list as it always was */
+	if (one != NULL)
+		return reply_cluster_list(req, list, &one, 1);
+	const struct lms_peer **peers = xcalloc(c->n_peers + 1, sizeof(*peers));
+	size_t n = 0;
+	for (size_t i = 0; !local_only && i < c->n_peers; i++)
+		peers[n++] = &c->peers[i];
+	enum MHD_Result r = reply_cluster_list(req, list, peers, n);
+	free(peers);
+	return r;
 }
 
 enum MHD_Result

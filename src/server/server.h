@@ -242,6 +242,8 @@ void lms_forward_chunk(struct lms_request *req, const char *data, size_t len);
 enum MHD_Result lms_forward_reply(struct lms_request *req);
 /* The request is over, whatever happened: frees req->forward. */
 void lms_forward_end(struct lms_request *req);
+/* Percent-encodes s (n bytes) onto out, keeping `keep` as they are besides the unreserved characters. */
+void lms_url_encode(struct lms_buf *out, const char *s, size_t n, const char *keep);
 
 /* openapi.c */
 json_t *lms_openapi_document(void);
