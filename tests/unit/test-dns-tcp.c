@@ -157,7 +157,9 @@ static size_t
 many_records(const char *name, size_t n, uint8_t *out, size_t cap)
 {
 	struct lms_dns_question q = {.id = 3, .rd = true, .has_question = true, .qtype = 1, .qclass = 1};
-	snprintf(q.name, sizeof(q.name), "%s", name);
+	size_t name_len = strlen(name);
+	assert_true(name_len < sizeof(q.name));
+	memcpy(q.name, name, name_len + 1);
 	struct lms_dns_answer a[LMS_DNS_ANSWERS_MAX] = {0};
 	for (size_t i = 0; i < n; i++) {
 		a[i].addr.family = AF_INET;
