@@ -23,6 +23,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/fdio.h"
+#include "core/fnv.h"
 #include "net/cidr.h"
 #include "net/forbidden.h"
 #include "net/allowlist.h"
@@ -385,15 +386,6 @@ lms_network_up(pid_t pid1, const struct lms_cgroup *cg, const struct lms_sandbox
 	return r;
 }
 
-static uint64_t
-stamp_bytes(uint64_t h, const void *data, size_t len)
-{
-	const unsigned char *p = data;
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ p[i]) * 1099511628211ull;
-	return h;
-}
-
 uint64_t
 lms_network_host_stamp(const struct lms_sandbox_spec *spec)
 {
@@ -401,10 +393,10 @@ lms_network_host_stamp(const struct lms_sandbox_spec *spec)
 	size_t n = 0;
 	if (lms_net_host_addrs(&host, &n, NULL) < 0)
 		return 0;
-	uint64_t h = 14695981039346656037ull;
+	uint64_t h = LMS_FNV1A_INIT;
 	for (size_t i = 0; i < n; i++) {
-		h = stamp_bytes(h, &host[i].family, sizeof(host[i].family));
-		h = stamp_bytes(h, host[i].addr, host[i].family == AF_INET6 ? 16 : 4);
+		h = lms_fnv1a(h, &host[i].family, sizeof(host[i].family));
+		h = lms_fnv1a(h, host[i].addr, host[i].family == AF_INET6 ? 16 : 4);
 	}
 	free(host);
 	struct sockaddr_storage up;
@@ -414,13 +406,13 @@ lms_network_host_stamp(const struct lms_sandbox_spec *spec)
 		return 0;
 	if (up.ss_family == AF_INET6) {
 		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&up;
-		h = stamp_bytes(h, &a->sin6_port, sizeof(a->sin6_port));
-		h = stamp_bytes(h, &a->sin6_addr, sizeof(a->sin6_addr));
-		h = stamp_bytes(h, &a->sin6_scope_id, sizeof(a->sin6_scope_id));
+		h = lms_fnv1a(h, &a->sin6_port, sizeof(a->sin6_port));
+		h = lms_fnv1a(h, &a->sin6_addr, sizeof(a->sin6_addr));
+		h = lms_fnv1a(h, &a->sin6_scope_id, sizeof(a->sin6_scope_id));
 	} else {
 		const struct sockaddr_in *a = (const struct sockaddr_in *)&up;
-		h = stamp_bytes(h, &a->sin_port, sizeof(a->sin_port));
-		h = stamp_bytes(h, &a->sin_addr, sizeof(a->sin_addr));
+		h = lms_fnv1a(h, &a->sin_port, sizeof(a->sin_port));
+		h = lms_fnv1a(h, &a->sin_addr, sizeof(a->sin_addr));
 	}
 	return h != 0 ? h : 1;
 }

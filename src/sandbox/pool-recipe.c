@@ -9,21 +9,15 @@
 #include <sys/stat.h>
 
 #include "core/alloc.h"
+#include "core/fnv.h"
 #include "sandbox/network.h"
 #include "sandbox/spawner-proto.h"
 
-#define FNV_OFFSET 14695981039346656037ull
-#define FNV_PRIME 1099511628211ull
-
-/* FNV-1a over s and its NUL. */
+/* s and its NUL. */
 static uint64_t
 fnv(uint64_t h, const char *s)
 {
-	for (;; s++) {
-		h = (h ^ (unsigned char)*s) * FNV_PRIME;
-		if (*s == '\0')
-			return h;
-	}
+	return lms_fnv1a(h, s, strlen(s) + 1);
 }
 
 /* A setting that may be absent: NULL and "" hash apart. */
@@ -40,7 +34,7 @@ lms_pool_key(const struct lms_sandbox_spec *spec)
 	if (host && !spec->network)
 		return 0;
 	/* A routing hint only: a worker compares the recipe itself before it uses a prepared sandbox. */
-	uint64_t h = FNV_OFFSET;
+	uint64_t h = LMS_FNV1A_INIT;
 	if (!host) {
 		h = fnv(h, spec->image);
 		for (size_t i = 0; spec->layers != NULL && spec->layers[i] != NULL; i++)
