@@ -364,17 +364,20 @@ def daemons(lms_bin, tmp_path, *, base_args=(), must_keep_running=False):
         started.append(s)
         return s
 
-    yield start
     problems = []
-    for s in started:
-        was_running = s.alive()
-        status, killed = s.stop()
-        if (was_running or must_keep_running) and (not was_running or killed or status != 0):
-            problems.append(f"running at the end: {was_running}; after SIGTERM: status {status}, "
-                            f"needed SIGKILL: {killed}\n{s.describe()}")
-    # Sandboxes outlive their daemon (their file systems stay mounted for the next start): the test's are
-    # unmounted here so that its temporary directory can go.
-    unmount_under(tmp_path)
+    try:
+        yield start
+    finally:
+        # Also when the test failed: its daemons stopped and its mounts gone, or they outlive the run.
+        for s in started:
+            was_running = s.alive()
+            status, killed = s.stop()
+            if (was_running or must_keep_running) and (not was_running or killed or status != 0):
+                problems.append(f"running at the end: {was_running}; after SIGTERM: status {status}, "
+                                f"needed SIGKILL: {killed}\n{s.describe()}")
+        # Sandboxes outlive their daemon (their file systems stay mounted for the next start): the test's are
+        # unmounted here so that its temporary directory can go.
+        unmount_under(tmp_path)
     assert not problems, "\n".join(problems)
 
 

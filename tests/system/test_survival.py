@@ -154,7 +154,10 @@ def test_kill_9_at_any_instant_leaves_each_sandbox_whole_or_gone(start):
                     r = s.post("/v1/sandboxes", {"metadata": {"round": str(round_)}}, timeout=10)
                     if r.status_code == 201:
                         sid = r.json()["id"]
-                        e = s.post(f"/v1/sandboxes/{sid}/exec", {"cmd": f"echo {sid} > /work/me"}, timeout=10)
+                        # Written whole or not at all (rename), so that a command cut short by the kill
+                        # cannot leave a torn file: what is asserted is the sandbox, not the command.
+                        write = f"echo {sid} > /work/me.new && mv /work/me.new /work/me"
+                        e = s.post(f"/v1/sandboxes/{sid}/exec", {"cmd": write}, timeout=10)
                         made[sid] = e.status_code == 200
                         if rng.random() < 0.3:
                             s.request("DELETE", f"/v1/sandboxes/{sid}", timeout=10)
