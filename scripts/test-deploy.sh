@@ -29,6 +29,43 @@ if [ -n "$missing" ]; then
 	fi
 fi
 
+# Compose v2 (`docker compose`), as Docker's own packages carry it and Ubuntu users have it: Debian 12
+# packages only docker-compose 1.29, so Debian 13's docker-compose package (a static binary; libc 2.34) is
+# fetched from this machine's own Debian mirror, unpacked, and its plugin put where Docker's documentation
+# puts a hand-installed one. Nothing is installed through dpkg, and apt's own lists stay as they were.
+compose_v2() {
+	docker compose version >/dev/null 2>&1 && return 0
+	if [ "$(id -u)" != 0 ]; then
+		echo "test-deploy: no Compose v2 ('docker compose'): install Docker's docker-compose-plugin"
+		return 0
+	fi
+	local site tmp
+	# shellcheck disable=SC2016 # $(SITE) is apt's own placeholder
+	site=$(apt-get indextargets --format '$(SITE)' 'Identifier: Packages' 'Origin: Debian' 'Release: bookworm' |
+		head -1)
+	if [ -z "$site" ]; then
+		echo "test-deploy: no Debian mirror in apt's sources: Compose v2 not fetched"
+		return 0
+	fi
+	tmp=$(mktemp -d)
+	mkdir -p "$tmp/lists/partial" "$tmp/archives/partial" "$tmp/sources"
+	printf 'Types: deb\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: %s\n' "$site" \
+		/usr/share/keyrings/debian-archive-keyring.gpg >"$tmp/sources/trixie.sources"
+	local apt=(-o Dir::Etc::sourcelist=/dev/null -o "Dir::Etc::sourceparts=$tmp/sources"
+		-o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache::archives=$tmp/archives" -o Dir::State::status=/dev/null
+		-o APT::Sandbox::User=root)
+	echo "test-deploy: fetching Compose v2 (Debian 13's docker-compose package)"
+	if (cd "$tmp" && apt-get "${apt[@]}" -qq update && apt-get "${apt[@]}" -qq download docker-compose) >/dev/null &&
+		dpkg-deb -x "$tmp"/docker-compose_*.deb "$tmp/x"; then
+		mkdir -p "$HOME/.docker/cli-plugins"
+		install -m 0755 "$tmp/x/usr/libexec/docker/cli-plugins/docker-compose" "$HOME/.docker/cli-plugins/"
+	else
+		echo "test-deploy: fetching Compose v2 failed; its tests will skip"
+	fi
+	rm -rf "$tmp"
+}
+compose_v2
+
 log=$(mktemp -d)
 dockerd_pid=""
 cleanup() {

@@ -6,6 +6,7 @@ manifests as kubectl kustomize renders them; yamllint; shellcheck on every shell
 A test whose tool is missing is skipped with the reason (scripts/test-deploy.sh counts a skip as a
 failure under CI=true). Figures (image size, start-to-healthy) go to $LMS_DEPLOY_FIGURES when set.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -278,16 +279,32 @@ def fake_image(image):
     return FAKE_IMAGE
 
 
-def test_compose_up_with_the_fakes_then_down_leaves_nothing(fake_image, token_file):
-    need("docker-compose")
-    project = TAG.replace("-", "")
-    # Debian 12's docker-compose 1.29 cannot unmask /proc (compose.yaml): the gateway alone is served.
-    env = compose_env(token_file, LMS_PROC_OPT="no-new-privileges=false", LMS_SANDBOX_OPTIONAL="true")
+def compose_v2():
+    """`docker compose` (Compose v2) as a command, or a loud skip. Debian 12 packages only docker-compose
+    1.29; scripts/test-deploy.sh fetches Debian 13's package as a CLI plugin."""
+    need("docker")
+    r = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0 or not r.stdout.strip().lstrip("v").startswith("2"):
+        pytest.skip("SKIPPED LOUDLY: no Compose v2 (`docker compose`); scripts/test-deploy.sh fetches it as root")
+    return ["docker", "compose"]
+
+
+@contextlib.contextmanager
+def compose_up(compose, token_file, **env_more):
+    """`compose up` of compose.yaml with the fakes (tests/deploy/compose.test.yaml) under a project of its
+    own: yields (url, token, logs) where logs() reads lm-sandbox's; `down` at the end, which must leave no
+    container, network or volume of the project."""
+    project = TAG.replace("-", "") + compose[-1].replace("-", "")
+    env = compose_env(token_file, **env_more)
     files = ["-p", project, "-f", "compose.yaml", "-f", "tests/deploy/compose.test.yaml"]
     label = f"label=com.docker.compose.project={project}"
+
+    def logs():
+        return run(*compose, *files, "logs", "--no-color", "lm-sandbox", env=env, check=False).stdout
+
     try:
-        run("docker-compose", *files, "up", "-d", "--no-build", env=env, timeout=300)
-        port = run("docker-compose", *files, "port", "lm-sandbox", "8000", env=env).stdout.strip().rsplit(":", 1)[1]
+        run(*compose, *files, "up", "-d", "--no-build", env=env, timeout=300)
+        port = run(*compose, *files, "port", "lm-sandbox", "8000", env=env).stdout.strip().rsplit(":", 1)[1]
         url = f"http://127.0.0.1:{port}"
         end = time.monotonic() + 60
         while True:
@@ -296,25 +313,60 @@ def test_compose_up_with_the_fakes_then_down_leaves_nothing(fake_image, token_fi
                 break
             time.sleep(0.2)
         assert health["backends"]["ollama"]["reachable"] and health["backends"]["llamacpp"]["reachable"], health
-        token = token_file.read_text().strip()
-        status, models = http(url + "/v1/models", token=token)
-        assert status == 200, models
-        ids = {m["id"] for m in models["data"]}
-        assert {"ollama/llama3.2:latest", "llamacpp/tiny.gguf"} <= ids, ids
-        for model in ("ollama/llama3.2:latest", "llamacpp/tiny.gguf"):
-            status, answer = http(url + "/v1/chat/completions",
-                                  {"model": model, "messages": [{"role": "user", "content": "hi"}]}, token)
-            assert status == 200, answer
-            assert answer["choices"][0]["message"]["content"].startswith("chunk 0"), answer
-        status, _ = http(url + "/v1/models")
-        assert status == 401
+        yield url, token_file.read_text().strip(), logs
     finally:
-        logs = run("docker-compose", *files, "logs", "--no-color", "lm-sandbox", env=env, check=False).stdout
-        run("docker-compose", *files, "down", "-v", "--remove-orphans", "-t", "10", env=env, check=False)
-    assert "no sandbox can be made here" in logs, logs[-2000:]
+        run(*compose, *files, "down", "-v", "--remove-orphans", "-t", "10", env=env, check=False)
     for kind in ("ps -a", "network ls", "volume ls"):
         left = run("docker", *kind.split(), "-q", "--filter", label).stdout.strip()
         assert left == "", f"docker {kind}: {left}"
+
+
+def assert_gateway_answers(url, token):
+    status, models = http(url + "/v1/models", token=token)
+    assert status == 200, models
+    ids = {m["id"] for m in models["data"]}
+    assert {"ollama/llama3.2:latest", "llamacpp/tiny.gguf"} <= ids, ids
+    for model in ("ollama/llama3.2:latest", "llamacpp/tiny.gguf"):
+        status, answer = http(url + "/v1/chat/completions",
+                              {"model": model, "messages": [{"role": "user", "content": "hi"}]}, token)
+        assert status == 200, answer
+        assert answer["choices"][0]["message"]["content"].startswith("chunk 0"), answer
+    status, _ = http(url + "/v1/models")
+    assert status == 401
+
+
+def test_compose_up_with_the_fakes_then_down_leaves_nothing(fake_image, token_file):
+    need("docker-compose")
+    # Debian 12's docker-compose 1.29 cannot unmask /proc (compose.yaml): the gateway alone is served.
+    up = compose_up(["docker-compose"], token_file, LMS_PROC_OPT="no-new-privileges=false",
+                    LMS_SANDBOX_OPTIONAL="true")
+    with up as (url, token, logs):
+        assert_gateway_answers(url, token)
+        assert "no sandbox can be made here" in logs(), logs()[-2000:]
+
+
+def test_compose_v2_config_grants_the_narrow_privileges(token_file):
+    cfg = yaml.safe_load(run(*compose_v2(), "-f", "compose.yaml", "config", env=compose_env(token_file)).stdout)
+    lms = cfg["services"]["lm-sandbox"]
+    assert {"seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"} <= set(lms["security_opt"])
+    assert set(lms["cap_add"]) == {"SETUID", "SETGID", "SETFCAP"} and lms["cap_drop"] == ["ALL"]
+    assert "privileged" not in lms
+
+
+def test_compose_v2_up_runs_sandboxes_and_the_gateway_then_down_leaves_nothing(fake_image, token_file):
+    # compose.yaml as a user runs it: /proc unmasked, a sandbox required (no LMS_PROC_OPT, no optional).
+    with compose_up(compose_v2(), token_file) as (url, token, logs):
+        assert_gateway_answers(url, token)
+        status, r = http(url + "/v1/exec", {"cmd": "id -u; cat /etc/shadow; echo shadow=$?; "
+                                                   "cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' '"}, token)
+        assert status == 200, r
+        assert r["stdout"].splitlines() == ["0", "shadow=1", "lo"] and "Permission denied" in r["stderr"], r
+        # A sandbox that lasts, in the state volume.
+        status, sbx = http(url + "/v1/sandboxes", {"ttl_s": 600}, token)
+        assert status == 201, sbx
+        status, r = http(url + f"/v1/sandboxes/{sbx['id']}/exec", {"cmd": "echo kept > /work/f; cat /work/f"}, token)
+        assert status == 200 and r["stdout"] == "kept\n", r
+        assert "no sandbox can be made here" not in logs(), logs()[-2000:]
 
 
 # --- Kubernetes
