@@ -5,8 +5,8 @@ system of mmdebstrap, each imported and run.
 Each tool's second layer deletes a file and empties a directory of the Debian below it, so that the whiteouts and
 opaque markers the tools write themselves are what the importer honours. The tests skip loudly without a tool, as
 root only, and without Debian's mirror (mmdebstrap); under CI=true a skip is a failure (scripts/test.sh).
-Docker: a dockerd of the test's own (its own socket, data and exec roots, no bridge), as scripts/test-deploy.sh
-starts one, so that no other daemon on the machine is touched; builds use the classic builder and no network.
+Docker: a dockerd of the test's own (its own socket, data and exec roots and network namespace, no bridge), so that
+no other daemon on the machine is touched; builds use the classic builder and no network.
 """
 import gzip
 import io
@@ -135,7 +135,9 @@ def dockerd(tmp_path_factory):
     sock = d / "docker.sock"
     env = {**os.environ, "DOCKER_HOST": f"unix://{sock}", "DOCKER_BUILDKIT": "0"}
     log = open(d / "dockerd.log", "wb")
-    proc = subprocess.Popen(["dockerd", "--host", f"unix://{sock}", "--data-root", str(d / "data"),
+    # In a network namespace of its own: a dockerd started with --bridge none deletes the machine's docker0
+    # bridge at start (moby's removeDefaultBridgeInterface), which would cut off the Docker a developer runs.
+    proc = subprocess.Popen(["unshare", "--net", "--", "dockerd", "--host", f"unix://{sock}", "--data-root", str(d / "data"),
                              "--exec-root", str(d / "exec"), "--pidfile", str(d / "docker.pid"), "--bridge", "none",
                              "--iptables=false", "--ip-masq=false"], stdout=log, stderr=log)
     try:
