@@ -2,75 +2,56 @@
  * A prepared (pool) sandbox takes stored files: its /work, /tmp and /dev/shm are covered by the storage's
  * work/, tmp/ and shm/ (sandbox.h, spec->storage), so that a persistent sandbox costs a pool sandbox,
  * not a new one. The binds are cloned in our mount namespace as detached trees (open_tree) and attached
- * in the sandbox's (move_mount) by a short-lived child that joins it: PID 1 has no privilege left to
- * mount anything, and this process keeps its own namespace.
+ * in the sandbox's (move_mount) by this process (a pool worker), which joins that namespace for the three
+ * calls and goes back to its own: PID 1 has no privilege left to mount anything.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <linux/mount.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/fdio.h"
+#include "core/log.h"
 #include "sandbox/internal.h"
 
 static const char *const parts[3] = {"work", "tmp", "shm"};
 static const char *const targets[3] = {"/work", "/tmp", "/dev/shm"};
 
-struct attach_failure {
-	int step; /* 0: setns; 1..3: the part */
-	int errnum;
-};
-
-__attribute__((noreturn)) static void
-attach_in_child(int ns, const int trees[3], int report)
-{
-	struct attach_failure f = {0};
-	if (setns(ns, CLONE_NEWNS) < 0) {
-		f.errnum = errno;
-	} else {
-		for (int i = 0; i < 3 && f.errnum == 0; i++)
-			if (syscall(SYS_move_mount, trees[i], "", AT_FDCWD, targets[i], MOVE_MOUNT_F_EMPTY_PATH) < 0)
-				f = (struct attach_failure){.step = i + 1, .errnum = errno};
-	}
-	if (f.errnum != 0)
-		(void)!write(report, &f, sizeof(f));
-	_exit(f.errnum != 0);
-}
-
+/* Joins the sandbox's mount namespace for the three calls and comes back: a fork and its wait would cost
+ * more than the mounts themselves (bench/RESULTS.md, "Create + first command"). setns refuses a process
+ * with threads (EINVAL); a pool worker has one. The way back cannot fail but for a kernel's refusal this
+ * process could not go on from: it aborts then, rather than work on inside a sandbox's namespace. setns
+ * leaves the root and the working directory at the namespace's root: the working directory is put back
+ * (a worker's root is its namespace's). */
 static int
 attach(struct lms_sandbox *sb, const int trees[3], struct lms_error **err)
 {
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)sb->pid);
 	_cleanup_fd_ int ns = open(path, O_RDONLY | O_CLOEXEC);
-	if (ns < 0)
-		return lms_error_set(err, LMS_ERR_SETUP, errno, "storage: open the sandbox's mount namespace");
-	int report[2];
-	if (pipe2(report, O_CLOEXEC) < 0)
-		return lms_error_set(err, LMS_ERR_SETUP, errno, "storage: pipe");
-	pid_t child = fork();
-	if (child == 0)
-		attach_in_child(ns, trees, report[1]);
-	close(report[1]);
-	int status = 0;
-	struct attach_failure f = {0};
-	bool said = child > 0 && read(report[0], &f, sizeof(f)) == (ssize_t)sizeof(f);
-	close(report[0]);
-	if (child < 0)
-		return lms_error_set(err, LMS_ERR_SETUP, errno, "storage: fork");
-	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
-		;
-	if (said)
-		return lms_error_set(err, LMS_ERR_SETUP, f.errnum, "storage: %s %s",
-				     f.step == 0 ? "join the sandbox's mount namespace" : "mount it on",
-				     f.step == 0 ? "" : targets[f.step - 1]);
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		return lms_error_set(err, LMS_ERR_SETUP, 0, "storage: the helper that mounts it failed");
+	_cleanup_fd_ int self = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+	_cleanup_fd_ int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (ns < 0 || self < 0 || cwd < 0)
+		return lms_error_set(err, LMS_ERR_SETUP, errno, "storage: open the sandbox's mount namespace and ours");
+	if (setns(ns, CLONE_NEWNS) < 0)
+		return lms_error_set(err, LMS_ERR_SETUP, errno, "storage: join the sandbox's mount namespace");
+	int step = 0, errnum = 0;
+	for (; step < 3 && errnum == 0; step++)
+		if (syscall(SYS_move_mount, trees[step], "", AT_FDCWD, targets[step], MOVE_MOUNT_F_EMPTY_PATH) < 0)
+			errnum = errno;
+	if (setns(self, CLONE_NEWNS) < 0 || fchdir(cwd) < 0) {
+		lms_log(LMS_LOG_ERROR, NULL, "storage: cannot return to this process's mount namespace", "error",
+			strerror(errno), NULL);
+		abort();
+	}
+	if (errnum != 0)
+		return lms_error_set(err, LMS_ERR_SETUP, errnum, "storage: mount it on %s", targets[step - 1]);
 	return 0;
 }
 
