@@ -1429,6 +1429,28 @@ def test_pool_refills_while_a_long_command_runs(start):
         long.close()
 
 
+@root
+@pytest.mark.skipif(RECVMSG is None, reason="the recvmsg number of this architecture is not listed")
+def test_pool_refills_after_a_lasting_sandbox_is_made_whether_or_not_a_command_follows(start):
+    s = start("--pool-size", "2")
+
+    def full():
+        return len(ready_pool_workers(s.pid)) == 2
+
+    assert wait_until(full, 20), f"the pool never had 2 prepared sandboxes:\n{s.describe()}"
+    # A create takes a prepared sandbox (it becomes the lasting one): the pool is made whole again when no
+    # command follows ...
+    r = s.post("/v1/sandboxes", {})
+    assert r.status_code == 201, show(r)
+    assert wait_until(full, 20), f"the pool was not refilled after a create:\n{s.describe()}"
+    # ... and when one does.
+    r = s.post("/v1/sandboxes", {})
+    assert r.status_code == 201, show(r)
+    e = s.post(f"/v1/sandboxes/{r.json()['id']}/exec", {"argv": ["true"]})
+    assert e.status_code == 200 and e.json()["exit_code"] == 0, show(e)
+    assert wait_until(full, 20), f"the pool was not refilled after a sandbox's first command:\n{s.describe()}"
+
+
 def spawner_of(server):
     """The daemon's spawner: its child, named lms-spawner once it runs. The workers are the spawner's children."""
     spawner = wait_until(lambda: next((p for p, name in named_children(server.pid).items()
