@@ -1409,15 +1409,21 @@ def test_pool_workers_live_across_jobs(start):
     assert len(used) == 6, f"6 commands used {len(used)} distinct prepared sandboxes"
 
 
-@root
-@pytest.mark.skipif(RECVMSG is None, reason="the recvmsg number of this architecture is not listed")
-def test_pool_refills_while_a_long_command_runs(start):
+def pool_of_two(start):
+    """A daemon with --pool-size 2 whose pool has filled, and full(): whether it is full (again)."""
     s = start("--pool-size", "2")
 
     def full():
         return len(ready_pool_workers(s.pid)) == 2
 
     assert wait_until(full, 20), f"the pool never had 2 prepared sandboxes:\n{s.describe()}"
+    return s, full
+
+
+@root
+@pytest.mark.skipif(RECVMSG is None, reason="the recvmsg number of this architecture is not listed")
+def test_pool_refills_while_a_long_command_runs(start):
+    s, full = pool_of_two(start)
     long = s.sse({"cmd": "echo started; sleep 60", "stream": True, "timeout_ms": 60000})
     try:
         assert long.next_event() == ("stdout", {"data": "started\n"})
@@ -1432,12 +1438,7 @@ def test_pool_refills_while_a_long_command_runs(start):
 @root
 @pytest.mark.skipif(RECVMSG is None, reason="the recvmsg number of this architecture is not listed")
 def test_pool_refills_after_a_lasting_sandbox_is_made_whether_or_not_a_command_follows(start):
-    s = start("--pool-size", "2")
-
-    def full():
-        return len(ready_pool_workers(s.pid)) == 2
-
-    assert wait_until(full, 20), f"the pool never had 2 prepared sandboxes:\n{s.describe()}"
+    s, full = pool_of_two(start)
     # A create takes a prepared sandbox (it becomes the lasting one): the pool is made whole again when no
     # command follows ...
     r = s.post("/v1/sandboxes", {})
