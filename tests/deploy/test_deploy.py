@@ -345,12 +345,23 @@ def test_compose_up_with_the_fakes_then_down_leaves_nothing(fake_image, token_fi
         assert "no sandbox can be made here" in logs(), logs()[-2000:]
 
 
-def test_compose_v2_config_grants_the_narrow_privileges(token_file):
-    cfg = yaml.safe_load(run(*compose_v2(), "-f", "compose.yaml", "config", env=compose_env(token_file)).stdout)
+def test_compose_v2_config_grants_the_narrow_privileges_and_the_gpus(token_file):
+    compose, env = compose_v2(), compose_env(token_file)
+    cfg = yaml.safe_load(run(*compose, "-f", "compose.yaml", "config", env=env).stdout)
     lms = cfg["services"]["lm-sandbox"]
     assert {"seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"} <= set(lms["security_opt"])
     assert set(lms["cap_add"]) == {"SETUID", "SETGID", "SETFCAP"} and lms["cap_drop"] == ["ALL"]
     assert "privileged" not in lms
+    assert all("deploy" not in service for service in cfg["services"].values()), "GPUs reserved without the overlay"
+    # The GPU overlay as Compose v2 reads it: every service reserves NVIDIA GPUs, all of them (-1) by default
+    # and the number .env gives otherwise.
+    for count, want in ((None, -1), ("1", 1)):
+        more = {} if count is None else {"LMS_GPUS": count, "OLLAMA_GPUS": count, "LLAMACPP_GPUS": count}
+        gpu = yaml.safe_load(run(*compose, "-f", "compose.yaml", "-f", "deploy/compose.gpu.yaml", "config",
+                                 env=compose_env(token_file, **more)).stdout)
+        for name, service in gpu["services"].items():
+            devices = service["deploy"]["resources"]["reservations"]["devices"]
+            assert devices == [{"driver": "nvidia", "count": want, "capabilities": ["gpu"]}], (name, devices)
 
 
 def test_compose_v2_up_runs_sandboxes_and_the_gateway_then_down_leaves_nothing(fake_image, token_file):
